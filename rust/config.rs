@@ -1,0 +1,291 @@
+//! Engine configuration and its validation.
+//!
+//! Every knob mirrors one YAML key of the collector component; validation errors name that
+//! key (dotted path) so that a bad collector config fails at start with a message the user
+//! can act on. The Go component's `Validate()` calls into [`Config::validate`] through the
+//! C ABI, so validation lives here, once.
+
+use std::fmt;
+use std::time::Duration;
+
+use crate::findings::FindingKind;
+
+/// What to do with a span whose trace was already released.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LateSpanPolicy {
+    /// Forward it at once, marked `consistency.span.late = true`, and count it.
+    Forward,
+    /// Drop it and count it (`late_spans` metric, policy `drop`).
+    Drop,
+}
+
+/// How two different spans sharing one span ID in a trace are resolved.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DuplicatePolicy {
+    /// Keep both, each marked with the `conflicting_span_id` finding.
+    KeepBoth,
+    /// Keep the one with the latest HLC stamp (the last one received); the others are dropped
+    /// and counted.
+    KeepLatest,
+}
+
+/// How the hybrid logical clock stays monotonic across restarts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RestartStrategy {
+    /// Nothing: a restart on a host whose clock went back may repeat stamps.
+    None,
+    /// The component waits out `hlc.max_offset` before accepting data (CockroachDB's rule).
+    Wait,
+    /// An upper bound of issued stamps is persisted to `hlc.state_file`; on start the clock
+    /// begins above it.
+    Persist,
+}
+
+/// The engine's configuration. Durations are nanoseconds held as `i64` so that a negative
+/// YAML duration reaches validation instead of wrapping.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Config {
+    pub num_shards: u32,
+    pub quiet_period_ns: i64,
+    pub idle_timeout_ns: i64,
+    pub max_age_ns: i64,
+    pub max_buffered_spans: i64,
+    pub max_buffered_bytes: i64,
+    pub max_spans_per_trace: i64,
+    pub late_span_policy: LateSpanPolicy,
+    pub late_cache_size: i64,
+    /// Bit `1 << kind` set = that check is off.
+    pub checks_disabled: u32,
+    pub write_attributes: bool,
+    pub child_tolerance_ns: i64,
+    pub skew_correction: bool,
+    pub skew_max_adjustment_ns: i64,
+    pub duplicate_policy: DuplicatePolicy,
+    pub hlc_enabled: bool,
+    pub hlc_max_offset_ns: i64,
+    pub hlc_restart: RestartStrategy,
+    pub hlc_state_file: Option<String>,
+}
+
+pub const DEFAULT_QUIET_PERIOD: Duration = Duration::from_secs(1);
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+pub const DEFAULT_MAX_AGE: Duration = Duration::from_secs(60);
+pub const DEFAULT_MAX_BUFFERED_SPANS: i64 = 1_000_000;
+pub const DEFAULT_MAX_BUFFERED_BYTES: i64 = 512 << 20;
+pub const DEFAULT_MAX_SPANS_PER_TRACE: i64 = 20_000;
+pub const DEFAULT_LATE_CACHE_SIZE: i64 = 100_000;
+pub const DEFAULT_SKEW_MAX_ADJUSTMENT: Duration = Duration::from_secs(60);
+pub const DEFAULT_HLC_MAX_OFFSET: Duration = Duration::from_millis(500);
+/// Upper bound on shards: more than this only costs memory.
+pub const MAX_SHARDS: u32 = 1024;
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            num_shards: 0,
+            quiet_period_ns: DEFAULT_QUIET_PERIOD.as_nanos() as i64,
+            idle_timeout_ns: DEFAULT_IDLE_TIMEOUT.as_nanos() as i64,
+            max_age_ns: DEFAULT_MAX_AGE.as_nanos() as i64,
+            max_buffered_spans: DEFAULT_MAX_BUFFERED_SPANS,
+            max_buffered_bytes: DEFAULT_MAX_BUFFERED_BYTES,
+            max_spans_per_trace: DEFAULT_MAX_SPANS_PER_TRACE,
+            late_span_policy: LateSpanPolicy::Forward,
+            late_cache_size: DEFAULT_LATE_CACHE_SIZE,
+            checks_disabled: 0,
+            write_attributes: true,
+            child_tolerance_ns: 0,
+            skew_correction: false,
+            skew_max_adjustment_ns: DEFAULT_SKEW_MAX_ADJUSTMENT.as_nanos() as i64,
+            duplicate_policy: DuplicatePolicy::KeepBoth,
+            hlc_enabled: true,
+            hlc_max_offset_ns: DEFAULT_HLC_MAX_OFFSET.as_nanos() as i64,
+            hlc_restart: RestartStrategy::Wait,
+            hlc_state_file: None,
+        }
+    }
+}
+
+/// A configuration error; the message names the YAML key and the remedy.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigError(pub String);
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+fn positive_duration(key: &str, ns: i64) -> Result<(), ConfigError> {
+    if ns <= 0 {
+        return Err(ConfigError(format!(
+            "{key} must be a positive duration, got {}",
+            fmt_ns(ns)
+        )));
+    }
+    Ok(())
+}
+
+fn non_negative_duration(key: &str, ns: i64) -> Result<(), ConfigError> {
+    if ns < 0 {
+        return Err(ConfigError(format!(
+            "{key} must not be negative, got {}",
+            fmt_ns(ns)
+        )));
+    }
+    Ok(())
+}
+
+fn positive_count(key: &str, n: i64) -> Result<(), ConfigError> {
+    if n <= 0 {
+        return Err(ConfigError(format!(
+            "{key} must be greater than zero, got {n}"
+        )));
+    }
+    Ok(())
+}
+
+/// Formats nanoseconds the way Go prints a `time.Duration` for the common cases.
+pub fn fmt_ns(ns: i64) -> String {
+    let d = Duration::from_nanos(ns.unsigned_abs());
+    let sign = if ns < 0 { "-" } else { "" };
+    if ns == 0 {
+        "0s".to_string()
+    } else if d.as_nanos() % 1_000_000_000 == 0 {
+        format!("{sign}{}s", d.as_secs())
+    } else if d.as_nanos() % 1_000_000 == 0 {
+        format!("{sign}{}ms", d.as_millis())
+    } else {
+        format!("{sign}{}ns", d.as_nanos())
+    }
+}
+
+impl Config {
+    /// Checks every knob; the first problem found is returned, naming its YAML key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.num_shards > MAX_SHARDS {
+            return Err(ConfigError(format!(
+                "num_shards must be at most {MAX_SHARDS} (0 picks one per core), got {}",
+                self.num_shards
+            )));
+        }
+        positive_duration("quiet_period", self.quiet_period_ns)?;
+        positive_duration("idle_timeout", self.idle_timeout_ns)?;
+        positive_duration("max_age", self.max_age_ns)?;
+        if self.idle_timeout_ns < self.quiet_period_ns {
+            return Err(ConfigError(format!(
+                "idle_timeout ({}) must be at least quiet_period ({})",
+                fmt_ns(self.idle_timeout_ns),
+                fmt_ns(self.quiet_period_ns)
+            )));
+        }
+        if self.max_age_ns < self.quiet_period_ns {
+            return Err(ConfigError(format!(
+                "max_age ({}) must be at least quiet_period ({})",
+                fmt_ns(self.max_age_ns),
+                fmt_ns(self.quiet_period_ns)
+            )));
+        }
+        positive_count("max_buffered_spans", self.max_buffered_spans)?;
+        positive_count("max_buffered_bytes", self.max_buffered_bytes)?;
+        positive_count("max_spans_per_trace", self.max_spans_per_trace)?;
+        if self.max_spans_per_trace > self.max_buffered_spans {
+            return Err(ConfigError(format!(
+                "max_spans_per_trace ({}) must not exceed max_buffered_spans ({})",
+                self.max_spans_per_trace, self.max_buffered_spans
+            )));
+        }
+        if self.max_spans_per_trace > u32::MAX as i64 {
+            return Err(ConfigError(format!(
+                "max_spans_per_trace must be at most {}, got {}",
+                u32::MAX,
+                self.max_spans_per_trace
+            )));
+        }
+        positive_count("late_spans.cache_size", self.late_cache_size)?;
+        let all = FindingKind::ALL_MASK;
+        if self.checks_disabled & !all != 0 {
+            return Err(ConfigError(format!(
+                "checks.disabled names an unknown check (bit mask {:#x})",
+                self.checks_disabled & !all
+            )));
+        }
+        non_negative_duration("checks.child_tolerance", self.child_tolerance_ns)?;
+        positive_duration(
+            "checks.skew_correction.max_adjustment",
+            self.skew_max_adjustment_ns,
+        )?;
+        positive_duration("hlc.max_offset", self.hlc_max_offset_ns)?;
+        if self.hlc_restart == RestartStrategy::Persist
+            && self.hlc_state_file.as_deref().map_or(true, str::is_empty)
+        {
+            return Err(ConfigError(
+                "hlc.state_file must be set when hlc.restart_strategy is persist".to_string(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Number of shards actually used.
+    pub fn effective_shards(&self) -> usize {
+        if self.num_shards > 0 {
+            self.num_shards as usize
+        } else {
+            let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+            (cores * 4).clamp(4, 256)
+        }
+    }
+
+    pub fn check_enabled(&self, kind: FindingKind) -> bool {
+        self.checks_disabled & kind.bit() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        Config::default().validate().unwrap();
+    }
+
+    #[test]
+    fn each_bad_knob_names_its_yaml_key() {
+        type Mutate = fn(&mut Config);
+        let cases: &[(&str, Mutate)] = &[
+            ("num_shards", |c| c.num_shards = 5000),
+            ("quiet_period", |c| c.quiet_period_ns = -1),
+            ("idle_timeout", |c| c.idle_timeout_ns = 0),
+            ("idle_timeout", |c| c.idle_timeout_ns = 1),
+            ("max_age", |c| c.max_age_ns = -5),
+            ("max_buffered_spans", |c| c.max_buffered_spans = 0),
+            ("max_buffered_bytes", |c| c.max_buffered_bytes = -1),
+            ("max_spans_per_trace", |c| c.max_spans_per_trace = 0),
+            ("max_spans_per_trace", |c| c.max_spans_per_trace = 2_000_000),
+            ("late_spans.cache_size", |c| c.late_cache_size = 0),
+            ("checks.disabled", |c| c.checks_disabled = 1 << 31),
+            ("checks.child_tolerance", |c| c.child_tolerance_ns = -1),
+            ("checks.skew_correction.max_adjustment", |c| {
+                c.skew_max_adjustment_ns = 0
+            }),
+            ("hlc.max_offset", |c| c.hlc_max_offset_ns = 0),
+            ("hlc.state_file", |c| c.hlc_restart = RestartStrategy::Persist),
+        ];
+        for (key, mutate) in cases {
+            let mut c = Config::default();
+            mutate(&mut c);
+            let err = c.validate().expect_err(key).0;
+            assert!(err.starts_with(key), "{key}: {err}");
+        }
+    }
+
+    #[test]
+    fn durations_print_like_go() {
+        assert_eq!(fmt_ns(-1_000_000_000), "-1s");
+        assert_eq!(fmt_ns(1_500_000), "1500000ns");
+        assert_eq!(fmt_ns(250_000_000), "250ms");
+        assert_eq!(fmt_ns(0), "0s");
+    }
+}

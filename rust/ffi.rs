@@ -1,0 +1,735 @@
+//! The C ABI. Consumed by the Go component through cgo; usable from any C caller.
+//!
+//! Rules every function follows:
+//! - its body runs inside a panic boundary: a Rust panic becomes `TC_RESULT_PANIC`, never an
+//!   unwind across the ABI;
+//! - every pointer argument is null-checked before use (`TC_RESULT_NULL_ARGUMENT`);
+//! - what the caller lends (input bytes, config strings) is read during the call only and
+//!   never kept;
+//! - what Rust returns (`tc_engine`, `tc_release`) is owned by the caller until handed back
+//!   to the matching `*_free` function;
+//! - outputs are written only on success;
+//! - on failure, if `err` is not NULL, a NUL-terminated message is written into it. The
+//!   message of the last failure on the calling OS thread is also available through
+//!   `tc_last_error` (cgo callers should prefer `err`: goroutines move between threads).
+
+#![allow(non_camel_case_types)]
+
+use std::cell::RefCell;
+use std::ffi::{c_char, CStr};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use crate::config::{Config, DuplicatePolicy, LateSpanPolicy, RestartStrategy};
+use crate::engine::{Engine, IngestError, Release};
+use crate::findings::{FindingKind, ReleaseReason};
+
+/// Result of every fallible call. `TC_RESULT_OK` is 0; failures start at 7001.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum tc_result {
+    Ok = 0,
+    /// A required pointer argument was NULL.
+    NullArgument = 7001,
+    /// The configuration is invalid; the message names the YAML key.
+    InvalidConfig = 7002,
+    /// The input is not a valid `ExportTraceServiceRequest`. Nothing of it was kept.
+    MalformedInput = 7003,
+    /// The input is empty (zero-length buffer, or a request without spans). Nothing kept.
+    EmptyInput = 7004,
+    /// A bug: Rust panicked. The engine stays usable; the call had no effect or a partial one.
+    Panic = 7005,
+}
+
+/// Where the message of a failed call is written: a fixed, caller-owned buffer.
+#[repr(C)]
+pub struct tc_error {
+    /// NUL-terminated UTF-8, truncated to fit.
+    pub message: [c_char; 512],
+}
+
+/// What to do with a span whose trace was already released.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum tc_late_span_policy {
+    Forward = 0,
+    Drop = 1,
+}
+
+/// How two different spans sharing one span ID are resolved.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum tc_duplicate_policy {
+    KeepBoth = 0,
+    KeepLatest = 1,
+}
+
+/// How HLC stamps stay monotonic across restarts.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum tc_restart_strategy {
+    None = 0,
+    /// The caller waits `hlc_max_offset_ns` before ingesting (the engine does not sleep).
+    Wait = 1,
+    Persist = 2,
+}
+
+/// Finding kinds; `1 << kind` is the kind's bit in masks. Names: `tc_finding_kind_name`.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum tc_finding_kind {
+    MissingParent = 0,
+    NoRoot = 1,
+    MultipleRoots = 2,
+    ParentCycle = 3,
+    ConflictingSpanId = 4,
+    InvalidTraceId = 5,
+    InvalidSpanId = 6,
+    NegativeDuration = 7,
+    StartsBeforeParent = 8,
+    EndsAfterParent = 9,
+    ClockSkew = 10,
+    SampledFlagMismatch = 11,
+    RemoteParentMismatch = 12,
+    FutureTimestamp = 13,
+    HlcOffsetExceeded = 14,
+    /// Number of kinds (not a kind).
+    Count = 15,
+}
+
+/// Why a unit left the engine. Names: `tc_release_reason_name`.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum tc_release_reason {
+    Complete = 0,
+    IdleTimeout = 1,
+    MaxAge = 2,
+    MemoryPressure = 3,
+    SpanLimit = 4,
+    Shutdown = 5,
+    /// Spans of an already released trace, forwarded at once.
+    Late = 6,
+    /// Spans with an invalid trace or span ID, forwarded at once.
+    Unassembled = 7,
+    /// Number of reasons (not a reason).
+    Count = 8,
+}
+
+/// Engine configuration. Fill it with `tc_config_default`, then change fields. Durations
+/// are nanoseconds (signed so a negative YAML duration is reported, not wrapped). Field names
+/// mirror the YAML keys named in validation errors.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct tc_config {
+    /// `num_shards`: 0 = four per core.
+    pub num_shards: u32,
+    /// `quiet_period`.
+    pub quiet_period_ns: i64,
+    /// `idle_timeout`.
+    pub idle_timeout_ns: i64,
+    /// `max_age`.
+    pub max_age_ns: i64,
+    /// `max_buffered_spans`.
+    pub max_buffered_spans: i64,
+    /// `max_buffered_bytes`.
+    pub max_buffered_bytes: i64,
+    /// `max_spans_per_trace`.
+    pub max_spans_per_trace: i64,
+    /// `late_spans.policy`: a `tc_late_span_policy` value (a plain integer so that an
+    /// out-of-range value is reported, not undefined behaviour).
+    pub late_span_policy: u32,
+    /// `late_spans.cache_size`.
+    pub late_cache_size: i64,
+    /// `checks.disabled`, as a mask of `1 << tc_finding_kind`.
+    pub checks_disabled: u32,
+    /// `checks.write_attributes`.
+    pub write_attributes: bool,
+    /// `checks.child_tolerance`.
+    pub child_tolerance_ns: i64,
+    /// `checks.skew_correction.enabled`.
+    pub skew_correction: bool,
+    /// `checks.skew_correction.max_adjustment`.
+    pub skew_max_adjustment_ns: i64,
+    /// `duplicates.conflict_policy`: a `tc_duplicate_policy` value.
+    pub duplicate_policy: u32,
+    /// `hlc.enabled`.
+    pub hlc_enabled: bool,
+    /// `hlc.max_offset`.
+    pub hlc_max_offset_ns: i64,
+    /// `hlc.restart_strategy`: a `tc_restart_strategy` value.
+    pub hlc_restart: u32,
+    /// `hlc.state_file`: NUL-terminated path, or NULL. Read during `tc_engine_new` only.
+    pub hlc_state_file: *const c_char,
+}
+
+/// What one `tc_engine_ingest` did.
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+pub struct tc_ingest_result {
+    pub buffered: u64,
+    pub late_forwarded: u64,
+    pub late_dropped: u64,
+    pub unassembled: u64,
+    /// Spans waiting to be drained after the call; drain when non-zero.
+    pub ready_spans: u64,
+}
+
+/// Counters (monotonic) and gauges of an engine.
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+pub struct tc_stats {
+    pub buffered_spans: u64,
+    pub buffered_bytes: u64,
+    pub buffered_traces: u64,
+    pub ready_spans: u64,
+    pub ready_bytes: u64,
+    pub spans_received: u64,
+    pub batches_refused: u64,
+    pub duplicates_dropped: u64,
+    pub conflicts_dropped: u64,
+    pub late_forwarded: u64,
+    pub late_dropped: u64,
+    pub unassembled: u64,
+    pub future_timestamps: u64,
+    pub hlc_refusals: u64,
+    pub hlc_backward_jumps: u64,
+    pub hlc_max_forward_offset_ns: u64,
+    pub hlc_logical_overflows: u64,
+    pub hlc_persist_errors: u64,
+}
+
+/// One released unit in a `tc_release_view`.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct tc_released_unit {
+    pub reason: tc_release_reason,
+    pub spans: u32,
+    /// From the first span's arrival to release, ns.
+    pub age_ns: u64,
+    /// Mask of the finding kinds in the unit.
+    pub findings: u32,
+}
+
+/// Findings of one kind for one `service.name` in a release.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct tc_finding_count {
+    pub kind: tc_finding_kind,
+    pub count: u64,
+    /// UTF-8, not NUL-terminated; owned by the release.
+    pub service: *const u8,
+    pub service_len: usize,
+}
+
+/// A borrowed view of a `tc_release`; valid until `tc_release_free`.
+#[repr(C)]
+pub struct tc_release_view {
+    /// An encoded `ExportTraceServiceRequest` holding whole units.
+    pub otlp: *const u8,
+    pub otlp_len: usize,
+    pub units: *const tc_released_unit,
+    pub units_len: usize,
+    pub findings: *const tc_finding_count,
+    pub findings_len: usize,
+    pub spans: u64,
+}
+
+/// A tail-assembly engine. Under the hood a `Box<Engine>`. Created by `tc_engine_new`, freed
+/// by `tc_engine_free`. Safe to use from many threads at once (every call but
+/// `tc_engine_free`, which must be the last call and must not race with others).
+pub struct tc_engine {
+    _private: [u8; 0],
+}
+
+/// One drained batch. Under the hood a `Box<Release>`. Owned by the caller until
+/// `tc_release_free`; not tied to the engine's lifetime. Not for concurrent use.
+pub struct tc_release {
+    _private: [u8; 0],
+}
+
+struct OwnedRelease {
+    release: Release,
+    units: Vec<tc_released_unit>,
+    findings: Vec<tc_finding_count>,
+}
+
+thread_local! {
+    static LAST_ERROR: RefCell<String> = const { RefCell::new(String::new()) };
+}
+
+fn set_error(err: *mut tc_error, msg: &str) {
+    LAST_ERROR.with(|e| {
+        let mut e = e.borrow_mut();
+        e.clear();
+        e.push_str(msg);
+    });
+    if err.is_null() {
+        return;
+    }
+    // SAFETY: non-null, caller promises a valid tc_error.
+    let out = unsafe { &mut (*err).message };
+    let bytes = msg.as_bytes();
+    let mut n = bytes.len().min(out.len() - 1);
+    while n > 0 && !msg.is_char_boundary(n) {
+        n -= 1;
+    }
+    for (o, &b) in out.iter_mut().zip(&bytes[..n]) {
+        *o = b as c_char;
+    }
+    out[n] = 0;
+}
+
+fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = p.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = p.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "unknown panic".to_string()
+    }
+}
+
+/// Runs `f` inside the panic boundary, turning panics and errors into a result code.
+fn boundary(err: *mut tc_error, f: impl FnOnce() -> Result<(), (tc_result, String)>) -> tc_result {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(Ok(())) => tc_result::Ok,
+        Ok(Err((code, msg))) => {
+            set_error(err, &msg);
+            code
+        }
+        Err(p) => {
+            set_error(err, &format!("internal error (panic): {}", panic_message(&*p)));
+            tc_result::Panic
+        }
+    }
+}
+
+macro_rules! non_null {
+    ($p:expr, $name:literal) => {
+        if $p.is_null() {
+            return Err((tc_result::NullArgument, concat!($name, " must not be NULL").to_string()));
+        }
+    };
+}
+
+/// # Safety
+/// `engine` must come from `tc_engine_new` and not be freed.
+unsafe fn engine_ref<'a>(engine: *const tc_engine) -> &'a Engine {
+    &*(engine as *const Engine)
+}
+
+fn config_from(c: &tc_config) -> Result<Config, (tc_result, String)> {
+    let state_file = if c.hlc_state_file.is_null() {
+        None
+    } else {
+        // SAFETY: non-null, caller promises a NUL-terminated string valid for the call.
+        let s = unsafe { CStr::from_ptr(c.hlc_state_file) };
+        Some(
+            s.to_str()
+                .map_err(|_| (tc_result::InvalidConfig, "hlc.state_file must be valid UTF-8".to_string()))?
+                .to_string(),
+        )
+    };
+    Ok(Config {
+        num_shards: c.num_shards,
+        quiet_period_ns: c.quiet_period_ns,
+        idle_timeout_ns: c.idle_timeout_ns,
+        max_age_ns: c.max_age_ns,
+        max_buffered_spans: c.max_buffered_spans,
+        max_buffered_bytes: c.max_buffered_bytes,
+        max_spans_per_trace: c.max_spans_per_trace,
+        late_span_policy: match c.late_span_policy {
+            0 => LateSpanPolicy::Forward,
+            1 => LateSpanPolicy::Drop,
+            v => return Err((tc_result::InvalidConfig, format!("late_spans.policy must be forward or drop, got {v}"))),
+        },
+        late_cache_size: c.late_cache_size,
+        checks_disabled: c.checks_disabled,
+        write_attributes: c.write_attributes,
+        child_tolerance_ns: c.child_tolerance_ns,
+        skew_correction: c.skew_correction,
+        skew_max_adjustment_ns: c.skew_max_adjustment_ns,
+        duplicate_policy: match c.duplicate_policy {
+            0 => DuplicatePolicy::KeepBoth,
+            1 => DuplicatePolicy::KeepLatest,
+            v => return Err((tc_result::InvalidConfig, format!("duplicates.conflict_policy must be keep_both or keep_latest, got {v}"))),
+        },
+        hlc_enabled: c.hlc_enabled,
+        hlc_max_offset_ns: c.hlc_max_offset_ns,
+        hlc_restart: match c.hlc_restart {
+            0 => RestartStrategy::None,
+            1 => RestartStrategy::Wait,
+            2 => RestartStrategy::Persist,
+            v => return Err((tc_result::InvalidConfig, format!("hlc.restart_strategy must be none, wait or persist, got {v}"))),
+        },
+        hlc_state_file: state_file,
+    })
+}
+
+/// Fills `out` with the defaults (the same as the component's YAML defaults).
+/// Thread-safe. `out` must point to writable memory.
+#[no_mangle]
+pub extern "C" fn tc_config_default(out: *mut tc_config) -> tc_result {
+    boundary(std::ptr::null_mut(), || {
+        non_null!(out, "out");
+        let d = Config::default();
+        let c = tc_config {
+            num_shards: d.num_shards,
+            quiet_period_ns: d.quiet_period_ns,
+            idle_timeout_ns: d.idle_timeout_ns,
+            max_age_ns: d.max_age_ns,
+            max_buffered_spans: d.max_buffered_spans,
+            max_buffered_bytes: d.max_buffered_bytes,
+            max_spans_per_trace: d.max_spans_per_trace,
+            late_span_policy: tc_late_span_policy::Forward as u32,
+            late_cache_size: d.late_cache_size,
+            checks_disabled: d.checks_disabled,
+            write_attributes: d.write_attributes,
+            child_tolerance_ns: d.child_tolerance_ns,
+            skew_correction: d.skew_correction,
+            skew_max_adjustment_ns: d.skew_max_adjustment_ns,
+            duplicate_policy: tc_duplicate_policy::KeepBoth as u32,
+            hlc_enabled: d.hlc_enabled,
+            hlc_max_offset_ns: d.hlc_max_offset_ns,
+            hlc_restart: tc_restart_strategy::Wait as u32,
+            hlc_state_file: std::ptr::null(),
+        };
+        // SAFETY: non-null, caller promises writable memory.
+        unsafe { out.write(c) };
+        Ok(())
+    })
+}
+
+/// Validates `config` without building an engine. On failure the message names the YAML key.
+/// Thread-safe; `config` is only read during the call.
+#[no_mangle]
+pub extern "C" fn tc_config_validate(config: *const tc_config, err: *mut tc_error) -> tc_result {
+    boundary(err, || {
+        non_null!(config, "config");
+        // SAFETY: non-null, caller promises a valid tc_config.
+        let cfg = config_from(unsafe { &*config })?;
+        cfg.validate().map_err(|e| (tc_result::InvalidConfig, e.0))
+    })
+}
+
+/// Creates an engine from `config` and writes it to `*engine_out` (owned by the caller; free
+/// with `tc_engine_free`). `config` and its strings are only read during the call.
+#[no_mangle]
+pub extern "C" fn tc_engine_new(
+    config: *const tc_config,
+    engine_out: *mut *mut tc_engine,
+    err: *mut tc_error,
+) -> tc_result {
+    boundary(err, || {
+        non_null!(config, "config");
+        non_null!(engine_out, "engine_out");
+        // SAFETY: non-null, caller promises a valid tc_config.
+        let cfg = config_from(unsafe { &*config })?;
+        let engine = Engine::new(cfg).map_err(|e| (tc_result::InvalidConfig, e.0))?;
+        // SAFETY: non-null, caller promises writable memory.
+        unsafe { *engine_out = Box::into_raw(Box::new(engine)) as *mut tc_engine };
+        Ok(())
+    })
+}
+
+/// Frees an engine and everything still buffered in it (drain after `tc_engine_shutdown`
+/// first to keep it). NULL is a no-op. Must not race with any other call on the engine.
+#[no_mangle]
+pub extern "C" fn tc_engine_free(engine: *mut tc_engine) {
+    if engine.is_null() {
+        return;
+    }
+    let _ = catch_unwind(AssertUnwindSafe(|| {
+        // SAFETY: came from Box::into_raw in tc_engine_new, freed once.
+        drop(unsafe { Box::from_raw(engine as *mut Engine) });
+    }));
+}
+
+/// Ingests `len` bytes at `data`: one serialized OTLP `ExportTraceServiceRequest`. The bytes
+/// are copied as needed during the call and not kept. `now_unix_nano` is the caller's wall
+/// clock. On success writes `*out` (may be NULL). Thread-safe.
+#[no_mangle]
+pub extern "C" fn tc_engine_ingest(
+    engine: *const tc_engine,
+    data: *const u8,
+    len: usize,
+    now_unix_nano: u64,
+    out: *mut tc_ingest_result,
+    err: *mut tc_error,
+) -> tc_result {
+    boundary(err, || {
+        non_null!(engine, "engine");
+        let bytes: &[u8] = if len == 0 {
+            &[] // NULL is fine with a zero length; the engine refuses and counts it.
+        } else {
+            non_null!(data, "data");
+            // SAFETY: checked above; caller promises `len` readable bytes for the call.
+            unsafe { std::slice::from_raw_parts(data, len) }
+        };
+        let e = unsafe { engine_ref(engine) };
+        let r = e.ingest(bytes, now_unix_nano).map_err(|e| {
+            let code = match e {
+                IngestError::Malformed(_) => tc_result::MalformedInput,
+                IngestError::Empty | IngestError::NoSpans => tc_result::EmptyInput,
+            };
+            (code, e.to_string())
+        })?;
+        if !out.is_null() {
+            // SAFETY: non-null, caller promises writable memory.
+            unsafe {
+                out.write(tc_ingest_result {
+                    buffered: r.buffered,
+                    late_forwarded: r.late_forwarded,
+                    late_dropped: r.late_dropped,
+                    unassembled: r.unassembled,
+                    ready_spans: r.ready_spans,
+                })
+            };
+        }
+        Ok(())
+    })
+}
+
+/// Releases what is due at `now_unix_nano` into the ready queue and writes the number of
+/// spans ready to `*ready_spans_out` (may be NULL). Thread-safe.
+#[no_mangle]
+pub extern "C" fn tc_engine_tick(
+    engine: *const tc_engine,
+    now_unix_nano: u64,
+    ready_spans_out: *mut u64,
+    err: *mut tc_error,
+) -> tc_result {
+    boundary(err, || {
+        non_null!(engine, "engine");
+        let n = unsafe { engine_ref(engine) }.tick(now_unix_nano);
+        if !ready_spans_out.is_null() {
+            // SAFETY: non-null, caller promises writable memory.
+            unsafe { *ready_spans_out = n };
+        }
+        Ok(())
+    })
+}
+
+/// Releases everything buffered (reason shutdown); spans ingested afterwards are released at
+/// once. Drain until `tc_engine_drain` gives NULL to collect them. Thread-safe.
+#[no_mangle]
+pub extern "C" fn tc_engine_shutdown(
+    engine: *const tc_engine,
+    now_unix_nano: u64,
+    ready_spans_out: *mut u64,
+    err: *mut tc_error,
+) -> tc_result {
+    boundary(err, || {
+        non_null!(engine, "engine");
+        let n = unsafe { engine_ref(engine) }.shutdown(now_unix_nano);
+        if !ready_spans_out.is_null() {
+            // SAFETY: non-null, caller promises writable memory.
+            unsafe { *ready_spans_out = n };
+        }
+        Ok(())
+    })
+}
+
+/// Takes whole released units, about `max_spans` spans (at least one unit), checked and
+/// encoded. On success `*release_out` is a new release owned by the caller (free it with
+/// `tc_release_free`) and `*view_out` describes it, or `*release_out` is NULL when nothing
+/// was ready. Thread-safe: concurrent drains take disjoint units.
+#[no_mangle]
+pub extern "C" fn tc_engine_drain(
+    engine: *const tc_engine,
+    max_spans: u64,
+    release_out: *mut *mut tc_release,
+    view_out: *mut tc_release_view,
+    err: *mut tc_error,
+) -> tc_result {
+    boundary(err, || {
+        non_null!(engine, "engine");
+        non_null!(release_out, "release_out");
+        non_null!(view_out, "view_out");
+        let Some(release) = unsafe { engine_ref(engine) }.drain(max_spans) else {
+            // SAFETY: non-null, caller promises writable memory.
+            unsafe { *release_out = std::ptr::null_mut() };
+            return Ok(());
+        };
+        let units = release
+            .units
+            .iter()
+            .map(|u| tc_released_unit {
+                reason: reason_to_c(u.reason),
+                spans: u.spans,
+                age_ns: u.age_ns,
+                findings: u.findings,
+            })
+            .collect();
+        let mut owned = Box::new(OwnedRelease { release, units, findings: Vec::new() });
+        owned.findings = owned
+            .release
+            .findings
+            .iter()
+            .map(|f| tc_finding_count {
+                kind: kind_to_c(f.kind),
+                count: f.count,
+                service: f.service.as_ptr(),
+                service_len: f.service.len(),
+            })
+            .collect();
+        let view = tc_release_view {
+            otlp: owned.release.otlp.as_ptr(),
+            otlp_len: owned.release.otlp.len(),
+            units: owned.units.as_ptr(),
+            units_len: owned.units.len(),
+            findings: owned.findings.as_ptr(),
+            findings_len: owned.findings.len(),
+            spans: owned.release.spans,
+        };
+        // SAFETY: non-null, caller promises writable memory.
+        unsafe {
+            view_out.write(view);
+            *release_out = Box::into_raw(owned) as *mut tc_release;
+        }
+        Ok(())
+    })
+}
+
+/// Frees a release from `tc_engine_drain`. NULL is a no-op.
+#[no_mangle]
+pub extern "C" fn tc_release_free(release: *mut tc_release) {
+    if release.is_null() {
+        return;
+    }
+    let _ = catch_unwind(AssertUnwindSafe(|| {
+        // SAFETY: came from Box::into_raw in tc_engine_drain, freed once.
+        drop(unsafe { Box::from_raw(release as *mut OwnedRelease) });
+    }));
+}
+
+/// Writes the engine's counters and gauges to `*out`. Thread-safe.
+#[no_mangle]
+pub extern "C" fn tc_engine_stats(engine: *const tc_engine, out: *mut tc_stats) -> tc_result {
+    boundary(std::ptr::null_mut(), || {
+        non_null!(engine, "engine");
+        non_null!(out, "out");
+        let s = unsafe { engine_ref(engine) }.stats();
+        let c = tc_stats {
+            buffered_spans: s.buffered_spans,
+            buffered_bytes: s.buffered_bytes,
+            buffered_traces: s.buffered_traces,
+            ready_spans: s.ready_spans,
+            ready_bytes: s.ready_bytes,
+            spans_received: s.spans_received,
+            batches_refused: s.batches_refused,
+            duplicates_dropped: s.duplicates_dropped,
+            conflicts_dropped: s.conflicts_dropped,
+            late_forwarded: s.late_forwarded,
+            late_dropped: s.late_dropped,
+            unassembled: s.unassembled,
+            future_timestamps: s.future_timestamps,
+            hlc_refusals: s.hlc.refusals,
+            hlc_backward_jumps: s.hlc.backward_jumps,
+            hlc_max_forward_offset_ns: s.hlc.max_forward_offset_ns,
+            hlc_logical_overflows: s.hlc.logical_overflows,
+            hlc_persist_errors: s.hlc.persist_errors,
+        };
+        // SAFETY: non-null, caller promises writable memory.
+        unsafe { out.write(c) };
+        Ok(())
+    })
+}
+
+/// The snake_case name of a finding kind (a static NUL-terminated string), or NULL for an
+/// unknown value. Thread-safe.
+#[no_mangle]
+pub extern "C" fn tc_finding_kind_name(kind: u32) -> *const c_char {
+    static NAMES: [&CStr; FindingKind::COUNT] = [
+        c"missing_parent",
+        c"no_root",
+        c"multiple_roots",
+        c"parent_cycle",
+        c"conflicting_span_id",
+        c"invalid_trace_id",
+        c"invalid_span_id",
+        c"negative_duration",
+        c"starts_before_parent",
+        c"ends_after_parent",
+        c"clock_skew",
+        c"sampled_flag_mismatch",
+        c"remote_parent_mismatch",
+        c"future_timestamp",
+        c"hlc_offset_exceeded",
+    ];
+    NAMES.get(kind as usize).map_or(std::ptr::null(), |s| s.as_ptr())
+}
+
+/// The snake_case name of a release reason (a static NUL-terminated string), or NULL for an
+/// unknown value. Thread-safe.
+#[no_mangle]
+pub extern "C" fn tc_release_reason_name(reason: u32) -> *const c_char {
+    static NAMES: [&CStr; ReleaseReason::COUNT] = [
+        c"complete",
+        c"idle_timeout",
+        c"max_age",
+        c"memory_pressure",
+        c"span_limit",
+        c"shutdown",
+        c"late",
+        c"unassembled",
+    ];
+    NAMES.get(reason as usize).map_or(std::ptr::null(), |s| s.as_ptr())
+}
+
+/// Copies the message of the last failed call on this OS thread into `buf` (NUL-terminated,
+/// truncated to `len`) and returns the message's full length in bytes. Thread-local.
+#[no_mangle]
+pub extern "C" fn tc_last_error(buf: *mut c_char, len: usize) -> usize {
+    catch_unwind(|| {
+        LAST_ERROR.with(|e| {
+            let e = e.borrow();
+            if !buf.is_null() && len > 0 {
+                let n = e.len().min(len - 1);
+                // SAFETY: non-null, caller promises `len` writable bytes.
+                unsafe {
+                    std::ptr::copy_nonoverlapping(e.as_ptr() as *const c_char, buf, n);
+                    *buf.add(n) = 0;
+                }
+            }
+            e.len()
+        })
+    })
+    .unwrap_or(0)
+}
+
+fn kind_to_c(k: FindingKind) -> tc_finding_kind {
+    // SAFETY-free mapping kept in step by the `c_enums_match_rust_enums` test.
+    match k {
+        FindingKind::MissingParent => tc_finding_kind::MissingParent,
+        FindingKind::NoRoot => tc_finding_kind::NoRoot,
+        FindingKind::MultipleRoots => tc_finding_kind::MultipleRoots,
+        FindingKind::ParentCycle => tc_finding_kind::ParentCycle,
+        FindingKind::ConflictingSpanId => tc_finding_kind::ConflictingSpanId,
+        FindingKind::InvalidTraceId => tc_finding_kind::InvalidTraceId,
+        FindingKind::InvalidSpanId => tc_finding_kind::InvalidSpanId,
+        FindingKind::NegativeDuration => tc_finding_kind::NegativeDuration,
+        FindingKind::StartsBeforeParent => tc_finding_kind::StartsBeforeParent,
+        FindingKind::EndsAfterParent => tc_finding_kind::EndsAfterParent,
+        FindingKind::ClockSkew => tc_finding_kind::ClockSkew,
+        FindingKind::SampledFlagMismatch => tc_finding_kind::SampledFlagMismatch,
+        FindingKind::RemoteParentMismatch => tc_finding_kind::RemoteParentMismatch,
+        FindingKind::FutureTimestamp => tc_finding_kind::FutureTimestamp,
+        FindingKind::HlcOffsetExceeded => tc_finding_kind::HlcOffsetExceeded,
+    }
+}
+
+fn reason_to_c(r: ReleaseReason) -> tc_release_reason {
+    match r {
+        ReleaseReason::Complete => tc_release_reason::Complete,
+        ReleaseReason::IdleTimeout => tc_release_reason::IdleTimeout,
+        ReleaseReason::MaxAge => tc_release_reason::MaxAge,
+        ReleaseReason::MemoryPressure => tc_release_reason::MemoryPressure,
+        ReleaseReason::SpanLimit => tc_release_reason::SpanLimit,
+        ReleaseReason::Shutdown => tc_release_reason::Shutdown,
+        ReleaseReason::Late => tc_release_reason::Late,
+        ReleaseReason::Unassembled => tc_release_reason::Unassembled,
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,129 @@
+//! The C ABI from the caller's side: null pointers, garbage, empty input, ownership.
+
+use super::*;
+use crate::testutil::*;
+use std::ptr;
+
+fn new_engine() -> *mut tc_engine {
+    let mut cfg = std::mem::MaybeUninit::<tc_config>::uninit();
+    assert_eq!(tc_config_default(cfg.as_mut_ptr()), tc_result::Ok);
+    let mut cfg = unsafe { cfg.assume_init() };
+    cfg.hlc_restart = tc_restart_strategy::None as u32;
+    let mut e = ptr::null_mut();
+    let mut err = tc_error { message: [0; 512] };
+    assert_eq!(tc_engine_new(&cfg, &mut e, &mut err), tc_result::Ok);
+    assert!(!e.is_null());
+    e
+}
+
+fn msg(err: &tc_error) -> String {
+    unsafe { CStr::from_ptr(err.message.as_ptr()) }.to_string_lossy().into_owned()
+}
+
+#[test]
+fn null_pointers_are_reported_not_dereferenced() {
+    let mut err = tc_error { message: [0; 512] };
+    assert_eq!(tc_config_default(ptr::null_mut()), tc_result::NullArgument);
+    assert_eq!(tc_config_validate(ptr::null(), &mut err), tc_result::NullArgument);
+    assert_eq!(msg(&err), "config must not be NULL");
+    assert_eq!(tc_engine_ingest(ptr::null(), [1u8].as_ptr(), 1, 0, ptr::null_mut(), &mut err), tc_result::NullArgument);
+    let e = new_engine();
+    assert_eq!(tc_engine_ingest(e, ptr::null(), 5, 0, ptr::null_mut(), &mut err), tc_result::NullArgument);
+    assert_eq!(tc_engine_drain(e, 10, ptr::null_mut(), ptr::null_mut(), &mut err), tc_result::NullArgument);
+    assert_eq!(tc_engine_stats(e, ptr::null_mut()), tc_result::NullArgument);
+    // A NULL err is fine too; the message is still readable per thread.
+    assert_eq!(tc_engine_tick(ptr::null(), 0, ptr::null_mut(), ptr::null_mut()), tc_result::NullArgument);
+    let mut buf = [0 as c_char; 64];
+    let n = tc_last_error(buf.as_mut_ptr(), buf.len());
+    assert_eq!(n, "engine must not be NULL".len());
+    tc_engine_free(e);
+    tc_engine_free(ptr::null_mut());
+    tc_release_free(ptr::null_mut());
+}
+
+#[test]
+fn garbage_empty_and_zero_length_input_return_codes_with_messages() {
+    let e = new_engine();
+    let mut err = tc_error { message: [0; 512] };
+    let garbage = b"\xff\xff\xff\xff this is not protobuf";
+    assert_eq!(tc_engine_ingest(e, garbage.as_ptr(), garbage.len(), 1, ptr::null_mut(), &mut err), tc_result::MalformedInput);
+    assert!(msg(&err).starts_with("not an OTLP ExportTraceServiceRequest"), "{}", msg(&err));
+    let empty_request = request(vec![("a", vec![])]);
+    assert_eq!(tc_engine_ingest(e, empty_request.as_ptr(), empty_request.len(), 1, ptr::null_mut(), &mut err), tc_result::EmptyInput);
+    assert!(msg(&err).contains("empty batch"));
+    assert_eq!(tc_engine_ingest(e, ptr::null(), 0, 1, ptr::null_mut(), &mut err), tc_result::EmptyInput);
+    assert!(msg(&err).contains("zero-length"));
+    let mut stats = tc_stats::default();
+    assert_eq!(tc_engine_stats(e, &mut stats), tc_result::Ok);
+    assert_eq!((stats.batches_refused, stats.buffered_spans), (3, 0));
+    tc_engine_free(e);
+}
+
+#[test]
+fn invalid_config_names_the_yaml_key() {
+    let mut cfg = std::mem::MaybeUninit::<tc_config>::uninit();
+    tc_config_default(cfg.as_mut_ptr());
+    let mut cfg = unsafe { cfg.assume_init() };
+    cfg.quiet_period_ns = -1;
+    let mut err = tc_error { message: [0; 512] };
+    let mut e = ptr::null_mut();
+    assert_eq!(tc_engine_new(&cfg, &mut e, &mut err), tc_result::InvalidConfig);
+    assert!(e.is_null(), "outputs are written only on success");
+    assert_eq!(msg(&err), "quiet_period must be a positive duration, got -1ns");
+    cfg.quiet_period_ns = 1;
+    cfg.late_span_policy = 9;
+    assert_eq!(tc_config_validate(&cfg, &mut err), tc_result::InvalidConfig);
+    assert!(msg(&err).starts_with("late_spans.policy"));
+}
+
+#[test]
+fn ingest_tick_drain_round_trip_through_the_abi() {
+    let e = new_engine();
+    let t0 = 1_790_000_000_000_000_000u64;
+    let req = request(vec![("a", vec![span(1, 1, 0, t0 - 10, t0 - 5), span(1, 2, 1, t0 - 9, t0 - 6)])]);
+    let mut res = tc_ingest_result::default();
+    let mut err = tc_error { message: [0; 512] };
+    assert_eq!(tc_engine_ingest(e, req.as_ptr(), req.len(), t0, &mut res, &mut err), tc_result::Ok);
+    assert_eq!(res.buffered, 2);
+    let mut ready = 0;
+    assert_eq!(tc_engine_tick(e, t0 + 2_000_000_000, &mut ready, &mut err), tc_result::Ok);
+    assert_eq!(ready, 2);
+    let mut rel = ptr::null_mut();
+    let mut view = std::mem::MaybeUninit::<tc_release_view>::uninit();
+    assert_eq!(tc_engine_drain(e, 100, &mut rel, view.as_mut_ptr(), &mut err), tc_result::Ok);
+    assert!(!rel.is_null());
+    let view = unsafe { view.assume_init() };
+    let otlp = unsafe { std::slice::from_raw_parts(view.otlp, view.otlp_len) };
+    assert_eq!(decode(otlp).len(), 2);
+    let units = unsafe { std::slice::from_raw_parts(view.units, view.units_len) };
+    assert_eq!(units[0].reason, tc_release_reason::Complete);
+    // The release outlives the engine: ownership is the caller's.
+    tc_engine_free(e);
+    assert_eq!(decode(otlp).len(), 2);
+    tc_release_free(rel);
+}
+
+#[test]
+fn names_and_c_enums_match_rust_enums() {
+    for k in FindingKind::ALL {
+        let name = unsafe { CStr::from_ptr(tc_finding_kind_name(k as u32)) };
+        assert_eq!(name.to_str().unwrap(), k.name());
+        assert_eq!(kind_to_c(k) as u32, k as u32);
+    }
+    assert!(tc_finding_kind_name(tc_finding_kind::Count as u32).is_null());
+    for r in ReleaseReason::ALL {
+        let name = unsafe { CStr::from_ptr(tc_release_reason_name(r as u32)) };
+        assert_eq!(name.to_str().unwrap(), r.name());
+        assert_eq!(reason_to_c(r) as u32, r as u32);
+    }
+    assert_eq!(tc_finding_kind::Count as usize, FindingKind::COUNT);
+    assert_eq!(tc_release_reason::Count as usize, ReleaseReason::COUNT);
+}
+
+#[test]
+fn header_is_up_to_date() {
+    let generated = include_str!(concat!(env!("OUT_DIR"), "/traceconsistency.h"));
+    let committed = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/include/traceconsistency.h"))
+        .expect("include/traceconsistency.h must exist");
+    assert!(generated == committed, "include/traceconsistency.h is stale: run `make header` and commit it");
+}

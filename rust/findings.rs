@@ -1,0 +1,158 @@
+//! Names shared by the engine, the checks, the C ABI and the metrics: finding kinds and
+//! release reasons. The string forms are the attribute values and metric attribute values.
+
+/// One kind of consistency finding. The discriminant is a bit position in masks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[repr(u32)]
+pub enum FindingKind {
+    MissingParent = 0,
+    NoRoot = 1,
+    MultipleRoots = 2,
+    ParentCycle = 3,
+    ConflictingSpanId = 4,
+    InvalidTraceId = 5,
+    InvalidSpanId = 6,
+    NegativeDuration = 7,
+    StartsBeforeParent = 8,
+    EndsAfterParent = 9,
+    ClockSkew = 10,
+    SampledFlagMismatch = 11,
+    RemoteParentMismatch = 12,
+    FutureTimestamp = 13,
+    HlcOffsetExceeded = 14,
+}
+
+impl FindingKind {
+    pub const ALL: [FindingKind; 15] = [
+        FindingKind::MissingParent,
+        FindingKind::NoRoot,
+        FindingKind::MultipleRoots,
+        FindingKind::ParentCycle,
+        FindingKind::ConflictingSpanId,
+        FindingKind::InvalidTraceId,
+        FindingKind::InvalidSpanId,
+        FindingKind::NegativeDuration,
+        FindingKind::StartsBeforeParent,
+        FindingKind::EndsAfterParent,
+        FindingKind::ClockSkew,
+        FindingKind::SampledFlagMismatch,
+        FindingKind::RemoteParentMismatch,
+        FindingKind::FutureTimestamp,
+        FindingKind::HlcOffsetExceeded,
+    ];
+    pub const COUNT: usize = Self::ALL.len();
+    pub const ALL_MASK: u32 = (1 << Self::COUNT) - 1;
+
+    pub const fn bit(self) -> u32 {
+        1 << (self as u32)
+    }
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            FindingKind::MissingParent => "missing_parent",
+            FindingKind::NoRoot => "no_root",
+            FindingKind::MultipleRoots => "multiple_roots",
+            FindingKind::ParentCycle => "parent_cycle",
+            FindingKind::ConflictingSpanId => "conflicting_span_id",
+            FindingKind::InvalidTraceId => "invalid_trace_id",
+            FindingKind::InvalidSpanId => "invalid_span_id",
+            FindingKind::NegativeDuration => "negative_duration",
+            FindingKind::StartsBeforeParent => "starts_before_parent",
+            FindingKind::EndsAfterParent => "ends_after_parent",
+            FindingKind::ClockSkew => "clock_skew",
+            FindingKind::SampledFlagMismatch => "sampled_flag_mismatch",
+            FindingKind::RemoteParentMismatch => "remote_parent_mismatch",
+            FindingKind::FutureTimestamp => "future_timestamp",
+            FindingKind::HlcOffsetExceeded => "hlc_offset_exceeded",
+        }
+    }
+
+    pub fn from_u32(v: u32) -> Option<FindingKind> {
+        Self::ALL.get(v as usize).copied()
+    }
+
+    pub fn from_name(name: &str) -> Option<FindingKind> {
+        Self::ALL.iter().copied().find(|k| k.name() == name)
+    }
+
+    /// Iterates the kinds whose bits are set in `mask`, in discriminant order.
+    pub fn iter_mask(mask: u32) -> impl Iterator<Item = FindingKind> {
+        Self::ALL.iter().copied().filter(move |k| mask & k.bit() != 0)
+    }
+}
+
+/// Why a unit of spans left the engine.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u32)]
+pub enum ReleaseReason {
+    /// Structurally complete (one root, every parent present) and quiet for `quiet_period`.
+    Complete = 0,
+    /// Incomplete and no new span for `idle_timeout`.
+    IdleTimeout = 1,
+    /// `max_age` since the first span.
+    MaxAge = 2,
+    /// Released early because a buffer limit would have been exceeded.
+    MemoryPressure = 3,
+    /// The trace reached `max_spans_per_trace`.
+    SpanLimit = 4,
+    /// The engine was shut down.
+    Shutdown = 5,
+    /// Spans of an already released trace, forwarded at once.
+    Late = 6,
+    /// Spans that cannot be assembled (invalid trace or span ID), forwarded at once.
+    Unassembled = 7,
+}
+
+impl ReleaseReason {
+    pub const ALL: [ReleaseReason; 8] = [
+        ReleaseReason::Complete,
+        ReleaseReason::IdleTimeout,
+        ReleaseReason::MaxAge,
+        ReleaseReason::MemoryPressure,
+        ReleaseReason::SpanLimit,
+        ReleaseReason::Shutdown,
+        ReleaseReason::Late,
+        ReleaseReason::Unassembled,
+    ];
+    pub const COUNT: usize = Self::ALL.len();
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            ReleaseReason::Complete => "complete",
+            ReleaseReason::IdleTimeout => "idle_timeout",
+            ReleaseReason::MaxAge => "max_age",
+            ReleaseReason::MemoryPressure => "memory_pressure",
+            ReleaseReason::SpanLimit => "span_limit",
+            ReleaseReason::Shutdown => "shutdown",
+            ReleaseReason::Late => "late",
+            ReleaseReason::Unassembled => "unassembled",
+        }
+    }
+
+    pub fn from_u32(v: u32) -> Option<ReleaseReason> {
+        Self::ALL.get(v as usize).copied()
+    }
+
+    /// Whether this reason releases an assembled trace (and is written as
+    /// `consistency.trace.release_reason`).
+    pub const fn is_trace_release(self) -> bool {
+        !matches!(self, ReleaseReason::Late | ReleaseReason::Unassembled)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip_and_are_snake_case() {
+        for k in FindingKind::ALL {
+            assert_eq!(FindingKind::from_name(k.name()), Some(k));
+            assert_eq!(FindingKind::from_u32(k as u32), Some(k));
+            assert!(k.name().chars().all(|c| c.is_ascii_lowercase() || c == '_'));
+        }
+        for r in ReleaseReason::ALL {
+            assert_eq!(ReleaseReason::from_u32(r as u32), Some(r));
+        }
+    }
+}

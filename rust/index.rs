@@ -1,0 +1,496 @@
+//! The compact per-span index and the zero-copy scanner that builds it from the bytes of an
+//! `ExportTraceServiceRequest`.
+//!
+//! The engine never decodes a span fully: it records the IDs, parent, times, flags, kind
+//! and the byte range of the span's original encoding, plus where our own `consistency.*`
+//! attributes (written by an upstream collector) sit so they can be replaced on the way out.
+
+use std::collections::hash_map::DefaultHasher;
+use std::hash::{Hash, Hasher};
+use std::ops::Range;
+use std::sync::Arc;
+
+use crate::hlc::Stamp;
+use crate::wire::{read_kv, Fields, Value, WireError};
+
+/// The attribute carrying a span's HLC stamp.
+pub const ATTR_HLC: &str = "consistency.hlc";
+/// Prefix of every attribute this component writes.
+pub const ATTR_PREFIX: &[u8] = b"consistency.";
+
+/// OTLP `Span.flags` bits (see PEERS.md, "OTLP and W3C facts").
+pub const FLAG_SAMPLED: u32 = 0x01;
+pub const FLAG_HAS_IS_REMOTE: u32 = 0x100;
+pub const FLAG_IS_REMOTE: u32 = 0x200;
+
+/// OTLP `SpanKind` values.
+pub mod kind {
+    pub const UNSPECIFIED: u8 = 0;
+    pub const INTERNAL: u8 = 1;
+    pub const SERVER: u8 = 2;
+    pub const CLIENT: u8 = 3;
+    pub const PRODUCER: u8 = 4;
+    pub const CONSUMER: u8 = 5;
+}
+
+/// A resource as received (the `ResourceSpans` fields other than `scope_spans`, raw), with
+/// the keys the checks need, computed once per batch.
+#[derive(Debug)]
+pub struct ResourceEntry {
+    /// Raw bytes of every `ResourceSpans` field except `scope_spans` (field 2).
+    pub header: Vec<u8>,
+    /// Hash of `header`: identity of the resource.
+    pub hash: u64,
+    /// Identity of the clock the resource's spans were timed with: `host.id`, else
+    /// `host.name`, else `host.ip`, else `service.instance.id`, else the resource itself.
+    pub clock_key: u64,
+    /// Whether `clock_key` came from a host attribute (else it is only a guess).
+    pub host_known: bool,
+    /// `service.name`, empty when absent.
+    pub service: String,
+}
+
+/// A scope as received (the `ScopeSpans` fields other than `spans`, raw).
+#[derive(Debug)]
+pub struct ScopeEntry {
+    pub header: Vec<u8>,
+    pub hash: u64,
+}
+
+/// Where a span sits: its resource and scope.
+#[derive(Clone, Debug)]
+pub struct Group {
+    pub resource: Arc<ResourceEntry>,
+    pub scope: Arc<ScopeEntry>,
+}
+
+impl Group {
+    pub fn same_as(&self, other: &Group) -> bool {
+        (Arc::ptr_eq(&self.resource, &other.resource)
+            || (self.resource.hash == other.resource.hash
+                && self.resource.header == other.resource.header))
+            && (Arc::ptr_eq(&self.scope, &other.scope)
+                || (self.scope.hash == other.scope.hash && self.scope.header == other.scope.header))
+    }
+}
+
+/// An ID field whose length was wrong, kept so the original can be reported.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BadId {
+    pub field: u32,
+    pub original: Vec<u8>,
+}
+
+/// The compact index of one span. `bytes` is the range of the span's encoding in the buffer
+/// it lives in (the request while scanning, the trace's arena once buffered).
+#[derive(Clone, Debug)]
+pub struct SpanRec {
+    pub trace_id: [u8; 16],
+    /// Big-endian value of the 8-byte span ID; 0 = absent or invalid.
+    pub span_id: u64,
+    /// Big-endian value of the parent span ID; 0 = root (empty or all-zero).
+    pub parent_id: u64,
+    pub start: u64,
+    pub end: u64,
+    /// Offsets, relative to the span's first byte, of the 8 value bytes of the last
+    /// `start_time_unix_nano` / `end_time_unix_nano` field; `u32::MAX` when absent.
+    pub start_off: u32,
+    pub end_off: u32,
+    pub flags: u32,
+    pub kind: u8,
+    pub has_links: bool,
+    pub trace_id_valid: bool,
+    pub span_id_valid: bool,
+    /// The stamp this engine gave the span at ingest.
+    pub hlc: Option<Stamp>,
+    /// Findings set at ingest (invalid IDs, future timestamps, HLC refusals).
+    pub findings: u32,
+    /// Index into the owning trace's groups.
+    pub group: u32,
+    pub bytes: Range<u32>,
+    /// The arrival order within the trace (stable tie-break).
+    pub seq: u32,
+    /// Rarely needed details, boxed so the common span pays one pointer.
+    pub extra: Option<Box<SpanExtra>>,
+}
+
+/// The rare parts of a span's index.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SpanExtra {
+    /// The HLC stamp an upstream collector wrote (`consistency.hlc`), if any.
+    pub upstream_hlc: Option<Stamp>,
+    /// Ranges, relative to the span's first byte, to leave out when emitting: our own
+    /// attributes from an upstream collector and ID fields of the wrong length. Sorted.
+    pub strip: Vec<Range<u32>>,
+    /// Wrong-length IDs, reported as attributes on the way out.
+    pub bad_ids: Vec<BadId>,
+}
+
+impl SpanRec {
+    pub fn upstream_hlc(&self) -> Option<Stamp> {
+        self.extra.as_ref().and_then(|e| e.upstream_hlc)
+    }
+
+    pub fn strip(&self) -> &[Range<u32>] {
+        self.extra.as_ref().map_or(&[], |e| &e.strip)
+    }
+
+    pub fn bad_ids(&self) -> &[BadId] {
+        self.extra.as_ref().map_or(&[], |e| &e.bad_ids)
+    }
+
+    fn extra_mut(&mut self) -> &mut SpanExtra {
+        self.extra.get_or_insert_with(Default::default)
+    }
+
+    pub fn len(&self) -> usize {
+        (self.bytes.end - self.bytes.start) as usize
+    }
+
+    pub fn is_root(&self) -> bool {
+        self.parent_id == 0
+    }
+
+    pub fn duration(&self) -> i128 {
+        i128::from(self.end) - i128::from(self.start)
+    }
+}
+
+/// One `ResourceSpans` / `ScopeSpans` pair of a scanned request.
+#[derive(Debug)]
+pub struct ScannedScope {
+    pub group: Group,
+}
+
+/// A request indexed without decoding: the groups and, per span, its index. Span byte ranges
+/// point into the scanned request; `SpanRec::group` indexes `groups`.
+#[derive(Debug, Default)]
+pub struct ScannedBatch {
+    pub groups: Vec<Group>,
+    pub spans: Vec<SpanRec>,
+}
+
+fn hash_bytes(b: &[u8]) -> u64 {
+    let mut h = DefaultHasher::new();
+    b.hash(&mut h);
+    h.finish()
+}
+
+fn be_u64(b: &[u8]) -> u64 {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(b);
+    u64::from_be_bytes(a)
+}
+
+fn off(base: usize, r: &Range<usize>) -> Range<u32> {
+    (r.start - base) as u32..(r.end - base) as u32
+}
+
+/// Whether a `KeyValue`'s key (normally its first field) starts with [`ATTR_PREFIX`].
+#[inline]
+fn key_has_prefix(kv: &[u8]) -> bool {
+    if kv.first() != Some(&0x0a) {
+        // Key not first: unusual encoder; fall back to a full read.
+        return matches!(read_kv(kv, 0), Ok((k, _)) if k.starts_with(ATTR_PREFIX));
+    }
+    let mut pos = 1;
+    match crate::wire::read_varint(kv, &mut pos) {
+        Ok(len) => kv
+            .get(pos..)
+            .is_some_and(|rest| len as usize >= ATTR_PREFIX.len() && rest.starts_with(ATTR_PREFIX)),
+        Err(_) => false,
+    }
+}
+
+/// Scans the bytes of an `ExportTraceServiceRequest`.
+pub fn scan_request(buf: &[u8]) -> Result<ScannedBatch, WireError> {
+    let mut out = ScannedBatch::default();
+    for f in Fields::new(buf, 0) {
+        let f = f?;
+        if let (1, Value::Len(r)) = (f.number, &f.value) {
+            scan_resource_spans(buf, r.clone(), &mut out)?;
+        }
+        // Unknown top-level fields are ignored (the request has only field 1).
+    }
+    Ok(out)
+}
+
+fn scan_resource_spans(
+    buf: &[u8],
+    range: Range<usize>,
+    out: &mut ScannedBatch,
+) -> Result<(), WireError> {
+    let msg = &buf[range.clone()];
+    let mut header = Vec::new();
+    let mut scopes = Vec::new();
+    let mut resource_msg: Option<Range<usize>> = None;
+    for f in Fields::new(msg, range.start) {
+        let f = f?;
+        match (f.number, &f.value) {
+            (2, Value::Len(r)) => scopes.push(r.start + range.start..r.end + range.start),
+            (1, Value::Len(r)) => {
+                resource_msg = Some(r.start + range.start..r.end + range.start);
+                header.extend_from_slice(&msg[f.span.clone()]);
+            }
+            _ => header.extend_from_slice(&msg[f.span.clone()]),
+        }
+    }
+    let resource = Arc::new(resource_entry(buf, resource_msg, header)?);
+    for s in scopes {
+        scan_scope_spans(buf, s, &resource, out)?;
+    }
+    Ok(())
+}
+
+fn resource_entry(
+    buf: &[u8],
+    resource_msg: Option<Range<usize>>,
+    header: Vec<u8>,
+) -> Result<ResourceEntry, WireError> {
+    let mut service = String::new();
+    // Candidates for the clock key, by priority: host.id, host.name, host.ip, service.instance.id.
+    let mut keys: [Option<&[u8]>; 4] = [None; 4];
+    if let Some(r) = resource_msg {
+        let res = &buf[r.clone()];
+        for f in Fields::new(res, r.start) {
+            let f = f?;
+            if let (1, Value::Len(kv)) = (f.number, &f.value) {
+                let (key, sval) = read_kv(&res[kv.clone()], r.start + kv.start)?;
+                let slot = match key {
+                    b"service.name" => {
+                        if let Some(v) = sval {
+                            service = String::from_utf8_lossy(v).into_owned();
+                        }
+                        continue;
+                    }
+                    b"host.id" => 0,
+                    b"host.name" => 1,
+                    b"host.ip" => 2,
+                    b"service.instance.id" => 3,
+                    _ => continue,
+                };
+                if let Some(v) = sval {
+                    keys[slot] = Some(v);
+                }
+            }
+        }
+    }
+    let hash = hash_bytes(&header);
+    let (clock_key, host_known) = match keys.iter().position(Option::is_some) {
+        Some(i) => {
+            let mut h = DefaultHasher::new();
+            (i.min(1) as u8).hash(&mut h); // host.* share a namespace
+            keys[i].unwrap().hash(&mut h);
+            (h.finish(), i < 3)
+        }
+        None => (hash, false),
+    };
+    Ok(ResourceEntry { header, hash, clock_key, host_known, service })
+}
+
+fn scan_scope_spans(
+    buf: &[u8],
+    range: Range<usize>,
+    resource: &Arc<ResourceEntry>,
+    out: &mut ScannedBatch,
+) -> Result<(), WireError> {
+    let msg = &buf[range.clone()];
+    let mut header = Vec::new();
+    let group_idx = out.groups.len() as u32;
+    let first_span = out.spans.len();
+    for f in Fields::new(msg, range.start) {
+        let f = f?;
+        match (f.number, &f.value) {
+            (2, Value::Len(r)) => {
+                let abs = r.start + range.start..r.end + range.start;
+                let mut rec = scan_span(buf, abs)?;
+                rec.group = group_idx;
+                out.spans.push(rec);
+            }
+            _ => header.extend_from_slice(&msg[f.span.clone()]),
+        }
+    }
+    if out.spans.len() > first_span || !header.is_empty() {
+        let hash = hash_bytes(&header);
+        out.groups.push(Group {
+            resource: Arc::clone(resource),
+            scope: Arc::new(ScopeEntry { header, hash }),
+        });
+    }
+    Ok(())
+}
+
+/// Indexes one `Span` message found at `range` of `buf`.
+pub fn scan_span(buf: &[u8], range: Range<usize>) -> Result<SpanRec, WireError> {
+    let msg = &buf[range.clone()];
+    let base = range.start;
+    let mut rec = SpanRec {
+        trace_id: [0; 16],
+        span_id: 0,
+        parent_id: 0,
+        start: 0,
+        end: 0,
+        start_off: u32::MAX,
+        end_off: u32::MAX,
+        flags: 0,
+        kind: 0,
+        has_links: false,
+        trace_id_valid: false,
+        span_id_valid: false,
+        hlc: None,
+        findings: 0,
+        group: 0,
+        bytes: range.start as u32..range.end as u32,
+        seq: 0,
+        extra: None,
+    };
+    let mut trace_len = 0usize;
+    let mut span_len = 0usize;
+    for f in Fields::new(msg, base) {
+        let f = f?;
+        match (f.number, f.value) {
+            (1, Value::Len(r)) => {
+                let b = &msg[r];
+                trace_len = b.len();
+                if b.len() == 16 {
+                    rec.trace_id.copy_from_slice(b);
+                    rec.trace_id_valid = b.iter().any(|&x| x != 0);
+                } else {
+                    rec.trace_id = [0; 16];
+                    rec.trace_id_valid = false;
+                    rec.extra_mut().strip.push(off(0, &f.span));
+                    rec.extra_mut().bad_ids.push(BadId { field: 1, original: b.to_vec() });
+                }
+            }
+            (2, Value::Len(r)) => {
+                let b = &msg[r];
+                span_len = b.len();
+                if b.len() == 8 {
+                    rec.span_id = be_u64(b);
+                    rec.span_id_valid = rec.span_id != 0;
+                } else {
+                    rec.span_id = 0;
+                    rec.span_id_valid = false;
+                    rec.extra_mut().strip.push(off(0, &f.span));
+                    rec.extra_mut().bad_ids.push(BadId { field: 2, original: b.to_vec() });
+                }
+            }
+            (4, Value::Len(r)) => {
+                let b = &msg[r];
+                match b.len() {
+                    0 => rec.parent_id = 0,
+                    8 => rec.parent_id = be_u64(b),
+                    _ => {
+                        // Unusable parent: treated as absent (a root) and reported.
+                        rec.parent_id = 0;
+                        rec.extra_mut().strip.push(off(0, &f.span));
+                        rec.extra_mut().bad_ids.push(BadId { field: 4, original: b.to_vec() });
+                    }
+                }
+            }
+            (6, Value::Varint(v)) => rec.kind = v.min(255) as u8,
+            (7, Value::I64(v)) => {
+                rec.start = v;
+                rec.start_off = (f.span.end - 8) as u32;
+            }
+            (8, Value::I64(v)) => {
+                rec.end = v;
+                rec.end_off = (f.span.end - 8) as u32;
+            }
+            (9, Value::Len(r)) => {
+                let kv = &msg[r.clone()];
+                // Cheap peek: only KeyValues whose key starts with our prefix are parsed.
+                if key_has_prefix(kv) {
+                    let (key, sval) = read_kv(kv, base + r.start)?;
+                    if key.starts_with(ATTR_PREFIX) {
+                        rec.extra_mut().strip.push(off(0, &f.span));
+                        if key == ATTR_HLC.as_bytes() {
+                            rec.extra_mut().upstream_hlc = sval.and_then(Stamp::parse);
+                        }
+                    }
+                }
+            }
+            (13, Value::Len(_)) => rec.has_links = true,
+            (16, Value::I32(v)) => rec.flags = v,
+            _ => {}
+        }
+    }
+    // An absent ID is as unusable as a zero one; a wrong-length one was recorded above.
+    if trace_len == 0 {
+        rec.trace_id_valid = false;
+    }
+    if span_len == 0 {
+        rec.span_id_valid = false;
+    }
+    if let Some(e) = rec.extra.as_mut() {
+        e.strip.sort_by_key(|r| r.start);
+    }
+    Ok(rec)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
+    use opentelemetry_proto::tonic::resource::v1::Resource;
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+    use prost::Message;
+
+    fn kv(k: &str, v: &str) -> KeyValue {
+        KeyValue {
+            key: k.into(),
+            value: Some(AnyValue { value: Some(any_value::Value::StringValue(v.into())) }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn index_matches_prost_decode() {
+        let span = Span {
+            trace_id: vec![7; 16],
+            span_id: vec![1, 2, 3, 4, 5, 6, 7, 8],
+            parent_span_id: vec![0, 0, 0, 0, 0, 0, 0, 9],
+            name: "op".into(),
+            kind: 3,
+            start_time_unix_nano: 100,
+            end_time_unix_nano: 250,
+            flags: 0x301,
+            attributes: vec![kv("a", "b"), kv("consistency.hlc", "00000000000000000200.0000000003")],
+            ..Default::default()
+        };
+        let req = ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                resource: Some(Resource {
+                    attributes: vec![kv("service.name", "svc"), kv("host.name", "h1")],
+                    ..Default::default()
+                }),
+                scope_spans: vec![ScopeSpans { spans: vec![span], ..Default::default() }],
+                schema_url: "s".into(),
+            }],
+        };
+        let bytes = req.encode_to_vec();
+        let b = scan_request(&bytes).unwrap();
+        assert_eq!(b.spans.len(), 1);
+        let s = &b.spans[0];
+        assert_eq!(s.trace_id, [7; 16]);
+        assert!(s.trace_id_valid && s.span_id_valid);
+        assert_eq!(s.span_id, 0x0102030405060708);
+        assert_eq!(s.parent_id, 9);
+        assert_eq!((s.start, s.end, s.kind, s.flags), (100, 250, 3, 0x301));
+        assert_eq!(s.upstream_hlc(), Some(Stamp { wall: 200, logical: 3 }));
+        assert_eq!(s.strip().len(), 1);
+        let span_bytes = &bytes[s.bytes.start as usize..s.bytes.end as usize];
+        let st = s.start_off as usize;
+        assert_eq!(u64::from_le_bytes(span_bytes[st..st + 8].try_into().unwrap()), 100);
+        assert_eq!(b.groups[s.group as usize].resource.service, "svc");
+        assert!(b.groups[0].resource.host_known);
+    }
+
+    #[test]
+    fn garbage_is_an_error() {
+        assert!(scan_request(&[0x0a, 0xff, 0xff]).is_err());
+        assert!(scan_request(b"\x0a\x02\x12\x05").is_err());
+        assert!(scan_request(&[]).unwrap().spans.is_empty());
+    }
+}

@@ -1,0 +1,22 @@
+//! traceconsistency: tail assembly, hybrid logical clock stamping and consistency checks for
+//! OTLP traces, behind a C ABI (see `ffi`) for the OpenTelemetry Collector component in `go/`.
+//!
+//! Layers, bottom up:
+//! - [`wire`]: just enough protobuf to scan and splice OTLP bytes without decoding;
+//! - [`index`]: the compact per-span index built by a zero-copy scan;
+//! - [`hlc`]: the hybrid logical clock;
+//! - [`checks`]: consistency checks and clock-skew correction on an assembled trace;
+//! - [`engine`]: sharded tail assembly, release, and emission of annotated OTLP;
+//! - [`ffi`]: the C ABI.
+
+pub mod checks;
+pub mod config;
+pub mod engine;
+pub mod ffi;
+pub mod findings;
+pub mod hlc;
+pub mod index;
+pub mod wire;
+
+#[cfg(test)]
+pub mod testutil;

@@ -1,0 +1,130 @@
+//! Test helpers: build OTLP requests with the prost types (the oracle) and read the engine's
+//! output back with a full prost decode.
+
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, InstrumentationScope, KeyValue};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+use prost::Message;
+
+pub fn kv(k: &str, v: &str) -> KeyValue {
+    KeyValue { key: k.into(), value: Some(AnyValue { value: Some(any_value::Value::StringValue(v.into())) }), ..Default::default() }
+}
+
+pub fn tid(n: u64) -> Vec<u8> {
+    let mut v = vec![0xab; 8];
+    v.extend_from_slice(&n.to_be_bytes());
+    v
+}
+
+pub fn sid(n: u64) -> Vec<u8> {
+    n.to_be_bytes().to_vec()
+}
+
+/// A span of trace `t` with id `s` and parent `p` (0 = root), times in ns.
+pub fn span(t: u64, s: u64, p: u64, start: u64, end: u64) -> Span {
+    Span {
+        trace_id: tid(t),
+        span_id: sid(s),
+        parent_span_id: if p == 0 { vec![] } else { sid(p) },
+        name: format!("op-{s}"),
+        kind: 1,
+        start_time_unix_nano: start,
+        end_time_unix_nano: end,
+        attributes: vec![kv("k", "v")],
+        ..Default::default()
+    }
+}
+
+/// A request with one resource per service (with `host.name` = service) holding `spans`.
+pub fn request(groups: Vec<(&str, Vec<Span>)>) -> Vec<u8> {
+    ExportTraceServiceRequest {
+        resource_spans: groups
+            .into_iter()
+            .map(|(svc, spans)| ResourceSpans {
+                resource: Some(Resource {
+                    attributes: vec![kv("service.name", svc), kv("host.name", svc)],
+                    ..Default::default()
+                }),
+                scope_spans: vec![ScopeSpans {
+                    scope: Some(InstrumentationScope { name: "lib".into(), ..Default::default() }),
+                    spans,
+                    schema_url: String::new(),
+                }],
+                schema_url: String::new(),
+            })
+            .collect(),
+    }
+    .encode_to_vec()
+}
+
+/// A decoded output span with its service.
+#[derive(Clone, Debug)]
+pub struct OutSpan {
+    pub service: String,
+    pub span: Span,
+}
+
+impl OutSpan {
+    pub fn attr(&self, key: &str) -> Option<&any_value::Value> {
+        self.span.attributes.iter().find(|a| a.key == key).and_then(|a| a.value.as_ref()?.value.as_ref())
+    }
+
+    pub fn attr_str(&self, key: &str) -> Option<String> {
+        match self.attr(key)? {
+            any_value::Value::StringValue(s) => Some(s.clone()),
+            _ => None,
+        }
+    }
+
+    pub fn attr_int(&self, key: &str) -> Option<i64> {
+        match self.attr(key)? {
+            any_value::Value::IntValue(i) => Some(*i),
+            _ => None,
+        }
+    }
+
+    pub fn attr_strs(&self, key: &str) -> Vec<String> {
+        match self.attr(key) {
+            Some(any_value::Value::ArrayValue(a)) => a
+                .values
+                .iter()
+                .filter_map(|v| match v.value.as_ref()? {
+                    any_value::Value::StringValue(s) => Some(s.clone()),
+                    _ => None,
+                })
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    pub fn trace(&self) -> u64 {
+        u64::from_be_bytes(self.span.trace_id[8..16].try_into().unwrap())
+    }
+
+    pub fn id(&self) -> u64 {
+        u64::from_be_bytes(self.span.span_id[..8].try_into().unwrap())
+    }
+}
+
+pub fn decode(otlp: &[u8]) -> Vec<OutSpan> {
+    let req = ExportTraceServiceRequest::decode(otlp).expect("engine output must decode with prost");
+    let mut out = Vec::new();
+    for rs in req.resource_spans {
+        let service = rs
+            .resource
+            .as_ref()
+            .and_then(|r| r.attributes.iter().find(|a| a.key == "service.name"))
+            .and_then(|a| match a.value.as_ref()?.value.as_ref()? {
+                any_value::Value::StringValue(s) => Some(s.clone()),
+                _ => None,
+            })
+            .unwrap_or_default();
+        for ss in rs.scope_spans {
+            for s in ss.spans {
+                out.push(OutSpan { service: service.clone(), span: s });
+            }
+        }
+    }
+    out
+}
