@@ -621,10 +621,11 @@ impl Engine {
     pub fn tick(&self, now: u64) -> u64 {
         for m in self.shards.iter() {
             let mut shard = lock(m);
-            let mut due: Vec<(u128, ReleaseReason)> = Vec::new();
+            // (generation, id, reason): released in order of first arrival.
+            let mut due: Vec<(u64, u128, ReleaseReason)> = Vec::new();
             for (&id, t) in shard.traces.iter_mut() {
                 if now.saturating_sub(t.first_seen) >= self.limits.max_age {
-                    due.push((id, ReleaseReason::MaxAge));
+                    due.push((t.gen, id, ReleaseReason::MaxAge));
                     continue;
                 }
                 let quiet = now.saturating_sub(t.last_seen);
@@ -635,12 +636,13 @@ impl Engine {
                     t.state = if is_complete(&t.spans) { Completeness::Complete } else { Completeness::Incomplete };
                 }
                 if t.state == Completeness::Complete {
-                    due.push((id, ReleaseReason::Complete));
+                    due.push((t.gen, id, ReleaseReason::Complete));
                 } else if quiet >= self.limits.idle {
-                    due.push((id, ReleaseReason::IdleTimeout));
+                    due.push((t.gen, id, ReleaseReason::IdleTimeout));
                 }
             }
-            for (id, reason) in due {
+            due.sort_unstable_by_key(|d| d.0);
+            for (_, id, reason) in due {
                 self.release(&mut shard, id, reason, now);
             }
         }

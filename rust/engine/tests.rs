@@ -245,13 +245,66 @@ fn keep_latest_policy_keeps_one_of_conflicting_spans() {
     e.shutdown(T0 + 20 * MS);
     let (out, _, _) = drain_all(&e);
     let fours: Vec<_> = out.iter().filter(|s| s.id() == 4).collect();
-    if e.stats().conflicts_dropped == 1 {
-        assert_eq!(fours.len(), 1);
-        assert_eq!(fours[0].span.name, "newer");
-    } else {
-        // Checks not flagging conflicts yet keeps both.
-        assert_eq!(fours.len(), 2);
+    assert_eq!(e.stats().conflicts_dropped, 1);
+    assert_eq!(fours.len(), 1);
+    assert_eq!(fours[0].span.name, "newer");
+    assert!(fours[0].attr_strs("consistency.span.findings").contains(&"conflicting_span_id".to_string()));
+}
+
+#[test]
+fn findings_are_written_on_spans_and_summarised_on_the_root() {
+    let e = Engine::new(cfg()).unwrap();
+    let mut tr = complete_trace(1);
+    tr.remove(1); // span 2 missing: span 4 is an orphan
+    e.ingest(&request(vec![("a", tr)]), T0).unwrap();
+    e.ingest(&request(vec![("a", complete_trace(2))]), T0).unwrap();
+    e.shutdown(T0);
+    let mut findings = Vec::new();
+    let mut out = Vec::new();
+    while let Some(r) = e.drain(1000) {
+        findings.extend(r.findings);
+        out.extend(decode(&r.otlp));
     }
+    let root1 = out.iter().find(|s| s.trace() == 1 && s.id() == 1).unwrap();
+    assert_eq!(root1.attr_str("consistency.trace.status").as_deref(), Some("inconsistent"));
+    assert_eq!(root1.attr_strs("consistency.trace.findings"), vec!["missing_parent"]);
+    assert_eq!(root1.attr_strs("consistency.trace.missing_parent_ids"), vec!["0000000000000002"]);
+    let orphan = out.iter().find(|s| s.trace() == 1 && s.id() == 4).unwrap();
+    assert_eq!(orphan.attr_strs("consistency.span.findings"), vec!["missing_parent"]);
+    let root2 = out.iter().find(|s| s.trace() == 2 && s.id() == 1).unwrap();
+    assert_eq!(root2.attr_str("consistency.trace.status").as_deref(), Some("consistent"));
+    assert!(root2.attr("consistency.trace.findings").is_none());
+    assert_eq!(findings, vec![FindingCount { kind: FindingKind::MissingParent, service: "a".into(), count: 1 }]);
+}
+
+#[test]
+fn metrics_only_mode_writes_no_finding_attributes() {
+    let e = Engine::new(Config { write_attributes: false, ..cfg() }).unwrap();
+    let mut tr = complete_trace(1);
+    tr.remove(1);
+    e.ingest(&request(vec![("a", tr)]), T0).unwrap();
+    e.shutdown(T0);
+    let r = e.drain(1000).unwrap();
+    assert_eq!(r.findings.len(), 1, "still counted");
+    for s in decode(&r.otlp) {
+        assert!(s.span.attributes.iter().all(|a| a.key == "k" || a.key == "consistency.hlc"), "{:?}", s.span.attributes);
+    }
+}
+
+#[test]
+fn a_10_000_span_chain_is_assembled_and_checked_in_linear_time() {
+    let e = Engine::new(Config { max_spans_per_trace: 20_000, ..cfg() }).unwrap();
+    let b = T0 - SEC;
+    let chain: Vec<Span> = (1..=10_000u64).map(|i| span(7, i, i - 1, b + i, b + 30_000 - i)).collect();
+    let t = std::time::Instant::now();
+    for part in chain.chunks(1_000) {
+        e.ingest(&request(vec![("a", part.to_vec())]), T0).unwrap();
+    }
+    e.tick(T0 + 2 * SEC);
+    let (out, units, _) = drain_all(&e);
+    assert_eq!(units[0].reason, ReleaseReason::Complete);
+    assert_eq!(out.len(), 10_000);
+    assert!(t.elapsed() < std::time::Duration::from_secs(10), "took {:?}", t.elapsed());
 }
 
 #[test]
