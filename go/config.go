@@ -1,0 +1,234 @@
+package traceconsistencyprocessor // import "github.com/traceconsistency/traceconsistencyprocessor"
+
+import (
+	"fmt"
+	"math"
+	"strings"
+	"time"
+
+	"go.opentelemetry.io/collector/component"
+
+	"github.com/traceconsistency/traceconsistencyprocessor/internal/engine"
+)
+
+// Config is the configuration of the traceconsistency processor. Knobs that the Rust engine
+// owns are validated there (through the C ABI); knobs that only the Go side uses are
+// validated here. Every error names the YAML key.
+type Config struct {
+	// NumShards is the number of independently locked buffer shards; 0 picks four per core.
+	NumShards int `mapstructure:"num_shards"`
+
+	// ReleaseTick is how often the release loop asks the engine for due traces (complete and
+	// quiet, idle, too old) and passes them on. It bounds how late a release can be.
+	ReleaseTick time.Duration `mapstructure:"release_tick"`
+
+	// QuietPeriod is how long a complete trace (one root, every parent present) must go
+	// without new spans before it is released with reason "complete".
+	QuietPeriod time.Duration `mapstructure:"quiet_period"`
+
+	// IdleTimeout releases an incomplete trace that received no span for this long
+	// (reason "idle_timeout").
+	IdleTimeout time.Duration `mapstructure:"idle_timeout"`
+
+	// MaxAge releases any trace this long after its first span (reason "max_age").
+	MaxAge time.Duration `mapstructure:"max_age"`
+
+	// MaxBufferedSpans bounds the spans held; beyond it the oldest traces are released early
+	// (reason "memory_pressure"), never dropped.
+	MaxBufferedSpans int64 `mapstructure:"max_buffered_spans"`
+
+	// MaxBufferedBytes bounds the bytes held, like MaxBufferedSpans.
+	MaxBufferedBytes int64 `mapstructure:"max_buffered_bytes"`
+
+	// MaxSpansPerTrace releases a trace as soon as it holds this many spans
+	// (reason "span_limit"); later spans of it are late spans.
+	MaxSpansPerTrace int64 `mapstructure:"max_spans_per_trace"`
+
+	// MaxReleaseBatchSpans is about the most spans passed to the next consumer in one
+	// ConsumeTraces call. Whole traces are never split, so one large trace may exceed it.
+	MaxReleaseBatchSpans int `mapstructure:"max_release_batch_spans"`
+
+	// LateSpans says what to do with spans of traces already released.
+	LateSpans LateSpansConfig `mapstructure:"late_spans"`
+
+	// Duplicates says how spans that share one span ID are resolved.
+	Duplicates DuplicatesConfig `mapstructure:"duplicates"`
+
+	// Checks configures the consistency checks run on every released trace.
+	Checks ChecksConfig `mapstructure:"checks"`
+
+	// HLC configures the hybrid logical clock stamp written on every span.
+	HLC HLCConfig `mapstructure:"hlc"`
+
+	// prevent unkeyed literal initialization
+	_ struct{}
+}
+
+// LateSpansConfig configures the handling of spans that arrive after their trace was released.
+type LateSpansConfig struct {
+	// Policy is "forward" (pass them on at once, marked consistency.span.late=true) or
+	// "drop" (drop and count them).
+	Policy string `mapstructure:"policy"`
+
+	// CacheSize is how many released trace IDs are remembered to recognise late spans.
+	CacheSize int64 `mapstructure:"cache_size"`
+}
+
+// DuplicatesConfig configures the resolution of spans sharing one span ID within a trace.
+// Exact duplicates (retries) are always removed and counted.
+type DuplicatesConfig struct {
+	// ConflictPolicy for spans with one span ID but different content: "keep_both" (each
+	// marked with the conflicting_span_id finding) or "keep_latest" (the latest by HLC stamp
+	// is kept, the others are dropped and counted).
+	ConflictPolicy string `mapstructure:"conflict_policy"`
+}
+
+// ChecksConfig configures the consistency checks.
+type ChecksConfig struct {
+	// Disabled lists finding kinds whose checks are switched off, e.g. [ends_after_parent].
+	Disabled []string `mapstructure:"disabled"`
+
+	// WriteAttributes writes findings as consistency.* span attributes; when false, findings
+	// are only counted in metrics.
+	WriteAttributes bool `mapstructure:"write_attributes"`
+
+	// ChildTolerance is how far a child may start before or end after its parent without a
+	// finding.
+	ChildTolerance time.Duration `mapstructure:"child_tolerance"`
+
+	// MaxServiceNames caps the distinct service_name values of the findings metric; later
+	// names are counted as "_other".
+	MaxServiceNames int `mapstructure:"max_service_names"`
+
+	// SkewCorrection shifts children that are skewed across a process boundary.
+	SkewCorrection SkewCorrectionConfig `mapstructure:"skew_correction"`
+}
+
+// SkewCorrectionConfig configures Jaeger-style clock-skew correction.
+type SkewCorrectionConfig struct {
+	// Enabled turns the correction on; shifted spans carry consistency.span.skew_adjustment_ns.
+	Enabled bool `mapstructure:"enabled"`
+
+	// MaxAdjustment is the largest shift applied; a larger skew is only reported.
+	MaxAdjustment time.Duration `mapstructure:"max_adjustment"`
+}
+
+// HLCConfig configures the hybrid logical clock.
+type HLCConfig struct {
+	// Enabled stamps every span with consistency.hlc at ingest.
+	Enabled bool `mapstructure:"enabled"`
+
+	// MaxOffset is the largest clock offset trusted between hosts: remote times further ahead
+	// are refused and flagged rather than followed.
+	MaxOffset time.Duration `mapstructure:"max_offset"`
+
+	// RestartStrategy keeps stamps monotonic across restarts: "none", "wait" (wait
+	// max_offset at start before accepting data) or "persist" (keep an upper bound in
+	// state_file).
+	RestartStrategy string `mapstructure:"restart_strategy"`
+
+	// StateFile is the file the persist strategy writes; required with "persist".
+	StateFile string `mapstructure:"state_file"`
+}
+
+var _ component.Config = (*Config)(nil)
+
+// Enum values of the string knobs.
+const (
+	latePolicyForward = "forward"
+	latePolicyDrop    = "drop"
+
+	conflictKeepBoth   = "keep_both"
+	conflictKeepLatest = "keep_latest"
+
+	restartNone    = "none"
+	restartWait    = "wait"
+	restartPersist = "persist"
+)
+
+// Validate checks the configuration: first the knobs only the Go side uses, then the whole
+// configuration in the Rust engine. Errors name the YAML key.
+func (cfg *Config) Validate() error {
+	ec, err := cfg.engineConfig()
+	if err != nil {
+		return err
+	}
+	if cfg.ReleaseTick <= 0 {
+		return fmt.Errorf("release_tick must be a positive duration, got %s", cfg.ReleaseTick)
+	}
+	if cfg.MaxReleaseBatchSpans <= 0 {
+		return fmt.Errorf("max_release_batch_spans must be greater than zero, got %d", cfg.MaxReleaseBatchSpans)
+	}
+	if cfg.Checks.MaxServiceNames <= 0 {
+		return fmt.Errorf("checks.max_service_names must be greater than zero, got %d", cfg.Checks.MaxServiceNames)
+	}
+	return engine.Validate(ec)
+}
+
+// engineConfig translates the YAML configuration into the engine's. It fails on what cannot
+// be translated (negative num_shards, unknown enum strings, unknown finding kinds).
+func (cfg *Config) engineConfig() (engine.Config, error) {
+	if cfg.NumShards < 0 {
+		return engine.Config{}, fmt.Errorf("num_shards must not be negative (0 picks four per core), got %d", cfg.NumShards)
+	}
+	late, err := parseEnum("late_spans.policy", cfg.LateSpans.Policy, map[string]engine.LateSpanPolicy{
+		latePolicyForward: engine.LateForward,
+		latePolicyDrop:    engine.LateDrop,
+	}, latePolicyForward, latePolicyDrop)
+	if err != nil {
+		return engine.Config{}, err
+	}
+	dup, err := parseEnum("duplicates.conflict_policy", cfg.Duplicates.ConflictPolicy, map[string]engine.DuplicatePolicy{
+		conflictKeepBoth:   engine.KeepBoth,
+		conflictKeepLatest: engine.KeepLatest,
+	}, conflictKeepBoth, conflictKeepLatest)
+	if err != nil {
+		return engine.Config{}, err
+	}
+	restart, err := parseEnum("hlc.restart_strategy", cfg.HLC.RestartStrategy, map[string]engine.RestartStrategy{
+		restartNone:    engine.RestartNone,
+		restartWait:    engine.RestartWait,
+		restartPersist: engine.RestartPersist,
+	}, restartNone, restartWait, restartPersist)
+	if err != nil {
+		return engine.Config{}, err
+	}
+	disabled, err := engine.KindMask(cfg.Checks.Disabled)
+	if err != nil {
+		return engine.Config{}, fmt.Errorf("checks.disabled: %w; known kinds: %s", err, strings.Join(engine.FindingKinds(), ", "))
+	}
+	shards := uint32(math.MaxUint32)
+	if int64(cfg.NumShards) < math.MaxUint32 {
+		shards = uint32(cfg.NumShards) // larger values reach Rust's bound check as MaxUint32
+	}
+	return engine.Config{
+		NumShards:         shards,
+		QuietPeriod:       cfg.QuietPeriod,
+		IdleTimeout:       cfg.IdleTimeout,
+		MaxAge:            cfg.MaxAge,
+		MaxBufferedSpans:  cfg.MaxBufferedSpans,
+		MaxBufferedBytes:  cfg.MaxBufferedBytes,
+		MaxSpansPerTrace:  cfg.MaxSpansPerTrace,
+		LateSpanPolicy:    late,
+		LateCacheSize:     cfg.LateSpans.CacheSize,
+		ChecksDisabled:    disabled,
+		WriteAttributes:   cfg.Checks.WriteAttributes,
+		ChildTolerance:    cfg.Checks.ChildTolerance,
+		SkewCorrection:    cfg.Checks.SkewCorrection.Enabled,
+		SkewMaxAdjustment: cfg.Checks.SkewCorrection.MaxAdjustment,
+		DuplicatePolicy:   dup,
+		HLCEnabled:        cfg.HLC.Enabled,
+		HLCMaxOffset:      cfg.HLC.MaxOffset,
+		HLCRestart:        restart,
+		HLCStateFile:      cfg.HLC.StateFile,
+	}, nil
+}
+
+// parseEnum maps one enum string to its value; the error names the key and the choices.
+func parseEnum[T any](key, value string, values map[string]T, order ...string) (T, error) {
+	if v, ok := values[value]; ok {
+		return v, nil
+	}
+	var zero T
+	return zero, fmt.Errorf("%s must be one of %s, got %q", key, strings.Join(order, ", "), value)
+}

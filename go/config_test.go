@@ -1,0 +1,158 @@
+package traceconsistencyprocessor
+
+import (
+	"path/filepath"
+	"testing"
+	"time"
+	"unicode"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/collector/component"
+	"go.opentelemetry.io/collector/confmap/confmaptest"
+
+	"github.com/traceconsistency/traceconsistencyprocessor/internal/engine"
+	"github.com/traceconsistency/traceconsistencyprocessor/internal/metadata"
+)
+
+func TestLoadConfig(t *testing.T) {
+	cm, err := confmaptest.LoadConf(filepath.Join("testdata", "config.yaml"))
+	require.NoError(t, err)
+
+	tests := []struct {
+		id       component.ID
+		expected *Config
+	}{
+		{
+			id:       component.NewID(metadata.Type),
+			expected: createDefaultConfig().(*Config),
+		},
+		{
+			id: component.NewIDWithName(metadata.Type, "custom"),
+			expected: &Config{
+				NumShards:            8,
+				ReleaseTick:          50 * time.Millisecond,
+				QuietPeriod:          2 * time.Second,
+				IdleTimeout:          20 * time.Second,
+				MaxAge:               2 * time.Minute,
+				MaxBufferedSpans:     500_000,
+				MaxBufferedBytes:     256 << 20,
+				MaxSpansPerTrace:     10_000,
+				MaxReleaseBatchSpans: 4096,
+				LateSpans:            LateSpansConfig{Policy: "drop", CacheSize: 50_000},
+				Duplicates:           DuplicatesConfig{ConflictPolicy: "keep_latest"},
+				Checks: ChecksConfig{
+					Disabled:        []string{"ends_after_parent", "clock_skew"},
+					WriteAttributes: false,
+					ChildTolerance:  5 * time.Millisecond,
+					MaxServiceNames: 50,
+					SkewCorrection:  SkewCorrectionConfig{Enabled: true, MaxAdjustment: 30 * time.Second},
+				},
+				HLC: HLCConfig{
+					Enabled:         true,
+					MaxOffset:       250 * time.Millisecond,
+					RestartStrategy: "persist",
+					StateFile:       "/var/lib/otelcol/hlc.state",
+				},
+			},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.id.String(), func(t *testing.T) {
+			cfg := createDefaultConfig()
+			sub, err := cm.Sub(tt.id.String())
+			require.NoError(t, err)
+			require.NoError(t, sub.Unmarshal(cfg))
+			assert.Equal(t, tt.expected, cfg)
+			if engine.Available {
+				require.NoError(t, cfg.(*Config).Validate())
+			}
+		})
+	}
+}
+
+func TestUnknownKeyIsRejected(t *testing.T) {
+	cm, err := confmaptest.LoadConf(filepath.Join("testdata", "config_unknown_key.yaml"))
+	require.NoError(t, err)
+	sub, err := cm.Sub(component.NewID(metadata.Type).String())
+	require.NoError(t, err)
+	err = sub.Unmarshal(createDefaultConfig())
+	require.ErrorContains(t, err, "quiet_periode")
+}
+
+func TestValidateNamesTheKey(t *testing.T) {
+	tests := []struct {
+		name   string
+		mutate func(*Config)
+		// key is the YAML key the message must start with; want is a further fragment.
+		key, want string
+		// rust marks errors found by the Rust validation (checked only with cgo).
+		rust bool
+	}{
+		{"negative num_shards", func(c *Config) { c.NumShards = -1 }, "num_shards", "must not be negative", false},
+		{"too many shards", func(c *Config) { c.NumShards = 5000 }, "num_shards", "at most 1024", true},
+		{"zero release_tick", func(c *Config) { c.ReleaseTick = 0 }, "release_tick", "positive duration", false},
+		{"negative quiet_period", func(c *Config) { c.QuietPeriod = -time.Second }, "quiet_period", "must be a positive duration, got -1s", true},
+		{"idle_timeout below quiet_period", func(c *Config) { c.IdleTimeout = 500 * time.Millisecond }, "idle_timeout", "at least quiet_period", true},
+		{"zero max_age", func(c *Config) { c.MaxAge = 0 }, "max_age", "positive duration", true},
+		{"zero max_buffered_spans", func(c *Config) { c.MaxBufferedSpans = 0 }, "max_buffered_spans", "greater than zero", true},
+		{"negative max_buffered_bytes", func(c *Config) { c.MaxBufferedBytes = -1 }, "max_buffered_bytes", "greater than zero", true},
+		{"max_spans_per_trace over max_buffered_spans", func(c *Config) { c.MaxSpansPerTrace = 2_000_000 }, "max_spans_per_trace", "must not exceed max_buffered_spans", true},
+		{"zero max_release_batch_spans", func(c *Config) { c.MaxReleaseBatchSpans = 0 }, "max_release_batch_spans", "greater than zero", false},
+		{"bad late_spans.policy", func(c *Config) { c.LateSpans.Policy = "keep" }, "late_spans.policy", `one of forward, drop, got "keep"`, false},
+		{"zero late_spans.cache_size", func(c *Config) { c.LateSpans.CacheSize = 0 }, "late_spans.cache_size", "greater than zero", true},
+		{"bad duplicates.conflict_policy", func(c *Config) { c.Duplicates.ConflictPolicy = "newest" }, "duplicates.conflict_policy", `one of keep_both, keep_latest, got "newest"`, false},
+		{"unknown checks.disabled kind", func(c *Config) { c.Checks.Disabled = []string{"ends_after_parent", "orphans"} }, "checks.disabled", `unknown finding kind "orphans"; known kinds: missing_parent,`, false},
+		{"negative checks.child_tolerance", func(c *Config) { c.Checks.ChildTolerance = -time.Millisecond }, "checks.child_tolerance", "must not be negative", true},
+		{"zero checks.max_service_names", func(c *Config) { c.Checks.MaxServiceNames = 0 }, "checks.max_service_names", "greater than zero", false},
+		{"zero skew max_adjustment", func(c *Config) { c.Checks.SkewCorrection.MaxAdjustment = 0 }, "checks.skew_correction.max_adjustment", "positive duration", true},
+		{"zero hlc.max_offset", func(c *Config) { c.HLC.MaxOffset = 0 }, "hlc.max_offset", "positive duration", true},
+		{"bad hlc.restart_strategy", func(c *Config) { c.HLC.RestartStrategy = "sleep" }, "hlc.restart_strategy", `one of none, wait, persist, got "sleep"`, false},
+		{"persist without hlc.state_file", func(c *Config) { c.HLC.RestartStrategy = "persist" }, "hlc.state_file", "must be set when hlc.restart_strategy is persist", true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if tt.rust && !engine.Available {
+				t.Skip("checked by the Rust engine, which needs cgo")
+			}
+			cfg := createDefaultConfig().(*Config)
+			require.NoError(t, cfg.Validate(), "the starting point is valid")
+			tt.mutate(cfg)
+			err := cfg.Validate()
+			require.Error(t, err)
+			msg := err.Error()
+			assert.Truef(t, len(msg) > len(tt.key) && msg[:len(tt.key)] == tt.key, "%q does not start with %q", msg, tt.key)
+			assert.Contains(t, msg, tt.want)
+			assert.True(t, unicode.IsLower(rune(msg[0])), "errors are lowercase: %q", msg)
+		})
+	}
+}
+
+func TestValidConfigs(t *testing.T) {
+	for name, mutate := range map[string]func(*Config){
+		"defaults":            func(*Config) {},
+		"every check off":     func(c *Config) { c.Checks.Disabled = engine.FindingKinds() },
+		"hlc off, no waiting": func(c *Config) { c.HLC.Enabled = false; c.HLC.RestartStrategy = "none" },
+		"persist with a file": func(c *Config) { c.HLC.RestartStrategy = "persist"; c.HLC.StateFile = "hlc.state" },
+		"drop and keep latest": func(c *Config) {
+			c.LateSpans.Policy = "drop"
+			c.Duplicates.ConflictPolicy = "keep_latest"
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			cfg := createDefaultConfig().(*Config)
+			mutate(cfg)
+			require.NoError(t, cfg.Validate())
+		})
+	}
+}
+
+func TestGoDefaultsMatchRustDefaults(t *testing.T) {
+	if !engine.Available {
+		t.Skip("needs cgo")
+	}
+	cfg := createDefaultConfig().(*Config)
+	ec, err := cfg.engineConfig()
+	require.NoError(t, err)
+	assert.Equal(t, engine.RustDefaults(), ec)
+}

@@ -1,0 +1,85 @@
+//go:generate bash tools/mdatagen.sh
+
+// Package traceconsistencyprocessor is an OpenTelemetry Collector processor that assembles
+// traces and releases each one whole as soon as it is complete, stamps every span with a
+// hybrid logical clock, and checks every trace for consistency. Its core is a Rust static
+// library reached through cgo (internal/engine).
+package traceconsistencyprocessor // import "github.com/traceconsistency/traceconsistencyprocessor"
+
+import (
+	"time"
+
+	"go.opentelemetry.io/collector/component"
+	"go.opentelemetry.io/collector/processor"
+
+	"github.com/traceconsistency/traceconsistencyprocessor/internal/metadata"
+)
+
+// Defaults (the Rust engine's tc_config_default agrees; a test checks it).
+const (
+	defaultNumShards            = 0
+	defaultReleaseTick          = 100 * time.Millisecond
+	defaultQuietPeriod          = time.Second
+	defaultIdleTimeout          = 10 * time.Second
+	defaultMaxAge               = 60 * time.Second
+	defaultMaxBufferedSpans     = 1_000_000
+	defaultMaxBufferedBytes     = 512 << 20
+	defaultMaxSpansPerTrace     = 20_000
+	defaultMaxReleaseBatchSpans = 8192
+	defaultLatePolicy           = latePolicyForward
+	defaultLateCacheSize        = 100_000
+	defaultConflictPolicy       = conflictKeepBoth
+	defaultWriteAttributes      = true
+	defaultChildTolerance       = 0
+	defaultMaxServiceNames      = 200
+	defaultSkewCorrection       = false
+	defaultSkewMaxAdjustment    = time.Minute
+	defaultHLCEnabled           = true
+	defaultHLCMaxOffset         = 500 * time.Millisecond
+	defaultHLCRestartStrategy   = restartWait
+)
+
+// NewFactory returns the factory of the traceconsistency processor.
+func NewFactory() processor.Factory {
+	return processor.NewFactory(
+		metadata.Type,
+		createDefaultConfig,
+		processor.WithTraces(createTraces, metadata.TracesStability),
+	)
+}
+
+func createDefaultConfig() component.Config {
+	return &Config{
+		NumShards:            defaultNumShards,
+		ReleaseTick:          defaultReleaseTick,
+		QuietPeriod:          defaultQuietPeriod,
+		IdleTimeout:          defaultIdleTimeout,
+		MaxAge:               defaultMaxAge,
+		MaxBufferedSpans:     defaultMaxBufferedSpans,
+		MaxBufferedBytes:     defaultMaxBufferedBytes,
+		MaxSpansPerTrace:     defaultMaxSpansPerTrace,
+		MaxReleaseBatchSpans: defaultMaxReleaseBatchSpans,
+		LateSpans: LateSpansConfig{
+			Policy:    defaultLatePolicy,
+			CacheSize: defaultLateCacheSize,
+		},
+		Duplicates: DuplicatesConfig{
+			ConflictPolicy: defaultConflictPolicy,
+		},
+		Checks: ChecksConfig{
+			Disabled:        []string{},
+			WriteAttributes: defaultWriteAttributes,
+			ChildTolerance:  defaultChildTolerance,
+			MaxServiceNames: defaultMaxServiceNames,
+			SkewCorrection: SkewCorrectionConfig{
+				Enabled:       defaultSkewCorrection,
+				MaxAdjustment: defaultSkewMaxAdjustment,
+			},
+		},
+		HLC: HLCConfig{
+			Enabled:         defaultHLCEnabled,
+			MaxOffset:       defaultHLCMaxOffset,
+			RestartStrategy: defaultHLCRestartStrategy,
+		},
+	}
+}

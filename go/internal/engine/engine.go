@@ -1,0 +1,290 @@
+//go:build cgo
+
+package engine
+
+/*
+#cgo CFLAGS: -I${SRCDIR}/../../../include
+#cgo LDFLAGS: ${SRCDIR}/../../../target/release/libtraceconsistency.a -lm -ldl -lpthread
+#include <stdlib.h>
+#include "traceconsistency.h"
+*/
+import "C"
+
+import (
+	"time"
+	"unsafe"
+
+	"go.opentelemetry.io/collector/pdata/ptrace"
+)
+
+// Available reports whether the package was built with cgo (and so with the Rust engine).
+const Available = true
+
+var (
+	kindNames   = cNames(func(i uint32) *C.char { return C.tc_finding_kind_name(C.uint32_t(i)) }, int(C.TC_FINDING_KIND_COUNT))
+	reasonNames = cNames(func(i uint32) *C.char { return C.tc_release_reason_name(C.uint32_t(i)) }, int(C.TC_RELEASE_REASON_COUNT))
+)
+
+// cNames reads the static names Rust gives for 0..n once, at package init.
+func cNames(name func(uint32) *C.char, n int) []string {
+	out := make([]string, n)
+	for i := range out {
+		p := name(uint32(i))
+		if p == nil {
+			panic("traceconsistency: Rust has no name for enum value; header and library disagree")
+		}
+		out[i] = C.GoString(p)
+	}
+	return out
+}
+
+// Engine wraps one Rust tc_engine. Every method but Close is safe for concurrent use;
+// Close must be the last call and must not race with the others (the caller guards it).
+type Engine struct {
+	ptr *C.tc_engine
+}
+
+func errorFrom(code C.tc_result, e *C.tc_error) error {
+	msg := C.GoString(&e.message[0])
+	if msg == "" {
+		msg = "traceconsistency engine call failed"
+	}
+	return &Error{Code: Code(code), Message: msg}
+}
+
+// toC fills a tc_config from c. When c.HLCStateFile is set, the returned free function
+// releases its C string; call it after the C call that reads the config.
+func toC(c Config) (C.tc_config, func()) {
+	var out C.tc_config
+	C.tc_config_default(&out)
+	out.num_shards = C.uint32_t(c.NumShards)
+	out.quiet_period_ns = C.int64_t(c.QuietPeriod)
+	out.idle_timeout_ns = C.int64_t(c.IdleTimeout)
+	out.max_age_ns = C.int64_t(c.MaxAge)
+	out.max_buffered_spans = C.int64_t(c.MaxBufferedSpans)
+	out.max_buffered_bytes = C.int64_t(c.MaxBufferedBytes)
+	out.max_spans_per_trace = C.int64_t(c.MaxSpansPerTrace)
+	out.late_span_policy = C.tc_late_span_policy(c.LateSpanPolicy)
+	out.late_cache_size = C.int64_t(c.LateCacheSize)
+	out.checks_disabled = C.uint32_t(c.ChecksDisabled)
+	out.write_attributes = C.bool(c.WriteAttributes)
+	out.child_tolerance_ns = C.int64_t(c.ChildTolerance)
+	out.skew_correction = C.bool(c.SkewCorrection)
+	out.skew_max_adjustment_ns = C.int64_t(c.SkewMaxAdjustment)
+	out.duplicate_policy = C.tc_duplicate_policy(c.DuplicatePolicy)
+	out.hlc_enabled = C.bool(c.HLCEnabled)
+	out.hlc_max_offset_ns = C.int64_t(c.HLCMaxOffset)
+	out.hlc_restart = C.tc_restart_strategy(c.HLCRestart)
+	out.hlc_state_file = nil
+	if c.HLCStateFile == "" {
+		return out, func() {}
+	}
+	cs := C.CString(c.HLCStateFile)
+	out.hlc_state_file = cs
+	return out, func() { C.free(unsafe.Pointer(cs)) }
+}
+
+// RustDefaults returns tc_config_default as a Config (for tests that keep the Go defaults
+// and the Rust defaults in step).
+func RustDefaults() Config {
+	var c C.tc_config
+	C.tc_config_default(&c)
+	return Config{
+		NumShards:         uint32(c.num_shards),
+		QuietPeriod:       time.Duration(c.quiet_period_ns),
+		IdleTimeout:       time.Duration(c.idle_timeout_ns),
+		MaxAge:            time.Duration(c.max_age_ns),
+		MaxBufferedSpans:  int64(c.max_buffered_spans),
+		MaxBufferedBytes:  int64(c.max_buffered_bytes),
+		MaxSpansPerTrace:  int64(c.max_spans_per_trace),
+		LateSpanPolicy:    LateSpanPolicy(c.late_span_policy),
+		LateCacheSize:     int64(c.late_cache_size),
+		ChecksDisabled:    uint32(c.checks_disabled),
+		WriteAttributes:   bool(c.write_attributes),
+		ChildTolerance:    time.Duration(c.child_tolerance_ns),
+		SkewCorrection:    bool(c.skew_correction),
+		SkewMaxAdjustment: time.Duration(c.skew_max_adjustment_ns),
+		DuplicatePolicy:   DuplicatePolicy(c.duplicate_policy),
+		HLCEnabled:        bool(c.hlc_enabled),
+		HLCMaxOffset:      time.Duration(c.hlc_max_offset_ns),
+		HLCRestart:        RestartStrategy(c.hlc_restart),
+	}
+}
+
+// Validate runs the Rust validation of c; the error names the YAML key.
+func Validate(c Config) error {
+	cc, free := toC(c)
+	defer free()
+	var e C.tc_error
+	if r := C.tc_config_validate(&cc, &e); r != C.TC_RESULT_OK {
+		return errorFrom(r, &e)
+	}
+	return nil
+}
+
+// New builds an engine from c (validating it first, in Rust).
+func New(c Config) (*Engine, error) {
+	cc, free := toC(c)
+	defer free()
+	var e C.tc_error
+	var ptr *C.tc_engine
+	if r := C.tc_engine_new(&cc, &ptr, &e); r != C.TC_RESULT_OK {
+		return nil, errorFrom(r, &e)
+	}
+	return &Engine{ptr: ptr}, nil
+}
+
+func nanos(t time.Time) C.uint64_t {
+	n := t.UnixNano()
+	if n < 0 {
+		return 0
+	}
+	return C.uint64_t(n)
+}
+
+var errClosed = &Error{Code: CodeClosed, Message: "traceconsistency engine is closed"}
+
+// Ingest hands one serialized ExportTraceServiceRequest to the engine: one cgo call per
+// batch. The bytes are only read during the call. A refused batch (malformed or empty)
+// returns an *Error whose Refused() is true; nothing of it was kept.
+func (g *Engine) Ingest(data []byte, now time.Time) (IngestResult, error) {
+	if g.ptr == nil {
+		return IngestResult{}, errClosed
+	}
+	var out C.tc_ingest_result
+	var e C.tc_error
+	// A Go pointer to bytes without Go pointers may be passed for the call's duration.
+	p := (*C.uint8_t)(unsafe.Pointer(unsafe.SliceData(data)))
+	if r := C.tc_engine_ingest(g.ptr, p, C.size_t(len(data)), nanos(now), &out, &e); r != C.TC_RESULT_OK {
+		return IngestResult{}, errorFrom(r, &e)
+	}
+	return IngestResult{
+		Buffered:      uint64(out.buffered),
+		LateForwarded: uint64(out.late_forwarded),
+		LateDropped:   uint64(out.late_dropped),
+		Unassembled:   uint64(out.unassembled),
+		ReadySpans:    uint64(out.ready_spans),
+	}, nil
+}
+
+// Tick releases what is due at now into the ready queue; it returns the spans ready.
+func (g *Engine) Tick(now time.Time) (uint64, error) {
+	if g.ptr == nil {
+		return 0, errClosed
+	}
+	var n C.uint64_t
+	var e C.tc_error
+	if r := C.tc_engine_tick(g.ptr, nanos(now), &n, &e); r != C.TC_RESULT_OK {
+		return 0, errorFrom(r, &e)
+	}
+	return uint64(n), nil
+}
+
+// Shutdown releases everything buffered (reason shutdown); later ingests are released at
+// once. Drain until it gives nil afterwards. It returns the spans ready.
+func (g *Engine) Shutdown(now time.Time) (uint64, error) {
+	if g.ptr == nil {
+		return 0, errClosed
+	}
+	var n C.uint64_t
+	var e C.tc_error
+	if r := C.tc_engine_shutdown(g.ptr, nanos(now), &n, &e); r != C.TC_RESULT_OK {
+		return 0, errorFrom(r, &e)
+	}
+	return uint64(n), nil
+}
+
+// Drain takes whole released units, about maxSpans spans (at least one unit), or returns
+// nil when nothing is ready. The OTLP bytes are decoded straight from Rust's buffer (pdata's
+// unmarshaler copies every string and byte field) and the Rust release is freed before
+// returning.
+func (g *Engine) Drain(maxSpans uint64) (*Release, error) {
+	if g.ptr == nil {
+		return nil, errClosed
+	}
+	var rel *C.tc_release
+	var view C.tc_release_view
+	var e C.tc_error
+	if r := C.tc_engine_drain(g.ptr, C.uint64_t(maxSpans), &rel, &view, &e); r != C.TC_RESULT_OK {
+		return nil, errorFrom(r, &e)
+	}
+	if rel == nil {
+		return nil, nil
+	}
+	defer C.tc_release_free(rel)
+
+	out := &Release{Spans: uint64(view.spans)}
+	if view.otlp_len > 0 {
+		buf := unsafe.Slice((*byte)(unsafe.Pointer(view.otlp)), int(view.otlp_len))
+		td, err := (&ptrace.ProtoUnmarshaler{}).UnmarshalTraces(buf)
+		if err != nil {
+			return nil, &Error{Code: CodeMalformedInput, Message: "decoding released OTLP: " + err.Error()}
+		}
+		out.Traces = td
+	} else {
+		out.Traces = ptrace.NewTraces()
+	}
+	if view.units_len > 0 {
+		units := unsafe.Slice(view.units, int(view.units_len))
+		out.Units = make([]Unit, len(units))
+		for i, u := range units {
+			out.Units[i] = Unit{
+				Reason:   Reason(u.reason),
+				Spans:    uint32(u.spans),
+				Age:      time.Duration(u.age_ns),
+				Findings: uint32(u.findings),
+			}
+		}
+	}
+	if view.findings_len > 0 {
+		fs := unsafe.Slice(view.findings, int(view.findings_len))
+		out.Findings = make([]FindingCount, len(fs))
+		for i, f := range fs {
+			var svc string
+			if f.service_len > 0 {
+				svc = C.GoStringN((*C.char)(unsafe.Pointer(f.service)), C.int(f.service_len))
+			}
+			out.Findings[i] = FindingCount{Kind: KindName(uint32(f.kind)), Service: svc, Count: uint64(f.count)}
+		}
+	}
+	return out, nil
+}
+
+// Stats reads the engine's counters and gauges.
+func (g *Engine) Stats() (Stats, error) {
+	if g.ptr == nil {
+		return Stats{}, errClosed
+	}
+	var s C.tc_stats
+	if r := C.tc_engine_stats(g.ptr, &s); r != C.TC_RESULT_OK {
+		return Stats{}, &Error{Code: Code(r), Message: "tc_engine_stats failed"}
+	}
+	return Stats{
+		BufferedSpans:         uint64(s.buffered_spans),
+		BufferedBytes:         uint64(s.buffered_bytes),
+		BufferedTraces:        uint64(s.buffered_traces),
+		ReadySpans:            uint64(s.ready_spans),
+		ReadyBytes:            uint64(s.ready_bytes),
+		SpansReceived:         uint64(s.spans_received),
+		BatchesRefused:        uint64(s.batches_refused),
+		DuplicatesDropped:     uint64(s.duplicates_dropped),
+		ConflictsDropped:      uint64(s.conflicts_dropped),
+		LateForwarded:         uint64(s.late_forwarded),
+		LateDropped:           uint64(s.late_dropped),
+		Unassembled:           uint64(s.unassembled),
+		FutureTimestamps:      uint64(s.future_timestamps),
+		HLCRefusals:           uint64(s.hlc_refusals),
+		HLCBackwardJumps:      uint64(s.hlc_backward_jumps),
+		HLCMaxForwardOffsetNs: uint64(s.hlc_max_forward_offset_ns),
+		HLCLogicalOverflows:   uint64(s.hlc_logical_overflows),
+		HLCPersistErrors:      uint64(s.hlc_persist_errors),
+	}, nil
+}
+
+// Close frees the engine and whatever is still buffered in it. Safe to call twice.
+func (g *Engine) Close() {
+	if g.ptr != nil {
+		C.tc_engine_free(g.ptr)
+		g.ptr = nil
+	}
+}

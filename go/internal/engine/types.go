@@ -1,0 +1,257 @@
+// Package engine is the only place where the Go component meets C: it wraps the Rust
+// tail-assembly engine (include/traceconsistency.h) behind Go types. Nothing outside this
+// package imports "C".
+//
+// Ownership: an [Engine] owns one tc_engine and frees it in [Engine.Close]. Input bytes are
+// lent to Rust for the duration of one call; released OTLP is decoded into Go memory and the
+// Rust buffer is freed before [Engine.Drain] returns, so no C memory escapes this package.
+package engine
+
+import (
+	"fmt"
+	"time"
+
+	"go.opentelemetry.io/collector/pdata/ptrace"
+)
+
+// LateSpanPolicy mirrors tc_late_span_policy.
+type LateSpanPolicy uint32
+
+const (
+	// LateForward forwards late spans at once, marked consistency.span.late=true.
+	LateForward LateSpanPolicy = 0
+	// LateDrop drops late spans (they are counted).
+	LateDrop LateSpanPolicy = 1
+)
+
+// DuplicatePolicy mirrors tc_duplicate_policy.
+type DuplicatePolicy uint32
+
+const (
+	// KeepBoth keeps conflicting spans that share a span ID, each marked with a finding.
+	KeepBoth DuplicatePolicy = 0
+	// KeepLatest keeps the conflicting span with the latest HLC stamp.
+	KeepLatest DuplicatePolicy = 1
+)
+
+// RestartStrategy mirrors tc_restart_strategy.
+type RestartStrategy uint32
+
+const (
+	// RestartNone does nothing across restarts.
+	RestartNone RestartStrategy = 0
+	// RestartWait means the caller waits hlc.max_offset before ingesting.
+	RestartWait RestartStrategy = 1
+	// RestartPersist keeps an upper bound of issued stamps in hlc.state_file.
+	RestartPersist RestartStrategy = 2
+)
+
+// Config is the engine configuration in Go types; field comments name the YAML keys.
+type Config struct {
+	NumShards         uint32          // num_shards
+	QuietPeriod       time.Duration   // quiet_period
+	IdleTimeout       time.Duration   // idle_timeout
+	MaxAge            time.Duration   // max_age
+	MaxBufferedSpans  int64           // max_buffered_spans
+	MaxBufferedBytes  int64           // max_buffered_bytes
+	MaxSpansPerTrace  int64           // max_spans_per_trace
+	LateSpanPolicy    LateSpanPolicy  // late_spans.policy
+	LateCacheSize     int64           // late_spans.cache_size
+	ChecksDisabled    uint32          // checks.disabled, as a mask of 1 << kind (see KindMask)
+	WriteAttributes   bool            // checks.write_attributes
+	ChildTolerance    time.Duration   // checks.child_tolerance
+	SkewCorrection    bool            // checks.skew_correction.enabled
+	SkewMaxAdjustment time.Duration   // checks.skew_correction.max_adjustment
+	DuplicatePolicy   DuplicatePolicy // duplicates.conflict_policy
+	HLCEnabled        bool            // hlc.enabled
+	HLCMaxOffset      time.Duration   // hlc.max_offset
+	HLCRestart        RestartStrategy // hlc.restart_strategy
+	HLCStateFile      string          // hlc.state_file ("" = none)
+}
+
+// Reason is why a unit left the engine (tc_release_reason).
+type Reason uint32
+
+// Release reasons, in the order of tc_release_reason.
+const (
+	ReasonComplete Reason = iota
+	ReasonIdleTimeout
+	ReasonMaxAge
+	ReasonMemoryPressure
+	ReasonSpanLimit
+	ReasonShutdown
+	ReasonLate
+	ReasonUnassembled
+)
+
+// String is the snake_case name used in attributes and metrics.
+func (r Reason) String() string {
+	if int(r) < len(reasonNames) {
+		return reasonNames[r]
+	}
+	return fmt.Sprintf("reason_%d", uint32(r))
+}
+
+// IsTrace reports whether the unit is an assembled trace (not late or unassembled spans).
+func (r Reason) IsTrace() bool { return r <= ReasonShutdown }
+
+// Reasons lists every release reason.
+func Reasons() []Reason {
+	out := make([]Reason, len(reasonNames))
+	for i := range out {
+		out[i] = Reason(i)
+	}
+	return out
+}
+
+// FindingKinds returns the snake_case names of all finding kinds, indexed by kind.
+func FindingKinds() []string { return append([]string(nil), kindNames...) }
+
+// KindName returns the name of finding kind k.
+func KindName(k uint32) string {
+	if int(k) < len(kindNames) {
+		return kindNames[k]
+	}
+	return fmt.Sprintf("kind_%d", k)
+}
+
+// KindMask turns finding kind names into a mask of 1 << kind. It fails on the first unknown
+// name, returning it.
+func KindMask(names []string) (uint32, error) {
+	var mask uint32
+	for _, n := range names {
+		i := indexOf(kindNames, n)
+		if i < 0 {
+			return 0, fmt.Errorf("unknown finding kind %q", n)
+		}
+		mask |= 1 << uint(i)
+	}
+	return mask, nil
+}
+
+func indexOf(list []string, s string) int {
+	for i, v := range list {
+		if v == s {
+			return i
+		}
+	}
+	return -1
+}
+
+// IngestResult is what one Ingest did (tc_ingest_result).
+type IngestResult struct {
+	Buffered      uint64
+	LateForwarded uint64
+	LateDropped   uint64
+	Unassembled   uint64
+	// ReadySpans waiting to be drained after the call; drain when non-zero.
+	ReadySpans uint64
+}
+
+// Unit is one released unit of a drain: a whole trace, or late / unassembled spans.
+type Unit struct {
+	Reason Reason
+	Spans  uint32
+	// Age from the first span's arrival to the release.
+	Age time.Duration
+	// Findings is a mask of 1 << kind of the kinds found in the unit.
+	Findings uint32
+}
+
+// FindingCount is the number of findings of one kind for one service.name in a drain.
+type FindingCount struct {
+	Kind    string
+	Service string
+	Count   uint64
+}
+
+// Release is one drained batch, decoded into Go memory.
+type Release struct {
+	Traces   ptrace.Traces
+	Units    []Unit
+	Findings []FindingCount
+	Spans    uint64
+}
+
+// Stats are the engine's cumulative counters and current gauges (tc_stats).
+type Stats struct {
+	BufferedSpans         uint64
+	BufferedBytes         uint64
+	BufferedTraces        uint64
+	ReadySpans            uint64
+	ReadyBytes            uint64
+	SpansReceived         uint64
+	BatchesRefused        uint64
+	DuplicatesDropped     uint64
+	ConflictsDropped      uint64
+	LateForwarded         uint64
+	LateDropped           uint64
+	Unassembled           uint64
+	FutureTimestamps      uint64
+	HLCRefusals           uint64
+	HLCBackwardJumps      uint64
+	HLCMaxForwardOffsetNs uint64
+	HLCLogicalOverflows   uint64
+	HLCPersistErrors      uint64
+}
+
+// Code is a tc_result failure code.
+type Code uint32
+
+// Failure codes of tc_result.
+const (
+	CodeNullArgument   Code = 7001
+	CodeInvalidConfig  Code = 7002
+	CodeMalformedInput Code = 7003
+	CodeEmptyInput     Code = 7004
+	CodePanic          Code = 7005
+	// CodeNoCgo is Go-only: the package was built without cgo.
+	CodeNoCgo Code = 9001
+	// CodeClosed is Go-only: the engine was already closed.
+	CodeClosed Code = 9002
+)
+
+// Error is a failed engine call: the result code and Rust's message.
+type Error struct {
+	Code    Code
+	Message string
+}
+
+func (e *Error) Error() string { return e.Message }
+
+// Refused reports whether the error means the input batch was refused as a whole
+// (malformed or empty): retrying the same bytes cannot succeed.
+func (e *Error) Refused() bool {
+	return e.Code == CodeMalformedInput || e.Code == CodeEmptyInput
+}
+
+// staticKindNames and staticReasonNames are the names as compiled into Go; with cgo the
+// names are read from Rust at init (a test checks both agree), without cgo these are used.
+var staticKindNames = []string{
+	"missing_parent",
+	"no_root",
+	"multiple_roots",
+	"parent_cycle",
+	"conflicting_span_id",
+	"invalid_trace_id",
+	"invalid_span_id",
+	"negative_duration",
+	"starts_before_parent",
+	"ends_after_parent",
+	"clock_skew",
+	"sampled_flag_mismatch",
+	"remote_parent_mismatch",
+	"future_timestamp",
+	"hlc_offset_exceeded",
+}
+
+var staticReasonNames = []string{
+	"complete",
+	"idle_timeout",
+	"max_age",
+	"memory_pressure",
+	"span_limit",
+	"shutdown",
+	"late",
+	"unassembled",
+}
