@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# Build the custom collector build/otelcol/otelcol-traceconsistency with the
+# OpenTelemetry Collector Builder (ocb), from examples/builder-config.yaml.
+#
+# Assumes the Rust static library is already built (cargo build --release in
+# the repo root): the traceconsistency processor links it through cgo.
+# Safe to run again: ocb regenerates the sources, go reuses its build cache.
+#
+# Environment:
+#   BUILDER_CONFIG  ocb manifest (default: examples/builder-config.yaml)
+#                   (must keep dist.name/output_path, the binary is looked up there)
+#   OCB_VERSION     ocb version to install if missing (default: v0.165.0)
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# ocb resolves dist.output_path (./build/otelcol) against the current dir.
+cd "$ROOT"
+
+OCB_VERSION="${OCB_VERSION:-v0.165.0}"
+BUILDER_CONFIG="${BUILDER_CONFIG:-examples/builder-config.yaml}"
+
+command -v go >/dev/null || { echo "build-otelcol: go not found on PATH" >&2; exit 1; }
+
+# GOPATH may be a list; go install puts binaries into the first entry's bin.
+GOPATH_FIRST="$(go env GOPATH)"
+GOPATH_FIRST="${GOPATH_FIRST%%:*}"
+OCB_BIN="$GOPATH_FIRST/bin"
+OCB="$OCB_BIN/builder"
+
+ocb_version=""
+if [[ -x "$OCB" ]]; then
+  ocb_version="$("$OCB" version 2>&1 || true)"  # cobra prints to stderr
+fi
+if [[ "$ocb_version" != *"$OCB_VERSION"* ]]; then
+  echo "build-otelcol: installing ocb $OCB_VERSION into $OCB_BIN"
+  GOBIN="$OCB_BIN" go install "go.opentelemetry.io/collector/cmd/builder@$OCB_VERSION"
+fi
+
+BIN="$ROOT/build/otelcol/otelcol-traceconsistency"
+LIB="target/release/libtraceconsistency.a"
+
+# Our processor (if enabled in the manifest) links $LIB via cgo; fail early
+# with a clear message instead of a long link error.
+if grep -qE '^[[:space:]]*-[[:space:]]*gomod:[[:space:]]*github.com/traceconsistency/traceconsistencyprocessor' "$BUILDER_CONFIG"; then
+  [[ -f go/go.mod ]] || { echo "build-otelcol: go/go.mod missing (processor module)" >&2; exit 1; }
+  if [[ ! -f "$LIB" ]]; then
+    echo "build-otelcol: $LIB missing; run 'cargo build --release' first" >&2
+    exit 1
+  fi
+
+  # Go's build cache only hashes files inside a package's directory, not the
+  # files that its #cgo directives name elsewhere, so on its own it would
+  # silently keep a stale binary after a Rust rebuild:
+  # - the static library (#cgo LDFLAGS) is read only by the final link: drop
+  #   the binary when the library is newer, so go build links again (~5 s);
+  if [[ -e "$BIN" && "$LIB" -nt "$BIN" ]]; then
+    rm -f "$BIN"
+  fi
+  # - the C header (#cgo CFLAGS -I include) is compiled into the cgo package:
+  #   a define carrying the header's hash puts its content into the package's
+  #   cache key (CGO_CFLAGS is part of it), so a header change recompiles it.
+  if compgen -G "include/*.h" >/dev/null; then
+    h="$(cat include/*.h | sha256sum | cut -c1-16)"
+    export CGO_CFLAGS="${CGO_CFLAGS:-"-O2 -g"} -DTRACECONSISTENCY_H_SHA256_$h"
+  fi
+fi
+
+# ocb regenerates main.go/components.go/go.mod in build/otelcol on every run,
+# then runs go mod tidy, go mod download and go build (-trimpath, -s -w).
+start=$SECONDS
+mkdir -p build  # ocb creates only the last path element of output_path
+"$OCB" --config "$BUILDER_CONFIG"
+[[ -x "$BIN" ]] || { echo "build-otelcol: ocb finished but $BIN is missing" >&2; exit 1; }
+echo "build-otelcol: built in $((SECONDS - start))s: $BIN"
