@@ -15,6 +15,7 @@ use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use prost::Message;
 use traceconsistency::config::{Config, RestartStrategy};
 use traceconsistency::engine::Engine;
+use traceconsistency::hlc::{Hlc, Stamp};
 
 const T0: u64 = 1_790_000_000_000_000_000;
 
@@ -150,9 +151,45 @@ fn ratios() {
     println!("engine / prost decode = {:.2}x   engine / memcpy = {:.1}x", engine_ns / decode_ns, engine_ns / copy_ns);
 }
 
+/// The HLC under contention: stamps per batch lock (as the engine takes them: one lock per
+/// ingested batch of 1,000 spans) versus one lock per stamp, on 1 and 2 threads.
+fn hlc_contention() {
+    const STAMPS: u64 = 2_000_000;
+    let run = |threads: u64, per_lock: u64| -> f64 {
+        let clock = Hlc::new(500_000_000);
+        let t = Instant::now();
+        std::thread::scope(|s| {
+            for th in 0..threads {
+                let clock = &clock;
+                s.spawn(move || {
+                    let mut pt = T0 + th;
+                    for _ in 0..STAMPS / threads / per_lock {
+                        pt += 1_000;
+                        clock.batch(pt, |b| {
+                            for i in 0..per_lock {
+                                black_box(b.recv_admitted(Stamp { wall: pt - i, logical: 0 }));
+                            }
+                        });
+                    }
+                });
+            }
+        });
+        t.elapsed().as_nanos() as f64 / STAMPS as f64
+    };
+    println!("\n== HLC stamping, ns per stamp ({STAMPS} stamps)");
+    for threads in [1, 2] {
+        println!(
+            "{threads} thread(s): one lock per 1,000-span batch {:6.1} ns   one lock per stamp {:6.1} ns",
+            run(threads, 1_000),
+            run(threads, 1)
+        );
+    }
+}
+
 fn main() {
     let mut c = Criterion::default().configure_from_args();
     bench(&mut c);
     c.final_summary();
     ratios();
+    hlc_contention();
 }
