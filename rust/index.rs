@@ -11,6 +11,7 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use crate::hlc::Stamp;
+use crate::schema::{validate, validate_with, Msg, Pending};
 use crate::wire::{read_kv, Fields, Value, WireError};
 
 /// The attribute carrying a span's HLC stamp.
@@ -202,13 +203,19 @@ fn key_has_prefix(kv: &[u8]) -> bool {
     }
 }
 
+fn wrong_type(offset: usize) -> WireError {
+    WireError { offset, what: "known field with the wrong wire type" }
+}
+
 /// Scans the bytes of an `ExportTraceServiceRequest`.
 pub fn scan_request(buf: &[u8]) -> Result<ScannedBatch, WireError> {
     let mut out = ScannedBatch::default();
     for f in Fields::new(buf, 0) {
         let f = f?;
-        if let (1, Value::Len(r)) = (f.number, &f.value) {
-            scan_resource_spans(buf, r.clone(), &mut out)?;
+        match (f.number, &f.value) {
+            (1, Value::Len(r)) => scan_resource_spans(buf, r.clone(), &mut out)?,
+            (1, _) => return Err(wrong_type(f.span.start)),
+            _ => {}
         }
         // Unknown top-level fields are ignored (the request has only field 1).
     }
@@ -229,9 +236,11 @@ fn scan_resource_spans(
         match (f.number, &f.value) {
             (2, Value::Len(r)) => scopes.push(r.start + range.start..r.end + range.start),
             (1, Value::Len(r)) => {
+                validate(&msg[r.clone()], Msg::Resource, range.start + r.start)?;
                 resource_msg = Some(r.start + range.start..r.end + range.start);
                 header.extend_from_slice(&msg[f.span.clone()]);
             }
+            (1 | 2, _) => return Err(wrong_type(range.start + f.span.start)),
             _ => header.extend_from_slice(&msg[f.span.clone()]),
         }
     }
@@ -307,6 +316,11 @@ fn scan_scope_spans(
                 rec.group = group_idx;
                 out.spans.push(rec);
             }
+            (1, Value::Len(r)) => {
+                validate(&msg[r.clone()], Msg::Scope, range.start + r.start)?;
+                header.extend_from_slice(&msg[f.span.clone()]);
+            }
+            (1 | 2, _) => return Err(wrong_type(range.start + f.span.start)),
             _ => header.extend_from_slice(&msg[f.span.clone()]),
         }
     }
@@ -318,6 +332,18 @@ fn scan_scope_spans(
         });
     }
     Ok(())
+}
+
+thread_local! {
+    /// The validation work list, reused across spans.
+    static SCRATCH: std::cell::RefCell<Vec<Pending>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+fn check(buf: &[u8], msg: Msg, base: usize) -> Result<(), WireError> {
+    SCRATCH.with(|s| match s.try_borrow_mut() {
+        Ok(mut s) => validate_with(buf, msg, base, &mut s),
+        Err(_) => validate(buf, msg, base),
+    })
 }
 
 /// Indexes one `Span` message found at `range` of `buf`.
@@ -399,6 +425,9 @@ pub fn scan_span(buf: &[u8], range: Range<usize>) -> Result<SpanRec, WireError> 
             }
             (9, Value::Len(r)) => {
                 let kv = &msg[r.clone()];
+                if !crate::schema::is_simple_key_value(kv) {
+                    check(kv, Msg::KeyValue, base + r.start)?;
+                }
                 // Cheap peek: only KeyValues whose key starts with our prefix are parsed.
                 if key_has_prefix(kv) {
                     let (key, sval) = read_kv(kv, base + r.start)?;
@@ -410,8 +439,19 @@ pub fn scan_span(buf: &[u8], range: Range<usize>) -> Result<SpanRec, WireError> 
                     }
                 }
             }
-            (13, Value::Len(_)) => rec.has_links = true,
+            (11, Value::Len(r)) => check(&msg[r.clone()], Msg::Event, base + r.start)?,
+            (13, Value::Len(r)) => {
+                check(&msg[r.clone()], Msg::Link, base + r.start)?;
+                rec.has_links = true;
+            }
+            (15, Value::Len(r)) => check(&msg[r.clone()], Msg::Status, base + r.start)?,
             (16, Value::I32(v)) => rec.flags = v,
+            (1 | 2 | 3 | 4 | 5 | 9 | 11 | 13 | 15, Value::Varint(_) | Value::I64(_) | Value::I32(_))
+            | (6 | 10 | 12 | 14, Value::I64(_) | Value::I32(_) | Value::Len(_))
+            | (7 | 8, Value::Varint(_) | Value::I32(_) | Value::Len(_))
+            | (16, Value::Varint(_) | Value::I64(_) | Value::Len(_)) => {
+                return Err(wrong_type(base + f.span.start));
+            }
             _ => {}
         }
     }

@@ -4,6 +4,7 @@
 //! Layers, bottom up:
 //! - [`wire`]: just enough protobuf to scan and splice OTLP bytes without decoding;
 //! - [`index`]: the compact per-span index built by a zero-copy scan;
+//! - [`schema`]: structural validation of nested OTLP messages (what downstream decoders need);
 //! - [`hlc`]: the hybrid logical clock;
 //! - [`checks`]: consistency checks and clock-skew correction on an assembled trace;
 //! - [`engine`]: sharded tail assembly, release, and emission of annotated OTLP;
@@ -16,6 +17,7 @@ pub mod ffi;
 pub mod findings;
 pub mod hlc;
 pub mod index;
+pub mod schema;
 pub mod wire;
 
 #[cfg(test)]

@@ -128,3 +128,49 @@ pub fn decode(otlp: &[u8]) -> Vec<OutSpan> {
     }
     out
 }
+
+/// What pdata's decoder needs of a request, checked without prost (which also insists on
+/// UTF-8 strings, which pdata does not): the structure of every message and the lengths of
+/// span IDs. Returns the number of spans.
+pub fn structural_span_count(otlp: &[u8]) -> Result<u64, String> {
+    use crate::schema::{validate, Msg};
+    use crate::wire::{Fields, Value};
+    let mut spans = 0;
+    let msg = |b: &[u8]| -> Result<Vec<(u32, Value)>, String> {
+        Fields::new(b, 0).map(|f| f.map(|f| (f.number, f.value)).map_err(|e| e.to_string())).collect()
+    };
+    for (n, v) in msg(otlp)? {
+        let (1, Value::Len(rs)) = (n, v) else { return Err("request field".into()) };
+        for (n, v) in msg(&otlp[rs.clone()])? {
+            match (n, v) {
+                (1, Value::Len(r)) => validate(&otlp[rs.start + r.start..rs.start + r.end], Msg::Resource, 0).map_err(|e| e.to_string())?,
+                (2, Value::Len(ss)) => {
+                    let ss = rs.start + ss.start..rs.start + ss.end;
+                    for (n, v) in msg(&otlp[ss.clone()])? {
+                        match (n, v) {
+                            (1, Value::Len(r)) => validate(&otlp[ss.start + r.start..ss.start + r.end], Msg::Scope, 0).map_err(|e| e.to_string())?,
+                            (2, Value::Len(r)) => {
+                                let sp = &otlp[ss.start + r.start..ss.start + r.end];
+                                validate(sp, Msg::Span, 0).map_err(|e| e.to_string())?;
+                                for (n, v) in msg(sp)? {
+                                    if let (1 | 2 | 4, Value::Len(id)) = (n, v) {
+                                        let want = if n == 1 { 16 } else { 8 };
+                                        if !id.is_empty() && id.len() != want {
+                                            return Err(format!("span field {n} has {} bytes", id.len()));
+                                        }
+                                    }
+                                }
+                                spans += 1;
+                            }
+                            (3, Value::Len(_)) => {}
+                            _ => return Err("scope spans field".into()),
+                        }
+                    }
+                }
+                (3, Value::Len(_)) => {}
+                _ => return Err("resource spans field".into()),
+            }
+        }
+    }
+    Ok(spans)
+}

@@ -49,6 +49,13 @@ pub struct Field {
 
 #[inline]
 pub fn read_varint(buf: &[u8], pos: &mut usize) -> Result<u64, WireError> {
+    // Fast path: tags, lengths and small values are one byte.
+    if let Some(&b) = buf.get(*pos) {
+        if b < 0x80 {
+            *pos += 1;
+            return Ok(u64::from(b));
+        }
+    }
     let mut result: u64 = 0;
     let start = *pos;
     for i in 0..10 {
@@ -81,6 +88,7 @@ impl<'a> Fields<'a> {
         Fields { buf, pos: 0, base, failed: false }
     }
 
+    #[inline(always)]
     fn next_field(&mut self) -> Result<Field, WireError> {
         let start = self.pos;
         let err = |what| WireError { offset: self.base + start, what };

@@ -532,3 +532,49 @@ proptest! {
         prop_assert_eq!(dropped, e.stats().duplicates_dropped);
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+    /// Hostile bytes never panic: random input, and valid requests with bytes flipped,
+    /// truncated or appended, are either refused whole or accepted; whatever is accepted
+    /// leaves as output that prost decodes.
+    #[test]
+    fn hostile_bytes_never_panic_and_accepted_output_always_decodes(
+        random in proptest::collection::vec(any::<u8>(), 0..300),
+        flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 0..6),
+        cut in any::<usize>(),
+    ) {
+        let e = Engine::new(cfg()).unwrap();
+        let _ = e.ingest(&random, T0);
+        let mut valid = request(vec![("a", complete_trace(1)), ("b", complete_trace(2))]);
+        for (pos, b) in flips {
+            let n = valid.len();
+            valid[pos % n] ^= b;
+        }
+        let cut = cut % (valid.len() + 1);
+        let input = &valid[..cut];
+        // prost is the oracle when it accepts the input; otherwise (e.g. a flipped byte made
+        // a string invalid UTF-8, which pdata accepts) the output must still be what pdata
+        // decodes, checked structurally.
+        let prost_ok = {
+            use prost::Message as _;
+            opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest::decode(input).is_ok()
+        };
+        let accepted = e.ingest(input, T0).is_ok();
+        e.shutdown(T0 + SEC);
+        let mut spans = 0;
+        while let Some(r) = e.drain(3) {
+            let n = structural_span_count(&r.otlp).map_err(|err| TestCaseError::fail(err))?;
+            if prost_ok {
+                prop_assert_eq!(decode(&r.otlp).len() as u64, n);
+            }
+            prop_assert_eq!(r.spans, n);
+            spans += n;
+        }
+        let st = e.stats();
+        prop_assert_eq!(spans + st.duplicates_dropped + st.late_dropped, st.spans_received);
+        if !accepted {
+            prop_assert!(st.batches_refused >= 1);
+        }
+    }
+}
