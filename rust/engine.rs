@@ -999,7 +999,22 @@ fn dedupe_exact(unit: &mut Unit) -> u64 {
     let mut order: Vec<usize> = (0..n).collect();
     order.sort_unstable_by_key(|&i| (unit.spans[i].span_id, unit.spans[i].seq));
     let mut drop = vec![false; n];
-    let bytes = |s: &SpanRec| &unit.buf[s.bytes.start as usize..s.bytes.end as usize];
+    // Content as it will be emitted: without our own attributes from an upstream collector
+    // (a retry forwarded late by an upstream tier differs only in those).
+    let bytes = |s: &SpanRec| -> std::borrow::Cow<'_, [u8]> {
+        let raw = &unit.buf[s.bytes.start as usize..s.bytes.end as usize];
+        if s.strip().is_empty() {
+            return std::borrow::Cow::Borrowed(raw);
+        }
+        let mut kept = Vec::with_capacity(raw.len());
+        let mut pos = 0;
+        for r in s.strip() {
+            kept.extend_from_slice(&raw[pos..r.start as usize]);
+            pos = r.end as usize;
+        }
+        kept.extend_from_slice(&raw[pos..]);
+        std::borrow::Cow::Owned(kept)
+    };
     let mut i = 0;
     while i < n {
         let mut j = i + 1;

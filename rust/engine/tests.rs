@@ -235,6 +235,25 @@ fn exact_duplicates_are_dropped_and_conflicts_kept() {
 }
 
 #[test]
+fn a_retry_forwarded_by_an_upstream_tier_is_still_an_exact_duplicate() {
+    let e = Engine::new(cfg()).unwrap();
+    let tr = complete_trace(1);
+    let mut first = tr[3].clone();
+    first.attributes.push(kv("consistency.hlc", &Stamp { wall: T0 - SEC, logical: 1 }.to_string()));
+    let mut retry = tr[3].clone();
+    retry.attributes.push(kv("consistency.hlc", &Stamp { wall: T0 - SEC / 2, logical: 0 }.to_string()));
+    retry.attributes.push(kv("consistency.span.late", "true"));
+    e.ingest(&request(vec![("a", vec![tr[0].clone(), tr[1].clone(), tr[2].clone(), first])]), T0).unwrap();
+    e.ingest(&request(vec![("a", vec![retry])]), T0).unwrap();
+    e.shutdown(T0);
+    let (out, _, _) = drain_all(&e);
+    assert_eq!(out.len(), 4);
+    assert_eq!(e.stats().duplicates_dropped, 1);
+    let root = out.iter().find(|s| s.id() == 1).unwrap();
+    assert_eq!(root.attr_str("consistency.trace.status").as_deref(), Some("consistent"));
+}
+
+#[test]
 fn keep_latest_policy_keeps_one_of_conflicting_spans() {
     let e = Engine::new(Config { duplicate_policy: DuplicatePolicy::KeepLatest, ..cfg() }).unwrap();
     let tr = complete_trace(1);

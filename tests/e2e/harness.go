@@ -249,6 +249,13 @@ type ConfigOptions struct {
 	OutputPath     string
 	// LogLevel of the collector's own logs (default info).
 	LogLevel string
+	// ExtraExportersYAML is an unindented YAML block of more exporters,
+	// defined after the file exporter (which is always defined), e.g.
+	// "otlp_grpc/next:\n  endpoint: 127.0.0.1:4317\n".
+	ExtraExportersYAML string
+	// Exporters lists the exporter ids of the traces pipeline; nil means
+	// [file].
+	Exporters []string
 }
 
 // TopLevelKeys returns the unindented keys of a YAML block, in order.
@@ -291,6 +298,14 @@ func RenderConfig(opts ConfigOptions) string {
 	if level == "" {
 		level = "info"
 	}
+	extraExporters := ""
+	if strings.TrimSpace(opts.ExtraExportersYAML) != "" {
+		extraExporters = indent(opts.ExtraExportersYAML, "  ")
+	}
+	exporters := opts.Exporters
+	if exporters == nil {
+		exporters = []string{"file"}
+	}
 	return fmt.Sprintf(`receivers:
   otlp:
     protocols:
@@ -302,7 +317,7 @@ processors:
     path: %s
     format: json
     flush_interval: 50ms
-extensions:
+%sextensions:
   health_check:
     endpoint: %s
 service:
@@ -322,8 +337,9 @@ service:
     traces:
       receivers: [otlp]
       processors: [%s]
-      exporters: [file]
-`, opts.OTLPEndpoint, procs, opts.OutputPath, opts.HealthEndpoint, level, opts.MetricsPort, strings.Join(pipeline, ", "))
+      exporters: [%s]
+`, opts.OTLPEndpoint, procs, opts.OutputPath, extraExporters, opts.HealthEndpoint, level, opts.MetricsPort,
+		strings.Join(pipeline, ", "), strings.Join(exporters, ", "))
 }
 
 // WriteConfig fills the empty fields of opts (free loopback ports, an output
