@@ -29,11 +29,15 @@ use crate::checks::{check_trace, CheckConfig, TraceReport};
 use crate::config::{Config, ConfigError, DuplicatePolicy, LateSpanPolicy, RestartStrategy};
 use crate::findings::{FindingKind, ReleaseReason};
 use crate::hlc::{Hlc, HlcStats, Stamp, STAMP_STR_LEN};
-use crate::index::{scan_request, Group, SpanRec, ATTR_HLC};
+use crate::index::{scan_request, Group, ScannedBatch, SpanRec, ATTR_HLC};
 use crate::wire::{self, AnyValueRef, WireError};
 
 /// Accounted memory per buffered span beyond its bytes: the index record.
 pub const SPAN_OVERHEAD: u64 = std::mem::size_of::<SpanRec>() as u64;
+
+/// Below these sizes a trace's storage grows exactly (per batch); above, by doubling.
+const EXACT_GROWTH_BYTES: usize = 256 << 10;
+const EXACT_GROWTH_SPANS: usize = 1024;
 
 /// Why a batch was refused as a whole (nothing of it was kept).
 #[derive(Debug, PartialEq, Eq)]
@@ -413,18 +417,27 @@ impl Engine {
             let mut shard = lock(&self.shards[si]);
             let mut late = Vec::new();
             let mut touched: Vec<u128> = Vec::new();
-            for &i in idx {
-                let s = &batch.spans[i];
-                let id = u128::from_be_bytes(s.trace_id);
+            // Spans of one trace together (stable: arrival order kept), so each trace's
+            // storage grows once per batch.
+            let mut idx = idx.clone();
+            let tid = |i: usize| u128::from_be_bytes(batch.spans[i].trace_id);
+            idx.sort_by_key(|&i| tid(i));
+            let mut k = 0;
+            while k < idx.len() {
+                let id = tid(idx[k]);
+                let mut j = k + 1;
+                while j < idx.len() && tid(idx[j]) == id {
+                    j += 1;
+                }
+                let run = &idx[k..j];
+                k = j;
                 if shard.late.set.contains(&id) {
-                    late.push(i);
+                    late.extend_from_slice(run);
                     continue;
                 }
-                self.insert(&mut shard, id, s, &batch.groups[s.group as usize], data, now);
-                if touched.last() != Some(&id) {
-                    touched.push(id);
-                }
-                out.buffered += 1;
+                self.insert_run(&mut shard, id, run, &batch, data, now);
+                touched.push(id);
+                out.buffered += run.len() as u64;
             }
             if !late.is_empty() {
                 match self.cfg.late_span_policy {
@@ -487,10 +500,10 @@ impl Engine {
                             }
                         }
                     }
-                    s.hlc = Some(match remote {
+                    s.hlc = match remote {
                         Some(m) => clock.recv_admitted(m),
                         None => clock.now(),
-                    });
+                    };
                 }
             }),
             None => {
@@ -506,9 +519,8 @@ impl Engine {
         add(&self.c.future_timestamps, futures);
     }
 
-    fn insert(&self, shard: &mut Shard, id: u128, s: &SpanRec, group: &Group, data: &[u8], now: u64) {
-        let src = &data[s.bytes.start as usize..s.bytes.end as usize];
-        let cost = src.len() as u64 + SPAN_OVERHEAD;
+    /// Buffers the spans `run` (indexes into `batch`) of trace `id`.
+    fn insert_run(&self, shard: &mut Shard, id: u128, run: &[usize], batch: &ScannedBatch, data: &[u8], now: u64) {
         let shard_ref = &mut *shard;
         let trace = shard_ref.traces.entry(id).or_insert_with(|| {
             let gen = shard_ref.next_gen;
@@ -526,26 +538,47 @@ impl Engine {
                 gen,
             }
         });
-        let gi = match trace.groups.iter().position(|g| g.same_as(group)) {
-            Some(i) => i,
-            None => {
-                trace.groups.push(group.clone());
-                trace.groups.len() - 1
-            }
-        };
-        let start = trace.buf.len() as u32;
-        trace.buf.extend_from_slice(src);
-        let mut rec = s.clone();
-        rec.bytes = start..trace.buf.len() as u32;
-        rec.group = gi as u32;
-        rec.seq = trace.spans.len() as u32;
-        trace.spans.push(rec);
+        // Grow storage once for the whole run: exactly while the trace is small (no
+        // doubling slack for the common trace), amortised once it is big (no quadratic
+        // copying for giant traces).
+        let need: usize = run.iter().map(|&i| batch.spans[i].len()).sum();
+        if trace.buf.len() < EXACT_GROWTH_BYTES {
+            trace.buf.reserve_exact(need);
+        } else {
+            trace.buf.reserve(need);
+        }
+        if trace.spans.len() < EXACT_GROWTH_SPANS {
+            trace.spans.reserve_exact(run.len());
+        } else {
+            trace.spans.reserve(run.len());
+        }
+        let mut cost = 0u64;
+        for &i in run {
+            let s = &batch.spans[i];
+            let group = &batch.groups[s.group as usize];
+            let gi = match trace.groups.iter().position(|g| g.same_as(group)) {
+                Some(i) => i,
+                None => {
+                    trace.groups.push(group.clone());
+                    trace.groups.len() - 1
+                }
+            };
+            let src = &data[s.bytes.start as usize..s.bytes.end as usize];
+            let start = trace.buf.len() as u32;
+            trace.buf.extend_from_slice(src);
+            let mut rec = s.clone();
+            rec.bytes = start..trace.buf.len() as u32;
+            rec.group = gi as u32;
+            rec.seq = trace.spans.len() as u32;
+            trace.spans.push(rec);
+            cost += src.len() as u64 + SPAN_OVERHEAD;
+        }
         trace.bytes += cost;
         trace.last_seen = trace.last_seen.max(now);
         trace.state = Completeness::Unknown;
-        shard.spans += 1;
+        shard.spans += run.len() as u64;
         shard.bytes += cost;
-        add(&self.c.buffered_spans, 1);
+        add(&self.c.buffered_spans, run.len() as u64);
         add(&self.c.buffered_bytes, cost);
     }
 
@@ -883,7 +916,8 @@ impl Engine {
     /// Appends the attributes this engine writes on one span (as `Span` field 9 entries).
     fn span_attributes(&self, out: &mut Vec<u8>, unit: &Unit, plan: &UnitPlan, i: usize) {
         let s = &unit.spans[i];
-        if let Some(h) = s.hlc {
+        if s.hlc.wall != 0 {
+            let h = s.hlc;
             let mut buf = [0u8; STAMP_STR_LEN];
             h.write_to(&mut buf);
             wire::put_kv(out, 9, ATTR_HLC, &AnyValueRef::Str(std::str::from_utf8(&buf).unwrap_or_default()));

@@ -93,17 +93,14 @@ pub struct SpanRec {
     pub parent_id: u64,
     pub start: u64,
     pub end: u64,
-    /// Offsets, relative to the span's first byte, of the 8 value bytes of the last
-    /// `start_time_unix_nano` / `end_time_unix_nano` field; `u32::MAX` when absent.
-    pub start_off: u32,
-    pub end_off: u32,
     pub flags: u32,
     pub kind: u8,
     pub has_links: bool,
     pub trace_id_valid: bool,
     pub span_id_valid: bool,
     /// The stamp this engine gave the span at ingest.
-    pub hlc: Option<Stamp>,
+    /// (`wall == 0`: not stamped, the clock is off.)
+    pub hlc: Stamp,
     /// Findings set at ingest (invalid IDs, future timestamps, HLC refusals).
     pub findings: u32,
     /// Index into the owning trace's groups.
@@ -356,14 +353,12 @@ pub fn scan_span(buf: &[u8], range: Range<usize>) -> Result<SpanRec, WireError> 
         parent_id: 0,
         start: 0,
         end: 0,
-        start_off: u32::MAX,
-        end_off: u32::MAX,
         flags: 0,
         kind: 0,
         has_links: false,
         trace_id_valid: false,
         span_id_valid: false,
-        hlc: None,
+        hlc: Stamp { wall: 0, logical: 0 },
         findings: 0,
         group: 0,
         bytes: range.start as u32..range.end as u32,
@@ -415,14 +410,8 @@ pub fn scan_span(buf: &[u8], range: Range<usize>) -> Result<SpanRec, WireError> 
                 }
             }
             (6, Value::Varint(v)) => rec.kind = v.min(255) as u8,
-            (7, Value::I64(v)) => {
-                rec.start = v;
-                rec.start_off = (f.span.end - 8) as u32;
-            }
-            (8, Value::I64(v)) => {
-                rec.end = v;
-                rec.end_off = (f.span.end - 8) as u32;
-            }
+            (7, Value::I64(v)) => rec.start = v,
+            (8, Value::I64(v)) => rec.end = v,
             (9, Value::Len(r)) => {
                 let kv = &msg[r.clone()];
                 if !crate::schema::is_simple_key_value(kv) {
@@ -520,9 +509,6 @@ mod tests {
         assert_eq!((s.start, s.end, s.kind, s.flags), (100, 250, 3, 0x301));
         assert_eq!(s.upstream_hlc(), Some(Stamp { wall: 200, logical: 3 }));
         assert_eq!(s.strip().len(), 1);
-        let span_bytes = &bytes[s.bytes.start as usize..s.bytes.end as usize];
-        let st = s.start_off as usize;
-        assert_eq!(u64::from_le_bytes(span_bytes[st..st + 8].try_into().unwrap()), 100);
         assert_eq!(b.groups[s.group as usize].resource.service, "svc");
         assert!(b.groups[0].resource.host_known);
     }

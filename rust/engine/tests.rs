@@ -597,3 +597,11 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn span_index_record_stays_compact() {
+    // Per buffered span the engine pays this plus the span's own bytes.
+    let size = std::mem::size_of::<SpanRec>();
+    println!("SpanRec = {size} bytes");
+    assert!(size <= 104, "SpanRec grew to {size} bytes");
+}
