@@ -1,0 +1,162 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"sync/atomic"
+	"time"
+
+	gbt "github.com/open-telemetry/opentelemetry-collector-contrib/processor/groupbytraceprocessor"
+	"go.opentelemetry.io/collector/component"
+	"go.opentelemetry.io/collector/component/componenttest"
+	"go.opentelemetry.io/collector/consumer"
+	"go.opentelemetry.io/collector/pdata/ptrace"
+	"go.opentelemetry.io/collector/processor"
+	"go.opentelemetry.io/collector/processor/processortest"
+	"go.opentelemetry.io/otel/metric"
+
+	tc "github.com/traceconsistency/traceconsistencyprocessor"
+)
+
+// Kinds of processor under test.
+const (
+	kindPassthrough  = "passthrough"
+	kindGroupByTrace = "groupbytrace"
+	kindOurs         = "traceconsistency"
+)
+
+// procSpec says which processor to build and how long it waits before releasing a trace.
+type procSpec struct {
+	kind string
+	// wait is groupbytrace's wait_duration and our quiet_period (the same value, so that
+	// both hold a trace about as long). With hold set, every other timer of ours
+	// (idle_timeout, max_age) is set to it too and nothing is released before Shutdown.
+	wait time.Duration
+	// workers is groupbytrace's num_workers (0 = its default, 1).
+	workers int
+	// hold: a buffer-memory run; waits are long and the buffer limits are raised so that
+	// every ingested span stays buffered.
+	hold bool
+}
+
+func (s procSpec) name() string {
+	switch s.kind {
+	case kindGroupByTrace:
+		return fmt.Sprintf("%s/workers=%d", s.kind, max(1, s.workers))
+	default:
+		return s.kind
+	}
+}
+
+// countingSink is the next consumer: it counts spans and calls and keeps nothing, so what
+// is measured is the processor, not the sink. Safe for concurrent use (groupbytrace calls
+// it from one goroutine per released trace).
+type countingSink struct {
+	spans atomic.Int64
+	calls atomic.Int64
+}
+
+func (s *countingSink) Capabilities() consumer.Capabilities {
+	return consumer.Capabilities{MutatesData: false}
+}
+
+func (s *countingSink) ConsumeTraces(_ context.Context, td ptrace.Traces) error {
+	s.spans.Add(int64(td.SpanCount()))
+	s.calls.Add(1)
+	return nil
+}
+
+// waitFor polls until the sink has seen want spans or the timeout passes.
+func (s *countingSink) waitFor(want int64, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for s.spans.Load() < want {
+		if time.Now().After(deadline) {
+			return fmt.Errorf("sink has %d of %d spans after %s", s.spans.Load(), want, timeout)
+		}
+		time.Sleep(200 * time.Microsecond)
+	}
+	return nil
+}
+
+// passthrough is the no-op processor: it hands every batch to the next consumer at once
+// (what a pipeline without an assembly processor does).
+type passthrough struct{ next consumer.Traces }
+
+func (p *passthrough) Start(context.Context, component.Host) error { return nil }
+func (p *passthrough) Shutdown(context.Context) error              { return nil }
+func (p *passthrough) Capabilities() consumer.Capabilities {
+	return consumer.Capabilities{MutatesData: false}
+}
+
+func (p *passthrough) ConsumeTraces(ctx context.Context, td ptrace.Traces) error {
+	return p.next.ConsumeTraces(ctx, td)
+}
+
+func settings(t component.Type, mp metric.MeterProvider) processor.Settings {
+	set := processortest.NewNopSettings(t)
+	if mp != nil {
+		set.TelemetrySettings.MeterProvider = mp
+	}
+	return set
+}
+
+// newProcessor builds and starts the processor of spec in front of next, through the
+// component's exported factory (as the collector does), with no-op telemetry.
+func newProcessor(spec procSpec, next consumer.Traces) (processor.Traces, error) {
+	return newProcessorWithMeter(spec, next, nil)
+}
+
+// newProcessorWithMeter is newProcessor with the processor's own metrics going to mp
+// (nil: no-op telemetry).
+func newProcessorWithMeter(spec procSpec, next consumer.Traces, mp metric.MeterProvider) (processor.Traces, error) {
+	ctx := context.Background()
+	var (
+		p   processor.Traces
+		err error
+	)
+	switch spec.kind {
+	case kindPassthrough:
+		p = &passthrough{next: next}
+	case kindGroupByTrace:
+		f := gbt.NewFactory()
+		cfg := f.CreateDefaultConfig().(*gbt.Config)
+		cfg.WaitDuration = spec.wait
+		if spec.workers > 0 {
+			cfg.NumWorkers = spec.workers
+		}
+		// num_traces stays at its default (1,000,000): far above what any run holds, so
+		// nothing is evicted (evicted traces would be deleted, not released).
+		p, err = f.CreateTraces(ctx, settings(f.Type(), mp), cfg, next)
+	case kindOurs:
+		f := tc.NewFactory()
+		cfg := f.CreateDefaultConfig().(*tc.Config)
+		// No start wait (restart_strategy wait would sleep hlc.max_offset in Start).
+		cfg.HLC.RestartStrategy = "none"
+		cfg.QuietPeriod = spec.wait
+		// The release loop ticks at a tenth of the wait, so that a complete trace leaves
+		// within wait + wait/10 (groupbytrace: wait after its first span). At the default
+		// 1s quiet period this is the default tick (100ms).
+		cfg.ReleaseTick = max(spec.wait/10, time.Millisecond)
+		if spec.hold {
+			// Ticks only record the buffer gauges here (nothing comes due).
+			cfg.ReleaseTick = 100 * time.Millisecond
+			cfg.IdleTimeout = spec.wait
+			cfg.MaxAge = spec.wait
+			cfg.MaxBufferedSpans = 100_000_000
+			cfg.MaxBufferedBytes = 64 << 30
+		}
+		if err := cfg.Validate(); err != nil {
+			return nil, err
+		}
+		p, err = f.CreateTraces(ctx, settings(f.Type(), mp), cfg, next)
+	default:
+		return nil, fmt.Errorf("unknown processor kind %q", spec.kind)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if err := p.Start(ctx, componenttest.NewNopHost()); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
