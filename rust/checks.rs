@@ -530,7 +530,6 @@ mod tests {
 
     fn sp(id: u64, parent: u64, start: u64, end: u64) -> Sp {
         Sp(SpanRec {
-            trace_id: [1; 16],
             span_id: id,
             parent_id: parent,
             start,

@@ -86,7 +86,6 @@ pub struct BadId {
 /// it lives in (the request while scanning, the trace's arena once buffered).
 #[derive(Clone, Debug)]
 pub struct SpanRec {
-    pub trace_id: [u8; 16],
     /// Big-endian value of the 8-byte span ID; 0 = absent or invalid.
     pub span_id: u64,
     /// Big-endian value of the parent span ID; 0 = root (empty or all-zero).
@@ -166,6 +165,8 @@ pub struct ScannedScope {
 pub struct ScannedBatch {
     pub groups: Vec<Group>,
     pub spans: Vec<SpanRec>,
+    /// The trace ID of each span (same order as `spans`).
+    pub trace_ids: Vec<[u8; 16]>,
 }
 
 fn hash_bytes(b: &[u8]) -> u64 {
@@ -309,9 +310,11 @@ fn scan_scope_spans(
         match (f.number, &f.value) {
             (2, Value::Len(r)) => {
                 let abs = r.start + range.start..r.end + range.start;
-                let mut rec = scan_span(buf, abs)?;
+                let mut tid = [0u8; 16];
+                let mut rec = scan_span(buf, abs, &mut tid)?;
                 rec.group = group_idx;
                 out.spans.push(rec);
+                out.trace_ids.push(tid);
             }
             (1, Value::Len(r)) => {
                 validate(&msg[r.clone()], Msg::Scope, range.start + r.start)?;
@@ -343,12 +346,13 @@ fn check(buf: &[u8], msg: Msg, base: usize) -> Result<(), WireError> {
     })
 }
 
-/// Indexes one `Span` message found at `range` of `buf`.
-pub fn scan_span(buf: &[u8], range: Range<usize>) -> Result<SpanRec, WireError> {
+/// Indexes one `Span` message found at `range` of `buf`; its trace ID (zero when absent or
+/// of the wrong length) goes to `trace_id`, kept beside the record rather than in it.
+pub fn scan_span(buf: &[u8], range: Range<usize>, trace_id: &mut [u8; 16]) -> Result<SpanRec, WireError> {
+    *trace_id = [0; 16];
     let msg = &buf[range.clone()];
     let base = range.start;
     let mut rec = SpanRec {
-        trace_id: [0; 16],
         span_id: 0,
         parent_id: 0,
         start: 0,
@@ -374,10 +378,10 @@ pub fn scan_span(buf: &[u8], range: Range<usize>) -> Result<SpanRec, WireError> 
                 let b = &msg[r];
                 trace_len = b.len();
                 if b.len() == 16 {
-                    rec.trace_id.copy_from_slice(b);
+                    trace_id.copy_from_slice(b);
                     rec.trace_id_valid = b.iter().any(|&x| x != 0);
                 } else {
-                    rec.trace_id = [0; 16];
+                    *trace_id = [0; 16];
                     rec.trace_id_valid = false;
                     rec.extra_mut().strip.push(off(0, &f.span));
                     rec.extra_mut().bad_ids.push(BadId { field: 1, original: b.to_vec() });
@@ -502,7 +506,7 @@ mod tests {
         let b = scan_request(&bytes).unwrap();
         assert_eq!(b.spans.len(), 1);
         let s = &b.spans[0];
-        assert_eq!(s.trace_id, [7; 16]);
+        assert_eq!(b.trace_ids[0], [7; 16]);
         assert!(s.trace_id_valid && s.span_id_valid);
         assert_eq!(s.span_id, 0x0102030405060708);
         assert_eq!(s.parent_id, 9);

@@ -22,3 +22,4 @@ pub mod wire;
 
 #[cfg(test)]
 pub mod testutil;
+
