@@ -185,22 +185,6 @@ fn off(base: usize, r: &Range<usize>) -> Range<u32> {
     (r.start - base) as u32..(r.end - base) as u32
 }
 
-/// Whether a `KeyValue`'s key (normally its first field) starts with [`ATTR_PREFIX`].
-#[inline]
-fn key_has_prefix(kv: &[u8]) -> bool {
-    if kv.first() != Some(&0x0a) {
-        // Key not first: unusual encoder; fall back to a full read.
-        return matches!(read_kv(kv, 0), Ok((k, _)) if k.starts_with(ATTR_PREFIX));
-    }
-    let mut pos = 1;
-    match crate::wire::read_varint(kv, &mut pos) {
-        Ok(len) => kv
-            .get(pos..)
-            .is_some_and(|rest| len as usize >= ATTR_PREFIX.len() && rest.starts_with(ATTR_PREFIX)),
-        Err(_) => false,
-    }
-}
-
 fn wrong_type(offset: usize) -> WireError {
     WireError { offset, what: "known field with the wrong wire type" }
 }
@@ -418,17 +402,20 @@ pub fn scan_span(buf: &[u8], range: Range<usize>, trace_id: &mut [u8; 16]) -> Re
             (8, Value::I64(v)) => rec.end = v,
             (9, Value::Len(r)) => {
                 let kv = &msg[r.clone()];
-                if !crate::schema::is_simple_key_value(kv) {
-                    check(kv, Msg::KeyValue, base + r.start)?;
-                }
-                // Cheap peek: only KeyValues whose key starts with our prefix are parsed.
-                if key_has_prefix(kv) {
+                // Cheap path: key and scalar value, no further parsing; only keys with our
+                // prefix are read in full.
+                let key = match crate::schema::split_key_value(kv) {
+                    Some((key, v)) if crate::schema::is_scalar_any_value(v) => key,
+                    _ => {
+                        check(kv, Msg::KeyValue, base + r.start)?;
+                        read_kv(kv, base + r.start)?.0
+                    }
+                };
+                if key.starts_with(ATTR_PREFIX) {
                     let (key, sval) = read_kv(kv, base + r.start)?;
-                    if key.starts_with(ATTR_PREFIX) {
-                        rec.extra_mut().strip.push(off(0, &f.span));
-                        if key == ATTR_HLC.as_bytes() {
-                            rec.extra_mut().upstream_hlc = sval.and_then(Stamp::parse);
-                        }
+                    rec.extra_mut().strip.push(off(0, &f.span));
+                    if key == ATTR_HLC.as_bytes() {
+                        rec.extra_mut().upstream_hlc = sval.and_then(Stamp::parse);
                     }
                 }
             }
@@ -515,6 +502,28 @@ mod tests {
         assert_eq!(s.strip().len(), 1);
         assert_eq!(b.groups[s.group as usize].resource.service, "svc");
         assert!(b.groups[0].resource.host_known);
+    }
+
+    #[test]
+    fn attributes_written_value_first_as_pdata_does_are_recognised() {
+        // KeyValue{value: AnyValue{string}, key} in pdata's order: field 2 before field 1.
+        let stamp = b"00000000000000000200.0000000003";
+        let key = b"consistency.hlc";
+        let mut any = vec![0x0a, stamp.len() as u8];
+        any.extend_from_slice(stamp);
+        let mut kv = vec![0x12, any.len() as u8];
+        kv.extend_from_slice(&any);
+        kv.push(0x0a);
+        kv.push(key.len() as u8);
+        kv.extend_from_slice(key);
+        let mut span = Span { trace_id: vec![7; 16], span_id: vec![1; 8], ..Default::default() }.encode_to_vec();
+        span.push(0x4a);
+        span.push(kv.len() as u8);
+        span.extend_from_slice(&kv);
+        let mut tid = [0; 16];
+        let rec = scan_span(&span, 0..span.len(), &mut tid).unwrap();
+        assert_eq!(rec.upstream_hlc(), Some(Stamp { wall: 200, logical: 3 }));
+        assert_eq!(rec.strip().len(), 1);
     }
 
     #[test]

@@ -92,33 +92,43 @@ pub fn validate(buf: &[u8], msg: Msg, base: usize) -> Result<(), WireError> {
     validate_with(buf, msg, base, &mut Vec::new())
 }
 
+/// The key of a `KeyValue` and its value's bytes, when the message is just those two
+/// length-delimited fields in either order (prost writes the key first, the collector's pdata
+/// writes the value first). `None` means "not this simple shape", not "invalid".
+#[inline]
+pub fn split_key_value(kv: &[u8]) -> Option<(&[u8], &[u8])> {
+    let mut pos = 0;
+    let mut key = None;
+    let mut value: Option<&[u8]> = None;
+    while pos < kv.len() {
+        let tag = kv[pos];
+        pos += 1;
+        let n = crate::wire::read_varint(kv, &mut pos).ok()? as usize;
+        let end = pos.checked_add(n).filter(|&e| e <= kv.len())?;
+        let body = &kv[pos..end];
+        pos = end;
+        match tag {
+            0x0a if key.is_none() => key = Some(body),
+            0x12 if value.is_none() => value = Some(body),
+            _ => return None,
+        }
+    }
+    Some((key.unwrap_or(&[]), value.unwrap_or(&[])))
+}
+
 /// The common `KeyValue` — a key and a scalar `AnyValue` (string, bool, int, double,
 /// bytes) — recognised without the general machinery. `false` means "not this simple
 /// shape", not "invalid": the caller then runs [`validate`].
 #[inline]
 pub fn is_simple_key_value(kv: &[u8]) -> bool {
-    let mut pos = 0;
-    let len_field = |tag: u8, pos: &mut usize| -> Option<(usize, usize)> {
-        if kv.get(*pos) != Some(&tag) {
-            return None;
-        }
-        *pos += 1;
-        let n = crate::wire::read_varint(kv, pos).ok()? as usize;
-        let start = *pos;
-        let end = start.checked_add(n).filter(|&e| e <= kv.len())?;
-        *pos = end;
-        Some((start, end))
-    };
-    if len_field(0x0a, &mut pos).is_none() {
-        return false;
-    }
-    let Some((vs, ve)) = len_field(0x12, &mut pos) else { return false };
-    if pos != kv.len() {
-        return false;
-    }
-    let v = &kv[vs..ve];
+    split_key_value(kv).is_some_and(|(_, v)| is_scalar_any_value(v))
+}
+
+/// Whether `v` is an `AnyValue` holding one scalar (or nothing), well formed.
+#[inline]
+pub fn is_scalar_any_value(v: &[u8]) -> bool {
     let mut p = 1;
-    let ok = match v.first() {
+    match v.first() {
         None => true,                                   // empty AnyValue
         Some(0x0a) | Some(0x3a) => {                    // string_value, bytes_value
             matches!(crate::wire::read_varint(v, &mut p), Ok(n) if p.checked_add(n as usize) == Some(v.len()))
@@ -126,8 +136,7 @@ pub fn is_simple_key_value(kv: &[u8]) -> bool {
         Some(0x10) | Some(0x18) => crate::wire::read_varint(v, &mut p).is_ok() && p == v.len(), // bool, int
         Some(0x21) => v.len() == 9,                     // double
         _ => false,
-    };
-    ok
+    }
 }
 
 /// A work item of [`validate_with`]: message type, byte range, depth.
@@ -243,6 +252,9 @@ mod tests {
             assert!(is_simple_key_value(&kv.encode_to_vec()));
         }
         assert!(!is_simple_key_value(&[0x0a, 0x01]));
+        // The collector's pdata writes the value before the key.
+        assert!(is_simple_key_value(&[0x12, 0x03, 0x0a, 0x01, b'v', 0x0a, 0x01, b'k']));
+        assert_eq!(split_key_value(&[0x12, 0x03, 0x0a, 0x01, b'v', 0x0a, 0x01, b'k']), Some((&b"k"[..], &[0x0a, 0x01, b'v'][..])));
     }
 
     #[test]
