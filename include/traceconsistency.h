@@ -7,64 +7,6 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define DEFAULT_MAX_BUFFERED_SPANS 1000000
-
-#define DEFAULT_MAX_BUFFERED_BYTES (512 << 20)
-
-#define DEFAULT_MAX_SPANS_PER_TRACE 20000
-
-#define DEFAULT_LATE_CACHE_SIZE 100000
-
-/*
- Upper bound on shards: more than this only costs memory.
- */
-#define MAX_SHARDS 1024
-
-
-
-/*
- Length of the string form: 20 digits, '.', 10 digits.
- */
-#define STAMP_STR_LEN 31
-
-/*
- How far ahead of issued stamps the persisted upper bound is written.
- */
-#define PERSIST_WINDOW_NS 10000000000
-
-/*
- OTLP `Span.flags` bits (see PEERS.md, "OTLP and W3C facts").
- */
-#define FLAG_SAMPLED 1
-
-#define FLAG_HAS_IS_REMOTE 256
-
-#define FLAG_IS_REMOTE 512
-
-#define UNSPECIFIED 0
-
-#define INTERNAL 1
-
-#define SERVER 2
-
-#define CLIENT 3
-
-#define PRODUCER 4
-
-#define CONSUMER 5
-
-#define WT_VARINT 0
-
-#define WT_I64 1
-
-#define WT_LEN 2
-
-#define WT_SGROUP 3
-
-#define WT_EGROUP 4
-
-#define WT_I32 5
-
 /*
  Result of every fallible call. `TC_RESULT_OK` is 0; failures start at 7001.
  */
@@ -425,10 +367,6 @@ typedef struct {
   uint64_t hlc_logical_overflows;
   uint64_t hlc_persist_errors;
 } tc_stats;
-
-
-
-
 
 #ifdef __cplusplus
 extern "C" {
