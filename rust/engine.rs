@@ -526,10 +526,11 @@ impl Engine {
                             }
                         }
                     }
-                    s.hlc = match remote {
+                    let stamp = match remote {
                         Some(m) => clock.recv_admitted(m),
                         None => clock.now(),
                     };
+                    s.set_hlc(stamp);
                 }
             }),
             None => {
@@ -849,7 +850,7 @@ impl Engine {
                 continue;
             }
             match best.get(&s.span_id) {
-                Some(&j) if (unit.spans[j].hlc, unit.spans[j].seq) >= (s.hlc, s.seq) => keep[i] = false,
+                Some(&j) if (unit.spans[j].hlc(), unit.spans[j].seq) >= (s.hlc(), s.seq) => keep[i] = false,
                 Some(&j) => {
                     keep[j] = false;
                     best.insert(s.span_id, i);
@@ -965,8 +966,8 @@ impl Engine {
     /// Appends the attributes this engine writes on one span (as `Span` field 9 entries).
     fn span_attributes(&self, out: &mut Vec<u8>, unit: &Unit, plan: &UnitPlan, i: usize) {
         let s = &unit.spans[i];
-        if s.hlc.wall != 0 {
-            let h = s.hlc;
+        if s.hlc_wall != 0 {
+            let h = s.hlc();
             let mut buf = [0u8; STAMP_STR_LEN];
             h.write_to(&mut buf);
             wire::put_kv(out, 9, ATTR_HLC, &AnyValueRef::Str(std::str::from_utf8(&buf).unwrap_or_default()));

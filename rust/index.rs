@@ -98,8 +98,10 @@ pub struct SpanRec {
     pub trace_id_valid: bool,
     pub span_id_valid: bool,
     /// The stamp this engine gave the span at ingest.
-    /// (`wall == 0`: not stamped, the clock is off.)
-    pub hlc: Stamp,
+    /// (`hlc_wall == 0`: not stamped, the clock is off.) Kept as two fields rather than a
+    /// `Stamp` so the record has no padding; see [`SpanRec::hlc`].
+    pub hlc_wall: u64,
+    pub hlc_logical: u32,
     /// Findings set at ingest (invalid IDs, future timestamps, HLC refusals).
     pub findings: u32,
     /// Index into the owning trace's groups.
@@ -124,6 +126,16 @@ pub struct SpanExtra {
 }
 
 impl SpanRec {
+    /// The stamp this engine gave the span (wall 0 when the clock is off).
+    pub fn hlc(&self) -> Stamp {
+        Stamp { wall: self.hlc_wall, logical: self.hlc_logical }
+    }
+
+    pub fn set_hlc(&mut self, s: Stamp) {
+        self.hlc_wall = s.wall;
+        self.hlc_logical = s.logical;
+    }
+
     pub fn upstream_hlc(&self) -> Option<Stamp> {
         self.extra.as_ref().and_then(|e| e.upstream_hlc)
     }
@@ -346,7 +358,8 @@ pub fn scan_span(buf: &[u8], range: Range<usize>, trace_id: &mut [u8; 16]) -> Re
         has_links: false,
         trace_id_valid: false,
         span_id_valid: false,
-        hlc: Stamp { wall: 0, logical: 0 },
+        hlc_wall: 0,
+        hlc_logical: 0,
         findings: 0,
         group: 0,
         bytes: range.start as u32..range.end as u32,
