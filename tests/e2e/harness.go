@@ -256,6 +256,10 @@ type ConfigOptions struct {
 	// Exporters lists the exporter ids of the traces pipeline; nil means
 	// [file].
 	Exporters []string
+	// ExtraExtensionsYAML is an unindented YAML block of more extensions,
+	// defined after health_check (always defined and enabled) and enabled too,
+	// e.g. "file_storage/queue:\n  directory: /tmp/q\n".
+	ExtraExtensionsYAML string
 }
 
 // TopLevelKeys returns the unindented keys of a YAML block, in order.
@@ -306,6 +310,12 @@ func RenderConfig(opts ConfigOptions) string {
 	if exporters == nil {
 		exporters = []string{"file"}
 	}
+	extraExtensions := ""
+	extensions := []string{"health_check"}
+	if strings.TrimSpace(opts.ExtraExtensionsYAML) != "" {
+		extraExtensions = indent(opts.ExtraExtensionsYAML, "  ")
+		extensions = append(extensions, TopLevelKeys(opts.ExtraExtensionsYAML)...)
+	}
 	return fmt.Sprintf(`receivers:
   otlp:
     protocols:
@@ -320,8 +330,8 @@ processors:
 %sextensions:
   health_check:
     endpoint: %s
-service:
-  extensions: [health_check]
+%sservice:
+  extensions: [%s]
   telemetry:
     logs:
       level: %s
@@ -338,7 +348,8 @@ service:
       receivers: [otlp]
       processors: [%s]
       exporters: [%s]
-`, opts.OTLPEndpoint, procs, opts.OutputPath, extraExporters, opts.HealthEndpoint, level, opts.MetricsPort,
+`, opts.OTLPEndpoint, procs, opts.OutputPath, extraExporters, opts.HealthEndpoint, extraExtensions,
+		strings.Join(extensions, ", "), level, opts.MetricsPort,
 		strings.Join(pipeline, ", "), strings.Join(exporters, ", "))
 }
 
