@@ -14,6 +14,8 @@
 //!   `tc_last_error` (cgo callers should prefer `err`: goroutines move between threads).
 
 #![allow(non_camel_case_types)]
+// Exported functions take raw pointers from C by design; each is null-checked before use.
+#![allow(clippy::not_unsafe_ptr_arg_deref)]
 
 use std::cell::RefCell;
 use std::ffi::{c_char, CStr};

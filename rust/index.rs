@@ -165,12 +165,6 @@ impl SpanRec {
     }
 }
 
-/// One `ResourceSpans` / `ScopeSpans` pair of a scanned request.
-#[derive(Debug)]
-pub struct ScannedScope {
-    pub group: Group,
-}
-
 /// A request indexed without decoding: the groups and, per span, its index. Span byte ranges
 /// point into the scanned request; `SpanRec::group` indexes `groups`.
 #[derive(Debug, Default)]
