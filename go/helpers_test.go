@@ -202,3 +202,12 @@ func releaseReasons(td ptrace.Traces) map[string]int {
 	}
 	return out
 }
+
+// spanCount counts the spans of every batch in tds.
+func spanCount(tds []ptrace.Traces) int {
+	n := 0
+	for _, td := range tds {
+		n += td.SpanCount()
+	}
+	return n
+}

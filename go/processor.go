@@ -224,12 +224,21 @@ func (p *tracesProcessor) consumeBytes(ctx context.Context, data []byte, spans i
 	}
 	res, err := p.eng.Ingest(data, p.now())
 	if err != nil {
-		// Counted by the engine (batches_refused) and reported on the next tick.
-		p.logger.Warn("batch refused", zap.Int("spans", spans), zap.Error(err))
+		// Counted by the engine (batches_refused, batches_throttled) and reported on the next
+		// tick.
 		var ee *engine.Error
-		if errors.As(err, &ee) && ee.Refused() {
+		switch {
+		case errors.As(err, &ee) && ee.Refused():
+			p.logger.Warn("batch refused", zap.Int("spans", spans), zap.Error(err))
 			return consumererror.NewPermanent(err)
+		case errors.As(err, &ee) && ee.Retryable():
+			// Not permanent: the receiver answers UNAVAILABLE / HTTP 503 and the sender
+			// retries. Released data that could not leave yet fills the memory bound; the
+			// release loop keeps passing it on.
+			p.logger.Warn("batch refused for now, the sender should retry", zap.Int("spans", spans), zap.Error(err))
+			return err
 		}
+		p.logger.Warn("batch refused", zap.Int("spans", spans), zap.Error(err))
 		return err
 	}
 	if res.ReadySpans > 0 {
@@ -338,6 +347,7 @@ func (p *tracesProcessor) recordStats(ctx context.Context) {
 	tb := p.tb
 	add(tb.ProcessorTraceconsistencySpansReceived, s.SpansReceived, prev.SpansReceived)
 	add(tb.ProcessorTraceconsistencyBatchesRefused, s.BatchesRefused, prev.BatchesRefused)
+	add(tb.ProcessorTraceconsistencyBatchesThrottled, s.BatchesThrottled, prev.BatchesThrottled)
 	add(tb.ProcessorTraceconsistencyDuplicatesDropped, s.DuplicatesDropped, prev.DuplicatesDropped)
 	add(tb.ProcessorTraceconsistencyConflictsDropped, s.ConflictsDropped, prev.ConflictsDropped)
 	add(tb.ProcessorTraceconsistencySpansUnassembled, s.Unassembled, prev.Unassembled)
@@ -351,6 +361,9 @@ func (p *tracesProcessor) recordStats(ctx context.Context) {
 	tb.ProcessorTraceconsistencySpansBuffered.Record(ctx, int64(s.BufferedSpans))
 	tb.ProcessorTraceconsistencyBytesBuffered.Record(ctx, int64(s.BufferedBytes))
 	tb.ProcessorTraceconsistencyTracesBuffered.Record(ctx, int64(s.BufferedTraces))
+	for _, part := range s.MemoryParts() {
+		tb.ProcessorTraceconsistencyMemory.Record(ctx, int64(part.Bytes), metric.WithAttributeSet(attribute.NewSet(attribute.String("part", part.Name))))
+	}
 	tb.ProcessorTraceconsistencyHlcMaxForwardOffset.Record(ctx, int64(s.HLCMaxForwardOffsetNs))
 }
 

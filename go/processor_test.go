@@ -448,3 +448,35 @@ func TestConcurrentBatchesTicksAndShutdownLoseNothing(t *testing.T) {
 		assert.Equal(t, 3, n, "trace %d", id)
 	}
 }
+
+// While released data cannot leave (here: nothing drained it yet) and fills the memory
+// bound, ConsumeTraces refuses with a retryable error, so the receiver answers UNAVAILABLE /
+// HTTP 503; once it left, batches are accepted again, and every accepted span arrives.
+func TestFullEngineRefusesWithARetryableErrorUntilReleasedDataLeaves(t *testing.T) {
+	h := newHarness(t, func(c *Config) { c.MaxBufferedBytes = 16 << 10 })
+	accepted := 0
+	var refusal error
+	for i := 1; i < 250 && refusal == nil; i++ {
+		// Straight into the engine: nothing drains between these batches.
+		b, err := (&ptrace.ProtoMarshaler{}).MarshalTraces(makeTraces(threeSpanTrace(byte(i))...))
+		require.NoError(t, err)
+		if _, err := h.p.eng.Ingest(b, h.clock.Now()); err != nil {
+			refusal = err
+			break
+		}
+		accepted += 3
+	}
+	require.Error(t, refusal, "the engine fills up when nothing drains")
+	err := h.p.ConsumeTraces(context.Background(), makeTraces(threeSpanTrace(250)...))
+	require.Error(t, err)
+	assert.False(t, consumererror.IsPermanent(err), "a full engine is a retryable condition: %v", err)
+	assert.Contains(t, err.Error(), "max_buffered_bytes")
+
+	h.tick(100 * time.Millisecond) // the release loop drains what was released
+	h.consume(makeTraces(threeSpanTrace(251)...))
+	accepted += 3
+	require.NoError(t, h.p.Shutdown(context.Background()))
+	assert.Equal(t, accepted, spanCount(h.sink.AllTraces()), "every accepted span arrives")
+	metadatatest.AssertEqualProcessorTraceconsistencyBatchesThrottled(t, h.tel,
+		[]metricdata.DataPoint[int64]{{Value: 2}}, noTimes)
+}

@@ -10,35 +10,59 @@ use std::time::Duration;
 
 use crate::findings::FindingKind;
 
-/// What to do with a span whose trace was already released.
+/// What to do with a span whose trace was already released (`late_spans.policy`).
+/// Exported to C as `tc_late_span_policy`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
 pub enum LateSpanPolicy {
     /// Forward it at once, marked `consistency.span.late = true`, and count it.
-    Forward,
+    Forward = 0,
     /// Drop it and count it (`late_spans` metric, policy `drop`).
-    Drop,
+    Drop = 1,
 }
 
-/// How two different spans sharing one span ID in a trace are resolved.
+impl LateSpanPolicy {
+    pub const ALL: [LateSpanPolicy; 2] = [LateSpanPolicy::Forward, LateSpanPolicy::Drop];
+}
+
+/// How two different spans sharing one span ID in a trace are resolved
+/// (`duplicates.conflict_policy`). Exported to C as `tc_duplicate_policy`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
 pub enum DuplicatePolicy {
     /// Keep both, each marked with the `conflicting_span_id` finding.
-    KeepBoth,
+    KeepBoth = 0,
     /// Keep the one with the latest HLC stamp (the last one received); the others are dropped
     /// and counted.
-    KeepLatest,
+    KeepLatest = 1,
 }
 
-/// How the hybrid logical clock stays monotonic across restarts.
+impl DuplicatePolicy {
+    pub const ALL: [DuplicatePolicy; 2] = [DuplicatePolicy::KeepBoth, DuplicatePolicy::KeepLatest];
+}
+
+/// How the hybrid logical clock stays monotonic across restarts (`hlc.restart_strategy`).
+/// Exported to C as `tc_restart_strategy`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
 pub enum RestartStrategy {
     /// Nothing: a restart on a host whose clock went back may repeat stamps.
-    None,
-    /// The component waits out `hlc.max_offset` before accepting data (CockroachDB's rule).
-    Wait,
+    None = 0,
+    /// The caller waits out `hlc.max_offset` before accepting data (CockroachDB's rule); the
+    /// engine itself does not sleep.
+    Wait = 1,
     /// An upper bound of issued stamps is persisted to `hlc.state_file`; on start the clock
     /// begins above it.
-    Persist,
+    Persist = 2,
+}
+
+impl RestartStrategy {
+    pub const ALL: [RestartStrategy; 3] = [RestartStrategy::None, RestartStrategy::Wait, RestartStrategy::Persist];
+}
+
+/// The value of a C enum field, or `None` when out of range.
+pub fn enum_from_u32<T: Copy>(all: &[T], v: u32, disc: impl Fn(T) -> u32) -> Option<T> {
+    all.iter().copied().find(|&x| disc(x) == v)
 }
 
 /// The engine's configuration. Durations are nanoseconds held as `i64` so that a negative
@@ -166,7 +190,7 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.num_shards > MAX_SHARDS {
             return Err(ConfigError(format!(
-                "num_shards must be at most {MAX_SHARDS} (0 picks one per core), got {}",
+                "num_shards must be at most {MAX_SHARDS} (0 picks four per core), got {}",
                 self.num_shards
             )));
         }

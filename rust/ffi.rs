@@ -21,8 +21,8 @@ use std::cell::RefCell;
 use std::ffi::{c_char, CStr};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-use crate::config::{Config, DuplicatePolicy, LateSpanPolicy, RestartStrategy};
-use crate::engine::{Engine, IngestError, Release};
+use crate::config::{enum_from_u32, Config, DuplicatePolicy, LateSpanPolicy, RestartStrategy};
+use crate::engine::{Engine, IngestError, Release, Stats};
 use crate::findings::{FindingKind, ReleaseReason};
 
 /// Result of every fallible call. `TC_RESULT_OK` is 0; failures start at 7001.
@@ -40,6 +40,9 @@ pub enum tc_result {
     EmptyInput = 7004,
     /// A bug: Rust panicked. The engine stays usable; the call had no effect or a partial one.
     Panic = 7005,
+    /// Retryable: the engine's memory bound is reached by released data that has not been
+    /// drained yet. Nothing of the input was kept; drain, then try again.
+    Full = 7006,
 }
 
 /// Where the message of a failed call is written: a fixed, caller-owned buffer.
@@ -47,73 +50,6 @@ pub enum tc_result {
 pub struct tc_error {
     /// NUL-terminated UTF-8, truncated to fit.
     pub message: [c_char; 512],
-}
-
-/// What to do with a span whose trace was already released.
-#[repr(u32)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum tc_late_span_policy {
-    Forward = 0,
-    Drop = 1,
-}
-
-/// How two different spans sharing one span ID are resolved.
-#[repr(u32)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum tc_duplicate_policy {
-    KeepBoth = 0,
-    KeepLatest = 1,
-}
-
-/// How HLC stamps stay monotonic across restarts.
-#[repr(u32)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum tc_restart_strategy {
-    None = 0,
-    /// The caller waits `hlc_max_offset_ns` before ingesting (the engine does not sleep).
-    Wait = 1,
-    Persist = 2,
-}
-
-/// Finding kinds; `1 << kind` is the kind's bit in masks. Names: `tc_finding_kind_name`.
-#[repr(u32)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum tc_finding_kind {
-    MissingParent = 0,
-    NoRoot = 1,
-    MultipleRoots = 2,
-    ParentCycle = 3,
-    ConflictingSpanId = 4,
-    InvalidTraceId = 5,
-    InvalidSpanId = 6,
-    NegativeDuration = 7,
-    StartsBeforeParent = 8,
-    EndsAfterParent = 9,
-    ClockSkew = 10,
-    SampledFlagMismatch = 11,
-    RemoteParentMismatch = 12,
-    FutureTimestamp = 13,
-    HlcOffsetExceeded = 14,
-    /// Number of kinds (not a kind).
-    Count = 15,
-}
-
-/// Why a unit left the engine. Names: `tc_release_reason_name`.
-#[repr(u32)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum tc_release_reason {
-    Complete = 0,
-    IdleTimeout = 1,
-    MaxAge = 2,
-    MemoryPressure = 3,
-    SpanLimit = 4,
-    Shutdown = 5,
-    /// Spans of an already released trace, forwarded at once.
-    Late = 6,
-    /// Spans with an invalid trace or span ID, forwarded at once.
-    Unassembled = 7,
-    /// Number of reasons (not a reason).
-    Count = 8,
 }
 
 /// Engine configuration. Fill it with `tc_config_default`, then change fields. Durations
@@ -175,35 +111,11 @@ pub struct tc_ingest_result {
     pub ready_spans: u64,
 }
 
-/// Counters (monotonic) and gauges of an engine.
-#[repr(C)]
-#[derive(Clone, Copy, Default)]
-pub struct tc_stats {
-    pub buffered_spans: u64,
-    pub buffered_bytes: u64,
-    pub buffered_traces: u64,
-    pub ready_spans: u64,
-    pub ready_bytes: u64,
-    pub spans_received: u64,
-    pub batches_refused: u64,
-    pub duplicates_dropped: u64,
-    pub conflicts_dropped: u64,
-    pub late_forwarded: u64,
-    pub late_dropped: u64,
-    pub unassembled: u64,
-    pub future_timestamps: u64,
-    pub hlc_refusals: u64,
-    pub hlc_backward_jumps: u64,
-    pub hlc_max_forward_offset_ns: u64,
-    pub hlc_logical_overflows: u64,
-    pub hlc_persist_errors: u64,
-}
-
 /// One released unit in a `tc_release_view`.
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct tc_released_unit {
-    pub reason: tc_release_reason,
+    pub reason: ReleaseReason,
     pub spans: u32,
     /// From the first span's arrival to release, ns.
     pub age_ns: u64,
@@ -215,7 +127,7 @@ pub struct tc_released_unit {
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct tc_finding_count {
-    pub kind: tc_finding_kind,
+    pub kind: FindingKind,
     pub count: u64,
     /// UTF-8, not NUL-terminated; owned by the release.
     pub service: *const u8,
@@ -319,6 +231,10 @@ unsafe fn engine_ref<'a>(engine: *const tc_engine) -> &'a Engine {
     &*(engine as *const Engine)
 }
 
+fn bad_enum(key: &str, values: &str, v: u32) -> (tc_result, String) {
+    (tc_result::InvalidConfig, format!("{key} must be {values}, got {v}"))
+}
+
 fn config_from(c: &tc_config) -> Result<Config, (tc_result, String)> {
     let state_file = if c.hlc_state_file.is_null() {
         None
@@ -339,30 +255,20 @@ fn config_from(c: &tc_config) -> Result<Config, (tc_result, String)> {
         max_buffered_spans: c.max_buffered_spans,
         max_buffered_bytes: c.max_buffered_bytes,
         max_spans_per_trace: c.max_spans_per_trace,
-        late_span_policy: match c.late_span_policy {
-            0 => LateSpanPolicy::Forward,
-            1 => LateSpanPolicy::Drop,
-            v => return Err((tc_result::InvalidConfig, format!("late_spans.policy must be forward or drop, got {v}"))),
-        },
+        late_span_policy: enum_from_u32(&LateSpanPolicy::ALL, c.late_span_policy, |v| v as u32)
+            .ok_or_else(|| bad_enum("late_spans.policy", "forward or drop", c.late_span_policy))?,
         late_cache_size: c.late_cache_size,
         checks_disabled: c.checks_disabled,
         write_attributes: c.write_attributes,
         child_tolerance_ns: c.child_tolerance_ns,
         skew_correction: c.skew_correction,
         skew_max_adjustment_ns: c.skew_max_adjustment_ns,
-        duplicate_policy: match c.duplicate_policy {
-            0 => DuplicatePolicy::KeepBoth,
-            1 => DuplicatePolicy::KeepLatest,
-            v => return Err((tc_result::InvalidConfig, format!("duplicates.conflict_policy must be keep_both or keep_latest, got {v}"))),
-        },
+        duplicate_policy: enum_from_u32(&DuplicatePolicy::ALL, c.duplicate_policy, |v| v as u32)
+            .ok_or_else(|| bad_enum("duplicates.conflict_policy", "keep_both or keep_latest", c.duplicate_policy))?,
         hlc_enabled: c.hlc_enabled,
         hlc_max_offset_ns: c.hlc_max_offset_ns,
-        hlc_restart: match c.hlc_restart {
-            0 => RestartStrategy::None,
-            1 => RestartStrategy::Wait,
-            2 => RestartStrategy::Persist,
-            v => return Err((tc_result::InvalidConfig, format!("hlc.restart_strategy must be none, wait or persist, got {v}"))),
-        },
+        hlc_restart: enum_from_u32(&RestartStrategy::ALL, c.hlc_restart, |v| v as u32)
+            .ok_or_else(|| bad_enum("hlc.restart_strategy", "none, wait or persist", c.hlc_restart))?,
         hlc_state_file: state_file,
     })
 }
@@ -382,17 +288,17 @@ pub extern "C" fn tc_config_default(out: *mut tc_config) -> tc_result {
             max_buffered_spans: d.max_buffered_spans,
             max_buffered_bytes: d.max_buffered_bytes,
             max_spans_per_trace: d.max_spans_per_trace,
-            late_span_policy: tc_late_span_policy::Forward as u32,
+            late_span_policy: d.late_span_policy as u32,
             late_cache_size: d.late_cache_size,
             checks_disabled: d.checks_disabled,
             write_attributes: d.write_attributes,
             child_tolerance_ns: d.child_tolerance_ns,
             skew_correction: d.skew_correction,
             skew_max_adjustment_ns: d.skew_max_adjustment_ns,
-            duplicate_policy: tc_duplicate_policy::KeepBoth as u32,
+            duplicate_policy: d.duplicate_policy as u32,
             hlc_enabled: d.hlc_enabled,
             hlc_max_offset_ns: d.hlc_max_offset_ns,
-            hlc_restart: tc_restart_strategy::Wait as u32,
+            hlc_restart: d.hlc_restart as u32,
             hlc_state_file: std::ptr::null(),
         };
         // SAFETY: non-null, caller promises writable memory.
@@ -472,6 +378,7 @@ pub extern "C" fn tc_engine_ingest(
             let code = match e {
                 IngestError::Malformed(_) => tc_result::MalformedInput,
                 IngestError::Empty | IngestError::NoSpans => tc_result::EmptyInput,
+                IngestError::Full { .. } => tc_result::Full,
             };
             (code, e.to_string())
         })?;
@@ -556,7 +463,7 @@ pub extern "C" fn tc_engine_drain(
             .units
             .iter()
             .map(|u| tc_released_unit {
-                reason: reason_to_c(u.reason),
+                reason: u.reason,
                 spans: u.spans,
                 age_ns: u.age_ns,
                 findings: u.findings,
@@ -568,7 +475,7 @@ pub extern "C" fn tc_engine_drain(
             .findings
             .iter()
             .map(|f| tc_finding_count {
-                kind: kind_to_c(f.kind),
+                kind: f.kind,
                 count: f.count,
                 service: f.service.as_ptr(),
                 service_len: f.service.len(),
@@ -606,31 +513,11 @@ pub extern "C" fn tc_release_free(release: *mut tc_release) {
 
 /// Writes the engine's counters and gauges to `*out`. Thread-safe.
 #[no_mangle]
-pub extern "C" fn tc_engine_stats(engine: *const tc_engine, out: *mut tc_stats) -> tc_result {
+pub extern "C" fn tc_engine_stats(engine: *const tc_engine, out: *mut Stats) -> tc_result {
     boundary(std::ptr::null_mut(), || {
         non_null!(engine, "engine");
         non_null!(out, "out");
-        let s = unsafe { engine_ref(engine) }.stats();
-        let c = tc_stats {
-            buffered_spans: s.buffered_spans,
-            buffered_bytes: s.buffered_bytes,
-            buffered_traces: s.buffered_traces,
-            ready_spans: s.ready_spans,
-            ready_bytes: s.ready_bytes,
-            spans_received: s.spans_received,
-            batches_refused: s.batches_refused,
-            duplicates_dropped: s.duplicates_dropped,
-            conflicts_dropped: s.conflicts_dropped,
-            late_forwarded: s.late_forwarded,
-            late_dropped: s.late_dropped,
-            unassembled: s.unassembled,
-            future_timestamps: s.future_timestamps,
-            hlc_refusals: s.hlc.refusals,
-            hlc_backward_jumps: s.hlc.backward_jumps,
-            hlc_max_forward_offset_ns: s.hlc.max_forward_offset_ns,
-            hlc_logical_overflows: s.hlc.logical_overflows,
-            hlc_persist_errors: s.hlc.persist_errors,
-        };
+        let c = unsafe { engine_ref(engine) }.stats();
         // SAFETY: non-null, caller promises writable memory.
         unsafe { out.write(c) };
         Ok(())
@@ -641,41 +528,27 @@ pub extern "C" fn tc_engine_stats(engine: *const tc_engine, out: *mut tc_stats) 
 /// unknown value. Thread-safe.
 #[no_mangle]
 pub extern "C" fn tc_finding_kind_name(kind: u32) -> *const c_char {
-    static NAMES: [&CStr; FindingKind::COUNT] = [
-        c"missing_parent",
-        c"no_root",
-        c"multiple_roots",
-        c"parent_cycle",
-        c"conflicting_span_id",
-        c"invalid_trace_id",
-        c"invalid_span_id",
-        c"negative_duration",
-        c"starts_before_parent",
-        c"ends_after_parent",
-        c"clock_skew",
-        c"sampled_flag_mismatch",
-        c"remote_parent_mismatch",
-        c"future_timestamp",
-        c"hlc_offset_exceeded",
-    ];
-    NAMES.get(kind as usize).map_or(std::ptr::null(), |s| s.as_ptr())
+    FindingKind::from_u32(kind).map_or(std::ptr::null(), |k| k.c_name().as_ptr())
+}
+
+/// The number of finding kinds: valid kinds are `0 .. tc_finding_kind_count()`. Thread-safe.
+#[no_mangle]
+pub extern "C" fn tc_finding_kind_count() -> u32 {
+    FindingKind::COUNT as u32
 }
 
 /// The snake_case name of a release reason (a static NUL-terminated string), or NULL for an
 /// unknown value. Thread-safe.
 #[no_mangle]
 pub extern "C" fn tc_release_reason_name(reason: u32) -> *const c_char {
-    static NAMES: [&CStr; ReleaseReason::COUNT] = [
-        c"complete",
-        c"idle_timeout",
-        c"max_age",
-        c"memory_pressure",
-        c"span_limit",
-        c"shutdown",
-        c"late",
-        c"unassembled",
-    ];
-    NAMES.get(reason as usize).map_or(std::ptr::null(), |s| s.as_ptr())
+    ReleaseReason::from_u32(reason).map_or(std::ptr::null(), |r| r.c_name().as_ptr())
+}
+
+/// The number of release reasons: valid reasons are `0 .. tc_release_reason_count()`.
+/// Thread-safe.
+#[no_mangle]
+pub extern "C" fn tc_release_reason_count() -> u32 {
+    ReleaseReason::COUNT as u32
 }
 
 /// Copies the message of the last failed call on this OS thread into `buf` (NUL-terminated,
@@ -697,40 +570,6 @@ pub extern "C" fn tc_last_error(buf: *mut c_char, len: usize) -> usize {
         })
     })
     .unwrap_or(0)
-}
-
-fn kind_to_c(k: FindingKind) -> tc_finding_kind {
-    // SAFETY-free mapping kept in step by the `c_enums_match_rust_enums` test.
-    match k {
-        FindingKind::MissingParent => tc_finding_kind::MissingParent,
-        FindingKind::NoRoot => tc_finding_kind::NoRoot,
-        FindingKind::MultipleRoots => tc_finding_kind::MultipleRoots,
-        FindingKind::ParentCycle => tc_finding_kind::ParentCycle,
-        FindingKind::ConflictingSpanId => tc_finding_kind::ConflictingSpanId,
-        FindingKind::InvalidTraceId => tc_finding_kind::InvalidTraceId,
-        FindingKind::InvalidSpanId => tc_finding_kind::InvalidSpanId,
-        FindingKind::NegativeDuration => tc_finding_kind::NegativeDuration,
-        FindingKind::StartsBeforeParent => tc_finding_kind::StartsBeforeParent,
-        FindingKind::EndsAfterParent => tc_finding_kind::EndsAfterParent,
-        FindingKind::ClockSkew => tc_finding_kind::ClockSkew,
-        FindingKind::SampledFlagMismatch => tc_finding_kind::SampledFlagMismatch,
-        FindingKind::RemoteParentMismatch => tc_finding_kind::RemoteParentMismatch,
-        FindingKind::FutureTimestamp => tc_finding_kind::FutureTimestamp,
-        FindingKind::HlcOffsetExceeded => tc_finding_kind::HlcOffsetExceeded,
-    }
-}
-
-fn reason_to_c(r: ReleaseReason) -> tc_release_reason {
-    match r {
-        ReleaseReason::Complete => tc_release_reason::Complete,
-        ReleaseReason::IdleTimeout => tc_release_reason::IdleTimeout,
-        ReleaseReason::MaxAge => tc_release_reason::MaxAge,
-        ReleaseReason::MemoryPressure => tc_release_reason::MemoryPressure,
-        ReleaseReason::SpanLimit => tc_release_reason::SpanLimit,
-        ReleaseReason::Shutdown => tc_release_reason::Shutdown,
-        ReleaseReason::Late => tc_release_reason::Late,
-        ReleaseReason::Unassembled => tc_release_reason::Unassembled,
-    }
 }
 
 #[cfg(test)]

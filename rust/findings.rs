@@ -1,7 +1,19 @@
 //! Names shared by the engine, the checks, the C ABI and the metrics: finding kinds and
 //! release reasons. The string forms are the attribute values and metric attribute values.
+//!
+//! These enums are the C ABI's enums too: cbindgen exports them as `tc_finding_kind` and
+//! `tc_release_reason` (see `cbindgen.toml`), and `tc_finding_kind_name` /
+//! `tc_release_reason_name` hand out the names below. Nothing else lists them.
 
-/// One kind of consistency finding. The discriminant is a bit position in masks.
+use std::ffi::CStr;
+
+fn utf8(s: &'static CStr) -> &'static str {
+    // Every name is an ASCII literal.
+    s.to_str().unwrap_or("")
+}
+
+/// One kind of consistency finding. The discriminant is a bit position in masks
+/// (`1 << kind`). Exported to C as `tc_finding_kind`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[repr(u32)]
 pub enum FindingKind {
@@ -47,24 +59,30 @@ impl FindingKind {
         1 << (self as u32)
     }
 
-    pub const fn name(self) -> &'static str {
+    /// The snake_case name (attribute and metric value), NUL-terminated for the C ABI.
+    pub const fn c_name(self) -> &'static CStr {
         match self {
-            FindingKind::MissingParent => "missing_parent",
-            FindingKind::NoRoot => "no_root",
-            FindingKind::MultipleRoots => "multiple_roots",
-            FindingKind::ParentCycle => "parent_cycle",
-            FindingKind::ConflictingSpanId => "conflicting_span_id",
-            FindingKind::InvalidTraceId => "invalid_trace_id",
-            FindingKind::InvalidSpanId => "invalid_span_id",
-            FindingKind::NegativeDuration => "negative_duration",
-            FindingKind::StartsBeforeParent => "starts_before_parent",
-            FindingKind::EndsAfterParent => "ends_after_parent",
-            FindingKind::ClockSkew => "clock_skew",
-            FindingKind::SampledFlagMismatch => "sampled_flag_mismatch",
-            FindingKind::RemoteParentMismatch => "remote_parent_mismatch",
-            FindingKind::FutureTimestamp => "future_timestamp",
-            FindingKind::HlcOffsetExceeded => "hlc_offset_exceeded",
+            FindingKind::MissingParent => c"missing_parent",
+            FindingKind::NoRoot => c"no_root",
+            FindingKind::MultipleRoots => c"multiple_roots",
+            FindingKind::ParentCycle => c"parent_cycle",
+            FindingKind::ConflictingSpanId => c"conflicting_span_id",
+            FindingKind::InvalidTraceId => c"invalid_trace_id",
+            FindingKind::InvalidSpanId => c"invalid_span_id",
+            FindingKind::NegativeDuration => c"negative_duration",
+            FindingKind::StartsBeforeParent => c"starts_before_parent",
+            FindingKind::EndsAfterParent => c"ends_after_parent",
+            FindingKind::ClockSkew => c"clock_skew",
+            FindingKind::SampledFlagMismatch => c"sampled_flag_mismatch",
+            FindingKind::RemoteParentMismatch => c"remote_parent_mismatch",
+            FindingKind::FutureTimestamp => c"future_timestamp",
+            FindingKind::HlcOffsetExceeded => c"hlc_offset_exceeded",
         }
+    }
+
+    /// The snake_case name (attribute and metric value).
+    pub fn name(self) -> &'static str {
+        utf8(self.c_name())
     }
 
     pub fn from_u32(v: u32) -> Option<FindingKind> {
@@ -81,7 +99,7 @@ impl FindingKind {
     }
 }
 
-/// Why a unit of spans left the engine.
+/// Why a unit of spans left the engine. Exported to C as `tc_release_reason`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[repr(u32)]
 pub enum ReleaseReason {
@@ -116,17 +134,23 @@ impl ReleaseReason {
     ];
     pub const COUNT: usize = Self::ALL.len();
 
-    pub const fn name(self) -> &'static str {
+    /// The snake_case name (attribute and metric value), NUL-terminated for the C ABI.
+    pub const fn c_name(self) -> &'static CStr {
         match self {
-            ReleaseReason::Complete => "complete",
-            ReleaseReason::IdleTimeout => "idle_timeout",
-            ReleaseReason::MaxAge => "max_age",
-            ReleaseReason::MemoryPressure => "memory_pressure",
-            ReleaseReason::SpanLimit => "span_limit",
-            ReleaseReason::Shutdown => "shutdown",
-            ReleaseReason::Late => "late",
-            ReleaseReason::Unassembled => "unassembled",
+            ReleaseReason::Complete => c"complete",
+            ReleaseReason::IdleTimeout => c"idle_timeout",
+            ReleaseReason::MaxAge => c"max_age",
+            ReleaseReason::MemoryPressure => c"memory_pressure",
+            ReleaseReason::SpanLimit => c"span_limit",
+            ReleaseReason::Shutdown => c"shutdown",
+            ReleaseReason::Late => c"late",
+            ReleaseReason::Unassembled => c"unassembled",
         }
+    }
+
+    /// The snake_case name (attribute and metric value).
+    pub fn name(self) -> &'static str {
+        utf8(self.c_name())
     }
 
     pub fn from_u32(v: u32) -> Option<ReleaseReason> {

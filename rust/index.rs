@@ -8,18 +8,17 @@
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
 use std::ops::Range;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use crate::hlc::Stamp;
 use crate::schema::{validate, validate_with, Msg, Pending};
 use crate::wire::{read_kv, Fields, Value, WireError};
 
-/// The attribute carrying a span's HLC stamp.
-pub const ATTR_HLC: &str = "consistency.hlc";
-/// Prefix of every attribute this component writes.
-pub const ATTR_PREFIX: &[u8] = b"consistency.";
+use crate::attrs::{ATTR_HLC, ATTR_PREFIX};
 
-/// OTLP `Span.flags` bits (see PEERS.md, "OTLP and W3C facts").
+/// OTLP `Span.flags` bits: W3C trace flags in the low byte (0x01 sampled), then whether the
+/// parent is known to be remote (0x100) and is remote (0x200).
 pub const FLAG_SAMPLED: u32 = 0x01;
 pub const FLAG_HAS_IS_REMOTE: u32 = 0x100;
 pub const FLAG_IS_REMOTE: u32 = 0x200;
@@ -49,6 +48,9 @@ pub struct ResourceEntry {
     pub host_known: bool,
     /// `service.name`, empty when absent.
     pub service: String,
+    /// The entry's share of the engine's memory count, given back when the entry is freed
+    /// (set once the engine interns it).
+    pub charge: OnceLock<Charge>,
 }
 
 /// A scope as received (the `ScopeSpans` fields other than `spans`, raw).
@@ -56,6 +58,28 @@ pub struct ResourceEntry {
 pub struct ScopeEntry {
     pub header: Vec<u8>,
     pub hash: u64,
+    /// See [`ResourceEntry::charge`].
+    pub charge: OnceLock<Charge>,
+}
+
+/// Bytes counted in a shared counter for as long as the value holding it lives.
+#[derive(Debug)]
+pub struct Charge {
+    counter: Arc<AtomicU64>,
+    bytes: u64,
+}
+
+impl Charge {
+    pub fn new(counter: Arc<AtomicU64>, bytes: u64) -> Charge {
+        counter.fetch_add(bytes, Ordering::Relaxed);
+        Charge { counter, bytes }
+    }
+}
+
+impl Drop for Charge {
+    fn drop(&mut self) {
+        self.counter.fetch_sub(self.bytes, Ordering::Relaxed);
+    }
 }
 
 /// Where a span sits: its resource and scope.
@@ -66,12 +90,9 @@ pub struct Group {
 }
 
 impl Group {
-    pub fn same_as(&self, other: &Group) -> bool {
-        (Arc::ptr_eq(&self.resource, &other.resource)
-            || (self.resource.hash == other.resource.hash
-                && self.resource.header == other.resource.header))
-            && (Arc::ptr_eq(&self.scope, &other.scope)
-                || (self.scope.hash == other.scope.hash && self.scope.header == other.scope.header))
+    /// Identity of an interned group (the engine shares equal entries, so pointers compare).
+    pub fn key(&self) -> (usize, usize) {
+        (Arc::as_ptr(&self.resource) as usize, Arc::as_ptr(&self.scope) as usize)
     }
 }
 
@@ -282,7 +303,7 @@ fn resource_entry(
         }
         None => (hash, false),
     };
-    Ok(ResourceEntry { header, hash, clock_key, host_known, service })
+    Ok(ResourceEntry { header, hash, clock_key, host_known, service, charge: OnceLock::new() })
 }
 
 fn scan_scope_spans(
@@ -318,7 +339,7 @@ fn scan_scope_spans(
         let hash = hash_bytes(&header);
         out.groups.push(Group {
             resource: Arc::clone(resource),
-            scope: Arc::new(ScopeEntry { header, hash }),
+            scope: Arc::new(ScopeEntry { header, hash, charge: OnceLock::new() }),
         });
     }
     Ok(())
@@ -371,6 +392,11 @@ pub fn scan_span(buf: &[u8], range: Range<usize>, trace_id: &mut [u8; 16]) -> Re
                 if b.len() == 16 {
                     trace_id.copy_from_slice(b);
                     rec.trace_id_valid = b.iter().any(|&x| x != 0);
+                } else if b.is_empty() {
+                    // Absent (how pdata encodes a zero ID): invalid, nothing to report as
+                    // an original value.
+                    *trace_id = [0; 16];
+                    rec.trace_id_valid = false;
                 } else {
                     *trace_id = [0; 16];
                     rec.trace_id_valid = false;
@@ -384,6 +410,9 @@ pub fn scan_span(buf: &[u8], range: Range<usize>, trace_id: &mut [u8; 16]) -> Re
                 if b.len() == 8 {
                     rec.span_id = be_u64(b);
                     rec.span_id_valid = rec.span_id != 0;
+                } else if b.is_empty() {
+                    rec.span_id = 0;
+                    rec.span_id_valid = false;
                 } else {
                     rec.span_id = 0;
                     rec.span_id_valid = false;

@@ -2,14 +2,19 @@
 //! OTLP traces, behind a C ABI (see `ffi`) for the OpenTelemetry Collector component in `go/`.
 //!
 //! Layers, bottom up:
-//! - [`wire`]: just enough protobuf to scan and splice OTLP bytes without decoding;
+//! - [`wire`]: just enough protobuf to scan and splice OTLP bytes without decoding, and
+//!   in-place time patching;
+//! - [`attrs`]: the `consistency.*` attribute keys;
 //! - [`index`]: the compact per-span index built by a zero-copy scan;
 //! - [`schema`]: structural validation of nested OTLP messages (what downstream decoders need);
-//! - [`hlc`]: the hybrid logical clock;
+//! - [`findings`], [`config`]: the names and knobs shared with the C ABI;
+//! - [`hlc`]: the hybrid logical clock and stamping at ingest;
 //! - [`checks`]: consistency checks and clock-skew correction on an assembled trace;
-//! - [`engine`]: sharded tail assembly, release, and emission of annotated OTLP;
+//! - [`engine`]: sharded tail assembly, memory accounting, release, and emission of
+//!   annotated OTLP;
 //! - [`ffi`]: the C ABI.
 
+pub mod attrs;
 pub mod checks;
 pub mod config;
 pub mod engine;

@@ -38,8 +38,15 @@ enum Expect {
     Message(Msg),
 }
 
-/// Deepest nesting accepted (AnyValue arrays and lists can nest).
-pub const MAX_DEPTH: usize = 64;
+/// Nesting limit of attribute values, counted as the collector's decoder (pdata) counts it:
+/// an attribute's `KeyValue` is level 0, each `AnyValue`, `ArrayValue`, `KeyValueList` and
+/// nested `KeyValue` below it one more; a message at level `MAX_DEPTH` is refused.
+pub const MAX_DEPTH: usize = 100;
+
+/// The messages that nest inside one attribute (the only recursive part of the schema).
+fn in_attribute(m: Msg) -> bool {
+    matches!(m, Msg::KeyValue | Msg::AnyValue | Msg::ArrayValue | Msg::KeyValueList)
+}
 
 fn expect(msg: Msg, field: u32) -> Option<Expect> {
     use Expect::*;
@@ -145,10 +152,10 @@ pub type Pending = (Msg, usize, usize, usize);
 /// [`validate`] with a caller-owned work list, so that scanning a batch allocates it once.
 pub fn validate_with(buf: &[u8], msg: Msg, base: usize, stack: &mut Vec<Pending>) -> Result<(), WireError> {
     stack.clear();
-    stack.push((msg, 0, buf.len(), 1));
+    stack.push((msg, 0, buf.len(), 0));
     while let Some((m, start, end, depth)) = stack.pop() {
-        if depth > MAX_DEPTH {
-            return Err(WireError { offset: base + start, what: "messages nested deeper than 64 levels" });
+        if depth >= MAX_DEPTH {
+            return Err(WireError { offset: base + start, what: "attribute values nested 100 levels deep or more (the collector's decoder limit)" });
         }
         let body = &buf[start..end];
         for f in Fields::new(body, base + start) {
@@ -165,7 +172,9 @@ pub fn validate_with(buf: &[u8], msg: Msg, base: usize, stack: &mut Vec<Pending>
                     true
                 }
                 (Expect::Message(sub), Value::Len(r)) => {
-                    stack.push((sub, start + r.start, start + r.end, depth + 1));
+                    // Levels count within an attribute only, as pdata counts them.
+                    let level = if in_attribute(m) && in_attribute(sub) { depth + 1 } else { 0 };
+                    stack.push((sub, start + r.start, start + r.end, level));
                     true
                 }
                 _ => false,
@@ -219,14 +228,28 @@ mod tests {
         let mut s = span(1, 2, 1, 10, 20);
         s.links.push(Link { trace_id: vec![1, 2, 3], ..Default::default() });
         assert!(validate(&s.encode_to_vec(), Msg::Span, 0).is_err());
-        // 100 nested arrays.
+    }
+
+    /// A span with one attribute holding `arrays` nested arrays: its deepest message sits at
+    /// level `2 * arrays + 1` as the collector's decoder counts (the KeyValue is level 0).
+    fn nested_span(arrays: usize) -> Vec<u8> {
         let mut v = AnyValue { value: Some(any_value::Value::IntValue(1)) };
-        for _ in 0..100 {
+        for _ in 0..arrays {
             v = AnyValue { value: Some(any_value::Value::ArrayValue(ArrayValue { values: vec![v] })) };
         }
         let mut s = span(1, 2, 1, 10, 20);
         s.attributes.push(KeyValue { key: "deep".into(), value: Some(v), ..Default::default() });
-        assert!(validate(&s.encode_to_vec(), Msg::Span, 0).unwrap_err().what.contains("nested"));
+        s.encode_to_vec()
+    }
+
+    #[test]
+    fn attribute_nesting_is_limited_where_the_collector_limits_it() {
+        // Level 99 is the deepest pdata decodes; level 100 is refused by both.
+        assert!(validate(&nested_span(49), Msg::Span, 0).is_ok(), "level 99 accepted");
+        assert!(validate(&nested_span(44), Msg::Span, 0).is_ok(), "level 89 accepted");
+        let err = validate(&nested_span(50), Msg::Span, 0).unwrap_err();
+        assert!(err.what.contains("nested"), "{err}");
+        assert!(validate(&nested_span(55), Msg::Span, 0).is_err(), "level 111 refused");
     }
 
     #[test]

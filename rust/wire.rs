@@ -278,6 +278,32 @@ pub fn read_kv(buf: &[u8], base: usize) -> Result<(&[u8], Option<&[u8]>), WireEr
     Ok((key, sval))
 }
 
+/// Shifts a span's start, end and event times by `delta` ns, in place (fixed64 fields keep
+/// their width, so no length changes). Malformed input is left as is.
+pub fn shift_span_times(span: &mut [u8], delta: i64) {
+    let mut patches: Vec<usize> = Vec::new();
+    for f in Fields::new(span, 0) {
+        let Ok(f) = f else { return };
+        match (f.number, &f.value) {
+            (7 | 8, Value::I64(_)) => patches.push(f.span.end - 8),
+            (11, Value::Len(r)) => {
+                for g in Fields::new(&span[r.clone()], 0) {
+                    let Ok(g) = g else { return };
+                    if let (1, Value::I64(_)) = (g.number, &g.value) {
+                        patches.push(r.start + g.span.end - 8);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    for p in patches {
+        let v = u64::from_le_bytes(span[p..p + 8].try_into().unwrap());
+        let shifted = (i128::from(v) + i128::from(delta)).clamp(0, i128::from(u64::MAX)) as u64;
+        span[p..p + 8].copy_from_slice(&shifted.to_le_bytes());
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -28,7 +28,7 @@ fn iv(k: &str, v: i64) -> KeyValue {
 }
 
 /// `n` spans in traces of 10 (a root and children), spread over 5 resources, 10 attributes
-/// per span (~430 B per span encoded, as in PEERS.md's cost table). `base` keeps trace IDs
+/// per span (~430 B per span encoded, a typical instrumented span). `base` keeps trace IDs
 /// distinct between batches.
 fn fake_otlp(n: usize, base: u64) -> Vec<u8> {
     let mut per_res: Vec<Vec<Span>> = vec![Vec::new(); 5];

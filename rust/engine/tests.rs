@@ -3,6 +3,10 @@
 //! interleavings.
 
 use super::*;
+use crate::config::DuplicatePolicy;
+use crate::index::SpanRec;
+use crate::wire::shift_span_times;
+use std::collections::HashMap;
 use crate::testutil::*;
 use opentelemetry_proto::tonic::trace::v1::Span;
 use prost::Message as _;
@@ -166,14 +170,34 @@ fn memory_pressure_releases_oldest_first_and_never_deletes() {
 }
 
 #[test]
-fn byte_limit_is_enforced_too() {
-    let e = Engine::new(Config { num_shards: 1, max_buffered_bytes: 2_000, ..cfg() }).unwrap();
+fn byte_limit_bounds_all_held_memory_and_pushes_back_while_released_data_cannot_leave() {
+    const BOUND: u64 = 4_000;
+    let e = Engine::new(Config { num_shards: 1, max_buffered_bytes: BOUND as i64, ..cfg() }).unwrap();
     let b = T0 - SEC;
-    for t in 1..=20u64 {
-        e.ingest(&request(vec![("a", vec![span(t, 1, 0, b, b + 10)])]), T0).unwrap();
-        assert!(e.stats().buffered_bytes <= 2_000);
+    let mut throttled = 0;
+    for t in 1..=40u64 {
+        match e.ingest(&request(vec![("a", vec![span(t, 1, 0, b, b + 10)])]), T0) {
+            Ok(_) => {
+                let s = e.stats();
+                assert!(s.buffered_bytes + s.memory_group_bytes + s.memory_late_cache_bytes <= BOUND, "{s:?}");
+            }
+            Err(IngestError::Full { .. }) => throttled += 1,
+            Err(other) => panic!("{other}"),
+        }
+        let s = e.stats();
+        assert!(s.memory_total_bytes <= 2 * BOUND + 1_000, "everything held stays within twice the bound: {s:?}");
     }
-    assert!(e.stats().ready_spans > 0);
+    assert!(throttled > 0, "with nothing drained, ingest pushes back");
+    assert_eq!(e.stats().batches_throttled, throttled);
+    let released = drain_all(&e).0.len() as u64;
+    assert_eq!(released + throttled, 40 - e.stats().buffered_spans, "what was accepted and released left");
+    e.ingest(&request(vec![("a", vec![span(99, 1, 0, b, b + 10)])]), T0).expect("accepted again once drained");
+    e.shutdown(T0);
+    drain_all(&e);
+    let s = e.stats();
+    assert_eq!((s.memory_span_bytes, s.memory_index_bytes, s.ready_bytes, s.memory_group_bytes), (0, 0, 0, 0), "every counted byte is given back: {s:?}");
+    assert!(s.memory_trace_bytes < 4096, "only the shard's (shrunk) tables remain: {s:?}");
+    assert_eq!(s.memory_total_bytes, s.memory_trace_bytes + s.memory_late_cache_bytes);
 }
 
 #[test]
@@ -378,7 +402,7 @@ fn every_span_gets_an_hlc_stamp_above_upstream_and_end_time() {
     assert!(stamp2.wall < T0 + 10 * SEC, "the clock did not jump");
     assert!(s2.attr_strs("consistency.span.findings").contains(&"future_timestamp".to_string()));
     assert_eq!(e.stats().future_timestamps, 1);
-    assert_eq!(e.stats().hlc.refusals, 1);
+    assert_eq!(e.stats().hlc_refusals, 1);
 }
 
 #[test]

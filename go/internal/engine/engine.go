@@ -11,6 +11,7 @@ package engine
 import "C"
 
 import (
+	"reflect"
 	"time"
 	"unsafe"
 
@@ -21,8 +22,8 @@ import (
 const Available = true
 
 var (
-	kindNames   = cNames(func(i uint32) *C.char { return C.tc_finding_kind_name(C.uint32_t(i)) }, int(C.TC_FINDING_KIND_COUNT))
-	reasonNames = cNames(func(i uint32) *C.char { return C.tc_release_reason_name(C.uint32_t(i)) }, int(C.TC_RELEASE_REASON_COUNT))
+	kindNames   = cNames(func(i uint32) *C.char { return C.tc_finding_kind_name(C.uint32_t(i)) }, int(C.tc_finding_kind_count()))
+	reasonNames = cNames(func(i uint32) *C.char { return C.tc_release_reason_name(C.uint32_t(i)) }, int(C.tc_release_reason_count()))
 )
 
 // cNames reads the static names Rust gives for 0..n once, at package init.
@@ -259,27 +260,18 @@ func (g *Engine) Stats() (Stats, error) {
 	if r := C.tc_engine_stats(g.ptr, &s); r != C.TC_RESULT_OK {
 		return Stats{}, &Error{Code: Code(r), Message: "tc_engine_stats failed"}
 	}
-	return Stats{
-		BufferedSpans:         uint64(s.buffered_spans),
-		BufferedBytes:         uint64(s.buffered_bytes),
-		BufferedTraces:        uint64(s.buffered_traces),
-		ReadySpans:            uint64(s.ready_spans),
-		ReadyBytes:            uint64(s.ready_bytes),
-		SpansReceived:         uint64(s.spans_received),
-		BatchesRefused:        uint64(s.batches_refused),
-		DuplicatesDropped:     uint64(s.duplicates_dropped),
-		ConflictsDropped:      uint64(s.conflicts_dropped),
-		LateForwarded:         uint64(s.late_forwarded),
-		LateDropped:           uint64(s.late_dropped),
-		Unassembled:           uint64(s.unassembled),
-		FutureTimestamps:      uint64(s.future_timestamps),
-		HLCRefusals:           uint64(s.hlc_refusals),
-		HLCBackwardJumps:      uint64(s.hlc_backward_jumps),
-		HLCMaxForwardOffsetNs: uint64(s.hlc_max_forward_offset_ns),
-		HLCLogicalOverflows:   uint64(s.hlc_logical_overflows),
-		HLCPersistErrors:      uint64(s.hlc_persist_errors),
-	}, nil
+	// Stats has tc_stats's layout: every field a uint64, in the same order (statsLayout
+	// and its test keep them in step).
+	return *(*Stats)(unsafe.Pointer(&s)), nil
 }
+
+// Compile-time check: Stats and tc_stats have one size.
+var _ [unsafe.Sizeof(Stats{}) - unsafe.Sizeof(C.tc_stats{})]byte
+var _ [unsafe.Sizeof(C.tc_stats{}) - unsafe.Sizeof(Stats{})]byte
+
+// cStatsFields lists tc_stats's field names and offsets, for the test that keeps Stats in
+// step with it.
+func cStatsFields() []StructField { return structFields(reflect.TypeOf(C.tc_stats{})) }
 
 // Close frees the engine and whatever is still buffered in it. Safe to call twice.
 func (g *Engine) Close() {

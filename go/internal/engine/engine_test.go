@@ -4,6 +4,8 @@ package engine
 
 import (
 	"errors"
+	"reflect"
+	"strings"
 	"testing"
 	"time"
 
@@ -181,4 +183,25 @@ func TestClosedEngineFailsCleanly(t *testing.T) {
 	require.Error(t, err)
 	_, err = g.Stats()
 	require.Error(t, err)
+}
+
+// Stats is read by casting tc_stats: the two must list the same fields in the same order.
+func TestStatsHasTheLayoutOfTcStats(t *testing.T) {
+	c := cStatsFields()
+	g := structFields(reflect.TypeOf(Stats{}))
+	require.Len(t, g, len(c), "Stats and tc_stats have different field counts")
+	for i := range c {
+		want := strings.ReplaceAll(c[i].Name, "_", "")
+		got := strings.ToLower(g[i].Name)
+		assert.Equal(t, want, got, "field %d: tc_stats.%s vs Stats.%s", i, c[i].Name, g[i].Name)
+		assert.Equal(t, c[i].Offset, g[i].Offset, "field %d offset", i)
+	}
+}
+
+// The reason constants of types.go are the Rust enum's values.
+func TestReasonConstantsMatchRust(t *testing.T) {
+	for _, r := range []Reason{ReasonComplete, ReasonIdleTimeout, ReasonMaxAge, ReasonMemoryPressure, ReasonSpanLimit, ReasonShutdown, ReasonLate, ReasonUnassembled} {
+		assert.Equal(t, staticReasonNames[r], reasonNames[r])
+	}
+	assert.Equal(t, ReasonUnassembled, Reason(len(reasonNames)-1))
 }

@@ -9,6 +9,7 @@ package engine
 
 import (
 	"fmt"
+	"reflect"
 	"time"
 
 	"go.opentelemetry.io/collector/pdata/ptrace"
@@ -173,7 +174,9 @@ type Release struct {
 	Spans    uint64
 }
 
-// Stats are the engine's cumulative counters and current gauges (tc_stats).
+// Stats are the engine's cumulative counters and current gauges: tc_stats field for field
+// (same order, all uint64; a test compares names and offsets). See include/traceconsistency.h
+// for what each means.
 type Stats struct {
 	BufferedSpans         uint64
 	BufferedBytes         uint64
@@ -182,6 +185,7 @@ type Stats struct {
 	ReadyBytes            uint64
 	SpansReceived         uint64
 	BatchesRefused        uint64
+	BatchesThrottled      uint64
 	DuplicatesDropped     uint64
 	ConflictsDropped      uint64
 	LateForwarded         uint64
@@ -193,6 +197,45 @@ type Stats struct {
 	HLCMaxForwardOffsetNs uint64
 	HLCLogicalOverflows   uint64
 	HLCPersistErrors      uint64
+	MemorySpanBytes       uint64
+	MemoryIndexBytes      uint64
+	MemoryTraceBytes      uint64
+	MemoryGroupBytes      uint64
+	MemoryLateCacheBytes  uint64
+	MemoryTotalBytes      uint64
+}
+
+// MemoryParts lists the engine's memory by part, with the names used in metrics.
+func (s Stats) MemoryParts() []MemoryPart {
+	return []MemoryPart{
+		{"spans", s.MemorySpanBytes},
+		{"index", s.MemoryIndexBytes},
+		{"traces", s.MemoryTraceBytes},
+		{"groups", s.MemoryGroupBytes},
+		{"late_cache", s.MemoryLateCacheBytes},
+		{"ready", s.ReadyBytes},
+	}
+}
+
+// MemoryPart is one part of the engine's memory.
+type MemoryPart struct {
+	Name  string
+	Bytes uint64
+}
+
+// StructField is a field's name and offset, for layout checks.
+type StructField struct {
+	Name   string
+	Offset uintptr
+}
+
+func structFields(t reflect.Type) []StructField {
+	out := make([]StructField, t.NumField())
+	for i := range out {
+		f := t.Field(i)
+		out[i] = StructField{Name: f.Name, Offset: f.Offset}
+	}
+	return out
 }
 
 // Code is a tc_result failure code.
@@ -205,6 +248,7 @@ const (
 	CodeMalformedInput Code = 7003
 	CodeEmptyInput     Code = 7004
 	CodePanic          Code = 7005
+	CodeFull           Code = 7006
 	// CodeNoCgo is Go-only: the package was built without cgo.
 	CodeNoCgo Code = 9001
 	// CodeClosed is Go-only: the engine was already closed.
@@ -218,6 +262,13 @@ type Error struct {
 }
 
 func (e *Error) Error() string { return e.Message }
+
+// Retryable reports whether the batch was refused only for now: the engine's memory is
+// full of released data that has not left yet. Nothing of it was kept; the sender should
+// retry.
+func (e *Error) Retryable() bool {
+	return e.Code == CodeFull
+}
 
 // Refused reports whether the error means the input batch was refused as a whole
 // (malformed or empty): retrying the same bytes cannot succeed.

@@ -27,6 +27,7 @@ type TelemetryBuilder struct {
 	mu                                           sync.Mutex
 	registrations                                []metric.Registration
 	ProcessorTraceconsistencyBatchesRefused      metric.Int64Counter
+	ProcessorTraceconsistencyBatchesThrottled    metric.Int64Counter
 	ProcessorTraceconsistencyBytesBuffered       metric.Int64Gauge
 	ProcessorTraceconsistencyConflictsDropped    metric.Int64Counter
 	ProcessorTraceconsistencyConsumeErrors       metric.Int64Counter
@@ -39,6 +40,7 @@ type TelemetryBuilder struct {
 	ProcessorTraceconsistencyHlcPersistErrors    metric.Int64Counter
 	ProcessorTraceconsistencyHlcRefusals         metric.Int64Counter
 	ProcessorTraceconsistencyLateSpans           metric.Int64Counter
+	ProcessorTraceconsistencyMemory              metric.Int64Gauge
 	ProcessorTraceconsistencyReleaseAge          metric.Float64Histogram
 	ProcessorTraceconsistencySpansBuffered       metric.Int64Gauge
 	ProcessorTraceconsistencySpansReceived       metric.Int64Counter
@@ -83,9 +85,15 @@ func NewTelemetryBuilder(settings component.TelemetrySettings, options ...Teleme
 		metric.WithUnit("{batch}"),
 	)
 	errs = errors.Join(errs, err)
+	builder.ProcessorTraceconsistencyBatchesThrottled, err = builder.meter.Int64Counter(
+		"otelcol_processor_traceconsistency_batches_throttled",
+		metric.WithDescription("Incoming batches refused for now with a retryable error (the receiver answers UNAVAILABLE / HTTP 503) because the engine's memory was full of released data that had not left yet. [Alpha]"),
+		metric.WithUnit("{batch}"),
+	)
+	errs = errors.Join(errs, err)
 	builder.ProcessorTraceconsistencyBytesBuffered, err = builder.meter.Int64Gauge(
 		"otelcol_processor_traceconsistency_bytes_buffered",
-		metric.WithDescription("Bytes accounted to buffered spans (the max_buffered_bytes budget). [Alpha]"),
+		metric.WithDescription("Bytes held for buffered traces: span bytes, index records and per-trace structures (part of what max_buffered_bytes bounds; see processor_traceconsistency_memory). [Alpha]"),
 		metric.WithUnit("By"),
 	)
 	errs = errors.Join(errs, err)
@@ -153,6 +161,12 @@ func NewTelemetryBuilder(settings component.TelemetrySettings, options ...Teleme
 		"otelcol_processor_traceconsistency_late_spans",
 		metric.WithDescription("Spans that arrived after their trace was released, by what was done with them. [Alpha]"),
 		metric.WithUnit("{span}"),
+	)
+	errs = errors.Join(errs, err)
+	builder.ProcessorTraceconsistencyMemory, err = builder.meter.Int64Gauge(
+		"otelcol_processor_traceconsistency_memory",
+		metric.WithDescription("The engine's memory by part, in bytes allocated; the sum over parts is what max_buffered_bytes bounds. [Alpha]"),
+		metric.WithUnit("By"),
 	)
 	errs = errors.Join(errs, err)
 	builder.ProcessorTraceconsistencyReleaseAge, err = builder.meter.Float64Histogram(

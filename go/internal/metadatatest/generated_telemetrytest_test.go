@@ -20,6 +20,7 @@ func TestSetupTelemetry(t *testing.T) {
 	require.NoError(t, err)
 	defer tb.Shutdown()
 	tb.ProcessorTraceconsistencyBatchesRefused.Add(context.Background(), 1)
+	tb.ProcessorTraceconsistencyBatchesThrottled.Add(context.Background(), 1)
 	tb.ProcessorTraceconsistencyBytesBuffered.Record(context.Background(), 1)
 	tb.ProcessorTraceconsistencyConflictsDropped.Add(context.Background(), 1)
 	tb.ProcessorTraceconsistencyConsumeErrors.Add(context.Background(), 1)
@@ -32,6 +33,7 @@ func TestSetupTelemetry(t *testing.T) {
 	tb.ProcessorTraceconsistencyHlcPersistErrors.Add(context.Background(), 1)
 	tb.ProcessorTraceconsistencyHlcRefusals.Add(context.Background(), 1)
 	tb.ProcessorTraceconsistencyLateSpans.Add(context.Background(), 1)
+	tb.ProcessorTraceconsistencyMemory.Record(context.Background(), 1)
 	tb.ProcessorTraceconsistencyReleaseAge.Record(context.Background(), 1)
 	tb.ProcessorTraceconsistencySpansBuffered.Record(context.Background(), 1)
 	tb.ProcessorTraceconsistencySpansReceived.Add(context.Background(), 1)
@@ -40,6 +42,9 @@ func TestSetupTelemetry(t *testing.T) {
 	tb.ProcessorTraceconsistencyTracesBuffered.Record(context.Background(), 1)
 	tb.ProcessorTraceconsistencyTracesReleased.Add(context.Background(), 1)
 	AssertEqualProcessorTraceconsistencyBatchesRefused(t, testTel,
+		[]metricdata.DataPoint[int64]{{Value: 1}},
+		metricdatatest.IgnoreTimestamp())
+	AssertEqualProcessorTraceconsistencyBatchesThrottled(t, testTel,
 		[]metricdata.DataPoint[int64]{{Value: 1}},
 		metricdatatest.IgnoreTimestamp())
 	AssertEqualProcessorTraceconsistencyBytesBuffered(t, testTel,
@@ -76,6 +81,9 @@ func TestSetupTelemetry(t *testing.T) {
 		[]metricdata.DataPoint[int64]{{Value: 1}},
 		metricdatatest.IgnoreTimestamp())
 	AssertEqualProcessorTraceconsistencyLateSpans(t, testTel,
+		[]metricdata.DataPoint[int64]{{Value: 1}},
+		metricdatatest.IgnoreTimestamp())
+	AssertEqualProcessorTraceconsistencyMemory(t, testTel,
 		[]metricdata.DataPoint[int64]{{Value: 1}},
 		metricdatatest.IgnoreTimestamp())
 	AssertEqualProcessorTraceconsistencyReleaseAge(t, testTel,

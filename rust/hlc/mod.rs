@@ -21,6 +21,9 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
+mod stamp;
+pub use stamp::stamp_batch;
+
 /// One HLC timestamp. Ordered lexicographically by `(wall, logical)`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Stamp {

@@ -1,0 +1,281 @@
+//! Emission: a drained batch of units is checked, its duplicates resolved, and encoded as
+//! one `ExportTraceServiceRequest` with this engine's attributes written on the spans. Runs
+//! outside every shard lock; each span's original bytes are copied once, minus stripped
+//! fields, plus the new attributes.
+
+use std::collections::HashMap;
+use std::hash::RandomState;
+
+use crate::attrs::*;
+use crate::checks::{check_trace, CheckConfig, TraceReport};
+use crate::config::DuplicatePolicy;
+use crate::findings::{FindingKind, ReleaseReason};
+use crate::hlc::STAMP_STR_LEN;
+use crate::index::Group;
+use crate::wire::{self, AnyValueRef};
+
+use super::dedupe::{drop_exact_duplicates, keep_latest};
+use super::unit::Unit;
+use super::{FindingCount, Release, ReleasedInfo};
+
+/// What emission needs from the configuration.
+pub struct Emitter {
+    pub check_cfg: CheckConfig,
+    pub write_attributes: bool,
+    pub duplicate_policy: DuplicatePolicy,
+    /// Key of the content hash that recognises exact duplicates.
+    pub dedupe_key: RandomState,
+}
+
+/// One emitted release and what was dropped on the way.
+pub struct Emitted {
+    pub release: Release,
+    pub duplicates: u64,
+    pub conflicts: u64,
+}
+
+impl Emitter {
+    /// Checks `units`, applies the duplicate policies and encodes them as one request.
+    pub fn emit(&self, mut units: Vec<Unit>) -> Emitted {
+        let mut release = Release::default();
+        let mut duplicates = 0u64;
+        let mut conflicts = 0u64;
+        let mut finding_counts: HashMap<(FindingKind, String), u64> = HashMap::new();
+        let mut plans: Vec<UnitPlan> = Vec::with_capacity(units.len());
+        for unit in units.iter_mut() {
+            if unit.reason.is_trace_release() {
+                duplicates += drop_exact_duplicates(unit, &self.dedupe_key);
+            }
+            let report = if unit.reason.is_trace_release() {
+                check_trace(&unit.spans, &unit.groups, &self.check_cfg)
+            } else {
+                TraceReport {
+                    span_findings: unit.spans.iter().map(|s| s.findings).collect(),
+                    trace_findings: unit.spans.iter().fold(0, |a, s| a | s.findings),
+                    summary_span: usize::MAX,
+                    ..Default::default()
+                }
+            };
+            if !report.skew_adjustments.is_empty() {
+                for (s, &d) in unit.spans.iter().zip(&report.skew_adjustments) {
+                    if d != 0 {
+                        let r = s.bytes.start as usize..s.bytes.end as usize;
+                        wire::shift_span_times(&mut unit.buf[r], d);
+                    }
+                }
+            }
+            let keep = if self.duplicate_policy == DuplicatePolicy::KeepLatest {
+                keep_latest(&unit.spans, &report.span_findings)
+            } else {
+                vec![true; unit.spans.len()]
+            };
+            conflicts += keep.iter().filter(|k| !**k).count() as u64;
+            // Metrics: per span kinds by service; trace-only kinds once per trace.
+            let mut span_kinds = 0u32;
+            for (i, &f) in report.span_findings.iter().enumerate() {
+                span_kinds |= f;
+                if f != 0 {
+                    let svc = &unit.groups[unit.spans[i].group as usize].resource.service;
+                    for k in FindingKind::iter_mask(f) {
+                        *finding_counts.entry((k, svc.clone())).or_default() += 1;
+                    }
+                }
+            }
+            let trace_only = report.trace_findings & !span_kinds;
+            if trace_only != 0 {
+                let i = report.summary_span.min(unit.spans.len() - 1);
+                let svc = &unit.groups[unit.spans[i].group as usize].resource.service;
+                for k in FindingKind::iter_mask(trace_only) {
+                    *finding_counts.entry((k, svc.clone())).or_default() += 1;
+                }
+            }
+            release.units.push(ReleasedInfo {
+                reason: unit.reason,
+                spans: keep.iter().filter(|&&k| k).count() as u32,
+                age_ns: unit.age_ns,
+                findings: report.trace_findings,
+            });
+            plans.push(UnitPlan { report, keep });
+        }
+        let mut findings: Vec<FindingCount> = finding_counts
+            .into_iter()
+            .map(|((kind, service), count)| FindingCount { kind, service, count })
+            .collect();
+        findings.sort_by(|a, b| (a.kind, &a.service).cmp(&(b.kind, &b.service)));
+        release.findings = findings;
+        let (otlp, spans) = self.encode(&units, &plans);
+        release.otlp = otlp;
+        release.spans = spans;
+        Emitted { release, duplicates, conflicts }
+    }
+
+    /// Encodes units as one request, grouping spans by resource and scope.
+    fn encode(&self, units: &[Unit], plans: &[UnitPlan]) -> (Vec<u8>, u64) {
+        // Extra attribute bytes per span, in one scratch buffer.
+        let mut extra: Vec<u8> = Vec::new();
+        // (unit, span, extra range, out len)
+        struct Item {
+            unit: u32,
+            span: u32,
+            extra: std::ops::Range<usize>,
+            len: usize,
+        }
+        // Resource index -> scopes; scope -> items.
+        let mut resources: Vec<(Group, Vec<usize>)> = Vec::new();
+        let mut scopes: Vec<(Group, Vec<Item>)> = Vec::new();
+        let mut res_lookup: HashMap<u64, Vec<usize>> = HashMap::new();
+        let mut scope_lookup: HashMap<(usize, u64), Vec<usize>> = HashMap::new();
+        let mut total_spans = 0u64;
+        for (ui, (unit, plan)) in units.iter().zip(plans).enumerate() {
+            // Map each of the unit's groups to an output scope once.
+            let mut scope_of: Vec<Option<usize>> = vec![None; unit.groups.len()];
+            for (si, s) in unit.spans.iter().enumerate() {
+                if !plan.keep[si] {
+                    continue;
+                }
+                let g = s.group as usize;
+                let sc = match scope_of[g] {
+                    Some(sc) => sc,
+                    None => {
+                        let group = &unit.groups[g];
+                        let ri = {
+                            let cands = res_lookup.entry(group.resource.hash).or_default();
+                            match cands.iter().copied().find(|&r| resources[r].0.resource.header == group.resource.header) {
+                                Some(r) => r,
+                                None => {
+                                    resources.push((group.clone(), Vec::new()));
+                                    cands.push(resources.len() - 1);
+                                    resources.len() - 1
+                                }
+                            }
+                        };
+                        let cands = scope_lookup.entry((ri, group.scope.hash)).or_default();
+                        let sc = match cands.iter().copied().find(|&c| scopes[c].0.scope.header == group.scope.header) {
+                            Some(c) => c,
+                            None => {
+                                scopes.push((group.clone(), Vec::new()));
+                                resources[ri].1.push(scopes.len() - 1);
+                                cands.push(scopes.len() - 1);
+                                scopes.len() - 1
+                            }
+                        };
+                        scope_of[g] = Some(sc);
+                        sc
+                    }
+                };
+                let start = extra.len();
+                self.span_attributes(&mut extra, unit, plan, si);
+                let stripped: usize = s.strip().iter().map(|r| (r.end - r.start) as usize).sum();
+                let len = s.len() - stripped + (extra.len() - start);
+                scopes[sc].1.push(Item { unit: ui as u32, span: si as u32, extra: start..extra.len(), len });
+                total_spans += 1;
+            }
+        }
+        // Sizes.
+        let scope_len: Vec<usize> = scopes
+            .iter()
+            .map(|(g, items)| g.scope.header.len() + items.iter().map(|it| wire::len_field_size(2, it.len)).sum::<usize>())
+            .collect();
+        let res_len: Vec<usize> = resources
+            .iter()
+            .map(|(g, sc)| g.resource.header.len() + sc.iter().map(|&c| wire::len_field_size(2, scope_len[c])).sum::<usize>())
+            .collect();
+        let total: usize = res_len.iter().map(|&l| wire::len_field_size(1, l)).sum();
+        let mut out = Vec::with_capacity(total);
+        for (ri, (g, sc)) in resources.iter().enumerate() {
+            wire::put_len_header(&mut out, 1, res_len[ri]);
+            out.extend_from_slice(&g.resource.header);
+            for &c in sc {
+                wire::put_len_header(&mut out, 2, scope_len[c]);
+                out.extend_from_slice(&scopes[c].0.scope.header);
+                for it in &scopes[c].1 {
+                    let unit = &units[it.unit as usize];
+                    let s = &unit.spans[it.span as usize];
+                    wire::put_len_header(&mut out, 2, it.len);
+                    let bytes = &unit.buf[s.bytes.start as usize..s.bytes.end as usize];
+                    let mut pos = 0usize;
+                    for r in s.strip() {
+                        out.extend_from_slice(&bytes[pos..r.start as usize]);
+                        pos = r.end as usize;
+                    }
+                    out.extend_from_slice(&bytes[pos..]);
+                    out.extend_from_slice(&extra[it.extra.clone()]);
+                }
+            }
+        }
+        debug_assert_eq!(out.len(), total);
+        (out, total_spans)
+    }
+
+    /// Appends the attributes this engine writes on one span (as `Span` field 9 entries).
+    fn span_attributes(&self, out: &mut Vec<u8>, unit: &Unit, plan: &UnitPlan, i: usize) {
+        let s = &unit.spans[i];
+        if s.hlc_wall != 0 {
+            let h = s.hlc();
+            let mut buf = [0u8; STAMP_STR_LEN];
+            h.write_to(&mut buf);
+            wire::put_kv(out, 9, ATTR_HLC, &AnyValueRef::Str(std::str::from_utf8(&buf).unwrap_or_default()));
+            if let Some(up) = s.upstream_hlc() {
+                up.write_to(&mut buf);
+                wire::put_kv(out, 9, ATTR_HLC_UPSTREAM, &AnyValueRef::Str(std::str::from_utf8(&buf).unwrap_or_default()));
+            }
+        }
+        if !self.write_attributes {
+            return;
+        }
+        let report = &plan.report;
+        let f = report.span_findings.get(i).copied().unwrap_or(s.findings);
+        if f != 0 {
+            let names: Vec<&str> = FindingKind::iter_mask(f).map(FindingKind::name).collect();
+            wire::put_kv(out, 9, ATTR_SPAN_FINDINGS, &AnyValueRef::StrArray(&names));
+        }
+        if let Some(&d) = report.skew_adjustments.get(i) {
+            if d != 0 {
+                wire::put_kv(out, 9, ATTR_SPAN_SKEW_ADJUSTMENT_NS, &AnyValueRef::Int(d));
+            }
+        }
+        for bad in s.bad_ids() {
+            let key = match bad.field {
+                1 => ATTR_SPAN_ORIGINAL_TRACE_ID,
+                2 => ATTR_SPAN_ORIGINAL_SPAN_ID,
+                _ => ATTR_SPAN_ORIGINAL_PARENT_SPAN_ID,
+            };
+            wire::put_kv(out, 9, key, &AnyValueRef::Str(&hex(&bad.original)));
+        }
+        match unit.reason {
+            ReleaseReason::Late => wire::put_kv(out, 9, ATTR_SPAN_LATE, &AnyValueRef::Bool(true)),
+            reason if reason.is_trace_release() && i == report.summary_span => {
+                wire::put_kv(out, 9, ATTR_TRACE_RELEASE_REASON, &AnyValueRef::Str(reason.name()));
+                let kept = plan.keep.iter().filter(|k| **k).count();
+                wire::put_kv(out, 9, ATTR_TRACE_SPAN_COUNT, &AnyValueRef::Int(kept as i64));
+                let status = if report.trace_findings == 0 { "consistent" } else { "inconsistent" };
+                wire::put_kv(out, 9, ATTR_TRACE_STATUS, &AnyValueRef::Str(status));
+                if report.trace_findings != 0 {
+                    let names: Vec<&str> = FindingKind::iter_mask(report.trace_findings).map(FindingKind::name).collect();
+                    wire::put_kv(out, 9, ATTR_TRACE_FINDINGS, &AnyValueRef::StrArray(&names));
+                }
+                if !report.missing_parents.is_empty() {
+                    let ids: Vec<String> = report.missing_parents.iter().map(|p| hex(&p.to_be_bytes())).collect();
+                    let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+                    wire::put_kv(out, 9, ATTR_TRACE_MISSING_PARENT_IDS, &AnyValueRef::StrArray(&refs));
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+struct UnitPlan {
+    report: TraceReport,
+    keep: Vec<bool>,
+}
+
+fn hex(b: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(b.len() * 2);
+    for &x in b {
+        s.push(DIGITS[(x >> 4) as usize] as char);
+        s.push(DIGITS[(x & 15) as usize] as char);
+    }
+    s
+}

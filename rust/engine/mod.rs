@@ -1,0 +1,515 @@
+//! The tail-assembly engine: sharded buffering by trace ID, release on completeness or
+//! timeouts, memory bounded in bytes with early release and backpressure, late-span
+//! recognition, HLC stamping at ingest, and emission of annotated OTLP on drain.
+//!
+//! Lifecycle of a trace (docs/DESIGN.md, "Lifecycle"):
+//! ```text
+//!   collecting ──(one root, every parent present, quiet_period without new spans)──▶ released: complete
+//!       │  └──(no new span for idle_timeout)─────────────────────────────────────▶ released: idle_timeout
+//!       ├──(max_age since first span)────────────────────────────────────────────▶ released: max_age
+//!       ├──(the memory bound would be exceeded; oldest first)────────────────────▶ released: memory_pressure
+//!       ├──(max_spans_per_trace reached)─────────────────────────────────────────▶ released: span_limit
+//!       └──(shutdown)────────────────────────────────────────────────────────────▶ released: shutdown
+//!   released ──(span arrives for it: recognised through the late cache)──▶ forwarded at once, late
+//! ```
+//! Released traces wait in a ready queue until the caller drains them; duplicate policies,
+//! checks and encoding run on drain ([`emit`]), outside every shard lock.
+//!
+//! Modules: [`shard`] (buffering and the trace lifecycle), [`unit`] (what waits in the ready
+//! queue), [`dedupe`] (duplicate policies), [`emit`] (checks and encoding), [`intern`]
+//! (shared resource and scope entries), [`memory`] (what memory costs), [`stats`].
+//!
+//! Cost: every step is at most `O(k log k)` in the `k` spans, groups or IDs it touches;
+//! trace IDs are hashed with a keyed SipHash (a per-process random key), so crafted IDs
+//! cannot pile into one bucket or one shard.
+//!
+//! Thread-safety: every method takes `&self`; `Engine` is `Send + Sync`. Time is always passed
+//! in (`now` in Unix nanoseconds), so tests inject it.
+
+mod dedupe;
+mod emit;
+mod intern;
+pub mod memory;
+mod shard;
+pub mod stats;
+mod unit;
+
+use std::hash::{BuildHasher, RandomState};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, MutexGuard};
+
+use crossbeam_channel::{Receiver, Sender};
+
+use crate::checks::CheckConfig;
+use crate::config::{Config, ConfigError, LateSpanPolicy, RestartStrategy};
+use crate::findings::{FindingKind, ReleaseReason};
+use crate::hlc::{stamp_batch, Hlc, Stamp};
+use crate::index::scan_request;
+use crate::wire::WireError;
+
+use emit::Emitter;
+use intern::Interner;
+use memory::Trim;
+use shard::Shard;
+use stats::{stat, Counters};
+use unit::Unit;
+
+pub use stats::Stats;
+
+/// Why a batch was refused as a whole (nothing of it was kept).
+#[derive(Debug, PartialEq, Eq)]
+pub enum IngestError {
+    /// A zero-length buffer.
+    Empty,
+    /// A request with no spans.
+    NoSpans,
+    /// Not a valid `ExportTraceServiceRequest`.
+    Malformed(WireError),
+    /// The memory bound is reached by data that has not left yet (released, not drained):
+    /// retry later.
+    Full { held: u64, bound: u64 },
+}
+
+impl std::fmt::Display for IngestError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            IngestError::Empty => f.write_str("empty input: a zero-length buffer holds no spans"),
+            IngestError::NoSpans => f.write_str("empty batch: the request holds no spans"),
+            IngestError::Malformed(e) => write!(f, "not an OTLP ExportTraceServiceRequest: {e}"),
+            IngestError::Full { held, bound } => write!(
+                f,
+                "engine memory full ({held} bytes held by data waiting to leave, max_buffered_bytes {bound}): retry later"
+            ),
+        }
+    }
+}
+
+/// What one ingest did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct IngestOutcome {
+    /// Spans buffered for assembly.
+    pub buffered: u64,
+    /// Spans of already released traces forwarded at once (late policy `forward`).
+    pub late_forwarded: u64,
+    /// Spans of already released traces dropped (late policy `drop`).
+    pub late_dropped: u64,
+    /// Spans with an invalid trace or span ID, forwarded at once with a finding.
+    pub unassembled: u64,
+    /// Spans waiting in the ready queue after this call.
+    pub ready_spans: u64,
+}
+
+/// Per released unit, what the component records in metrics.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReleasedInfo {
+    pub reason: ReleaseReason,
+    pub spans: u32,
+    /// Time from the first span's arrival to the release, ns.
+    pub age_ns: u64,
+    /// Kinds found in the unit (0 for late / unassembled units unless ingest findings).
+    pub findings: u32,
+}
+
+/// Findings counted by kind and `service.name` in one drain.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FindingCount {
+    pub kind: FindingKind,
+    pub service: String,
+    pub count: u64,
+}
+
+/// One drained batch: OTLP bytes holding whole units, and what was in them.
+#[derive(Debug, Default)]
+pub struct Release {
+    /// An encoded `ExportTraceServiceRequest`.
+    pub otlp: Vec<u8>,
+    pub units: Vec<ReleasedInfo>,
+    pub findings: Vec<FindingCount>,
+    pub spans: u64,
+}
+
+/// Time limits, in nanoseconds, and the global bounds.
+#[derive(Clone, Debug)]
+struct Limits {
+    quiet_period_ns: u64,
+    idle_timeout_ns: u64,
+    max_age_ns: u64,
+    max_buffered_spans: u64,
+    max_buffered_bytes: u64,
+    max_spans_per_trace: u64,
+}
+
+/// The engine. See the module documentation.
+pub struct Engine {
+    cfg: Config,
+    limits: Limits,
+    shards: Box<[Mutex<Shard>]>,
+    /// Keyed hash of trace IDs to shards.
+    shard_key: RandomState,
+    interner: Interner,
+    hlc: Option<Hlc>,
+    enabled_checks: u32,
+    emitter: Emitter,
+    ready_tx: Sender<Unit>,
+    ready_rx: Receiver<Unit>,
+    shut_down: AtomicBool,
+    c: Counters,
+    trim: Trim,
+}
+
+fn lock(m: &Mutex<Shard>) -> MutexGuard<'_, Shard> {
+    // Shard invariants are restored before any code that could panic returns; a poisoned
+    // lock still holds usable data.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Engine {
+    /// Builds an engine after validating `cfg`.
+    pub fn new(cfg: Config) -> Result<Engine, ConfigError> {
+        cfg.validate()?;
+        let n = cfg.effective_shards();
+        let limits = Limits {
+            quiet_period_ns: cfg.quiet_period_ns as u64,
+            idle_timeout_ns: cfg.idle_timeout_ns as u64,
+            max_age_ns: cfg.max_age_ns as u64,
+            max_buffered_spans: cfg.max_buffered_spans as u64,
+            max_buffered_bytes: cfg.max_buffered_bytes as u64,
+            max_spans_per_trace: cfg.max_spans_per_trace as u64,
+        };
+        // The late cache is a cache: its count is split between the shards, and it may take
+        // at most an eighth of the memory bound.
+        let late_cap = (cfg.late_cache_size as u64).min(cfg.max_buffered_bytes as u64 / 8 / memory::LATE_ENTRY_BYTES);
+        let late_cap = (late_cap as usize).div_ceil(n).max(1);
+        let shards = (0..n).map(|_| Mutex::new(Shard::new(late_cap))).collect();
+        let hlc = if cfg.hlc_enabled {
+            let max_offset = cfg.hlc_max_offset_ns as u64;
+            Some(match (cfg.hlc_restart, cfg.hlc_state_file.as_deref()) {
+                (RestartStrategy::Persist, Some(path)) => {
+                    Hlc::with_persisted_bound(max_offset, std::path::Path::new(path)).map_err(
+                        |e| ConfigError(format!("hlc.state_file {path} cannot be used: {e}")),
+                    )?
+                }
+                _ => Hlc::new(max_offset),
+            })
+        } else {
+            None
+        };
+        let enabled_checks = FindingKind::ALL_MASK & !cfg.checks_disabled;
+        let emitter = Emitter {
+            check_cfg: CheckConfig {
+                enabled: enabled_checks,
+                child_tolerance_ns: cfg.child_tolerance_ns as u64,
+                skew_correction: cfg.skew_correction,
+                skew_max_adjustment_ns: cfg.skew_max_adjustment_ns as u64,
+            },
+            write_attributes: cfg.write_attributes,
+            duplicate_policy: cfg.duplicate_policy,
+            dedupe_key: RandomState::new(),
+        };
+        let (ready_tx, ready_rx) = crossbeam_channel::unbounded();
+        let engine = Engine {
+            cfg,
+            limits,
+            shards,
+            shard_key: RandomState::new(),
+            interner: Interner::new(),
+            hlc,
+            enabled_checks,
+            emitter,
+            ready_tx,
+            ready_rx,
+            shut_down: AtomicBool::new(false),
+            c: Counters::default(),
+            trim: Trim::default(),
+        };
+        for m in engine.shards.iter() {
+            engine.sync(&mut lock(m));
+        }
+        Ok(engine)
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    fn shard_of(&self, id: u128) -> usize {
+        ((self.shard_key.hash_one(id) >> 32) % self.shards.len() as u64) as usize
+    }
+
+    /// Bytes held outside buffered traces that only leave when drained or freed: ready
+    /// units, shared entries, the late caches.
+    fn held_outside_traces(&self) -> u64 {
+        self.c.get(stat!(ready_bytes)) + self.interner.bytes() + self.c.get(stat!(memory_late_cache_bytes))
+    }
+
+    /// Ingests the bytes of one `ExportTraceServiceRequest`. On error nothing was kept.
+    pub fn ingest(&self, data: &[u8], now: u64) -> Result<IngestOutcome, IngestError> {
+        if data.is_empty() {
+            self.c.add(stat!(batches_refused), 1);
+            return Err(IngestError::Empty);
+        }
+        // Backpressure: when the data that cannot be released early (it is released already)
+        // fills the bound, the caller must wait for drains rather than grow memory.
+        let held = self.held_outside_traces();
+        if held >= self.limits.max_buffered_bytes {
+            self.c.add(stat!(batches_throttled), 1);
+            return Err(IngestError::Full { held, bound: self.limits.max_buffered_bytes });
+        }
+        let mut batch = match scan_request(data) {
+            Ok(b) => b,
+            Err(e) => {
+                self.c.add(stat!(batches_refused), 1);
+                return Err(IngestError::Malformed(e));
+            }
+        };
+        if batch.spans.is_empty() {
+            self.c.add(stat!(batches_refused), 1);
+            return Err(IngestError::NoSpans);
+        }
+        self.c.add(stat!(spans_received), batch.spans.len() as u64);
+        let futures = stamp_batch(self.hlc.as_ref(), self.cfg.hlc_max_offset_ns as u64, self.enabled_checks, &mut batch.spans, now);
+        self.c.add(stat!(future_timestamps), futures);
+        self.interner.intern(&mut batch.groups);
+
+        let mut out = IngestOutcome::default();
+        // Spans that cannot be assembled go out at once, with their finding.
+        let mut valid: Vec<u32> = Vec::with_capacity(batch.spans.len());
+        let mut unassembled: Vec<u32> = Vec::new();
+        for (i, s) in batch.spans.iter_mut().enumerate() {
+            if !s.trace_id_valid {
+                s.findings |= FindingKind::InvalidTraceId.bit() & self.enabled_checks;
+            }
+            if !s.span_id_valid {
+                s.findings |= FindingKind::InvalidSpanId.bit() & self.enabled_checks;
+            }
+            if s.trace_id_valid && s.span_id_valid {
+                valid.push(i as u32);
+            } else {
+                unassembled.push(i as u32);
+            }
+        }
+        if !unassembled.is_empty() {
+            out.unassembled = unassembled.len() as u64;
+            self.c.add(stat!(unassembled), out.unassembled);
+            self.send(Unit::from_batch(data, &batch.groups, &batch.spans, &unassembled, ReleaseReason::Unassembled));
+        }
+        // Spans of one trace together (stable: arrival order kept), so each trace is hashed
+        // and its storage grown once per batch; runs bucketed by shard.
+        let tid = |i: u32| u128::from_be_bytes(batch.trace_ids[i as usize]);
+        valid.sort_by_key(|&i| tid(i));
+        let mut runs: Vec<(u32, u32, u32)> = Vec::new(); // (shard, start, end) into `valid`
+        let mut k = 0;
+        while k < valid.len() {
+            let id = tid(valid[k]);
+            let mut j = k + 1;
+            while j < valid.len() && tid(valid[j]) == id {
+                j += 1;
+            }
+            runs.push((self.shard_of(id) as u32, k as u32, j as u32));
+            k = j;
+        }
+        runs.sort_by_key(|r| r.0);
+        let mut r = 0;
+        while r < runs.len() {
+            let si = runs[r].0;
+            let mut q = r + 1;
+            while q < runs.len() && runs[q].0 == si {
+                q += 1;
+            }
+            let late = self.ingest_shard(si as usize, &runs[r..q], &valid, &batch, data, now, &mut out)?;
+            r = q;
+            if !late.is_empty() {
+                match self.cfg.late_span_policy {
+                    LateSpanPolicy::Forward => {
+                        out.late_forwarded += late.len() as u64;
+                        self.send(Unit::from_batch(data, &batch.groups, &batch.spans, &late, ReleaseReason::Late));
+                    }
+                    LateSpanPolicy::Drop => out.late_dropped += late.len() as u64,
+                }
+            }
+        }
+        self.c.add(stat!(late_forwarded), out.late_forwarded);
+        self.c.add(stat!(late_dropped), out.late_dropped);
+        out.ready_spans = self.c.get(stat!(ready_spans));
+        Ok(out)
+    }
+
+    /// Buffers the runs of one shard under its lock. Returns the spans of already released
+    /// traces (late spans), for the caller to forward or drop outside the lock.
+    #[allow(clippy::too_many_arguments)]
+    fn ingest_shard(
+        &self,
+        si: usize,
+        runs: &[(u32, u32, u32)],
+        valid: &[u32],
+        batch: &crate::index::ScannedBatch,
+        data: &[u8],
+        now: u64,
+        out: &mut IngestOutcome,
+    ) -> Result<Vec<u32>, IngestError> {
+        let mut shard = lock(&self.shards[si]);
+        // Read under the lock: a shutdown sweeps this shard under the same lock, so either it
+        // sweeps what this ingest buffers, or this ingest sees the flag and releases at once.
+        let shut_down = self.shut_down.load(Ordering::Acquire);
+        let mut late = Vec::new();
+        for &(_, start, end) in runs {
+            let run = &valid[start as usize..end as usize];
+            let id = u128::from_be_bytes(batch.trace_ids[run[0] as usize]);
+            if shard.late.contains(id) {
+                late.extend_from_slice(run);
+                continue;
+            }
+            shard.insert_run(id, run, batch, data, now);
+            out.buffered += run.len() as u64;
+            let reason = if shut_down {
+                Some(ReleaseReason::Shutdown)
+            } else if shard.span_count(id).unwrap_or(0) as u64 >= self.limits.max_spans_per_trace {
+                Some(ReleaseReason::SpanLimit)
+            } else {
+                None
+            };
+            if let Some(reason) = reason {
+                self.release(&mut shard, id, reason, now);
+            }
+        }
+        self.enforce_limits(&mut shard, now);
+        self.sync(&mut shard);
+        Ok(late)
+    }
+
+    /// Brings the engine's gauges in step with the shard's holdings.
+    fn sync(&self, shard: &mut Shard) {
+        let now = shard.report();
+        let was = shard.reported;
+        if now == was {
+            return;
+        }
+        self.c.adjust(stat!(buffered_spans), was.spans, now.spans);
+        self.c.adjust(stat!(buffered_traces), was.traces, now.traces);
+        self.c.adjust(stat!(buffered_bytes), was.mem.total(), now.mem.total());
+        self.c.adjust(stat!(memory_span_bytes), was.mem.span, now.mem.span);
+        self.c.adjust(stat!(memory_index_bytes), was.mem.index, now.mem.index);
+        self.c.adjust(stat!(memory_trace_bytes), was.mem.trace, now.mem.trace);
+        self.c.adjust(stat!(memory_late_cache_bytes), was.late, now.late);
+        shard.reported = now;
+    }
+
+    /// Releases the shard's oldest traces while the engine is over a bound. Buffered traces
+    /// plus what only drains can free must fit `max_buffered_bytes`; buffered spans must fit
+    /// `max_buffered_spans`. Both bounds are global; the shard that is over pays.
+    fn enforce_limits(&self, shard: &mut Shard, now: u64) {
+        loop {
+            self.sync(shard);
+            let spans = self.c.get(stat!(buffered_spans));
+            let bytes = self.c.get(stat!(buffered_bytes)) + self.interner.bytes() + self.c.get(stat!(memory_late_cache_bytes));
+            if spans <= self.limits.max_buffered_spans && bytes <= self.limits.max_buffered_bytes {
+                return;
+            }
+            let Some(id) = shard.oldest() else { return };
+            self.release(shard, id, ReleaseReason::MemoryPressure, now);
+        }
+    }
+
+    /// Moves a buffered trace to the ready queue.
+    fn release(&self, shard: &mut Shard, id: u128, reason: ReleaseReason, now: u64) {
+        if let Some(unit) = shard.release(id, reason, now) {
+            self.send(unit);
+        }
+    }
+
+    fn send(&self, unit: Unit) {
+        self.c.add(stat!(ready_spans), unit.spans.len() as u64);
+        self.c.add(stat!(ready_bytes), unit.bytes);
+        // The receiver lives as long as the engine: sending cannot fail.
+        let _ = self.ready_tx.send(unit);
+    }
+
+    /// Releases what is due at `now`: complete and quiet traces, idle ones, old ones, and
+    /// the oldest while over a bound. Returns the number of spans waiting in the ready queue.
+    pub fn tick(&self, now: u64) -> u64 {
+        let l = &self.limits;
+        for m in self.shards.iter() {
+            let mut shard = lock(m);
+            for (id, reason) in shard.due(now, l.quiet_period_ns, l.idle_timeout_ns, l.max_age_ns) {
+                self.release(&mut shard, id, reason, now);
+            }
+            self.enforce_limits(&mut shard, now);
+        }
+        self.trim.maybe_trim(now);
+        self.c.get(stat!(ready_spans))
+    }
+
+    /// How many times freed memory was handed back to the OS.
+    pub fn memory_trims(&self) -> u64 {
+        self.trim.trims()
+    }
+
+    /// Releases everything buffered with reason `shutdown`; later ingests are released at
+    /// once with the same reason. Drain afterwards until empty.
+    pub fn shutdown(&self, now: u64) -> u64 {
+        self.shut_down.store(true, Ordering::Release);
+        for m in self.shards.iter() {
+            let mut shard = lock(m);
+            for id in shard.all_ids() {
+                self.release(&mut shard, id, ReleaseReason::Shutdown, now);
+            }
+            self.sync(&mut shard);
+        }
+        self.c.get(stat!(ready_spans))
+    }
+
+    /// Takes released units (whole; at least one if any is ready) up to about `max_spans`
+    /// spans, runs the checks, and encodes them as one `ExportTraceServiceRequest`.
+    /// `None` when nothing is ready.
+    pub fn drain(&self, max_spans: u64) -> Option<Release> {
+        let mut units = Vec::new();
+        let mut spans = 0u64;
+        let mut bytes = 0u64;
+        while spans < max_spans.max(1) {
+            match self.ready_rx.try_recv() {
+                Ok(u) => {
+                    spans += u.spans.len() as u64;
+                    bytes += u.bytes;
+                    units.push(u);
+                }
+                Err(_) => break,
+            }
+        }
+        if units.is_empty() {
+            return None;
+        }
+        let emitted = self.emitter.emit(units);
+        self.c.add(stat!(duplicates_dropped), emitted.duplicates);
+        self.c.add(stat!(conflicts_dropped), emitted.conflicts);
+        // The units are freed by now: their bytes leave the count.
+        self.c.sub(stat!(ready_spans), spans);
+        self.c.sub(stat!(ready_bytes), bytes);
+        self.trim.released(bytes);
+        Some(emitted.release)
+    }
+
+    /// Counters and gauges.
+    pub fn stats(&self) -> Stats {
+        let mut s = self.c.snapshot();
+        s.memory_group_bytes = self.interner.bytes();
+        s.memory_total_bytes = s.buffered_bytes + s.ready_bytes + s.memory_group_bytes + s.memory_late_cache_bytes;
+        if let Some(h) = self.hlc.as_ref().map(Hlc::stats) {
+            s.hlc_refusals = h.refusals;
+            s.hlc_backward_jumps = h.backward_jumps;
+            s.hlc_max_forward_offset_ns = h.max_forward_offset_ns;
+            s.hlc_logical_overflows = h.logical_overflows;
+            s.hlc_persist_errors = h.persist_errors;
+        }
+        s
+    }
+
+    /// The HLC's last stamp (for tests and restarts).
+    pub fn hlc_last(&self) -> Option<Stamp> {
+        self.hlc.as_ref().map(Hlc::last)
+    }
+}
+
+#[cfg(test)]
+mod hostile_tests;
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,301 @@
+//! One shard of the engine: the traces whose IDs hash to it, in order of first arrival, the
+//! late-span cache of its released trace IDs, and the memory it holds. Every method runs
+//! under the shard's lock and costs at most `O(k log k)` in the `k` spans, groups or traces
+//! it touches.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::hash::RandomState;
+
+use crate::findings::ReleaseReason;
+use crate::index::{Group, ScannedBatch, SpanRec};
+
+use super::memory::{deque_bytes, groups_bytes, map_slot, rec_heap, set_slot, REC_BYTES};
+use super::unit::Unit;
+
+/// Below these sizes a trace's storage grows exactly (per batch); above, by doubling.
+const EXACT_GROWTH_BYTES: usize = 256 << 10;
+const EXACT_GROWTH_SPANS: usize = 1024;
+/// Above this many groups a trace finds its groups through a hash map.
+const GROUP_INDEX_FROM: usize = 8;
+
+/// Memory by part, in bytes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Mem {
+    /// Span encodings.
+    pub span: u64,
+    /// Index records and their rare details.
+    pub index: u64,
+    /// Per-trace and per-shard structures.
+    pub trace: u64,
+}
+
+impl Mem {
+    pub fn total(&self) -> u64 {
+        self.span + self.index + self.trace
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Completeness {
+    Unknown,
+    Complete,
+    Incomplete,
+}
+
+pub struct Trace {
+    pub first_seen: u64,
+    pub last_seen: u64,
+    pub spans: Vec<SpanRec>,
+    pub buf: Vec<u8>,
+    pub groups: Vec<Group>,
+    /// Group identity -> index in `groups`, once a trace has many groups.
+    group_index: Option<HashMap<(usize, usize), u32>>,
+    /// Heap bytes of the records' rare details.
+    extra_heap: u64,
+    pub state: Completeness,
+    pub gen: u64,
+}
+
+impl Trace {
+    fn mem(&self) -> Mem {
+        let index_map = self.group_index.as_ref().map_or(0, |m| m.capacity() as u64 * map_slot::<(usize, usize), u32>());
+        Mem {
+            span: self.buf.capacity() as u64,
+            index: self.spans.capacity() as u64 * REC_BYTES + self.extra_heap,
+            trace: groups_bytes(&self.groups) + index_map,
+        }
+    }
+
+    fn group_of(&mut self, g: &Group) -> u32 {
+        let key = g.key();
+        if let Some(ix) = &self.group_index {
+            if let Some(&i) = ix.get(&key) {
+                return i;
+            }
+        } else if let Some(i) = self.groups.iter().position(|x| x.key() == key) {
+            return i as u32;
+        }
+        self.groups.push(g.clone());
+        let i = (self.groups.len() - 1) as u32;
+        if let Some(ix) = &mut self.group_index {
+            ix.insert(key, i);
+        } else if self.groups.len() > GROUP_INDEX_FROM {
+            self.group_index = Some(self.groups.iter().enumerate().map(|(i, g)| (g.key(), i as u32)).collect());
+        }
+        i
+    }
+}
+
+/// Trace IDs of released traces, to recognise their late spans. Bounded by count; the oldest
+/// is forgotten first.
+pub struct LateCache {
+    set: HashSet<u128, RandomState>,
+    order: VecDeque<u128>,
+    cap: usize,
+}
+
+impl LateCache {
+    pub fn contains(&self, id: u128) -> bool {
+        self.set.contains(&id)
+    }
+
+    fn insert(&mut self, id: u128) {
+        if self.set.insert(id) {
+            self.order.push_back(id);
+            while self.order.len() > self.cap {
+                if let Some(old) = self.order.pop_front() {
+                    self.set.remove(&old);
+                }
+            }
+        }
+    }
+
+    pub fn bytes(&self) -> u64 {
+        self.set.capacity() as u64 * set_slot::<u128>() + deque_bytes(&self.order)
+    }
+}
+
+pub struct Shard {
+    traces: HashMap<u128, Trace, RandomState>,
+    /// Trace IDs in order of first arrival (with the trace's generation); stale entries are
+    /// skipped and compacted.
+    fifo: VecDeque<(u128, u64)>,
+    pub late: LateCache,
+    spans: u64,
+    /// Memory of the traces (not counting the shard's own tables).
+    held: Mem,
+    next_gen: u64,
+    /// What the engine's counters last saw of this shard (see [`Shard::report`]).
+    pub reported: Report,
+}
+
+/// A shard's share of the engine's gauges.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Report {
+    pub spans: u64,
+    pub traces: u64,
+    pub mem: Mem,
+    pub late: u64,
+}
+
+impl Shard {
+    pub fn new(late_cap: usize) -> Shard {
+        Shard {
+            traces: HashMap::default(),
+            fifo: VecDeque::new(),
+            late: LateCache { set: HashSet::default(), order: VecDeque::new(), cap: late_cap },
+            spans: 0,
+            held: Mem::default(),
+            next_gen: 0,
+            reported: Report::default(),
+        }
+    }
+
+    /// The shard's current share of the gauges.
+    pub fn report(&self) -> Report {
+        let tables = self.traces.capacity() as u64 * map_slot::<u128, Trace>() + deque_bytes(&self.fifo);
+        Report {
+            spans: self.spans,
+            traces: self.traces.len() as u64,
+            mem: Mem { trace: self.held.trace + tables, ..self.held },
+            late: self.late.bytes(),
+        }
+    }
+
+    pub fn span_count(&self, id: u128) -> Option<usize> {
+        self.traces.get(&id).map(|t| t.spans.len())
+    }
+
+    /// Buffers the spans `run` (indexes into `batch`, whose span bytes are in `data`) of
+    /// trace `id`.
+    pub fn insert_run(&mut self, id: u128, run: &[u32], batch: &ScannedBatch, data: &[u8], now: u64) {
+        let gen = self.next_gen;
+        let trace = self.traces.entry(id).or_insert_with(|| Trace {
+            first_seen: now,
+            last_seen: now,
+            spans: Vec::new(),
+            buf: Vec::new(),
+            groups: Vec::new(),
+            group_index: None,
+            extra_heap: 0,
+            state: Completeness::Unknown,
+            gen,
+        });
+        if trace.gen == gen {
+            self.next_gen += 1;
+            self.fifo.push_back((id, gen));
+        }
+        let before = trace.mem();
+        // Grow storage once for the whole run: exactly while the trace is small (no
+        // doubling slack for the common trace), amortised once it is big (no quadratic
+        // copying for giant traces).
+        let need: usize = run.iter().map(|&i| batch.spans[i as usize].len()).sum();
+        if trace.buf.len() < EXACT_GROWTH_BYTES {
+            trace.buf.reserve_exact(need);
+        } else {
+            trace.buf.reserve(need);
+        }
+        if trace.spans.len() < EXACT_GROWTH_SPANS {
+            trace.spans.reserve_exact(run.len());
+        } else {
+            trace.spans.reserve(run.len());
+        }
+        for &i in run {
+            let s = &batch.spans[i as usize];
+            let gi = trace.group_of(&batch.groups[s.group as usize]);
+            let src = &data[s.bytes.start as usize..s.bytes.end as usize];
+            let start = trace.buf.len() as u32;
+            trace.buf.extend_from_slice(src);
+            let mut rec = s.clone();
+            rec.bytes = start..trace.buf.len() as u32;
+            rec.group = gi;
+            rec.seq = trace.spans.len() as u32;
+            trace.extra_heap += rec_heap(&rec);
+            trace.spans.push(rec);
+        }
+        trace.last_seen = trace.last_seen.max(now);
+        trace.state = Completeness::Unknown;
+        let after = trace.mem();
+        self.held.span += after.span - before.span;
+        self.held.index += after.index - before.index;
+        self.held.trace += after.trace - before.trace;
+        self.spans += run.len() as u64;
+    }
+
+    /// Takes trace `id` out as a released unit, remembering its ID as released.
+    pub fn release(&mut self, id: u128, reason: ReleaseReason, now: u64) -> Option<Unit> {
+        let trace = self.traces.remove(&id)?;
+        let mem = trace.mem();
+        self.held.span -= mem.span;
+        self.held.index -= mem.index;
+        self.held.trace -= mem.trace;
+        self.spans -= trace.spans.len() as u64;
+        self.late.insert(id);
+        if self.fifo.len() > 2 * self.traces.len() + 64 {
+            let traces = &self.traces;
+            self.fifo.retain(|(id, gen)| traces.get(id).is_some_and(|t| t.gen == *gen));
+        }
+        // Give back table space after a burst (amortised: only when three quarters are empty).
+        if self.traces.capacity() > 64 && self.traces.len() < self.traces.capacity() / 4 {
+            self.traces.shrink_to(self.traces.len() * 2);
+        }
+        if self.fifo.capacity() > 64 && self.fifo.len() < self.fifo.capacity() / 4 {
+            self.fifo.shrink_to(self.fifo.len() * 2);
+        }
+        Some(Unit::from_trace(reason, trace.spans, trace.buf, trace.groups, now.saturating_sub(trace.first_seen), mem.total()))
+    }
+
+    /// The oldest buffered trace.
+    pub fn oldest(&mut self) -> Option<u128> {
+        while let Some(&(id, gen)) = self.fifo.front() {
+            if self.traces.get(&id).is_some_and(|t| t.gen == gen) {
+                return Some(id);
+            }
+            self.fifo.pop_front();
+        }
+        None
+    }
+
+    /// Every buffered trace ID, oldest first.
+    pub fn all_ids(&self) -> Vec<u128> {
+        let mut ids: Vec<(u64, u128)> = self.traces.iter().map(|(&id, t)| (t.gen, id)).collect();
+        ids.sort_unstable();
+        ids.into_iter().map(|(_, id)| id).collect()
+    }
+
+    /// Traces due at `now` (in order of first arrival) and why.
+    pub fn due(&mut self, now: u64, quiet_period: u64, idle_timeout: u64, max_age: u64) -> Vec<(u128, ReleaseReason)> {
+        let mut due: Vec<(u64, u128, ReleaseReason)> = Vec::new();
+        for (&id, t) in self.traces.iter_mut() {
+            if now.saturating_sub(t.first_seen) >= max_age {
+                due.push((t.gen, id, ReleaseReason::MaxAge));
+                continue;
+            }
+            let quiet_for = now.saturating_sub(t.last_seen);
+            if quiet_for < quiet_period {
+                continue;
+            }
+            if t.state == Completeness::Unknown {
+                t.state = if is_complete(&t.spans) { Completeness::Complete } else { Completeness::Incomplete };
+            }
+            if t.state == Completeness::Complete {
+                due.push((t.gen, id, ReleaseReason::Complete));
+            } else if quiet_for >= idle_timeout {
+                due.push((t.gen, id, ReleaseReason::IdleTimeout));
+            }
+        }
+        due.sort_unstable_by_key(|d| d.0);
+        due.into_iter().map(|(_, id, r)| (id, r)).collect()
+    }
+}
+
+/// One root (counting a span ID once) and every referenced parent present.
+fn is_complete(spans: &[SpanRec]) -> bool {
+    let mut ids: Vec<u64> = spans.iter().map(|s| s.span_id).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let mut roots: Vec<u64> = spans.iter().filter(|s| s.is_root()).map(|s| s.span_id).collect();
+    roots.sort_unstable();
+    roots.dedup();
+    roots.len() == 1 && spans.iter().all(|s| s.is_root() || ids.binary_search(&s.parent_id).is_ok())
+}

@@ -1,0 +1,119 @@
+//! The engine's counters and gauges: one `#[repr(C)]` struct, exported to C as `tc_stats`
+//! (see `cbindgen.toml`), and the atomics behind it, addressed by field.
+
+use std::mem::size_of;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Counters (monotonic) and gauges (current values) of an engine. Every field is a `u64`
+/// (`uint64_t`), so the struct has no padding; read with `tc_engine_stats`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Spans buffered for assembly (gauge).
+    pub buffered_spans: u64,
+    /// Bytes held for buffered traces: their span bytes, index records and per-trace
+    /// structures (gauge; `memory_span_bytes + memory_index_bytes + memory_trace_bytes`).
+    pub buffered_bytes: u64,
+    /// Traces buffered for assembly (gauge).
+    pub buffered_traces: u64,
+    /// Spans released and waiting to be drained (gauge).
+    pub ready_spans: u64,
+    /// Bytes released and waiting to be drained (gauge).
+    pub ready_bytes: u64,
+    /// Spans accepted by ingest.
+    pub spans_received: u64,
+    /// Batches refused as a whole because they were malformed or empty.
+    pub batches_refused: u64,
+    /// Batches refused with a retryable error because the memory bound was reached by data
+    /// that could not leave yet (released but not drained).
+    pub batches_throttled: u64,
+    /// Exact duplicates (retries) dropped.
+    pub duplicates_dropped: u64,
+    /// Conflicting spans dropped by the `keep_latest` policy.
+    pub conflicts_dropped: u64,
+    /// Spans of already released traces forwarded at once.
+    pub late_forwarded: u64,
+    /// Spans of already released traces dropped (late policy `drop`).
+    pub late_dropped: u64,
+    /// Spans with an invalid trace or span ID, forwarded at once.
+    pub unassembled: u64,
+    /// Spans whose end time was too far ahead of the clock.
+    pub future_timestamps: u64,
+    /// Remote times refused by the HLC's max-offset rule.
+    pub hlc_refusals: u64,
+    /// Times the physical clock went back.
+    pub hlc_backward_jumps: u64,
+    /// Largest offset of a remote time ahead of the local clock seen, ns (gauge).
+    pub hlc_max_forward_offset_ns: u64,
+    /// Logical counter overflows carried into the physical part.
+    pub hlc_logical_overflows: u64,
+    /// Failed writes of the persisted HLC bound.
+    pub hlc_persist_errors: u64,
+    /// Memory of buffered traces' span bytes (gauge, bytes allocated).
+    pub memory_span_bytes: u64,
+    /// Memory of buffered traces' index records (gauge).
+    pub memory_index_bytes: u64,
+    /// Memory of per-trace and per-shard structures (gauge).
+    pub memory_trace_bytes: u64,
+    /// Memory of resource and scope entries, shared between traces (gauge).
+    pub memory_group_bytes: u64,
+    /// Memory of the late-span cache (gauge).
+    pub memory_late_cache_bytes: u64,
+    /// Everything counted against `max_buffered_bytes`: buffered traces, ready data,
+    /// resource and scope entries, the late-span cache (gauge).
+    pub memory_total_bytes: u64,
+}
+
+const WORDS: usize = size_of::<Stats>() / size_of::<u64>();
+const _: () = assert!(size_of::<Stats>() == WORDS * size_of::<u64>());
+
+/// The index of a [`Stats`] field among the counters.
+macro_rules! stat {
+    ($field:ident) => {
+        std::mem::offset_of!($crate::engine::stats::Stats, $field) / std::mem::size_of::<u64>()
+    };
+}
+pub(crate) use stat;
+
+/// One atomic per [`Stats`] field.
+pub(crate) struct Counters([AtomicU64; WORDS]);
+
+impl Default for Counters {
+    fn default() -> Self {
+        Counters(std::array::from_fn(|_| AtomicU64::new(0)))
+    }
+}
+
+impl Counters {
+    pub fn add(&self, field: usize, v: u64) {
+        if v != 0 {
+            self.0[field].fetch_add(v, Ordering::Relaxed);
+        }
+    }
+
+    pub fn sub(&self, field: usize, v: u64) {
+        if v != 0 {
+            self.0[field].fetch_sub(v, Ordering::Relaxed);
+        }
+    }
+
+    /// Adds a signed change to a gauge.
+    pub fn adjust(&self, field: usize, from: u64, to: u64) {
+        if to > from {
+            self.add(field, to - from);
+        } else {
+            self.sub(field, from - to);
+        }
+    }
+
+    pub fn get(&self, field: usize) -> u64 {
+        self.0[field].load(Ordering::Relaxed)
+    }
+
+    pub fn snapshot(&self) -> Stats {
+        let words: [u64; WORDS] = std::array::from_fn(|i| self.0[i].load(Ordering::Relaxed));
+        // SAFETY: `Stats` is `repr(C)` with exactly `WORDS` `u64` fields (asserted above), so
+        // it has the layout of `[u64; WORDS]`, and every bit pattern is a valid `u64`.
+        unsafe { std::mem::transmute::<[u64; WORDS], Stats>(words) }
+    }
+}

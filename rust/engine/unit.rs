@@ -1,0 +1,56 @@
+//! A unit waiting in the ready queue: a released trace, or spans forwarded without assembly
+//! (late or unassembled), each with its own copy of the span bytes.
+
+use std::mem::size_of;
+
+use crate::findings::ReleaseReason;
+use crate::index::{Group, SpanRec};
+
+use super::memory::{groups_bytes, rec_heap, REC_BYTES};
+
+pub struct Unit {
+    pub reason: ReleaseReason,
+    pub spans: Vec<SpanRec>,
+    pub buf: Vec<u8>,
+    pub groups: Vec<Group>,
+    pub age_ns: u64,
+    /// Bytes counted for the unit while it waits (as `ready_bytes`).
+    pub bytes: u64,
+}
+
+impl Unit {
+    pub fn from_trace(reason: ReleaseReason, spans: Vec<SpanRec>, buf: Vec<u8>, groups: Vec<Group>, age_ns: u64, held: u64) -> Unit {
+        Unit { reason, spans, buf, groups, age_ns, bytes: held + size_of::<Unit>() as u64 }
+    }
+
+    /// The spans `idx` of a scanned batch (span bytes in `data`), copied out.
+    pub fn from_batch(data: &[u8], groups: &[Group], spans: &[SpanRec], idx: &[u32], reason: ReleaseReason) -> Unit {
+        let mut unit = Unit { reason, spans: Vec::with_capacity(idx.len()), buf: Vec::new(), groups: Vec::new(), age_ns: 0, bytes: 0 };
+        unit.buf.reserve_exact(idx.iter().map(|&i| spans[i as usize].len()).sum());
+        let mut map: Vec<Option<u32>> = vec![None; groups.len()];
+        let mut extra = 0u64;
+        for (seq, &i) in idx.iter().enumerate() {
+            let s = &spans[i as usize];
+            let src = &data[s.bytes.start as usize..s.bytes.end as usize];
+            let g = s.group as usize;
+            let gi = *map[g].get_or_insert_with(|| {
+                unit.groups.push(groups[g].clone());
+                (unit.groups.len() - 1) as u32
+            });
+            let start = unit.buf.len() as u32;
+            unit.buf.extend_from_slice(src);
+            let mut rec = s.clone();
+            rec.bytes = start..unit.buf.len() as u32;
+            rec.group = gi;
+            rec.seq = seq as u32;
+            extra += rec_heap(&rec);
+            unit.spans.push(rec);
+        }
+        unit.bytes = unit.buf.capacity() as u64
+            + unit.spans.capacity() as u64 * REC_BYTES
+            + extra
+            + groups_bytes(&unit.groups)
+            + size_of::<Unit>() as u64;
+        unit
+    }
+}
