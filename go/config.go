@@ -48,6 +48,11 @@ type Config struct {
 	// ConsumeTraces call. Whole traces are never split, so one large trace may exceed it.
 	MaxReleaseBatchSpans int `mapstructure:"max_release_batch_spans"`
 
+	// ShutdownTimeout bounds how long Shutdown keeps trying to pass buffered and released
+	// traces on (a shorter deadline from the collector wins). What is left then is counted
+	// and logged as lost.
+	ShutdownTimeout time.Duration `mapstructure:"shutdown_timeout"`
+
 	// LateSpans says what to do with spans of traces already released.
 	LateSpans LateSpansConfig `mapstructure:"late_spans"`
 
@@ -155,6 +160,9 @@ func (cfg *Config) Validate() error {
 	}
 	if cfg.ReleaseTick <= 0 {
 		return fmt.Errorf("release_tick must be a positive duration, got %s", cfg.ReleaseTick)
+	}
+	if cfg.ShutdownTimeout <= 0 {
+		return fmt.Errorf("shutdown_timeout must be a positive duration, got %s", cfg.ShutdownTimeout)
 	}
 	if cfg.MaxReleaseBatchSpans <= 0 {
 		return fmt.Errorf("max_release_batch_spans must be greater than zero, got %d", cfg.MaxReleaseBatchSpans)

@@ -39,6 +39,7 @@ func TestLoadConfig(t *testing.T) {
 				MaxBufferedBytes:     256 << 20,
 				MaxSpansPerTrace:     10_000,
 				MaxReleaseBatchSpans: 4096,
+				ShutdownTimeout:      5 * time.Second,
 				LateSpans:            LateSpansConfig{Policy: "drop", CacheSize: 50_000},
 				Duplicates:           DuplicatesConfig{ConflictPolicy: "keep_latest"},
 				Checks: ChecksConfig{
@@ -98,6 +99,7 @@ func TestValidateNamesTheKey(t *testing.T) {
 		{"zero max_buffered_spans", func(c *Config) { c.MaxBufferedSpans = 0 }, "max_buffered_spans", "greater than zero", true},
 		{"negative max_buffered_bytes", func(c *Config) { c.MaxBufferedBytes = -1 }, "max_buffered_bytes", "greater than zero", true},
 		{"max_spans_per_trace over max_buffered_spans", func(c *Config) { c.MaxSpansPerTrace = 2_000_000 }, "max_spans_per_trace", "must not exceed max_buffered_spans", true},
+		{"zero shutdown_timeout", func(c *Config) { c.ShutdownTimeout = 0 }, "shutdown_timeout", "positive duration", false},
 		{"zero max_release_batch_spans", func(c *Config) { c.MaxReleaseBatchSpans = 0 }, "max_release_batch_spans", "greater than zero", false},
 		{"bad late_spans.policy", func(c *Config) { c.LateSpans.Policy = "keep" }, "late_spans.policy", `one of forward, drop, got "keep"`, false},
 		{"zero late_spans.cache_size", func(c *Config) { c.LateSpans.CacheSize = 0 }, "late_spans.cache_size", "greater than zero", true},

@@ -26,6 +26,7 @@ const (
 	defaultMaxBufferedBytes     = 512 << 20
 	defaultMaxSpansPerTrace     = 20_000
 	defaultMaxReleaseBatchSpans = 8192
+	defaultShutdownTimeout      = 20 * time.Second
 	defaultLatePolicy           = latePolicyForward
 	defaultLateCacheSize        = 100_000
 	defaultConflictPolicy       = conflictKeepBoth
@@ -59,6 +60,7 @@ func createDefaultConfig() component.Config {
 		MaxBufferedBytes:     defaultMaxBufferedBytes,
 		MaxSpansPerTrace:     defaultMaxSpansPerTrace,
 		MaxReleaseBatchSpans: defaultMaxReleaseBatchSpans,
+		ShutdownTimeout:      defaultShutdownTimeout,
 		LateSpans: LateSpansConfig{
 			Policy:    defaultLatePolicy,
 			CacheSize: defaultLateCacheSize,

@@ -211,3 +211,31 @@ func spanCount(tds []ptrace.Traces) int {
 	}
 	return n
 }
+
+// flakyConsumer returns errs, in order, from its first calls, then accepts into sink.
+type flakyConsumer struct {
+	mu    sync.Mutex
+	errs  []error
+	calls int
+	sink  consumertest.TracesSink
+}
+
+func (*flakyConsumer) Capabilities() consumer.Capabilities { return consumer.Capabilities{} }
+
+func (f *flakyConsumer) ConsumeTraces(ctx context.Context, td ptrace.Traces) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.calls++
+	if len(f.errs) > 0 {
+		err := f.errs[0]
+		f.errs = f.errs[1:]
+		return err
+	}
+	return f.sink.ConsumeTraces(ctx, td)
+}
+
+func (f *flakyConsumer) callCount() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.calls
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"sync"
 	"time"
 
@@ -22,6 +23,33 @@ import (
 
 // otherService is the service_name of findings once checks.max_service_names is reached.
 const otherService = "_other"
+
+// Causes of lost spans (the spans_lost metric's cause attribute).
+const (
+	lostDownstreamPermanent = "downstream_permanent"
+	lostDecodeFailed        = "decode_failed"
+	lostShutdownTimeout     = "shutdown_timeout"
+)
+
+// Backoff of a release the next consumer refused with a retryable error: doubling from
+// retryInitial up to retryMax, each delay with up to 50 % random jitter.
+const (
+	retryInitial = 50 * time.Millisecond
+	retryMax     = 5 * time.Second
+)
+
+// shutdownGrace is how long Shutdown still waits, after its deadline cancelled every call to
+// the next consumer, for in-flight batches to return before it gives up freeing the engine.
+const shutdownGrace = time.Second
+
+func retryDelay(attempt int) time.Duration {
+	d := retryInitial
+	for i := 1; i < attempt && d < retryMax; i++ {
+		d *= 2
+	}
+	d = min(d, retryMax)
+	return d/2 + time.Duration(rand.Int64N(int64(d/2)+1))
+}
 
 // ticker is what the release loop waits on; tests inject one they fire by hand.
 type ticker interface {
@@ -90,6 +118,21 @@ type tracesProcessor struct {
 	done         chan struct{}
 	shutdownOnce sync.Once
 
+	// sendCtx is the context of every call to the next consumer outside Shutdown: not a
+	// caller's (released traces were assembled from many requests), and cancelled when
+	// Shutdown's deadline ends so that no downstream call can outlive it.
+	sendCtx    context.Context
+	cancelSend context.CancelFunc
+
+	// send serialises the calls to the next consumer, so releases leave in order and one
+	// refused with a retryable error is retried before anything newer.
+	send struct {
+		mu       sync.Mutex
+		pending  *engine.Release // refused with a retryable error; goes first
+		attempts int
+		retryAt  time.Time
+	}
+
 	// statsMu serialises metric updates from the engine's cumulative counters.
 	statsMu sync.Mutex
 	last    engine.Stats
@@ -98,6 +141,7 @@ type tracesProcessor struct {
 	services   map[string]struct{}
 
 	reasonAttrs   []metric.MeasurementOption
+	lostAttrs     map[string]metric.MeasurementOption
 	lateForwarded metric.MeasurementOption
 	lateDropped   metric.MeasurementOption
 }
@@ -126,6 +170,11 @@ func newTracesProcessor(set processor.Settings, cfg *Config, next consumer.Trace
 		lateForwarded: metric.WithAttributeSet(attribute.NewSet(attribute.String("policy", "forwarded"))),
 		lateDropped:   metric.WithAttributeSet(attribute.NewSet(attribute.String("policy", "dropped"))),
 	}
+	p.lostAttrs = map[string]metric.MeasurementOption{}
+	for _, c := range []string{lostDownstreamPermanent, lostDecodeFailed, lostShutdownTimeout} {
+		p.lostAttrs[c] = metric.WithAttributeSet(attribute.NewSet(attribute.String("cause", c)))
+	}
+	p.sendCtx, p.cancelSend = context.WithCancel(context.Background())
 	for _, r := range engine.Reasons() {
 		p.reasonAttrs = append(p.reasonAttrs, metric.WithAttributeSet(attribute.NewSet(attribute.String("reason", r.String()))))
 	}
@@ -194,8 +243,8 @@ func (p *tracesProcessor) releaseTick() {
 	if err != nil {
 		p.logger.Error("engine tick failed", zap.Error(err))
 	}
-	if ready > 0 {
-		_ = p.drain(ctx, ctx)
+	if ready > 0 || p.hasPending() {
+		_ = p.drain(ctx, p.sendCtx, true)
 	}
 	p.recordStats(ctx)
 }
@@ -243,40 +292,101 @@ func (p *tracesProcessor) consumeBytes(ctx context.Context, data []byte, spans i
 	}
 	if res.ReadySpans > 0 {
 		// Released traces were assembled from many requests: this caller's context (its
-		// client metadata, its cancellation) does not belong to them.
-		_ = p.drain(ctx, context.Background())
+		// client metadata, its cancellation) does not belong to them. If another goroutine
+		// is sending, it takes these too. Only a permanent refusal of forwarded spans is
+		// this caller's business; anything else stays with the processor.
+		if err := p.drain(p.sendCtx, p.sendCtx, false); consumererror.IsPermanent(err) {
+			return err
+		}
 	}
 	return nil
 }
 
-// drain passes released units on until the engine has none ready or ctx is done; nextCtx is
-// the context of the next.ConsumeTraces calls. Each engine drain becomes one call holding
-// whole traces. A failing next consumer is logged and counted; its spans are not retried
-// here (the exporter's sending queue and retry are the place for that). The caller holds
-// p.mu for reading.
-func (p *tracesProcessor) drain(ctx, nextCtx context.Context) error {
+func (p *tracesProcessor) hasPending() bool {
+	p.send.mu.Lock()
+	defer p.send.mu.Unlock()
+	return p.send.pending != nil
+}
+
+// drain passes released units on, in release order, until the engine has none ready, a
+// release refused with a retryable error waits for its next attempt, or ctx is done;
+// nextCtx is the context of the next.ConsumeTraces calls. With wait it waits for the send
+// lock; without, it leaves the work to the goroutine that holds it (and that drains until
+// nothing is ready). A release refused with a retryable error is kept (nothing newer is
+// drained meanwhile, so the engine's memory fills and clients are pushed back) and retried
+// with backoff; one refused with a permanent error is counted and logged as lost. The
+// returned error is the permanent refusal of a release holding spans forwarded at once
+// (late or unassembled, most likely the caller's own), so that the caller learns of it.
+// The caller holds p.mu for reading.
+func (p *tracesProcessor) drain(ctx, nextCtx context.Context, wait bool) error {
+	if wait {
+		p.send.mu.Lock()
+	} else if !p.send.mu.TryLock() {
+		return nil
+	}
+	defer p.send.mu.Unlock()
+	var own error
 	for {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		rel, err := p.eng.Drain(uint64(p.cfg.MaxReleaseBatchSpans))
-		if err != nil {
-			p.logger.Error("engine drain failed", zap.Error(err))
-			return err
+		rel := p.send.pending
+		if rel != nil {
+			if p.now().Before(p.send.retryAt) {
+				return own
+			}
+		} else {
+			var err error
+			rel, err = p.eng.Drain(uint64(p.cfg.MaxReleaseBatchSpans))
+			if err != nil {
+				var de *engine.DecodeError
+				if errors.As(err, &de) {
+					p.lose(ctx, lostDecodeFailed, int(de.Spans), err)
+					continue
+				}
+				p.logger.Error("engine drain failed", zap.Error(err))
+				return err
+			}
+			if rel == nil {
+				return own
+			}
+			p.recordRelease(ctx, rel)
+			if rel.Traces.SpanCount() == 0 {
+				continue
+			}
 		}
-		if rel == nil {
-			return nil
-		}
-		p.recordRelease(ctx, rel)
-		if rel.Traces.SpanCount() == 0 {
+		err := p.next.ConsumeTraces(nextCtx, rel.Traces)
+		if err == nil {
+			p.send.pending, p.send.attempts = nil, 0
 			continue
 		}
-		if err := p.next.ConsumeTraces(nextCtx, rel.Traces); err != nil {
-			p.tb.ProcessorTraceconsistencyConsumeErrors.Add(ctx, 1)
-			p.logger.Error("next consumer refused released traces; their spans are lost",
-				zap.Int("spans", rel.Traces.SpanCount()), zap.Int("units", len(rel.Units)), zap.Error(err))
+		p.tb.ProcessorTraceconsistencyConsumeErrors.Add(ctx, 1)
+		if consumererror.IsPermanent(err) {
+			p.send.pending, p.send.attempts = nil, 0
+			p.lose(ctx, lostDownstreamPermanent, rel.Traces.SpanCount(), err)
+			if rel.ForwardedAtOnce() {
+				own = consumererror.NewPermanent(fmt.Errorf("traceconsistency: the next consumer refused forwarded spans: %w", err))
+			}
+			continue
 		}
+		p.send.pending = rel
+		p.send.attempts++
+		delay := retryDelay(p.send.attempts)
+		p.send.retryAt = p.now().Add(delay)
+		p.tb.ProcessorTraceconsistencyDownstreamRetries.Add(ctx, 1)
+		p.logger.Warn("next consumer refused released traces for now; kept, retried after backoff",
+			zap.Int("spans", rel.Traces.SpanCount()), zap.Int("attempt", p.send.attempts),
+			zap.Duration("retry_in", delay), zap.Error(err))
+		return own
 	}
+}
+
+// lose counts and logs spans that cannot be delivered.
+func (p *tracesProcessor) lose(ctx context.Context, cause string, spans int, err error) {
+	if spans > 0 {
+		p.tb.ProcessorTraceconsistencySpansLost.Add(ctx, int64(spans), p.lostAttrs[cause])
+	}
+	p.logger.Error("acknowledged spans are lost", zap.String("cause", cause), zap.Int("spans", spans), zap.Error(err))
 }
 
 // recordRelease counts what one drain released: traces and spans by reason, release ages,
@@ -377,16 +487,25 @@ func (p *tracesProcessor) Shutdown(ctx context.Context) error {
 
 func (p *tracesProcessor) shutdown(ctx context.Context) error {
 	defer p.tb.Shutdown()
+	defer p.cancelSend()
 	if p.stop == nil {
 		return nil // never started: no engine, no loop
 	}
+	ctx, cancel := context.WithTimeout(ctx, p.cfg.ShutdownTimeout)
+	defer cancel()
+	// When the deadline ends, every call to the next consumer made outside this function
+	// (release loop, callers' releases) is cancelled, so nothing can hold the engine longer.
+	stopSends := context.AfterFunc(ctx, p.cancelSend)
+	defer stopSends()
+
 	close(p.stop)
 	select {
 	case <-p.done:
 	case <-ctx.Done():
-		// The loop is stuck in the next consumer; freeing the engine under it is not safe.
-		p.logger.Error("release loop did not stop in time; buffered spans are not released")
-		return fmt.Errorf("traceconsistency shutdown: %w", ctx.Err())
+		// The loop is stuck in a next consumer that ignores cancellation: freeing the
+		// engine under it is not safe.
+		p.logLeftAtShutdown(context.Background(), ctx.Err())
+		return fmt.Errorf("traceconsistency shutdown: the release loop did not stop: %w", ctx.Err())
 	}
 
 	var errs error
@@ -394,30 +513,98 @@ func (p *tracesProcessor) shutdown(ctx context.Context) error {
 	if _, err := p.eng.Shutdown(p.now()); err != nil {
 		errs = errors.Join(errs, err)
 	}
-	if err := p.drain(ctx, ctx); err != nil {
-		errs = errors.Join(errs, fmt.Errorf("traceconsistency shutdown: releasing buffered traces: %w", err))
-	}
-	p.recordStats(ctx)
-	if s, err := p.eng.Stats(); err == nil && s.ReadySpans+s.BufferedSpans > 0 {
-		p.logger.Error("spans still buffered at shutdown are lost",
-			zap.Uint64("spans", s.ReadySpans+s.BufferedSpans))
-	}
+	errs = errors.Join(errs, p.drainAtShutdown(ctx))
 	p.mu.RUnlock()
 
-	// Free the engine once no ConsumeTraces call uses it any more. A call stuck in the next
-	// consumer must not make Shutdown outlive ctx: then the engine is freed when it returns.
-	freed := make(chan struct{})
+	// Free the engine once no ConsumeTraces call uses it any more. Calls that ingested
+	// after the sweep had their spans released at once: pass them on first.
+	locked := make(chan struct{})
 	go func() {
-		defer close(freed)
 		p.mu.Lock()
-		defer p.mu.Unlock()
-		p.eng.Close()
-		p.eng = nil
+		close(locked)
 	}()
 	select {
-	case <-freed:
+	case <-locked:
 	case <-ctx.Done():
-		errs = errors.Join(errs, fmt.Errorf("traceconsistency shutdown: waiting for in-flight batches: %w", ctx.Err()))
+		// Every call to the next consumer is cancelled by now; give in-flight batches a
+		// moment to return before giving up on freeing the engine.
+		grace := time.NewTimer(shutdownGrace)
+		defer grace.Stop()
+		select {
+		case <-locked:
+		case <-grace.C:
+		}
 	}
+	select {
+	case <-locked:
+	default:
+		p.logLeftAtShutdown(context.Background(), ctx.Err())
+		go func() { <-locked; p.eng.Close(); p.eng = nil; p.mu.Unlock() }()
+		return errors.Join(errs, fmt.Errorf("traceconsistency shutdown: waiting for in-flight batches: %w", ctx.Err()))
+	}
+	defer p.mu.Unlock()
+	errs = errors.Join(errs, p.drainAtShutdown(ctx))
+	p.recordStats(context.Background())
+	if ctx.Err() != nil {
+		p.logLeftAtShutdown(context.Background(), ctx.Err())
+	}
+	p.eng.Close()
+	p.eng = nil
 	return errs
+}
+
+// drainAtShutdown passes on everything released, retrying refused releases after their
+// backoff, until nothing is left or ctx ends. The caller holds p.mu.
+func (p *tracesProcessor) drainAtShutdown(ctx context.Context) error {
+	for {
+		if err := p.drain(ctx, ctx, true); err != nil && ctx.Err() == nil && !consumererror.IsPermanent(err) {
+			return err
+		}
+		if ctx.Err() != nil {
+			return fmt.Errorf("traceconsistency shutdown: %w", ctx.Err())
+		}
+		p.send.mu.Lock()
+		pending, retryAt := p.send.pending != nil, p.send.retryAt
+		p.send.mu.Unlock()
+		if !pending {
+			if s, err := p.eng.Stats(); err != nil || s.ReadySpans == 0 {
+				return nil
+			}
+			continue
+		}
+		if err := p.sleep(ctx, retryAt.Sub(p.now())); err != nil {
+			return fmt.Errorf("traceconsistency shutdown: %w", err)
+		}
+		// The wait was the backoff: retry now.
+		p.send.mu.Lock()
+		p.send.retryAt = time.Time{}
+		p.send.mu.Unlock()
+	}
+}
+
+// logLeftAtShutdown counts and logs what could not be delivered before shutdown ended.
+func (p *tracesProcessor) logLeftAtShutdown(ctx context.Context, cause error) {
+	spans, traces := 0, 0
+	if p.send.mu.TryLock() {
+		if p.send.pending != nil {
+			spans += p.send.pending.Traces.SpanCount()
+			for _, u := range p.send.pending.Units {
+				if u.Reason.IsTrace() {
+					traces++
+				}
+			}
+			p.send.pending = nil
+		}
+		p.send.mu.Unlock()
+	}
+	if s, err := p.eng.Stats(); err == nil {
+		spans += int(s.ReadySpans + s.BufferedSpans)
+		traces += int(s.BufferedTraces)
+	}
+	if spans == 0 {
+		return
+	}
+	p.tb.ProcessorTraceconsistencySpansLost.Add(ctx, int64(spans), p.lostAttrs[lostShutdownTimeout])
+	p.logger.Error("shutdown ended before these acknowledged spans could be delivered; they are lost",
+		zap.Int("spans", spans), zap.Int("buffered_traces_and_pending_traces", traces), zap.Error(cause))
 }

@@ -220,17 +220,107 @@ func TestShutdownReleasesEverything(t *testing.T) {
 	require.ErrorContains(t, err, "not running")
 }
 
-func TestNextConsumerErrorIsCountedNotReturned(t *testing.T) {
-	h := newHarness(t, nil, consumertest.NewErr(errors.New("downstream is full")))
+// A retryable refusal downstream keeps the release and retries it after backoff, before
+// anything newer: every span arrives, each trace whole, in release order.
+func TestRetryableDownstreamRefusalIsKeptAndRetriedInOrder(t *testing.T) {
+	unavailable := errors.New("backend unavailable")
+	next := &flakyConsumer{errs: []error{unavailable, unavailable, unavailable}}
+	h := newHarness(t, nil, next)
+	h.consume(makeTraces(threeSpanTrace(1)...))
+	h.tick(time.Second) // released; refused (attempt 1)
+	h.consume(makeTraces(threeSpanTrace(2)...))
+	h.tick(time.Second) // trace 1 retried and refused (attempt 2); trace 2 released, waits behind it
+	h.tick(time.Second) // attempt 3, refused
+	require.Empty(t, next.sink.AllTraces())
+	h.tick(time.Second) // attempt 4 succeeds, then trace 2 leaves
+	got := next.sink.AllTraces()
+	require.Len(t, got, 2, "trace 1, then trace 2, each in its own call")
+	assert.Equal(t, map[byte]int{1: 3}, traceIDsOf(got[0]))
+	assert.Equal(t, map[byte]int{2: 3}, traceIDsOf(got[1]))
+	metadatatest.AssertEqualProcessorTraceconsistencyDownstreamRetries(t, h.tel,
+		[]metricdata.DataPoint[int64]{{Value: 3}}, noTimes)
+	metadatatest.AssertEqualProcessorTraceconsistencyConsumeErrors(t, h.tel,
+		[]metricdata.DataPoint[int64]{{Value: 3}}, noTimes)
+	_, err := h.tel.GetMetric("otelcol_processor_traceconsistency_spans_lost")
+	require.ErrorContains(t, err, "not found", "nothing was lost")
+}
+
+// Backoff doubles from its start up to its cap, with jitter of at most half a step.
+func TestRetryDelayBacksOffExponentiallyWithJitter(t *testing.T) {
+	for attempt, want := range map[int]time.Duration{1: retryInitial, 2: 2 * retryInitial, 3: 4 * retryInitial, 30: retryMax} {
+		for range 20 {
+			d := retryDelay(attempt)
+			assert.GreaterOrEqual(t, d, want/2, "attempt %d", attempt)
+			assert.LessOrEqual(t, d, want, "attempt %d", attempt)
+		}
+	}
+}
+
+// A permanent refusal is not retried: its spans are counted and logged as lost, and a
+// caller whose own forwarded spans were refused gets the error.
+func TestPermanentDownstreamRefusalIsCountedAsLostAndReachesTheCaller(t *testing.T) {
+	bad := consumererror.NewPermanent(errors.New("bad data"))
+	next := &flakyConsumer{errs: []error{bad, bad}}
+	h := newHarness(t, nil, next)
 	h.consume(makeTraces(threeSpanTrace(1)...))
 	h.tick(time.Second)
-	metadatatest.AssertEqualProcessorTraceconsistencyConsumeErrors(t, h.tel,
-		[]metricdata.DataPoint[int64]{{Value: 1}}, noTimes)
+	h.tick(time.Second)
+	assert.Equal(t, 1, next.callCount(), "not retried")
+	metadatatest.AssertEqualProcessorTraceconsistencySpansLost(t, h.tel,
+		[]metricdata.DataPoint[int64]{{Value: 3, Attributes: attribute.NewSet(attribute.String("cause", "downstream_permanent"))}}, noTimes)
 
-	// Also on the ConsumeTraces path: the late span's release fails, the caller sees no error.
-	h.consume(makeTraces(span{trace: 1, id: 4, parent: 1, service: "late"}))
-	metadatatest.AssertEqualProcessorTraceconsistencyConsumeErrors(t, h.tel,
-		[]metricdata.DataPoint[int64]{{Value: 2}}, noTimes)
+	// A late span is forwarded at once from the caller's goroutine: the caller learns.
+	err := h.p.ConsumeTraces(context.Background(), makeTraces(span{trace: 1, id: 4, parent: 1, service: "late"}))
+	require.Error(t, err)
+	assert.True(t, consumererror.IsPermanent(err), "%v", err)
+}
+
+// Shutdown passes everything on within its deadline even when the downstream never
+// answers: then it returns in time, counts and logs what is lost, and frees the engine.
+func TestShutdownWithABlockedDownstreamEndsInTimeAndCountsTheLoss(t *testing.T) {
+	h := newHarness(t, func(c *Config) { c.ShutdownTimeout = 200 * time.Millisecond }, consumer.Traces(&blockingConsumer{}))
+	h.consume(makeTraces(threeSpanTrace(1)...))
+	h.consume(makeTraces(threeSpanTrace(2)...))
+	start := time.Now()
+	err := h.p.Shutdown(context.Background())
+	require.Error(t, err)
+	assert.Less(t, time.Since(start), 5*time.Second, "shutdown_timeout bounds Shutdown")
+	metadatatest.AssertEqualProcessorTraceconsistencySpansLost(t, h.tel,
+		[]metricdata.DataPoint[int64]{{Value: 6, Attributes: attribute.NewSet(attribute.String("cause", "shutdown_timeout"))}}, noTimes)
+	h.p.mu.RLock()
+	defer h.p.mu.RUnlock()
+	assert.Nil(t, h.p.eng, "the engine is freed")
+}
+
+// No batch acknowledged while Shutdown runs is left behind: whatever ConsumeTraces accepted
+// (returned nil) arrives downstream, over many rounds of concurrent batches and shutdown.
+func TestShutdownIsAtomicWithConcurrentBatches(t *testing.T) {
+	for round := range 40 {
+		h := newHarness(t, func(c *Config) { c.MaxReleaseBatchSpans = 5 })
+		var acked [2]int
+		started := make(chan struct{}, 2)
+		var wg sync.WaitGroup
+		for w := range 2 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for i := range 100 {
+					id := byte(w*100 + i + 1)
+					if i == 5 {
+						started <- struct{}{}
+					}
+					if h.p.ConsumeTraces(context.Background(), makeTraces(threeSpanTrace(id)...)) == nil {
+						acked[w] += 3
+					}
+				}
+			}()
+		}
+		<-started
+		<-started
+		require.NoError(t, h.p.Shutdown(context.Background()))
+		wg.Wait()
+		assert.Equal(t, acked[0]+acked[1], spanCount(h.sink.AllTraces()), "round %d: acknowledged = delivered", round)
+	}
 }
 
 func TestRefusedBatchIsAPermanentErrorAndCounted(t *testing.T) {

@@ -219,7 +219,7 @@ func (g *Engine) Drain(maxSpans uint64) (*Release, error) {
 		buf := unsafe.Slice((*byte)(unsafe.Pointer(view.otlp)), int(view.otlp_len))
 		td, err := (&ptrace.ProtoUnmarshaler{}).UnmarshalTraces(buf)
 		if err != nil {
-			return nil, &Error{Code: CodeMalformedInput, Message: "decoding released OTLP: " + err.Error()}
+			return nil, &DecodeError{Spans: uint64(view.spans), Err: err}
 		}
 		out.Traces = td
 	} else {

@@ -54,7 +54,7 @@ func TestNestingLimitMatchesTheCollectorsDecoder(t *testing.T) {
 // The two cases by name: 90 levels pass, 110 are refused by both.
 func TestAttributeNested90DeepIsIngestedAnd110Refused(t *testing.T) {
 	g := newEngine(t, testConfig())
-	deep90 := encode(t, nestedBatch(45, 0)) // deepest level 91
+	deep90 := encode(t, nestedBatch(45, 0))  // deepest level 91
 	deep110 := encode(t, nestedBatch(55, 0)) // deepest level 111
 	_, err := (&ptrace.ProtoUnmarshaler{}).UnmarshalTraces(deep90)
 	require.NoError(t, err)

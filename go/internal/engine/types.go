@@ -166,6 +166,30 @@ type FindingCount struct {
 	Count   uint64
 }
 
+// ForwardedAtOnce reports whether the release holds spans forwarded without assembly (late
+// or unassembled), which came from the batch that released them.
+func (r *Release) ForwardedAtOnce() bool {
+	for _, u := range r.Units {
+		if !u.Reason.IsTrace() {
+			return true
+		}
+	}
+	return false
+}
+
+// DecodeError is a drained release that could not be decoded into pdata; its spans are
+// lost (the Rust buffer is freed).
+type DecodeError struct {
+	Spans uint64
+	Err   error
+}
+
+func (e *DecodeError) Error() string {
+	return fmt.Sprintf("decoding a released batch of %d spans: %v", e.Spans, e.Err)
+}
+
+func (e *DecodeError) Unwrap() error { return e.Err }
+
 // Release is one drained batch, decoded into Go memory.
 type Release struct {
 	Traces   ptrace.Traces

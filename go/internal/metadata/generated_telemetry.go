@@ -31,6 +31,7 @@ type TelemetryBuilder struct {
 	ProcessorTraceconsistencyBytesBuffered       metric.Int64Gauge
 	ProcessorTraceconsistencyConflictsDropped    metric.Int64Counter
 	ProcessorTraceconsistencyConsumeErrors       metric.Int64Counter
+	ProcessorTraceconsistencyDownstreamRetries   metric.Int64Counter
 	ProcessorTraceconsistencyDuplicatesDropped   metric.Int64Counter
 	ProcessorTraceconsistencyFindings            metric.Int64Counter
 	ProcessorTraceconsistencyHlcBackwardJumps    metric.Int64Counter
@@ -43,6 +44,7 @@ type TelemetryBuilder struct {
 	ProcessorTraceconsistencyMemory              metric.Int64Gauge
 	ProcessorTraceconsistencyReleaseAge          metric.Float64Histogram
 	ProcessorTraceconsistencySpansBuffered       metric.Int64Gauge
+	ProcessorTraceconsistencySpansLost           metric.Int64Counter
 	ProcessorTraceconsistencySpansReceived       metric.Int64Counter
 	ProcessorTraceconsistencySpansReleased       metric.Int64Counter
 	ProcessorTraceconsistencySpansUnassembled    metric.Int64Counter
@@ -105,8 +107,14 @@ func NewTelemetryBuilder(settings component.TelemetrySettings, options ...Teleme
 	errs = errors.Join(errs, err)
 	builder.ProcessorTraceconsistencyConsumeErrors, err = builder.meter.Int64Counter(
 		"otelcol_processor_traceconsistency_consume_errors",
-		metric.WithDescription("Releases the next consumer failed to accept; their spans did not reach it. [Alpha]"),
+		metric.WithDescription("Calls to the next consumer that failed, retryable or permanent (see processor_traceconsistency_downstream_retries and processor_traceconsistency_spans_lost). [Alpha]"),
 		metric.WithUnit("{release}"),
+	)
+	errs = errors.Join(errs, err)
+	builder.ProcessorTraceconsistencyDownstreamRetries, err = builder.meter.Int64Counter(
+		"otelcol_processor_traceconsistency_downstream_retries",
+		metric.WithDescription("Released batches the next consumer refused with a retryable error; they are kept and retried with exponential backoff, and while one waits no further data is drained. [Alpha]"),
+		metric.WithUnit("{batch}"),
 	)
 	errs = errors.Join(errs, err)
 	builder.ProcessorTraceconsistencyDuplicatesDropped, err = builder.meter.Int64Counter(
@@ -179,6 +187,12 @@ func NewTelemetryBuilder(settings component.TelemetrySettings, options ...Teleme
 	builder.ProcessorTraceconsistencySpansBuffered, err = builder.meter.Int64Gauge(
 		"otelcol_processor_traceconsistency_spans_buffered",
 		metric.WithDescription("Spans buffered, waiting for their trace to be released. [Alpha]"),
+		metric.WithUnit("{span}"),
+	)
+	errs = errors.Join(errs, err)
+	builder.ProcessorTraceconsistencySpansLost, err = builder.meter.Int64Counter(
+		"otelcol_processor_traceconsistency_spans_lost",
+		metric.WithDescription("Acknowledged spans that could not be delivered, by cause; each loss is also logged with its span count. [Alpha]"),
 		metric.WithUnit("{span}"),
 	)
 	errs = errors.Join(errs, err)

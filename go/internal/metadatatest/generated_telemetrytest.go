@@ -86,7 +86,7 @@ func AssertEqualProcessorTraceconsistencyConflictsDropped(t *testing.T, tt *comp
 func AssertEqualProcessorTraceconsistencyConsumeErrors(t *testing.T, tt *componenttest.Telemetry, dps []metricdata.DataPoint[int64], opts ...metricdatatest.Option) {
 	want := metricdata.Metrics{
 		Name:        "otelcol_processor_traceconsistency_consume_errors",
-		Description: "Releases the next consumer failed to accept; their spans did not reach it. [Alpha]",
+		Description: "Calls to the next consumer that failed, retryable or permanent (see processor_traceconsistency_downstream_retries and processor_traceconsistency_spans_lost). [Alpha]",
 		Unit:        "{release}",
 		Data: metricdata.Sum[int64]{
 			Temporality: metricdata.CumulativeTemporality,
@@ -95,6 +95,22 @@ func AssertEqualProcessorTraceconsistencyConsumeErrors(t *testing.T, tt *compone
 		},
 	}
 	got, err := tt.GetMetric("otelcol_processor_traceconsistency_consume_errors")
+	require.NoError(t, err)
+	metricdatatest.AssertEqual(t, want, got, opts...)
+}
+
+func AssertEqualProcessorTraceconsistencyDownstreamRetries(t *testing.T, tt *componenttest.Telemetry, dps []metricdata.DataPoint[int64], opts ...metricdatatest.Option) {
+	want := metricdata.Metrics{
+		Name:        "otelcol_processor_traceconsistency_downstream_retries",
+		Description: "Released batches the next consumer refused with a retryable error; they are kept and retried with exponential backoff, and while one waits no further data is drained. [Alpha]",
+		Unit:        "{batch}",
+		Data: metricdata.Sum[int64]{
+			Temporality: metricdata.CumulativeTemporality,
+			IsMonotonic: true,
+			DataPoints:  dps,
+		},
+	}
+	got, err := tt.GetMetric("otelcol_processor_traceconsistency_downstream_retries")
 	require.NoError(t, err)
 	metricdatatest.AssertEqual(t, want, got, opts...)
 }
@@ -280,6 +296,22 @@ func AssertEqualProcessorTraceconsistencySpansBuffered(t *testing.T, tt *compone
 		},
 	}
 	got, err := tt.GetMetric("otelcol_processor_traceconsistency_spans_buffered")
+	require.NoError(t, err)
+	metricdatatest.AssertEqual(t, want, got, opts...)
+}
+
+func AssertEqualProcessorTraceconsistencySpansLost(t *testing.T, tt *componenttest.Telemetry, dps []metricdata.DataPoint[int64], opts ...metricdatatest.Option) {
+	want := metricdata.Metrics{
+		Name:        "otelcol_processor_traceconsistency_spans_lost",
+		Description: "Acknowledged spans that could not be delivered, by cause; each loss is also logged with its span count. [Alpha]",
+		Unit:        "{span}",
+		Data: metricdata.Sum[int64]{
+			Temporality: metricdata.CumulativeTemporality,
+			IsMonotonic: true,
+			DataPoints:  dps,
+		},
+	}
+	got, err := tt.GetMetric("otelcol_processor_traceconsistency_spans_lost")
 	require.NoError(t, err)
 	metricdatatest.AssertEqual(t, want, got, opts...)
 }

@@ -24,6 +24,7 @@ func TestSetupTelemetry(t *testing.T) {
 	tb.ProcessorTraceconsistencyBytesBuffered.Record(context.Background(), 1)
 	tb.ProcessorTraceconsistencyConflictsDropped.Add(context.Background(), 1)
 	tb.ProcessorTraceconsistencyConsumeErrors.Add(context.Background(), 1)
+	tb.ProcessorTraceconsistencyDownstreamRetries.Add(context.Background(), 1)
 	tb.ProcessorTraceconsistencyDuplicatesDropped.Add(context.Background(), 1)
 	tb.ProcessorTraceconsistencyFindings.Add(context.Background(), 1)
 	tb.ProcessorTraceconsistencyHlcBackwardJumps.Add(context.Background(), 1)
@@ -36,6 +37,7 @@ func TestSetupTelemetry(t *testing.T) {
 	tb.ProcessorTraceconsistencyMemory.Record(context.Background(), 1)
 	tb.ProcessorTraceconsistencyReleaseAge.Record(context.Background(), 1)
 	tb.ProcessorTraceconsistencySpansBuffered.Record(context.Background(), 1)
+	tb.ProcessorTraceconsistencySpansLost.Add(context.Background(), 1)
 	tb.ProcessorTraceconsistencySpansReceived.Add(context.Background(), 1)
 	tb.ProcessorTraceconsistencySpansReleased.Add(context.Background(), 1)
 	tb.ProcessorTraceconsistencySpansUnassembled.Add(context.Background(), 1)
@@ -54,6 +56,9 @@ func TestSetupTelemetry(t *testing.T) {
 		[]metricdata.DataPoint[int64]{{Value: 1}},
 		metricdatatest.IgnoreTimestamp())
 	AssertEqualProcessorTraceconsistencyConsumeErrors(t, testTel,
+		[]metricdata.DataPoint[int64]{{Value: 1}},
+		metricdatatest.IgnoreTimestamp())
+	AssertEqualProcessorTraceconsistencyDownstreamRetries(t, testTel,
 		[]metricdata.DataPoint[int64]{{Value: 1}},
 		metricdatatest.IgnoreTimestamp())
 	AssertEqualProcessorTraceconsistencyDuplicatesDropped(t, testTel,
@@ -90,6 +95,9 @@ func TestSetupTelemetry(t *testing.T) {
 		[]metricdata.HistogramDataPoint[float64]{{}}, metricdatatest.IgnoreValue(),
 		metricdatatest.IgnoreTimestamp())
 	AssertEqualProcessorTraceconsistencySpansBuffered(t, testTel,
+		[]metricdata.DataPoint[int64]{{Value: 1}},
+		metricdatatest.IgnoreTimestamp())
+	AssertEqualProcessorTraceconsistencySpansLost(t, testTel,
 		[]metricdata.DataPoint[int64]{{Value: 1}},
 		metricdatatest.IgnoreTimestamp())
 	AssertEqualProcessorTraceconsistencySpansReceived(t, testTel,
