@@ -35,7 +35,7 @@ run: otelcol
 	mkdir -p build
 	./$(OTELCOL) --config examples/collector.yaml
 
-test: test-rust test-c test-go check-generated test-e2e
+test: test-rust test-c test-go check-generated test-observability test-e2e
 	@echo "make test: all suites passed"
 
 ## Rust unit and property tests; includes the header drift check (header_is_up_to_date).
@@ -59,6 +59,20 @@ test-go: $(LIB)
 ## mdatagen output committed in go/ must match what mdatagen generates now.
 check-generated:
 	bash go/tools/check-generated.sh
+
+## Prometheus rules and Grafana dashboard (examples/observability): promtool check and unit
+## tests, threshold mutations, scrape config, metric names against go/metadata.yaml.
+## Installs Debian's prometheus package (promtool) when promtool is missing.
+test-observability:
+	command -v promtool >/dev/null || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update && \
+	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends prometheus; }
+	cd examples/observability && promtool check config prometheus.yaml
+	cd examples/observability && promtool check rules rules.yaml
+	cd examples/observability && promtool test rules rules_test.yaml
+	python3 examples/observability/test_threshold_mutations.py
+	python3 examples/observability/check_metric_names.py
 
 test-e2e: otelcol
 	cd tests && $(GO) vet ./... && E2E_REQUIRED=1 OTELCOL_BIN=$(CURDIR)/$(OTELCOL) $(GO) test -count=1 -race -timeout 20m ./...

@@ -33,7 +33,8 @@ fn content<'a>(buf: &'a [u8], s: &SpanRec) -> Cow<'a, [u8]> {
     Cow::Owned(kept)
 }
 
-fn content_hash(key: &RandomState, buf: &[u8], s: &SpanRec) -> u64 {
+/// A keyed hash of the span's content as [`content`] gives it (`buf` holds its bytes).
+pub fn content_hash(key: &RandomState, buf: &[u8], s: &SpanRec) -> u64 {
     let raw = &buf[s.bytes.start as usize..s.bytes.end as usize];
     let mut h = key.build_hasher();
     let mut pos = 0;

@@ -14,7 +14,7 @@ use crate::hlc::STAMP_STR_LEN;
 use crate::index::Group;
 use crate::wire::{self, AnyValueRef};
 
-use super::dedupe::{drop_exact_duplicates, keep_latest};
+use super::dedupe::{content_hash, drop_exact_duplicates, keep_latest};
 use super::unit::Unit;
 use super::{FindingCount, Release, ReleasedInfo};
 
@@ -32,6 +32,8 @@ pub struct Emitted {
     pub release: Release,
     pub duplicates: u64,
     pub conflicts: u64,
+    /// Per released trace, the sorted content hashes of its spans (for the late cache).
+    pub released: Vec<(u128, Box<[u64]>)>,
 }
 
 impl Emitter {
@@ -40,11 +42,17 @@ impl Emitter {
         let mut release = Release::default();
         let mut duplicates = 0u64;
         let mut conflicts = 0u64;
+        let mut released = Vec::new();
         let mut finding_counts: HashMap<(FindingKind, String), u64> = HashMap::new();
         let mut plans: Vec<UnitPlan> = Vec::with_capacity(units.len());
         for unit in units.iter_mut() {
             if unit.reason.is_trace_release() {
                 duplicates += drop_exact_duplicates(unit, &self.dedupe_key);
+                // As received (before any skew shift below).
+                let mut hashes: Vec<u64> = unit.spans.iter().map(|s| content_hash(&self.dedupe_key, &unit.buf, s)).collect();
+                hashes.sort_unstable();
+                hashes.dedup();
+                released.push((unit.trace_id, hashes.into_boxed_slice()));
             }
             let report = if unit.reason.is_trace_release() {
                 check_trace(&unit.spans, &unit.groups, &self.check_cfg)
@@ -106,7 +114,7 @@ impl Emitter {
         let (otlp, spans) = self.encode(&units, &plans);
         release.otlp = otlp;
         release.spans = spans;
-        Emitted { release, duplicates, conflicts }
+        Emitted { release, duplicates, conflicts, released }
     }
 
     /// Encodes units as one request, grouping spans by resource and scope.

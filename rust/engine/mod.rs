@@ -95,6 +95,8 @@ pub struct IngestOutcome {
     pub late_dropped: u64,
     /// Spans with an invalid trace or span ID, forwarded at once with a finding.
     pub unassembled: u64,
+    /// Exact re-sends of spans already released with their trace, dropped.
+    pub resent: u64,
     /// Spans waiting in the ready queue after this call.
     pub ready_spans: u64,
 }
@@ -180,7 +182,8 @@ impl Engine {
         // at most an eighth of the memory bound.
         let late_cap = (cfg.late_cache_size as u64).min(cfg.max_buffered_bytes as u64 / 8 / memory::LATE_ENTRY_BYTES);
         let late_cap = (late_cap as usize).div_ceil(n).max(1);
-        let shards = (0..n).map(|_| Mutex::new(Shard::new(late_cap))).collect();
+        let late_byte_cap = (cfg.max_buffered_bytes as u64 / 8).div_ceil(n as u64);
+        let shards = (0..n).map(|_| Mutex::new(Shard::new(late_cap, late_byte_cap))).collect();
         let hlc = if cfg.hlc_enabled {
             let max_offset = cfg.hlc_max_offset_ns as u64;
             Some(match (cfg.hlc_restart, cfg.hlc_state_file.as_deref()) {
@@ -330,6 +333,7 @@ impl Engine {
         }
         self.c.add(stat!(late_forwarded), out.late_forwarded);
         self.c.add(stat!(late_dropped), out.late_dropped);
+        self.c.add(stat!(duplicates_dropped), out.resent);
         out.ready_spans = self.c.get(stat!(ready_spans));
         Ok(out)
     }
@@ -356,7 +360,16 @@ impl Engine {
             let run = &valid[start as usize..end as usize];
             let id = u128::from_be_bytes(batch.trace_ids[run[0] as usize]);
             if shard.late.contains(id) {
-                late.extend_from_slice(run);
+                // A span of a released trace: an exact re-send of a released span (a retry
+                // after release) is a duplicate; anything else is late.
+                for &i in run {
+                    let h = dedupe::content_hash(&self.emitter.dedupe_key, data, &batch.spans[i as usize]);
+                    if shard.late.is_resend(id, h) {
+                        out.resent += 1;
+                    } else {
+                        late.push(i);
+                    }
+                }
                 continue;
             }
             shard.insert_run(id, run, batch, data, now);
@@ -479,6 +492,12 @@ impl Engine {
             return None;
         }
         let emitted = self.emitter.emit(units);
+        // What the late caches need to recognise re-sends of these traces' spans.
+        for (id, hashes) in emitted.released {
+            let mut shard = lock(&self.shards[self.shard_of(id)]);
+            shard.late.set_hashes(id, hashes);
+            self.sync(&mut shard);
+        }
         self.c.add(stat!(duplicates_dropped), emitted.duplicates);
         self.c.add(stat!(conflicts_dropped), emitted.conflicts);
         // The units are freed by now: their bytes leave the count.

@@ -3,13 +3,14 @@
 //! under the shard's lock and costs at most `O(k log k)` in the `k` spans, groups or traces
 //! it touches.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::hash::RandomState;
+use std::mem::size_of;
 
 use crate::findings::ReleaseReason;
 use crate::index::{Group, ScannedBatch, SpanRec};
 
-use super::memory::{deque_bytes, groups_bytes, map_slot, rec_heap, set_slot, REC_BYTES};
+use super::memory::{deque_bytes, groups_bytes, map_slot, rec_heap, REC_BYTES};
 use super::unit::Unit;
 
 /// Below these sizes a trace's storage grows exactly (per batch); above, by doubling.
@@ -86,32 +87,58 @@ impl Trace {
     }
 }
 
-/// Trace IDs of released traces, to recognise their late spans. Bounded by count; the oldest
-/// is forgotten first.
+/// Trace IDs of released traces, to recognise their late spans, each with the sorted content
+/// hashes of the spans it was released with, to recognise an exact re-send of one of them (a
+/// retry after release). Bounded by count and by bytes; the oldest is forgotten first. The
+/// hashes arrive after the release (they are computed on drain, outside the lock): a re-send
+/// in between is forwarded as a late span.
 pub struct LateCache {
-    set: HashSet<u128, RandomState>,
+    map: HashMap<u128, Box<[u64]>, RandomState>,
     order: VecDeque<u128>,
     cap: usize,
+    byte_cap: u64,
+    hash_bytes: u64,
 }
 
 impl LateCache {
     pub fn contains(&self, id: u128) -> bool {
-        self.set.contains(&id)
+        self.map.contains_key(&id)
+    }
+
+    /// Whether a span with content hash `h` was released with trace `id`.
+    pub fn is_resend(&self, id: u128, h: u64) -> bool {
+        self.map.get(&id).is_some_and(|hs| hs.binary_search(&h).is_ok())
     }
 
     fn insert(&mut self, id: u128) {
-        if self.set.insert(id) {
+        if !self.map.contains_key(&id) {
+            self.map.insert(id, Box::default());
             self.order.push_back(id);
-            while self.order.len() > self.cap {
-                if let Some(old) = self.order.pop_front() {
-                    self.set.remove(&old);
-                }
+            self.evict();
+        }
+    }
+
+    /// Records the content hashes (sorted) trace `id` was released with.
+    pub fn set_hashes(&mut self, id: u128, hashes: Box<[u64]>) {
+        if let Some(slot) = self.map.get_mut(&id) {
+            self.hash_bytes += (hashes.len() * size_of::<u64>()) as u64;
+            self.hash_bytes -= (slot.len() * size_of::<u64>()) as u64;
+            *slot = hashes;
+            self.evict();
+        }
+    }
+
+    fn evict(&mut self) {
+        while self.order.len() > self.cap || (self.hash_bytes > self.byte_cap && self.order.len() > 1) {
+            let Some(old) = self.order.pop_front() else { break };
+            if let Some(hs) = self.map.remove(&old) {
+                self.hash_bytes -= (hs.len() * size_of::<u64>()) as u64;
             }
         }
     }
 
     pub fn bytes(&self) -> u64 {
-        self.set.capacity() as u64 * set_slot::<u128>() + deque_bytes(&self.order)
+        self.map.capacity() as u64 * map_slot::<u128, Box<[u64]>>() + deque_bytes(&self.order) + self.hash_bytes
     }
 }
 
@@ -139,11 +166,11 @@ pub struct Report {
 }
 
 impl Shard {
-    pub fn new(late_cap: usize) -> Shard {
+    pub fn new(late_cap: usize, late_byte_cap: u64) -> Shard {
         Shard {
             traces: HashMap::default(),
             fifo: VecDeque::new(),
-            late: LateCache { set: HashSet::default(), order: VecDeque::new(), cap: late_cap },
+            late: LateCache { map: HashMap::default(), order: VecDeque::new(), cap: late_cap, byte_cap: late_byte_cap, hash_bytes: 0 },
             spans: 0,
             held: Mem::default(),
             next_gen: 0,
@@ -242,7 +269,7 @@ impl Shard {
         if self.fifo.capacity() > 64 && self.fifo.len() < self.fifo.capacity() / 4 {
             self.fifo.shrink_to(self.fifo.len() * 2);
         }
-        Some(Unit::from_trace(reason, trace.spans, trace.buf, trace.groups, now.saturating_sub(trace.first_seen), mem.total()))
+        Some(Unit::from_trace(id, reason, trace.spans, trace.buf, trace.groups, now.saturating_sub(trace.first_seen), mem.total()))
     }
 
     /// The oldest buffered trace.

@@ -243,6 +243,54 @@ fn late_cache_is_bounded() {
 }
 
 #[test]
+fn an_exact_resend_after_release_is_a_duplicate_and_a_new_span_is_late() {
+    let e = Engine::new(cfg()).unwrap();
+    let b = T0 - SEC;
+    let trace = complete_trace(1);
+    e.ingest(&request(vec![("a", trace.clone())]), T0).unwrap();
+    e.tick(T0 + 2 * SEC);
+    assert_eq!(drain_all(&e).0.len(), trace.len());
+    // The client retries the whole batch after the release (its ack was lost), with a new
+    // span of the trace beside it; an upstream tier's stamp on a re-send does not matter.
+    let mut resent = trace.clone();
+    resent[0].attributes.push(kv(crate::attrs::ATTR_HLC, "01790000000000000000.0000000001"));
+    resent.push(span(1, 9, 1, b, b + 1));
+    let r = e.ingest(&request(vec![("a", resent)]), T0 + 3 * SEC).unwrap();
+    assert_eq!(r.resent, trace.len() as u64, "the released spans are recognised");
+    assert_eq!(r.late_forwarded, 1, "the new span is late");
+    let (out, units, _) = drain_all(&e);
+    assert_eq!(out.len(), 1);
+    assert_eq!(units[0].reason, ReleaseReason::Late);
+    assert_eq!(e.stats().duplicates_dropped, trace.len() as u64);
+    // A changed span with a released span ID is not a re-send: it is forwarded late.
+    let mut changed = trace[1].clone();
+    changed.name = "renamed".into();
+    let r = e.ingest(&request(vec![("a", vec![changed])]), T0 + 4 * SEC).unwrap();
+    assert_eq!((r.resent, r.late_forwarded), (0, 1));
+}
+
+#[test]
+fn the_late_cache_is_bounded_by_bytes_too_and_counted() {
+    // A bound of 64 KiB gives the late cache 8 KiB: 100-span traces (800 bytes of hashes
+    // each) push the oldest out long before the count of 100,000 IDs is reached.
+    let e = Engine::new(Config { num_shards: 1, max_buffered_bytes: 64 << 10, ..cfg() }).unwrap();
+    let b = T0 - SEC;
+    for t in 1..=40u64 {
+        let spans: Vec<Span> = (1..=100).map(|i| span(t, i, if i == 1 { 0 } else { 1 }, b, b + 1)).collect();
+        e.ingest(&request(vec![("a", spans)]), T0).unwrap();
+        e.tick(T0 + 2 * SEC);
+        drain_all(&e);
+        let s = e.stats();
+        assert!(s.memory_late_cache_bytes <= 16 << 10, "{s:?}");
+    }
+    // Trace 1 was forgotten: its span starts a new trace; trace 40 is remembered.
+    let r = e.ingest(&request(vec![("a", vec![span(1, 500, 1, b, b + 1)])]), T0 + 3 * SEC).unwrap();
+    assert_eq!((r.buffered, r.late_forwarded), (1, 0));
+    let r = e.ingest(&request(vec![("a", vec![span(40, 500, 1, b, b + 1)])]), T0 + 3 * SEC).unwrap();
+    assert_eq!((r.buffered, r.late_forwarded), (0, 1));
+}
+
+#[test]
 fn exact_duplicates_are_dropped_and_conflicts_kept() {
     let e = Engine::new(cfg()).unwrap();
     let tr = complete_trace(1);

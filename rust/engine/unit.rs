@@ -9,6 +9,8 @@ use crate::index::{Group, SpanRec};
 use super::memory::{groups_bytes, rec_heap, REC_BYTES};
 
 pub struct Unit {
+    /// The trace's ID (0 for spans forwarded without assembly).
+    pub trace_id: u128,
     pub reason: ReleaseReason,
     pub spans: Vec<SpanRec>,
     pub buf: Vec<u8>,
@@ -19,13 +21,13 @@ pub struct Unit {
 }
 
 impl Unit {
-    pub fn from_trace(reason: ReleaseReason, spans: Vec<SpanRec>, buf: Vec<u8>, groups: Vec<Group>, age_ns: u64, held: u64) -> Unit {
-        Unit { reason, spans, buf, groups, age_ns, bytes: held + size_of::<Unit>() as u64 }
+    pub fn from_trace(trace_id: u128, reason: ReleaseReason, spans: Vec<SpanRec>, buf: Vec<u8>, groups: Vec<Group>, age_ns: u64, held: u64) -> Unit {
+        Unit { trace_id, reason, spans, buf, groups, age_ns, bytes: held + size_of::<Unit>() as u64 }
     }
 
     /// The spans `idx` of a scanned batch (span bytes in `data`), copied out.
     pub fn from_batch(data: &[u8], groups: &[Group], spans: &[SpanRec], idx: &[u32], reason: ReleaseReason) -> Unit {
-        let mut unit = Unit { reason, spans: Vec::with_capacity(idx.len()), buf: Vec::new(), groups: Vec::new(), age_ns: 0, bytes: 0 };
+        let mut unit = Unit { trace_id: 0, reason, spans: Vec::with_capacity(idx.len()), buf: Vec::new(), groups: Vec::new(), age_ns: 0, bytes: 0 };
         unit.buf.reserve_exact(idx.iter().map(|&i| spans[i as usize].len()).sum());
         let mut map: Vec<Option<u32>> = vec![None; groups.len()];
         let mut extra = 0u64;

@@ -1,4 +1,4 @@
-// Package bench holds the processor-level benchmarks of issue 6: the same generated
+// Package bench holds the processor-level benchmarks (results in BENCHMARKS.md): the same generated
 // workload (package tracegen: several resources, 5–50 spans per trace, ~10 attributes per
 // span) pushed through
 //

@@ -19,6 +19,8 @@ import (
 
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
+
+	"github.com/traceconsistency/traceconsistency/tests/internal/names"
 )
 
 // The buffer-memory study: hold N traces in a processor (waits of 10 minutes: nothing is
@@ -259,8 +261,8 @@ func measureMemory(spec procSpec, traces int) (memResult, error) {
 	r.AllocBytes = d.allocated
 	r.Released = sink.spans.Load()
 	time.Sleep(250 * time.Millisecond) // a release tick records the buffer gauges
-	r.EngineSpans = gaugeValue(reader, "otelcol_processor_traceconsistency_spans_buffered")
-	r.EngineBytes = gaugeValue(reader, "otelcol_processor_traceconsistency_bytes_buffered")
+	r.EngineSpans = gaugeValue(reader, names.MetricSpansBuffered)
+	r.EngineBytes = gaugeValue(reader, names.MetricBytesBuffered)
 
 	r.HeapHeld, r.ScanHeld = heapAfterGC()
 	// One more full GC, timed: its mark phase walks the whole live heap, as every GC cycle

@@ -8,31 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"go.opentelemetry.io/collector/pdata/pcommon"
-	"go.opentelemetry.io/collector/pdata/ptrace"
-
 	"github.com/traceconsistency/traceconsistency/tests/tracegen"
-)
-
-// More attribute keys written by the processor (see README.md, "What it writes").
-const (
-	attrHLCUpstream       = "consistency.hlc.upstream"
-	attrTraceStatus       = "consistency.trace.status"
-	attrTraceFindings     = "consistency.trace.findings"
-	attrMissingParentIDs  = "consistency.trace.missing_parent_ids"
-	attrSpanFindings      = "consistency.span.findings"
-	metricPrefix          = "otelcol_processor_traceconsistency_"
-	metricSpansBuffered   = metricPrefix + "spans_buffered"
-	metricTracesBuffered  = metricPrefix + "traces_buffered"
-	metricTracesReleased  = metricPrefix + "traces_released"
-	metricSpansReleased   = metricPrefix + "spans_released"
-	metricSpansReceived   = metricPrefix + "spans_received"
-	metricFindings        = metricPrefix + "findings"
-	metricDuplicates      = metricPrefix + "duplicates_dropped"
-	metricUnassembled     = metricPrefix + "spans_unassembled"
-	metricReleaseAgeCount = metricPrefix + "release_age_count"
-	metricFutureTS        = metricPrefix + "hlc_future_timestamps"
-	metricAcceptedSpans   = "otelcol_receiver_accepted_spans"
 )
 
 // stampRe is the fixed-width HLC stamp: 20-digit wall ns, '.', 10-digit logical.
@@ -44,39 +20,6 @@ func requireProcessor(t *testing.T) {
 	if WithoutProcessor() {
 		t.Skipf("%s=1: this test needs the traceconsistency processor", EnvWithoutProcessor)
 	}
-}
-
-// tcYAML is TraceConsistencyYAML with the HLC restart wait switched off (the
-// tests send right after start; the 500ms wait would only slow them down).
-func tcYAML(knobs ...string) string {
-	return TraceConsistencyYAML(append(slices.Clone(knobs), "hlc: {restart_strategy: none}")...)
-}
-
-// attrStrings returns a span attribute as a list of strings: the elements of
-// a slice value, or the single value of a scalar.
-func attrStrings(sp ptrace.Span, key string) ([]string, bool) {
-	v, ok := sp.Attributes().Get(key)
-	if !ok {
-		return nil, false
-	}
-	if v.Type() != pcommon.ValueTypeSlice {
-		return []string{v.AsString()}, true
-	}
-	s := v.Slice()
-	out := make([]string, 0, s.Len())
-	for i := 0; i < s.Len(); i++ {
-		out = append(out, s.At(i).AsString())
-	}
-	return out, true
-}
-
-// traceAttrStrings is attrStrings on the trace head (root, else earliest).
-func traceAttrStrings(recs []SpanRecord, key string) ([]string, bool) {
-	head, ok := TraceHead(recs)
-	if !ok {
-		return nil, false
-	}
-	return attrStrings(head.Span, key)
 }
 
 // lineSet returns the distinct output lines the records are on, sorted.

@@ -7,12 +7,14 @@ import (
 
 	"go.opentelemetry.io/collector/pdata/pcommon"
 
+	"github.com/traceconsistency/traceconsistency/tests/internal/names"
 	"github.com/traceconsistency/traceconsistency/tests/tracegen"
 )
 
-// TestAgentQueueSurvivesRestartWhileGatewayIsDown: the seed's "async replication with
-// retries" lives in the exporter's sending queue, persistent on file_storage
-// (PRODUCT.md, §5.1). The agent assembles and releases traces while the gateway is
+// TestAgentQueueSurvivesRestartWhileGatewayIsDown: delivery between tiers, with retries,
+// is the exporter's job, not the processor's: a sending queue persistent on file_storage
+// (README.md, "Behaviour to know", downstream failures; examples/collector-agent.yaml).
+// The agent assembles and releases traces while the gateway is
 // unreachable; they wait in the persistent queue; the agent is stopped and started again;
 // once the gateway is up every span arrives there exactly once, each trace whole.
 func TestAgentQueueSurvivesRestartWhileGatewayIsDown(t *testing.T) {
@@ -24,7 +26,7 @@ func TestAgentQueueSurvivesRestartWhileGatewayIsDown(t *testing.T) {
 	queueDir := t.TempDir()
 	agentOpts := func() ConfigOptions {
 		return ConfigOptions{
-			ProcessorsYAML: tcYAML("quiet_period: 200ms", "release_tick: 50ms", "idle_timeout: 2s"),
+			ProcessorsYAML: TraceConsistencyYAML("quiet_period: 200ms", "release_tick: 50ms", "idle_timeout: 2s", NoRestartWait),
 			ExtraExportersYAML: fmt.Sprintf(`otlp_grpc/gateway:
   endpoint: %s
   tls:
@@ -49,14 +51,14 @@ func TestAgentQueueSurvivesRestartWhileGatewayIsDown(t *testing.T) {
 	want := res.Truth.Records()
 	// Every span released by the processor into the (unreachable) exporter's queue.
 	agent.WaitForMetrics(30*time.Second, "all spans released to the exporter", func(m Metrics) bool {
-		return int(m.Sum("otelcol_processor_traceconsistency_spans_released")) == want
+		return int(m.Sum(names.MetricSpansReleased)) == want
 	})
 	if err := agent.Stop(); err != nil {
 		t.Fatalf("stopping the agent: %v", err)
 	}
 
 	gatewayOpts := ConfigOptions{
-		ProcessorsYAML: tcYAML("quiet_period: 200ms", "release_tick: 50ms", "idle_timeout: 2s"),
+		ProcessorsYAML: TraceConsistencyYAML("quiet_period: 200ms", "release_tick: 50ms", "idle_timeout: 2s", NoRestartWait),
 		OTLPEndpoint:   gatewayAddr,
 	}
 	gateway := StartCollectorWith(t, gatewayOpts)

@@ -8,18 +8,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/traceconsistency/traceconsistency/tests/internal/names"
 	"github.com/traceconsistency/traceconsistency/tests/tracegen"
 )
-
-// Attribute keys written by the traceconsistency processor.
-const (
-	attrReleaseReason = "consistency.trace.release_reason"
-	attrSpanCount     = "consistency.trace.span_count"
-	attrLate          = "consistency.span.late"
-	attrHLC           = "consistency.hlc"
-)
-
-var releaseReasons = []string{"complete", "idle_timeout", "max_age", "memory_pressure", "span_limit", "shutdown"}
 
 // errorLimiter reports at most max errors of one kind, then a count.
 type errorLimiter struct {
@@ -112,26 +103,26 @@ func TestEveryspanArrivesExactlyOnceAndTracesStayTogether(t *testing.T) {
 		if len(lineSet) != 1 {
 			el.Errorf("trace split", "trace %s (%d spans) arrived in %d lines %v, want 1", tt.TraceID, len(trecs), len(lineSet), lineSet)
 		}
-		reason, ok := FindTraceAttr(trecs, attrReleaseReason)
+		reason, ok := FindTraceAttr(trecs, names.AttrReleaseReason)
 		reasons[reason]++
 		switch {
 		case !ok:
-			el.Errorf("no release reason", "trace %s has no %s", tt.TraceID, attrReleaseReason)
-		case !slices.Contains(releaseReasons, reason):
-			el.Errorf("bad release reason", "trace %s: %s=%q, want one of %v", tt.TraceID, attrReleaseReason, reason, releaseReasons)
+			el.Errorf("no release reason", "trace %s has no %s", tt.TraceID, names.AttrReleaseReason)
+		case !slices.Contains(names.ReleaseReasons, reason):
+			el.Errorf("bad release reason", "trace %s: %s=%q, want one of %v", tt.TraceID, names.AttrReleaseReason, reason, names.ReleaseReasons)
 		case reason != "complete":
 			el.Errorf("not complete", "healthy trace %s released as %q, want complete", tt.TraceID, reason)
 		}
-		if n, ok := FindTraceAttr(trecs, attrSpanCount); !ok {
-			el.Errorf("no span count", "trace %s has no %s", tt.TraceID, attrSpanCount)
+		if n, ok := FindTraceAttr(trecs, names.AttrSpanCount); !ok {
+			el.Errorf("no span count", "trace %s has no %s", tt.TraceID, names.AttrSpanCount)
 		} else if n != fmt.Sprint(len(tt.Spans)) {
-			el.Errorf("wrong span count", "trace %s: %s=%s, want %d", tt.TraceID, attrSpanCount, n, len(tt.Spans))
+			el.Errorf("wrong span count", "trace %s: %s=%s, want %d", tt.TraceID, names.AttrSpanCount, n, len(tt.Spans))
 		}
 		for _, r := range trecs {
-			if v, ok := AttrString(r.Span, attrHLC); !ok || v == "" {
-				el.Errorf("no hlc", "span %v has no %s", r.Key, attrHLC)
+			if v, ok := AttrString(r.Span, names.AttrHLC); !ok || v == "" {
+				el.Errorf("no hlc", "span %v has no %s", r.Key, names.AttrHLC)
 			}
-			if v, ok := AttrString(r.Span, attrLate); ok && v == "true" {
+			if v, ok := AttrString(r.Span, names.AttrLate); ok && v == "true" {
 				el.Errorf("late", "span %v marked late in a trace sent at once", r.Key)
 			}
 		}
@@ -248,9 +239,9 @@ func TestCompleteTraceLeavesQuicklyIncompleteWaitsForIdle(t *testing.T) {
 				seenAt = r.SeenAt
 			}
 		}
-		reason, ok := FindTraceAttr(recs, attrReleaseReason)
+		reason, ok := FindTraceAttr(recs, names.AttrReleaseReason)
 		if !ok || reason != wantReason {
-			t.Errorf("trace %s: %s=%q (present %v), want %q", tr.TraceID, attrReleaseReason, reason, ok, wantReason)
+			t.Errorf("trace %s: %s=%q (present %v), want %q", tr.TraceID, names.AttrReleaseReason, reason, ok, wantReason)
 		}
 		return seenAt.Sub(t0)
 	}

@@ -8,6 +8,7 @@ import (
 
 	"go.opentelemetry.io/collector/pdata/pcommon"
 
+	"github.com/traceconsistency/traceconsistency/tests/internal/names"
 	"github.com/traceconsistency/traceconsistency/tests/tracegen"
 )
 
@@ -61,7 +62,7 @@ func TestBrokenTracesCarryFindings(t *testing.T) {
 }
 
 func testBrokenTraces(t *testing.T, mode string) {
-	c := StartCollector(t, tcYAML("quiet_period: 1s", "release_tick: 50ms", "idle_timeout: 2s"))
+	c := StartCollector(t, TraceConsistencyYAML("quiet_period: 1s", "release_tick: 50ms", "idle_timeout: 2s", NoRestartWait))
 	kinds := tracegen.AllBrokenKinds()
 	// Every other trace broken, each kind twice. The traces end 10s in the
 	// past so that skewed_child's +2s shift stays behind the collector's
@@ -100,8 +101,8 @@ func testBrokenTraces(t *testing.T, mode string) {
 	// Nothing lost: every record sent arrives, minus the exact duplicates.
 	checkCounts(el, recs, wantCounts)
 	for _, r := range recs {
-		if v, ok := AttrString(r.Span, attrHLC); !ok || !stampRe.MatchString(v) {
-			el.Errorf("bad hlc", "span %v: %s=%q (present %v)", r.Key, attrHLC, v, ok)
+		if v, ok := AttrString(r.Span, names.AttrHLC); !ok || !stampRe.MatchString(v) {
+			el.Errorf("bad hlc", "span %v: %s=%q (present %v)", r.Key, names.AttrHLC, v, ok)
 		}
 	}
 
@@ -131,19 +132,19 @@ func testBrokenTraces(t *testing.T, mode string) {
 		if ls := lineSet(assembled); len(ls) != 1 {
 			el.Errorf("trace split", "%s trace %s (%d spans) is on lines %v, want one", name, tt.TraceID, len(assembled), ls)
 		}
-		reason, _ := FindTraceAttr(assembled, attrReleaseReason)
+		reason, _ := FindTraceAttr(assembled, names.AttrReleaseReason)
 		if reason != exp.reason {
-			el.Errorf("release reason", "%s trace %s: %s=%q, want %q", name, tt.TraceID, attrReleaseReason, reason, exp.reason)
+			el.Errorf("release reason", "%s trace %s: %s=%q, want %q", name, tt.TraceID, names.AttrReleaseReason, reason, exp.reason)
 		}
-		status, _ := FindTraceAttr(assembled, attrTraceStatus)
-		traceFindings, _ := traceAttrStrings(assembled, attrTraceFindings)
+		status, _ := FindTraceAttr(assembled, names.AttrTraceStatus)
+		traceFindings, _ := traceAttrStrings(assembled, names.AttrTraceFindings)
 
 		if !broken {
 			if status != "consistent" || len(traceFindings) > 0 {
 				el.Errorf("healthy inconsistent", "healthy trace %s: status %q, findings %v", tt.TraceID, status, traceFindings)
 			}
 			for _, r := range trecs {
-				if f, ok := attrStrings(r.Span, attrSpanFindings); ok {
+				if f, ok := attrStrings(r.Span, names.AttrSpanFindings); ok {
 					el.Errorf("healthy span finding", "span %v of healthy trace %s has findings %v", r.Key, tt.TraceID, f)
 				}
 			}
@@ -152,16 +153,16 @@ func testBrokenTraces(t *testing.T, mode string) {
 
 		for _, k := range exp.trace {
 			if !slices.Contains(traceFindings, k) {
-				el.Errorf("missing trace finding", "%s trace %s: %s=%v lacks %q", name, tt.TraceID, attrTraceFindings, traceFindings, k)
+				el.Errorf("missing trace finding", "%s trace %s: %s=%v lacks %q", name, tt.TraceID, names.AttrTraceFindings, traceFindings, k)
 			}
 		}
 		if len(exp.trace) > 0 && status != "inconsistent" {
-			el.Errorf("status", "%s trace %s: %s=%q, want inconsistent", name, tt.TraceID, attrTraceStatus, status)
+			el.Errorf("status", "%s trace %s: %s=%q, want inconsistent", name, tt.TraceID, names.AttrTraceStatus, status)
 		}
 		affected := byKey[tt.Affected]
 		var affFindings [][]string
 		for _, r := range affected {
-			f, _ := attrStrings(r.Span, attrSpanFindings)
+			f, _ := attrStrings(r.Span, names.AttrSpanFindings)
 			affFindings = append(affFindings, f)
 		}
 		t.Logf("%-21s trace %s: reason %s, status %s, trace findings %v; affected span %v x%d, span findings %v",
@@ -170,26 +171,26 @@ func testBrokenTraces(t *testing.T, mode string) {
 			el.Errorf("affected missing", "%s trace %s: affected span %v did not arrive", name, tt.TraceID, tt.Affected)
 		}
 		for _, r := range affected {
-			f, _ := attrStrings(r.Span, attrSpanFindings)
+			f, _ := attrStrings(r.Span, names.AttrSpanFindings)
 			for _, k := range exp.span {
 				if !slices.Contains(f, k) {
-					el.Errorf("missing span finding", "%s trace %s: affected span %v has %s=%v, lacks %q", name, tt.TraceID, r.Key, attrSpanFindings, f, k)
+					el.Errorf("missing span finding", "%s trace %s: affected span %v has %s=%v, lacks %q", name, tt.TraceID, r.Key, names.AttrSpanFindings, f, k)
 				}
 			}
 		}
 
 		switch tt.Broken {
 		case tracegen.MissingParent:
-			ids, _ := traceAttrStrings(assembled, attrMissingParentIDs)
+			ids, _ := traceAttrStrings(assembled, names.AttrMissingParentIDs)
 			if !slices.Contains(ids, tt.MissingParentID.String()) {
-				el.Errorf("missing parent id", "trace %s: %s=%v lacks the never-sent parent %s", tt.TraceID, attrMissingParentIDs, ids, tt.MissingParentID)
+				el.Errorf("missing parent id", "trace %s: %s=%v lacks the never-sent parent %s", tt.TraceID, names.AttrMissingParentIDs, ids, tt.MissingParentID)
 			}
 		case tracegen.DuplicateSpan:
 			if len(affected) != 1 {
 				el.Errorf("retry kept", "trace %s: the exactly duplicated span %v arrived %d times, want once", tt.TraceID, tt.Affected, len(affected))
 			}
 			for _, r := range affected {
-				if f, ok := attrStrings(r.Span, attrSpanFindings); ok {
+				if f, ok := attrStrings(r.Span, names.AttrSpanFindings); ok {
 					el.Errorf("retry flagged", "trace %s: an exact retry is not a conflict, but span %v has findings %v", tt.TraceID, r.Key, f)
 				}
 			}

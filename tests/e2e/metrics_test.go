@@ -4,6 +4,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/traceconsistency/traceconsistency/tests/internal/names"
 )
 
 // These tests cover the metrics helpers and the config rendering additions;
@@ -27,27 +29,27 @@ otelcol_receiver_accepted_spans{receiver="otlp",transport="grpc"} 846
 	if len(m.Samples) != 6 {
 		t.Fatalf("got %d samples, want 6: %+v", len(m.Samples), m.Samples)
 	}
-	if got := m.Sum(metricTracesReleased); got != 27 {
+	if got := m.Sum(names.MetricTracesReleased); got != 27 {
 		t.Errorf("Sum(traces_released) = %v", got)
 	}
-	if got := m.Sum(metricTracesReleased, "reason", "idle_timeout"); got != 2 {
+	if got := m.Sum(names.MetricTracesReleased, "reason", "idle_timeout"); got != 2 {
 		t.Errorf("Sum(traces_released, idle_timeout) = %v", got)
 	}
 	// _total suffix accepted; escapes decoded.
-	f := m.Find(metricFindings, "kind", "clock_skew")
+	f := m.Find(names.MetricFindings, "kind", "clock_skew")
 	if len(f) != 1 || f[0].Value != 3 || f[0].Labels["service_name"] != `a "b"\c` {
 		t.Errorf("Find(findings) = %+v", f)
 	}
-	if !m.Has(metricSpansBuffered) || m.Sum(metricSpansBuffered) != 0 {
+	if !m.Has(names.MetricSpansBuffered) || m.Sum(names.MetricSpansBuffered) != 0 {
 		t.Errorf("spans_buffered not found as 0")
 	}
-	if m.Has(metricSpansBuffered, "reason", "x") {
+	if m.Has(names.MetricSpansBuffered, "reason", "x") {
 		t.Errorf("Has with a non-matching label returned true")
 	}
-	if got := m.LabelValues(metricTracesReleased, "reason"); !slices.Equal(got, []string{"complete", "idle_timeout"}) {
+	if got := m.LabelValues(names.MetricTracesReleased, "reason"); !slices.Equal(got, []string{"complete", "idle_timeout"}) {
 		t.Errorf("LabelValues = %v", got)
 	}
-	if got := m.Sum(metricAcceptedSpans); got != 846 {
+	if got := m.Sum(names.MetricAcceptedSpans); got != 846 {
 		t.Errorf("accepted spans = %v", got)
 	}
 	if g := m.Grep("spans_buffered"); !strings.Contains(g, "spans_buffered 0") {

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/traceconsistency/traceconsistency/tests/internal/names"
 	"github.com/traceconsistency/traceconsistency/tests/tracegen"
 )
 
@@ -18,7 +19,7 @@ import (
 // with reason shutdown.
 func TestShutdownReleasesEverything(t *testing.T) {
 	requireProcessor(t)
-	c := StartCollector(t, tcYAML("quiet_period: 1m", "idle_timeout: 1m", "max_age: 2m", "release_tick: 50ms"))
+	c := StartCollector(t, TraceConsistencyYAML("quiet_period: 1m", "idle_timeout: 1m", "max_age: 2m", "release_tick: 50ms", NoRestartWait))
 
 	// Healthy traces plus some incomplete ones (they would wait for
 	// idle_timeout), all of which shutdown must release.
@@ -35,15 +36,15 @@ func TestShutdownReleasesEverything(t *testing.T) {
 	}
 
 	m := c.WaitForMetrics(20*time.Second, strconv.Itoa(res.Spans)+" spans buffered", func(m Metrics) bool {
-		return m.Sum(metricSpansBuffered) == float64(res.Spans)
+		return m.Sum(names.MetricSpansBuffered) == float64(res.Spans)
 	})
-	t.Logf("metrics: %s=%v %s=%v %s=%v", metricSpansBuffered, m.Sum(metricSpansBuffered),
-		metricTracesBuffered, m.Sum(metricTracesBuffered), metricAcceptedSpans, m.Sum(metricAcceptedSpans))
-	if got := m.Sum(metricTracesBuffered); got != float64(len(truth.Traces)) {
-		t.Errorf("%s = %v, want %d", metricTracesBuffered, got, len(truth.Traces))
+	t.Logf("metrics: %s=%v %s=%v %s=%v", names.MetricSpansBuffered, m.Sum(names.MetricSpansBuffered),
+		names.MetricTracesBuffered, m.Sum(names.MetricTracesBuffered), names.MetricAcceptedSpans, m.Sum(names.MetricAcceptedSpans))
+	if got := m.Sum(names.MetricTracesBuffered); got != float64(len(truth.Traces)) {
+		t.Errorf("%s = %v, want %d", names.MetricTracesBuffered, got, len(truth.Traces))
 	}
-	if got := m.Sum(metricAcceptedSpans); got != float64(res.Spans) {
-		t.Errorf("%s = %v, want %d", metricAcceptedSpans, got, res.Spans)
+	if got := m.Sum(names.MetricAcceptedSpans); got != float64(res.Spans) {
+		t.Errorf("%s = %v, want %d", names.MetricAcceptedSpans, got, res.Spans)
 	}
 	if err := c.Output().Poll(); err != nil {
 		t.Fatal(err)
@@ -65,11 +66,11 @@ func TestShutdownReleasesEverything(t *testing.T) {
 		if ls := lineSet(trecs); len(ls) != 1 {
 			el.Errorf("trace split", "trace %s (%d spans) is on lines %v, want one", tt.TraceID, len(trecs), ls)
 		}
-		if reason, _ := FindTraceAttr(trecs, attrReleaseReason); reason != "shutdown" {
-			el.Errorf("reason", "trace %s (%q): %s=%q, want shutdown", tt.TraceID, tt.Broken, attrReleaseReason, reason)
+		if reason, _ := FindTraceAttr(trecs, names.AttrReleaseReason); reason != "shutdown" {
+			el.Errorf("reason", "trace %s (%q): %s=%q, want shutdown", tt.TraceID, tt.Broken, names.AttrReleaseReason, reason)
 		}
-		if n, _ := FindTraceAttr(trecs, attrSpanCount); n != strconv.Itoa(len(tt.Spans)) {
-			el.Errorf("span count", "trace %s: %s=%s, want %d", tt.TraceID, attrSpanCount, n, len(tt.Spans))
+		if n, _ := FindTraceAttr(trecs, names.AttrSpanCount); n != strconv.Itoa(len(tt.Spans)) {
+			el.Errorf("span count", "trace %s: %s=%s, want %d", tt.TraceID, names.AttrSpanCount, n, len(tt.Spans))
 		}
 	}
 }
@@ -79,7 +80,7 @@ func TestShutdownReleasesEverything(t *testing.T) {
 // the Prometheus endpoint against the ground truth.
 func TestMetricsAreExposed(t *testing.T) {
 	requireProcessor(t)
-	c := StartCollector(t, tcYAML("quiet_period: 300ms", "idle_timeout: 1s", "release_tick: 50ms"))
+	c := StartCollector(t, TraceConsistencyYAML("quiet_period: 300ms", "idle_timeout: 1s", "release_tick: 50ms", NoRestartWait))
 
 	kinds := tracegen.AllBrokenKinds()
 	g := tracegen.MustNew(tracegen.Config{
@@ -103,10 +104,9 @@ func TestMetricsAreExposed(t *testing.T) {
 	ofKind := func(k tracegen.BrokenKind) int { return len(truth.OfKind(k)) }
 	incomplete := ofKind(tracegen.MissingParent) + ofKind(tracegen.TwoRoots)
 	unassembled := ofKind(tracegen.ZeroTraceID) + ofKind(tracegen.ZeroSpanID)
-	traceReasons := []string{"complete", "idle_timeout", "max_age", "memory_pressure", "span_limit", "shutdown"}
 	sumReasons := func(m Metrics, name string) float64 {
 		var s float64
-		for _, r := range traceReasons {
+		for _, r := range names.ReleaseReasons {
 			s += m.Sum(name, "reason", r)
 		}
 		return s
@@ -114,9 +114,9 @@ func TestMetricsAreExposed(t *testing.T) {
 	// Counters move when the exporter has the data; wait (bounded) until
 	// they account for everything.
 	m := c.WaitForMetrics(10*time.Second, "every span and trace counted as released", func(m Metrics) bool {
-		return m.Sum(metricSpansReleased) == float64(wantTotal) && sumReasons(m, metricTracesReleased) == float64(len(truth.Traces))
+		return m.Sum(names.MetricSpansReleased) == float64(wantTotal) && sumReasons(m, names.MetricTracesReleased) == float64(len(truth.Traces))
 	})
-	t.Logf("traceconsistency metrics:\n%s", m.Grep(metricPrefix))
+	t.Logf("traceconsistency metrics:\n%s", m.Grep(names.MetricPrefix))
 
 	eq := func(what string, got float64, want int) {
 		t.Helper()
@@ -130,25 +130,25 @@ func TestMetricsAreExposed(t *testing.T) {
 			t.Errorf("%s = %v, want at least %d", what, got, want)
 		}
 	}
-	eq(metricAcceptedSpans, m.Sum(metricAcceptedSpans), res.Spans)
-	eq(metricSpansReceived, m.Sum(metricSpansReceived), res.Spans)
-	eq(metricTracesReleased+`{reason="idle_timeout"}`, m.Sum(metricTracesReleased, "reason", "idle_timeout"), incomplete)
-	eq(metricTracesReleased+`{reason="complete"}`, m.Sum(metricTracesReleased, "reason", "complete"), len(truth.Traces)-incomplete)
-	eq(metricSpansReleased+`{reason="unassembled"}`, m.Sum(metricSpansReleased, "reason", "unassembled"), unassembled)
-	eq(metricUnassembled, m.Sum(metricUnassembled), unassembled)
-	eq(metricDuplicates, m.Sum(metricDuplicates), ofKind(tracegen.DuplicateSpan))
-	eq(metricReleaseAgeCount, m.Sum(metricReleaseAgeCount), len(truth.Traces))
-	atLeast(metricFutureTS, m.Sum(metricFutureTS), ofKind(tracegen.FutureTimestamp))
-	for _, name := range []string{metricSpansBuffered, metricTracesBuffered} {
+	eq(names.MetricAcceptedSpans, m.Sum(names.MetricAcceptedSpans), res.Spans)
+	eq(names.MetricSpansReceived, m.Sum(names.MetricSpansReceived), res.Spans)
+	eq(names.MetricTracesReleased+`{reason="idle_timeout"}`, m.Sum(names.MetricTracesReleased, "reason", "idle_timeout"), incomplete)
+	eq(names.MetricTracesReleased+`{reason="complete"}`, m.Sum(names.MetricTracesReleased, "reason", "complete"), len(truth.Traces)-incomplete)
+	eq(names.MetricSpansReleased+`{reason="unassembled"}`, m.Sum(names.MetricSpansReleased, "reason", "unassembled"), unassembled)
+	eq(names.MetricUnassembled, m.Sum(names.MetricUnassembled), unassembled)
+	eq(names.MetricDuplicates, m.Sum(names.MetricDuplicates), ofKind(tracegen.DuplicateSpan))
+	eq(names.MetricReleaseAgeCount, m.Sum(names.MetricReleaseAgeCount), len(truth.Traces))
+	atLeast(names.MetricFutureTS, m.Sum(names.MetricFutureTS), ofKind(tracegen.FutureTimestamp))
+	for _, name := range []string{names.MetricSpansBuffered, names.MetricTracesBuffered} {
 		if !m.Has(name) {
 			t.Errorf("metric %s is not exposed", name)
 		} else {
 			eq(name+" (after every release)", m.Sum(name), 0)
 		}
 	}
-	for _, r := range m.LabelValues(metricTracesReleased, "reason") {
-		if !slices.Contains(traceReasons, r) {
-			t.Errorf("%s has reason %q, not a trace release reason", metricTracesReleased, r)
+	for _, r := range m.LabelValues(names.MetricTracesReleased, "reason") {
+		if !slices.Contains(names.ReleaseReasons, r) {
+			t.Errorf("%s has reason %q, not a trace release reason", names.MetricTracesReleased, r)
 		}
 	}
 	// Findings by kind: each broken kind's finding, counted on a service.
@@ -163,14 +163,14 @@ func TestMetricsAreExposed(t *testing.T) {
 		"invalid_span_id":       ofKind(tracegen.ZeroSpanID),
 	}
 	for kind, n := range wantFindings {
-		atLeast(metricFindings+`{kind="`+kind+`"}`, m.Sum(metricFindings, "kind", kind), n)
-		for _, s := range m.Find(metricFindings, "kind", kind) {
+		atLeast(names.MetricFindings+`{kind="`+kind+`"}`, m.Sum(names.MetricFindings, "kind", kind), n)
+		for _, s := range m.Find(names.MetricFindings, "kind", kind) {
 			if s.Labels["service_name"] == "" {
-				t.Errorf("%s{kind=%q} sample without service_name: %v", metricFindings, kind, s.Labels)
+				t.Errorf("%s{kind=%q} sample without service_name: %v", names.MetricFindings, kind, s.Labels)
 			}
 		}
 	}
-	t.Logf("finding kinds exposed: %v", m.LabelValues(metricFindings, "kind"))
+	t.Logf("finding kinds exposed: %v", m.LabelValues(names.MetricFindings, "kind"))
 }
 
 // TestShutdownUnderLoadKeepsAcknowledgedSpans sends without pause, SIGTERMs
@@ -180,7 +180,7 @@ func TestMetricsAreExposed(t *testing.T) {
 // shutdown may or may not be there.
 func TestShutdownUnderLoadKeepsAcknowledgedSpans(t *testing.T) {
 	requireProcessor(t)
-	c := StartCollector(t, tcYAML("quiet_period: 300ms", "release_tick: 50ms", "idle_timeout: 5s"))
+	c := StartCollector(t, TraceConsistencyYAML("quiet_period: 300ms", "release_tick: 50ms", "idle_timeout: 5s", NoRestartWait))
 	g := tracegen.MustNew(tracegen.Config{Seed: 99, Traces: 100000, Services: 4, SpansPerBatch: 50, BaseTime: time.Now()})
 	client := c.Dial()
 
@@ -241,7 +241,7 @@ func TestShutdownUnderLoadKeepsAcknowledgedSpans(t *testing.T) {
 	}
 	reasons := map[string]int{}
 	for _, trecs := range ByTrace(recs) {
-		r, _ := FindTraceAttr(trecs, attrReleaseReason)
+		r, _ := FindTraceAttr(trecs, names.AttrReleaseReason)
 		reasons[r]++
 	}
 	t.Logf("%d batches acknowledged (%d span keys), %d failed around shutdown; %d records out; traces by release reason: %s",

@@ -10,6 +10,7 @@ import (
 
 	"go.opentelemetry.io/collector/pdata/pcommon"
 
+	"github.com/traceconsistency/traceconsistency/tests/internal/names"
 	"github.com/traceconsistency/traceconsistency/tests/tracegen"
 )
 
@@ -24,10 +25,10 @@ func TestTwoTierHLCChain(t *testing.T) {
 	RequireComponents(t, bin, "exporters/otlp_grpc")
 
 	gateway := StartCollectorWith(t, ConfigOptions{
-		ProcessorsYAML: tcYAML("quiet_period: 1s", "release_tick: 50ms", "idle_timeout: 5s"),
+		ProcessorsYAML: TraceConsistencyYAML("quiet_period: 1s", "release_tick: 50ms", "idle_timeout: 5s", NoRestartWait),
 	})
 	agent := StartCollectorWith(t, ConfigOptions{
-		ProcessorsYAML: tcYAML("quiet_period: 1s", "release_tick: 50ms", "idle_timeout: 5s"),
+		ProcessorsYAML: TraceConsistencyYAML("quiet_period: 1s", "release_tick: 50ms", "idle_timeout: 5s", NoRestartWait),
 		ExtraExportersYAML: fmt.Sprintf(`otlp_grpc/gateway:
   endpoint: %s
   tls:
@@ -64,22 +65,22 @@ func TestTwoTierHLCChain(t *testing.T) {
 	stamps := map[string]tracegen.SpanKey{}
 	upstreams := map[string]tracegen.SpanKey{}
 	for _, r := range recs {
-		hlc, ok := AttrString(r.Span, attrHLC)
+		hlc, ok := AttrString(r.Span, names.AttrHLC)
 		if !ok || !stampRe.MatchString(hlc) {
-			el.Errorf("bad hlc", "span %v: %s=%q (present %v), want a fixed-width stamp", r.Key, attrHLC, hlc, ok)
+			el.Errorf("bad hlc", "span %v: %s=%q (present %v), want a fixed-width stamp", r.Key, names.AttrHLC, hlc, ok)
 			continue
 		}
-		up, ok := AttrString(r.Span, attrHLCUpstream)
+		up, ok := AttrString(r.Span, names.AttrHLCUpstream)
 		if !ok || !stampRe.MatchString(up) {
-			el.Errorf("bad upstream", "span %v: %s=%q (present %v), want the agent's stamp", r.Key, attrHLCUpstream, up, ok)
+			el.Errorf("bad upstream", "span %v: %s=%q (present %v), want the agent's stamp", r.Key, names.AttrHLCUpstream, up, ok)
 			continue
 		}
 		if hlc <= up {
-			el.Errorf("not greater", "span %v: %s=%s is not greater than %s=%s", r.Key, attrHLC, hlc, attrHLCUpstream, up)
+			el.Errorf("not greater", "span %v: %s=%s is not greater than %s=%s", r.Key, names.AttrHLC, hlc, names.AttrHLCUpstream, up)
 		}
 		// Both tiers stamp at or above the span's end time (the end is a
 		// remote time in the HLC receive rule; these ends are in the past).
-		for name, st := range map[string]string{attrHLC: hlc, attrHLCUpstream: up} {
+		for name, st := range map[string]string{names.AttrHLC: hlc, names.AttrHLCUpstream: up} {
 			wall, err := strconv.ParseUint(strings.SplitN(st, ".", 2)[0], 10, 64)
 			if err != nil || wall < uint64(r.Span.EndTimestamp()) {
 				el.Errorf("below end", "span %v: %s=%s is below the span's end %d", r.Key, name, st, r.Span.EndTimestamp())
@@ -96,7 +97,7 @@ func TestTwoTierHLCChain(t *testing.T) {
 		// The agent's consistency.* attributes were replaced, not duplicated.
 		keys := map[string]int{}
 		r.Span.Attributes().Range(func(k string, _ pcommon.Value) bool {
-			if strings.HasPrefix(k, "consistency.") {
+			if strings.HasPrefix(k, names.AttrPrefix) {
 				keys[k]++
 			}
 			return true
@@ -115,26 +116,26 @@ func TestTwoTierHLCChain(t *testing.T) {
 		if ls := lineSet(trecs); len(ls) != 1 {
 			el.Errorf("trace split", "trace %s (%d spans) is on gateway lines %v, want one line", tt.TraceID, len(trecs), ls)
 		}
-		reason, _ := FindTraceAttr(trecs, attrReleaseReason)
+		reason, _ := FindTraceAttr(trecs, names.AttrReleaseReason)
 		reasons[reason]++
 		if reason != "complete" {
 			el.Errorf("not complete", "healthy trace %s released by the gateway as %q, want complete", tt.TraceID, reason)
 		}
 		heads := 0
 		for _, r := range trecs {
-			if _, ok := r.Span.Attributes().Get(attrReleaseReason); ok {
+			if _, ok := r.Span.Attributes().Get(names.AttrReleaseReason); ok {
 				heads++
 			}
 		}
 		if heads != 1 {
-			el.Errorf("trace attrs", "trace %s: %s on %d spans at the gateway, want 1", tt.TraceID, attrReleaseReason, heads)
+			el.Errorf("trace attrs", "trace %s: %s on %d spans at the gateway, want 1", tt.TraceID, names.AttrReleaseReason, heads)
 		}
-		if n, _ := FindTraceAttr(trecs, attrSpanCount); n != strconv.Itoa(len(tt.Spans)) {
-			el.Errorf("span count", "trace %s: %s=%s, want %d", tt.TraceID, attrSpanCount, n, len(tt.Spans))
+		if n, _ := FindTraceAttr(trecs, names.AttrSpanCount); n != strconv.Itoa(len(tt.Spans)) {
+			el.Errorf("span count", "trace %s: %s=%s, want %d", tt.TraceID, names.AttrSpanCount, n, len(tt.Spans))
 		}
-		if st, _ := FindTraceAttr(trecs, attrTraceStatus); st != "consistent" {
-			f, _ := traceAttrStrings(trecs, attrTraceFindings)
-			el.Errorf("inconsistent", "healthy trace %s: %s=%q, findings %v", tt.TraceID, attrTraceStatus, st, f)
+		if st, _ := FindTraceAttr(trecs, names.AttrTraceStatus); st != "consistent" {
+			f, _ := traceAttrStrings(trecs, names.AttrTraceFindings)
+			el.Errorf("inconsistent", "healthy trace %s: %s=%q, findings %v", tt.TraceID, names.AttrTraceStatus, st, f)
 		}
 	}
 	t.Logf("gateway: %d spans, %d distinct stamps, release reasons %s", len(recs), len(stamps), fmtCounts(reasons))
@@ -150,7 +151,7 @@ func TestLoadBalancingTierKeepsTracesWhole(t *testing.T) {
 	bin := RequireBinary(t)
 	RequireComponents(t, bin, "exporters/load_balancing")
 
-	backendProcs := tcYAML("quiet_period: 1s", "release_tick: 50ms", "idle_timeout: 5s")
+	backendProcs := TraceConsistencyYAML("quiet_period: 1s", "release_tick: 50ms", "idle_timeout: 5s", NoRestartWait)
 	backends := []*Collector{
 		StartCollectorWith(t, ConfigOptions{ProcessorsYAML: backendProcs}),
 		StartCollectorWith(t, ConfigOptions{ProcessorsYAML: backendProcs}),
@@ -239,13 +240,13 @@ func TestLoadBalancingTierKeepsTracesWhole(t *testing.T) {
 		if ls := lineSet(trecs); len(ls) != 1 {
 			el.Errorf("trace split", "trace %s (%d spans) is on lines %v of backend %d, want one line", tt.TraceID, len(trecs), ls, at[0])
 		}
-		reason, _ := FindTraceAttr(trecs, attrReleaseReason)
+		reason, _ := FindTraceAttr(trecs, names.AttrReleaseReason)
 		reasons[reason]++
 		if reason != "complete" {
 			el.Errorf("not complete", "healthy trace %s released as %q at backend %d, want complete", tt.TraceID, reason, at[0])
 		}
-		if n, _ := FindTraceAttr(trecs, attrSpanCount); n != strconv.Itoa(len(tt.Spans)) {
-			el.Errorf("span count", "trace %s: %s=%s, want %d", tt.TraceID, attrSpanCount, n, len(tt.Spans))
+		if n, _ := FindTraceAttr(trecs, names.AttrSpanCount); n != strconv.Itoa(len(tt.Spans)) {
+			el.Errorf("span count", "trace %s: %s=%s, want %d", tt.TraceID, names.AttrSpanCount, n, len(tt.Spans))
 		}
 	}
 	t.Logf("traces per backend: %v; release reasons: %s", tracesAt, fmtCounts(reasons))
@@ -270,10 +271,10 @@ func TestTwoTierClientRetryAfterAgentReleaseIsDropped(t *testing.T) {
 	RequireComponents(t, bin, "exporters/otlp_grpc")
 
 	gateway := StartCollectorWith(t, ConfigOptions{
-		ProcessorsYAML: tcYAML("quiet_period: 2s", "release_tick: 50ms", "idle_timeout: 5s"),
+		ProcessorsYAML: TraceConsistencyYAML("quiet_period: 2s", "release_tick: 50ms", "idle_timeout: 5s", NoRestartWait),
 	})
 	agent := StartCollectorWith(t, ConfigOptions{
-		ProcessorsYAML:     tcYAML("quiet_period: 200ms", "release_tick: 50ms", "idle_timeout: 1s"),
+		ProcessorsYAML:     TraceConsistencyYAML("quiet_period: 200ms", "release_tick: 50ms", "idle_timeout: 1s", NoRestartWait),
 		ExtraExportersYAML: fmt.Sprintf("otlp_grpc/gateway:\n  endpoint: %s\n  tls:\n    insecure: true\n", gateway.OTLPEndpoint),
 		Exporters:          []string{"otlp_grpc/gateway"},
 	})
@@ -287,10 +288,10 @@ func TestTwoTierClientRetryAfterAgentReleaseIsDropped(t *testing.T) {
 	}
 	// The agent released the trace and the gateway has all of it.
 	agent.WaitForMetrics(5*time.Second, "the agent released the trace", func(m Metrics) bool {
-		return m.Sum(metricTracesReleased) >= 1
+		return m.Sum(names.MetricTracesReleased) >= 1
 	})
 	gateway.WaitForMetrics(5*time.Second, "the gateway received the trace", func(m Metrics) bool {
-		return m.Sum(metricSpansReceived) >= float64(len(tr.Emit))
+		return m.Sum(names.MetricSpansReceived) >= float64(len(tr.Emit))
 	})
 	// The retry: byte for byte the same span, as the application resends it.
 	retry := tr.Emit[0]
@@ -298,10 +299,10 @@ func TestTwoTierClientRetryAfterAgentReleaseIsDropped(t *testing.T) {
 		t.Fatalf("send retry: %v", err)
 	}
 	agent.WaitForMetrics(5*time.Second, "the agent forwarded the late retry", func(m Metrics) bool {
-		return m.Sum(metricPrefix+"late_spans", "policy", "forwarded") >= 1
+		return m.Sum(names.MetricLateSpans, "policy", "forwarded") >= 1
 	})
 	gateway.WaitForMetrics(5*time.Second, "the gateway received the retry", func(m Metrics) bool {
-		return m.Sum(metricSpansReceived) >= float64(len(tr.Emit)+1)
+		return m.Sum(names.MetricSpansReceived) >= float64(len(tr.Emit)+1)
 	})
 	if err := gateway.Output().Poll(); err != nil {
 		t.Fatalf("reading the gateway output: %v", err)
@@ -324,18 +325,18 @@ func TestTwoTierClientRetryAfterAgentReleaseIsDropped(t *testing.T) {
 		if r.Key == retry.Key() {
 			copies++
 		}
-		if f, ok := attrStrings(r.Span, attrSpanFindings); ok {
+		if f, ok := attrStrings(r.Span, names.AttrSpanFindings); ok {
 			t.Errorf("span %v has findings %v at the gateway, want none (the trace is healthy; the retry is a duplicate)", r.Key.SpanID, f)
 		}
 	}
 	if copies != 1 {
 		t.Errorf("the retried span %v arrived %d times at the gateway output, want once", retry.SpanID, copies)
 	}
-	if st, _ := FindTraceAttr(recs, attrTraceStatus); st != "consistent" {
-		f, _ := traceAttrStrings(recs, attrTraceFindings)
-		t.Errorf("%s=%q (findings %v), want consistent", attrTraceStatus, st, f)
+	if st, _ := FindTraceAttr(recs, names.AttrTraceStatus); st != "consistent" {
+		f, _ := traceAttrStrings(recs, names.AttrTraceFindings)
+		t.Errorf("%s=%q (findings %v), want consistent", names.AttrTraceStatus, st, f)
 	}
-	if got := m.Sum(metricDuplicates); got != 1 {
-		t.Errorf("gateway %s = %v, want 1", metricDuplicates, got)
+	if got := m.Sum(names.MetricDuplicates); got != 1 {
+		t.Errorf("gateway %s = %v, want 1", names.MetricDuplicates, got)
 	}
 }

@@ -76,13 +76,20 @@ type Config struct {
 	// FutureOffset is how far in the future a future_timestamp span starts,
 	// relative to the trace's anchor time (default 1h).
 	FutureOffset time.Duration
-	// BaseTime anchors the traces: every trace ends within about 50ms before
-	// it. Zero means the wall clock when New is called.
+	// BaseTime anchors the traces: every span of every trace ends at or
+	// before it (a healthy trace's root ends within about 50ms before it; a
+	// trace whose planned times would end after it, e.g. skewed_child's
+	// shifted subtree, is moved back as a whole). Only the span of
+	// future_timestamp lies after it, on purpose. Zero means Now() when New
+	// is called.
 	BaseTime time.Time
-	// LiveClock anchors each trace at the wall clock when it is planned
-	// instead of BaseTime (for long-running senders). Ids and structure stay
-	// deterministic; timestamps do not.
+	// LiveClock anchors each trace at Now() when it is planned instead of
+	// BaseTime (for long-running senders), so every trace ends before it is
+	// sent. Ids and structure stay deterministic; timestamps do not.
 	LiveClock bool
+	// Now is the clock read for BaseTime (when zero) and by LiveClock;
+	// nil means time.Now. Tests inject a clock here.
+	Now func() time.Time
 }
 
 // Defaults returns cfg with every zero field set to its default.
@@ -122,6 +129,9 @@ func (cfg Config) Defaults() Config {
 	}
 	if cfg.FutureOffset == 0 {
 		cfg.FutureOffset = time.Hour
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
 	}
 	return cfg
 }
@@ -257,7 +267,7 @@ func New(cfg Config) (*Generator, error) {
 	}
 	g := &Generator{cfg: cfg, base: cfg.BaseTime}
 	if g.base.IsZero() {
-		g.base = time.Now()
+		g.base = cfg.Now()
 	}
 	r := rand.New(rand.NewPCG(uint64(cfg.Seed), 0x5e41ce5))
 	for i := 0; i < cfg.Services; i++ {
@@ -365,7 +375,9 @@ type planner struct {
 }
 
 // Plan returns the plan of trace i (0 <= i). It is a pure function of the
-// config and i (plus the wall clock when LiveClock is set or BaseTime zero).
+// config and i (plus the clock when LiveClock is set or BaseTime zero).
+// Every planned span ends at or before the trace's anchor (BaseTime, or
+// Now() at the call with LiveClock), except the span of future_timestamp.
 func (g *Generator) Plan(i int) *Trace {
 	r := g.traceRand(i)
 	p := &planner{g: g, r: r, tr: &Trace{Index: i}, ids: map[pcommon.SpanID]bool{}}
@@ -377,7 +389,7 @@ func (g *Generator) Plan(i int) *Trace {
 	n := cfg.MinSpans + r.IntN(cfg.MaxSpans-cfg.MinSpans+1)
 	anchor := g.base
 	if cfg.LiveClock {
-		anchor = time.Now()
+		anchor = cfg.Now()
 	}
 	end := anchor.Add(-time.Duration(r.Int64N(int64(50 * time.Millisecond))))
 	dur := 20*time.Millisecond + time.Duration(r.Int64N(int64(980*time.Millisecond)))
@@ -421,6 +433,9 @@ func (g *Generator) Plan(i int) *Trace {
 
 	p.tr.Broken = g.BrokenKindOf(i)
 	affected, missing := p.breakTrace(anchor)
+	if p.tr.Broken != FutureTimestamp {
+		p.endBy(anchor)
+	}
 
 	// Roots and emission order.
 	for _, s := range p.tr.Spans {
@@ -466,6 +481,32 @@ func (g *Generator) Plan(i int) *Trace {
 	}
 	p.tr.Truth = t
 	return p.tr
+}
+
+// endBy moves the whole trace back in time, if needed, so that no span ends
+// after t. Only a broken kind that shifts spans forward (skewed_child with a
+// positive Config.Skew) can need it; the relative times, and so the skew
+// between a child and its parent, are kept. A trace must end before it is
+// sent: a span end ahead of the receiver's clock is a future_timestamp
+// finding of its own.
+func (p *planner) endBy(t time.Time) {
+	var latest time.Time
+	for _, s := range p.tr.Spans {
+		if s.End.After(latest) {
+			latest = s.End
+		}
+	}
+	if !latest.After(t) {
+		return
+	}
+	d := t.Sub(latest)
+	for _, s := range p.tr.Spans {
+		s.Start = s.Start.Add(d)
+		s.End = s.End.Add(d)
+		for i := range s.Events {
+			s.Events[i].Time = s.Events[i].Time.Add(d)
+		}
+	}
 }
 
 func sortByEnd(s []*Span) {

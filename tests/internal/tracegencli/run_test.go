@@ -1,4 +1,4 @@
-package main
+package tracegencli
 
 import (
 	"bytes"
@@ -41,12 +41,12 @@ func TestRunModes(t *testing.T) {
 		t.Run(mode, func(t *testing.T) {
 			s, addr := startSink(t)
 			var out, errb bytes.Buffer
-			code := run([]string{"-endpoint", addr, "-mode", mode, "-traces", "50", "-concurrency", "2",
+			code := Run([]string{"-endpoint", addr, "-mode", mode, "-traces", "50", "-concurrency", "2",
 				"-broken", "all", "-broken-every", "5", "-duration", "30s", "-json"}, &out, &errb)
 			if code != 0 {
 				t.Fatalf("exit %d: %s", code, errb.String())
 			}
-			var sum summary
+			var sum Summary
 			if err := json.Unmarshal(out.Bytes(), &sum); err != nil {
 				t.Fatalf("%v: %s", err, out.String())
 			}
@@ -69,12 +69,12 @@ func TestRunRejectsBadFlags(t *testing.T) {
 		{"-min-spans", "1"},
 	} {
 		var out, errb bytes.Buffer
-		if code := run(args, &out, &errb); code != 2 {
+		if code := Run(args, &out, &errb); code != 2 {
 			t.Errorf("%v: exit %d, want 2", args, code)
 		}
 	}
 	var out, errb bytes.Buffer
-	run([]string{"-endpoint", "10.1.2.3:4317"}, &out, &errb)
+	Run([]string{"-endpoint", "10.1.2.3:4317"}, &out, &errb)
 	if !strings.Contains(errb.String(), "loopback") {
 		t.Errorf("non-loopback endpoint error does not say why: %s", errb.String())
 	}
