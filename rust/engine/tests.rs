@@ -474,11 +474,16 @@ fn invalid_ids_are_forwarded_at_once_with_a_finding() {
     zero_span.span_id = vec![0; 8];
     let mut short = span(3, 1, 0, T0, T0 + 1);
     short.trace_id = vec![1, 2, 3];
-    let r = e.ingest(&request(vec![("a", vec![zero_trace, zero_span, short, span(4, 1, 0, T0, T0 + 1)])]), T0).unwrap();
-    assert_eq!((r.unassembled, r.buffered), (3, 1));
+    // An absent trace ID: how pdata encodes a zero one.
+    let mut absent = span(5, 1, 0, T0, T0 + 1);
+    absent.trace_id = vec![];
+    let r = e.ingest(&request(vec![("a", vec![zero_trace, zero_span, short, absent, span(4, 1, 0, T0, T0 + 1)])]), T0).unwrap();
+    assert_eq!((r.unassembled, r.buffered), (4, 1));
     let (out, units, _) = drain_all(&e);
     assert_eq!(units[0].reason, ReleaseReason::Unassembled);
-    assert_eq!(out.len(), 3);
+    assert_eq!(out.len(), 4);
+    let originals: Vec<_> = out.iter().filter_map(|o| o.attr_str("consistency.span.original_trace_id")).collect();
+    assert_eq!(originals, vec!["010203".to_string()], "only a wrong-length ID has an original to report; zero and absent ones have none");
     let short_out = out.iter().find(|o| o.attr_str("consistency.span.original_trace_id").is_some()).unwrap();
     assert_eq!(short_out.attr_str("consistency.span.original_trace_id").as_deref(), Some("010203"));
     assert!(short_out.span.trace_id.is_empty(), "the wrong-length ID is removed so pdata accepts the span");
