@@ -2,8 +2,11 @@
 #
 #   make run    build the Rust library and the custom collector, start it on examples/collector.yaml
 #   make test   every test: Rust, header drift, C ABI under valgrind, Go (-race), generated-code
-#               drift, end to end against the built collector
+#               drift, prebuilt-library drift, a user's ocb build from the module cache, end to
+#               end against the built collector
 #   make bench  benchmarks (not part of make test); results go in BENCHMARKS.md
+#   make prebuilt  refresh go/lib/linux_amd64/libtraceconsistency.a (commit it after Rust changes)
+#   make dist VERSION=vX.Y.Z  release artifacts in build/dist (module proxy tree, library, header)
 
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
@@ -13,8 +16,20 @@ GOBIN := $(shell $(GO) env GOPATH)/bin
 LIB := target/release/libtraceconsistency.a
 OTELCOL := build/otelcol/otelcol-traceconsistency
 RUST_SRCS := $(shell find rust -name '*.rs') Cargo.toml Cargo.lock build.rs cbindgen.toml
+# What the Go module ships: the header (so it builds from the module cache) and, per platform,
+# the prebuilt library in a module of its own. Both are committed.
+GO_HEADER := go/internal/engine/traceconsistency.h
+PREBUILT := go/lib/linux_amd64/libtraceconsistency.a
+VERSION ?= v$(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
 
-.PHONY: all lib header otelcol run test test-rust test-c test-go check-generated test-e2e bench bench-engine bench-processor bench-collector clean
+# In this repository every Go build (go test, ocb via examples/builder-config.yaml, tests/)
+# links the library built from source here, target/release/libtraceconsistency.a, through the
+# build tag tc_from_source; without the tag the Go module links the committed prebuilt copy
+# ($(PREBUILT)), which is what users get from the module cache (checked by
+# check-prebuilt and test-module-cache).
+export GOFLAGS := $(strip $(shell $(GO) env GOFLAGS) -tags=tc_from_source)
+
+.PHONY: all lib header prebuilt check-prebuilt dist test-module-cache otelcol run test test-rust test-c test-go check-generated test-e2e bench bench-engine bench-processor bench-collector clean
 
 all: otelcol
 
@@ -24,9 +39,32 @@ $(LIB): $(RUST_SRCS)
 
 lib: $(LIB)
 
-## header: regenerate include/traceconsistency.h from rust/ffi.rs (commit the result)
+## header: regenerate include/traceconsistency.h from the crate (cbindgen) and the Go module's
+## copy of it, $(GO_HEADER) (commit both)
 header: $(LIB)
 	cp "$$(ls -t $$(find target/release/build -name traceconsistency.h) | head -1)" include/traceconsistency.h
+	cp include/traceconsistency.h $(GO_HEADER)
+
+## prebuilt: the library the Go module ships for linux/amd64, built from the current sources
+## and stripped of debug information (commit it); also refreshes the headers. Runs cargo
+## unconditionally (a no-op when up to date): file times can hide a source change from make.
+prebuilt:
+	$(CARGO) build --release --locked
+	$(MAKE) --no-print-directory header
+	strip --strip-debug -o $(PREBUILT) $(LIB)
+	bash scripts/check-prebuilt.sh
+
+## The committed prebuilt library and header copy must match the current sources.
+check-prebuilt:
+	bash scripts/check-prebuilt.sh
+
+## Release artifacts for VERSION (default: v<Cargo.toml version>) in build/dist.
+dist:
+	bash scripts/dist.sh $(VERSION) build/dist
+
+## A collector built by ocb from a module proxy tree, without Rust, clone or replaces.
+test-module-cache: $(LIB)
+	bash scripts/test-module-cache.sh
 
 otelcol: $(LIB)
 	bash scripts/build-otelcol.sh
@@ -35,7 +73,7 @@ run: otelcol
 	mkdir -p build
 	./$(OTELCOL) --config examples/collector.yaml
 
-test: test-rust test-c test-go check-generated test-observability test-e2e
+test: test-rust test-c test-go check-generated check-prebuilt test-module-cache test-observability test-e2e
 	@echo "make test: all suites passed"
 
 ## Rust unit and property tests; includes the header drift check (header_is_up_to_date).

@@ -190,13 +190,34 @@ func (p *tracesProcessor) Capabilities() consumer.Capabilities {
 }
 
 // Start builds the engine and starts the release loop. With hlc.restart_strategy wait it
-// first waits hlc.max_offset, so that no stamp can repeat one issued before a restart.
+// first waits hlc.max_offset, so that no stamp can repeat one issued before a restart; so
+// does persist when hlc.state_file was missing or empty (a first start, or a crash).
 func (p *tracesProcessor) Start(ctx context.Context, _ component.Host) error {
 	eng, err := engine.New(p.engCfg)
 	if err != nil {
 		return err
 	}
-	if p.cfg.HLC.Enabled && p.cfg.HLC.RestartStrategy == restartWait {
+	lib := engine.Library()
+	p.logger.Info("traceconsistency engine started", zap.String("library_version", lib.Version),
+		zap.Uint32("abi_version", lib.ABIVersion), zap.String("source_hash", lib.SourceHash))
+	wait := p.cfg.HLC.Enabled && p.cfg.HLC.RestartStrategy == restartWait
+	if p.cfg.HLC.Enabled && p.cfg.HLC.RestartStrategy == restartPersist {
+		start, err := eng.HLCStart()
+		if err != nil {
+			eng.Close()
+			return err
+		}
+		if start.NeedsWait() {
+			what := "missing (a first start, or the file was lost)"
+			if start == engine.HLCStartStateFileEmpty {
+				what = "empty (a crash before it reached the disk)"
+			}
+			p.logger.Warn("hlc.state_file is "+what+": waiting hlc.max_offset as restart_strategy wait does",
+				zap.String("hlc.state_file", p.cfg.HLC.StateFile))
+			wait = true
+		}
+	}
+	if wait {
 		p.logger.Info("waiting hlc.max_offset before accepting spans", zap.Duration("hlc.max_offset", p.cfg.HLC.MaxOffset))
 		if err := p.sleep(ctx, p.cfg.HLC.MaxOffset); err != nil {
 			eng.Close()
@@ -468,6 +489,7 @@ func (p *tracesProcessor) recordStats(ctx context.Context) {
 	add(tb.ProcessorTraceconsistencyHlcBackwardJumps, s.HLCBackwardJumps, prev.HLCBackwardJumps)
 	add(tb.ProcessorTraceconsistencyHlcLogicalOverflows, s.HLCLogicalOverflows, prev.HLCLogicalOverflows)
 	add(tb.ProcessorTraceconsistencyHlcPersistErrors, s.HLCPersistErrors, prev.HLCPersistErrors)
+	add(tb.ProcessorTraceconsistencyHlcStalledBatches, s.HLCStalledBatches, prev.HLCStalledBatches)
 	tb.ProcessorTraceconsistencySpansBuffered.Record(ctx, int64(s.BufferedSpans))
 	tb.ProcessorTraceconsistencyBytesBuffered.Record(ctx, int64(s.BufferedBytes))
 	tb.ProcessorTraceconsistencyTracesBuffered.Record(ctx, int64(s.BufferedTraces))

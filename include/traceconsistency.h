@@ -41,12 +41,51 @@ enum tc_result
    drained yet. Nothing of the input was kept; drain, then try again.
    */
   TC_RESULT_FULL = 7006,
+  /*
+   Retryable: the batch's HLC stamps would pass the bound last written to
+   `hlc.state_file`, and the bound cannot be written (`restart_strategy: persist`; counted
+   in `hlc_persist_errors` and `hlc_stalled_batches`). Nothing of the input was kept; try
+   again later.
+   */
+  TC_RESULT_CLOCK_STALLED = 7007,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L
 typedef enum tc_result tc_result;
 #else
 typedef uint32_t tc_result;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+/*
+ How the HLC started, from `tc_engine_hlc_start`.
+ */
+enum tc_hlc_start
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+  /*
+   Nothing to do: no clock, a restart strategy other than `persist`, or the clock resumed
+   above the bound in `hlc.state_file`.
+   */
+  TC_HLC_START_READY = 0,
+  /*
+   `persist`: `hlc.state_file` did not exist (a first start, or the file was lost). Wait
+   `hlc.max_offset` before ingesting, as with `restart_strategy: wait`.
+   */
+  TC_HLC_START_STATE_FILE_MISSING = 1,
+  /*
+   `persist`: `hlc.state_file` was empty (a crash before its content reached the disk).
+   Wait `hlc.max_offset` before ingesting, as with `restart_strategy: wait`, and warn.
+   */
+  TC_HLC_START_STATE_FILE_EMPTY = 2,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum tc_hlc_start tc_hlc_start;
+#else
+typedef uint32_t tc_hlc_start;
 #endif // __STDC_VERSION__ >= 202311L
 #endif // __cplusplus
 
@@ -205,7 +244,8 @@ enum tc_restart_strategy
   TC_RESTART_STRATEGY_WAIT = 1,
   /*
    An upper bound of issued stamps is persisted to `hlc.state_file`; on start the clock
-   begins above it.
+   begins above it. A missing or empty file: the caller waits as with `Wait`
+   (`tc_engine_hlc_start`).
    */
   TC_RESTART_STRATEGY_PERSIST = 2,
 };
@@ -492,6 +532,12 @@ typedef struct {
    resource and scope entries, the late-span cache (gauge).
    */
   uint64_t memory_total_bytes;
+  /*
+   Batches refused with a retryable error because their HLC stamps would pass the bound
+   last written to `hlc.state_file`, which could not be written (`restart_strategy:
+   persist`; each failed write is counted in `hlc_persist_errors`).
+   */
+  uint64_t hlc_stalled_batches;
 } tc_stats;
 
 #ifdef __cplusplus
@@ -533,6 +579,12 @@ tc_result tc_engine_ingest(const tc_engine *engine,
                            uint64_t now_unix_nano,
                            tc_ingest_result *out,
                            tc_error *err);
+
+/*
+ Writes how the HLC started to `*out`: whether the caller must wait `hlc.max_offset`
+ before the first `tc_engine_ingest` (see `tc_hlc_start`). Thread-safe.
+ */
+tc_result tc_engine_hlc_start(const tc_engine *engine, tc_hlc_start *out);
 
 /*
  Releases what is due at `now_unix_nano` into the ready queue and writes the number of
@@ -602,6 +654,25 @@ uint32_t tc_release_reason_count(void);
  truncated to `len`) and returns the message's full length in bytes. Thread-local.
  */
 size_t tc_last_error(char *buf, size_t len);
+
+/*
+ The version of the C ABI this library implements. A caller compiled against a header of
+ another ABI version must not use the library. Thread-safe.
+ */
+uint32_t tc_abi_version(void);
+
+/*
+ The library's version (the crate version, e.g. "0.1.0"), a static NUL-terminated string.
+ Thread-safe.
+ */
+const char *tc_library_version(void);
+
+/*
+ The SHA-256 (64 lowercase hex digits) of the sources the library was built from: every
+ `.rs` file under `rust/`, `Cargo.toml`, `Cargo.lock`, `build.rs` and `cbindgen.toml` (the
+ recipe is in `build.rs`). A static NUL-terminated string. Thread-safe.
+ */
+const char *tc_source_hash(void);
 
 #ifdef __cplusplus
 }  // extern "C"

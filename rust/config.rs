@@ -52,7 +52,8 @@ pub enum RestartStrategy {
     /// engine itself does not sleep.
     Wait = 1,
     /// An upper bound of issued stamps is persisted to `hlc.state_file`; on start the clock
-    /// begins above it.
+    /// begins above it. A missing or empty file: the caller waits as with `Wait`
+    /// (`tc_engine_hlc_start`).
     Persist = 2,
 }
 

@@ -24,6 +24,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use crate::config::{enum_from_u32, Config, DuplicatePolicy, LateSpanPolicy, RestartStrategy};
 use crate::engine::{Engine, IngestError, Release, Stats};
 use crate::findings::{FindingKind, ReleaseReason};
+use crate::hlc::PersistStart;
 
 /// Result of every fallible call. `TC_RESULT_OK` is 0; failures start at 7001.
 #[repr(u32)]
@@ -43,6 +44,26 @@ pub enum tc_result {
     /// Retryable: the engine's memory bound is reached by released data that has not been
     /// drained yet. Nothing of the input was kept; drain, then try again.
     Full = 7006,
+    /// Retryable: the batch's HLC stamps would pass the bound last written to
+    /// `hlc.state_file`, and the bound cannot be written (`restart_strategy: persist`; counted
+    /// in `hlc_persist_errors` and `hlc_stalled_batches`). Nothing of the input was kept; try
+    /// again later.
+    ClockStalled = 7007,
+}
+
+/// How the HLC started, from `tc_engine_hlc_start`.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum tc_hlc_start {
+    /// Nothing to do: no clock, a restart strategy other than `persist`, or the clock resumed
+    /// above the bound in `hlc.state_file`.
+    Ready = 0,
+    /// `persist`: `hlc.state_file` did not exist (a first start, or the file was lost). Wait
+    /// `hlc.max_offset` before ingesting, as with `restart_strategy: wait`.
+    StateFileMissing = 1,
+    /// `persist`: `hlc.state_file` was empty (a crash before its content reached the disk).
+    /// Wait `hlc.max_offset` before ingesting, as with `restart_strategy: wait`, and warn.
+    StateFileEmpty = 2,
 }
 
 /// Where the message of a failed call is written: a fixed, caller-owned buffer.
@@ -379,6 +400,7 @@ pub extern "C" fn tc_engine_ingest(
                 IngestError::Malformed(_) => tc_result::MalformedInput,
                 IngestError::Empty | IngestError::NoSpans => tc_result::EmptyInput,
                 IngestError::Full { .. } => tc_result::Full,
+                IngestError::ClockStalled(_) => tc_result::ClockStalled,
             };
             (code, e.to_string())
         })?;
@@ -394,6 +416,24 @@ pub extern "C" fn tc_engine_ingest(
                 })
             };
         }
+        Ok(())
+    })
+}
+
+/// Writes how the HLC started to `*out`: whether the caller must wait `hlc.max_offset`
+/// before the first `tc_engine_ingest` (see `tc_hlc_start`). Thread-safe.
+#[no_mangle]
+pub extern "C" fn tc_engine_hlc_start(engine: *const tc_engine, out: *mut tc_hlc_start) -> tc_result {
+    boundary(std::ptr::null_mut(), || {
+        non_null!(engine, "engine");
+        non_null!(out, "out");
+        let start = match unsafe { engine_ref(engine) }.hlc_persist_start() {
+            None | Some(PersistStart::Resumed { .. }) => tc_hlc_start::Ready,
+            Some(PersistStart::Missing) => tc_hlc_start::StateFileMissing,
+            Some(PersistStart::Empty) => tc_hlc_start::StateFileEmpty,
+        };
+        // SAFETY: non-null, caller promises writable memory.
+        unsafe { out.write(start) };
         Ok(())
     })
 }

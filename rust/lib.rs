@@ -12,7 +12,8 @@
 //! - [`checks`]: consistency checks and clock-skew correction on an assembled trace;
 //! - [`engine`]: sharded tail assembly, memory accounting, release, and emission of
 //!   annotated OTLP;
-//! - [`ffi`]: the C ABI.
+//! - [`ffi`]: the C ABI;
+//! - [`version`]: the library's ABI version and build identity (C ABI too).
 
 pub mod attrs;
 pub mod checks;
@@ -23,6 +24,7 @@ pub mod findings;
 pub mod hlc;
 pub mod index;
 pub mod schema;
+pub mod version;
 pub mod wire;
 
 #[cfg(test)]

@@ -3,7 +3,9 @@
 # OpenTelemetry Collector Builder (ocb), from examples/builder-config.yaml.
 #
 # Assumes the Rust static library is already built (cargo build --release in
-# the repo root): the traceconsistency processor links it through cgo.
+# the repo root): with the manifest's build tag tc_from_source the
+# traceconsistency processor links it through cgo (without the tag it links
+# the prebuilt go/lib/linux_amd64/libtraceconsistency.a instead).
 # Safe to run again: ocb regenerates the sources, go reuses its build cache.
 #
 # Environment:
@@ -39,29 +41,27 @@ fi
 BIN="$ROOT/build/otelcol/otelcol-traceconsistency"
 LIB="target/release/libtraceconsistency.a"
 
-# Our processor (if enabled in the manifest) links $LIB via cgo; fail early
-# with a clear message instead of a long link error.
+# Our processor (if enabled in the manifest) links a Rust static library via
+# cgo: with the build tag tc_from_source (examples/builder-config.yaml sets it)
+# $LIB built from this clone, else the prebuilt go/lib/linux_amd64 one. Fail
+# early with a clear message instead of a long link error.
 if grep -qE '^[[:space:]]*-[[:space:]]*gomod:[[:space:]]*github.com/traceconsistency/traceconsistencyprocessor' "$BUILDER_CONFIG"; then
   [[ -f go/go.mod ]] || { echo "build-otelcol: go/go.mod missing (processor module)" >&2; exit 1; }
-  if [[ ! -f "$LIB" ]]; then
-    echo "build-otelcol: $LIB missing; run 'cargo build --release' first" >&2
-    exit 1
+  linked=go/lib/linux_amd64/libtraceconsistency.a
+  if grep -qE '^[[:space:]]*build_tags:.*tc_from_source' "$BUILDER_CONFIG" || [[ "${GOFLAGS:-}" == *tc_from_source* ]]; then
+    linked="$LIB"
+    if [[ ! -f "$LIB" ]]; then
+      echo "build-otelcol: $LIB missing; run 'cargo build --release' first" >&2
+      exit 1
+    fi
   fi
-
-  # Go's build cache only hashes files inside a package's directory, not the
-  # files that its #cgo directives name elsewhere, so on its own it would
-  # silently keep a stale binary after a Rust rebuild:
-  # - the static library (#cgo LDFLAGS) is read only by the final link: drop
-  #   the binary when the library is newer, so go build links again (~5 s);
-  if [[ -e "$BIN" && "$LIB" -nt "$BIN" ]]; then
+  # Go's build cache hashes the files inside a package's directory (the C
+  # header go/internal/engine/traceconsistency.h included), not the files its
+  # #cgo LDFLAGS name elsewhere: the static library is read only by the final
+  # link, so drop the binary when the library is newer and go build links
+  # again (~5 s) instead of silently keeping a stale binary.
+  if [[ -e "$BIN" && "$linked" -nt "$BIN" ]]; then
     rm -f "$BIN"
-  fi
-  # - the C header (#cgo CFLAGS -I include) is compiled into the cgo package:
-  #   a define carrying the header's hash puts its content into the package's
-  #   cache key (CGO_CFLAGS is part of it), so a header change recompiles it.
-  if compgen -G "include/*.h" >/dev/null; then
-    h="$(cat include/*.h | sha256sum | cut -c1-16)"
-    export CGO_CFLAGS="${CGO_CFLAGS:-"-O2 -g"} -DTRACECONSISTENCY_H_SHA256_$h"
   fi
 fi
 

@@ -60,3 +60,7 @@ require (
 )
 
 replace github.com/traceconsistency/traceconsistencyprocessor => ../go
+
+replace github.com/traceconsistency/traceconsistencyprocessor/lib/linux_amd64 => ../go/lib/linux_amd64
+
+require github.com/traceconsistency/traceconsistencyprocessor/lib/linux_amd64 v0.1.0 // indirect

@@ -9,7 +9,9 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
-use std::hash::{BuildHasher, Hasher, RandomState};
+use std::hash::{BuildHasher, Hasher};
+
+use ahash::RandomState;
 
 use crate::findings::FindingKind;
 use crate::index::SpanRec;
@@ -35,14 +37,9 @@ fn content<'a>(buf: &'a [u8], s: &SpanRec) -> Cow<'a, [u8]> {
 
 /// A keyed hash of the span's content as [`content`] gives it (`buf` holds its bytes).
 pub fn content_hash(key: &RandomState, buf: &[u8], s: &SpanRec) -> u64 {
-    let raw = &buf[s.bytes.start as usize..s.bytes.end as usize];
+    // One write of the whole content: the hash of pieces depends on where they are cut.
     let mut h = key.build_hasher();
-    let mut pos = 0;
-    for r in s.strip() {
-        h.write(&raw[pos..r.start as usize]);
-        pos = r.end as usize;
-    }
-    h.write(&raw[pos..]);
+    h.write(&content(buf, s));
     h.finish()
 }
 

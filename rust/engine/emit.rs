@@ -4,7 +4,7 @@
 //! fields, plus the new attributes.
 
 use std::collections::HashMap;
-use std::hash::RandomState;
+use ahash::RandomState;
 
 use crate::attrs::*;
 use crate::checks::{check_trace, CheckConfig, TraceReport};

@@ -20,8 +20,9 @@
 //! (shared resource and scope entries), [`memory`] (what memory costs), [`stats`].
 //!
 //! Cost: every step is at most `O(k log k)` in the `k` spans, groups or IDs it touches;
-//! trace IDs are hashed with a keyed SipHash (a per-process random key), so crafted IDs
-//! cannot pile into one bucket or one shard.
+//! trace IDs and span contents are hashed with aHash under per-process random keys (a hash
+//! built to resist hash flooding, several times faster than SipHash on these sizes), so
+//! crafted IDs cannot pile into one bucket or one shard.
 //!
 //! Thread-safety: every method takes `&self`; `Engine` is `Send + Sync`. Time is always passed
 //! in (`now` in Unix nanoseconds), so tests inject it.
@@ -34,7 +35,7 @@ mod shard;
 pub mod stats;
 mod unit;
 
-use std::hash::{BuildHasher, RandomState};
+use ahash::RandomState;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
@@ -43,7 +44,7 @@ use crossbeam_channel::{Receiver, Sender};
 use crate::checks::CheckConfig;
 use crate::config::{Config, ConfigError, LateSpanPolicy, RestartStrategy};
 use crate::findings::{FindingKind, ReleaseReason};
-use crate::hlc::{stamp_batch, Hlc, Stamp};
+use crate::hlc::{stamp_batch, Hlc, PersistStart, Stalled, Stamp};
 use crate::index::scan_request;
 use crate::wire::WireError;
 
@@ -68,6 +69,9 @@ pub enum IngestError {
     /// The memory bound is reached by data that has not left yet (released, not drained):
     /// retry later.
     Full { held: u64, bound: u64 },
+    /// The batch's HLC stamps would pass the bound last written to `hlc.state_file`, and the
+    /// bound cannot be written (`restart_strategy: persist`): retry later.
+    ClockStalled(Stalled),
 }
 
 impl std::fmt::Display for IngestError {
@@ -80,6 +84,7 @@ impl std::fmt::Display for IngestError {
                 f,
                 "engine memory full ({held} bytes held by data waiting to leave, max_buffered_bytes {bound}): retry later"
             ),
+            IngestError::ClockStalled(e) => write!(f, "{e}: retry later"),
         }
     }
 }
@@ -188,7 +193,11 @@ impl Engine {
             let max_offset = cfg.hlc_max_offset_ns as u64;
             Some(match (cfg.hlc_restart, cfg.hlc_state_file.as_deref()) {
                 (RestartStrategy::Persist, Some(path)) => {
-                    Hlc::with_persisted_bound(max_offset, std::path::Path::new(path)).map_err(
+                    // The wall clock, read here only: to refuse a bound absurdly far ahead.
+                    let now = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_nanos() as u64);
+                    Hlc::with_persisted_bound(max_offset, std::path::Path::new(path), now).map_err(
                         |e| ConfigError(format!("hlc.state_file {path} cannot be used: {e}")),
                     )?
                 }
@@ -269,8 +278,10 @@ impl Engine {
             self.c.add(stat!(batches_refused), 1);
             return Err(IngestError::NoSpans);
         }
+        // Stamped before anything is kept: a stalled clock refuses the batch whole.
+        let futures = stamp_batch(self.hlc.as_ref(), self.cfg.hlc_max_offset_ns as u64, self.enabled_checks, &mut batch.spans, now)
+            .map_err(IngestError::ClockStalled)?;
         self.c.add(stat!(spans_received), batch.spans.len() as u64);
-        let futures = stamp_batch(self.hlc.as_ref(), self.cfg.hlc_max_offset_ns as u64, self.enabled_checks, &mut batch.spans, now);
         self.c.add(stat!(future_timestamps), futures);
         self.interner.intern(&mut batch.groups);
 
@@ -298,20 +309,22 @@ impl Engine {
         }
         // Spans of one trace together (stable: arrival order kept), so each trace is hashed
         // and its storage grown once per batch; runs bucketed by shard.
-        let tid = |i: u32| u128::from_be_bytes(batch.trace_ids[i as usize]);
-        valid.sort_by_key(|&i| tid(i));
+        // (trace ID, index): unique keys, so an unstable sort keeps arrival order per trace.
+        let mut keyed: Vec<(u128, u32)> = valid.iter().map(|&i| (u128::from_be_bytes(batch.trace_ids[i as usize]), i)).collect();
+        keyed.sort_unstable();
+        let valid: Vec<u32> = keyed.iter().map(|k| k.1).collect();
         let mut runs: Vec<(u32, u32, u32)> = Vec::new(); // (shard, start, end) into `valid`
         let mut k = 0;
-        while k < valid.len() {
-            let id = tid(valid[k]);
+        while k < keyed.len() {
+            let id = keyed[k].0;
             let mut j = k + 1;
-            while j < valid.len() && tid(valid[j]) == id {
+            while j < keyed.len() && keyed[j].0 == id {
                 j += 1;
             }
             runs.push((self.shard_of(id) as u32, k as u32, j as u32));
             k = j;
         }
-        runs.sort_by_key(|r| r.0);
+        runs.sort_unstable();
         let mut r = 0;
         while r < runs.len() {
             let si = runs[r].0;
@@ -449,6 +462,9 @@ impl Engine {
             self.enforce_limits(&mut shard, now);
         }
         self.trim.maybe_trim(now);
+        if let Some(h) = &self.hlc {
+            h.persist_ahead(now); // so that ingests rarely write hlc.state_file themselves
+        }
         self.c.get(stat!(ready_spans))
     }
 
@@ -518,8 +534,16 @@ impl Engine {
             s.hlc_max_forward_offset_ns = h.max_forward_offset_ns;
             s.hlc_logical_overflows = h.logical_overflows;
             s.hlc_persist_errors = h.persist_errors;
+            s.hlc_stalled_batches = h.stalled_batches;
         }
         s
+    }
+
+    /// What `hlc.state_file` held at start (`restart_strategy: persist` only). When
+    /// [`PersistStart::needs_wait`], the caller waits `hlc.max_offset` before ingesting, as
+    /// with `restart_strategy: wait`.
+    pub fn hlc_persist_start(&self) -> Option<PersistStart> {
+        self.hlc.as_ref().and_then(Hlc::persist_start)
     }
 
     /// The HLC's last stamp (for tests and restarts).

@@ -4,7 +4,7 @@
 //! it touches.
 
 use std::collections::{HashMap, VecDeque};
-use std::hash::RandomState;
+use ahash::RandomState;
 use std::mem::size_of;
 
 use crate::findings::ReleaseReason;

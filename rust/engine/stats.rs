@@ -62,6 +62,10 @@ pub struct Stats {
     /// Everything counted against `max_buffered_bytes`: buffered traces, ready data,
     /// resource and scope entries, the late-span cache (gauge).
     pub memory_total_bytes: u64,
+    /// Batches refused with a retryable error because their HLC stamps would pass the bound
+    /// last written to `hlc.state_file`, which could not be written (`restart_strategy:
+    /// persist`; each failed write is counted in `hlc_persist_errors`).
+    pub hlc_stalled_batches: u64,
 }
 
 const WORDS: usize = size_of::<Stats>() / size_of::<u64>();

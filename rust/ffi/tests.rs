@@ -42,6 +42,43 @@ fn null_pointers_are_reported_not_dereferenced() {
 }
 
 #[test]
+fn hlc_start_and_a_stalled_clock_through_the_c_abi() {
+    let dir = std::env::temp_dir().join(format!("tc-ffi-hlc-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = std::ffi::CString::new(dir.join("hlc.state").to_str().unwrap()).unwrap();
+    let mut cfg = std::mem::MaybeUninit::<tc_config>::uninit();
+    assert_eq!(tc_config_default(cfg.as_mut_ptr()), tc_result::Ok);
+    let mut cfg = unsafe { cfg.assume_init() };
+    cfg.hlc_restart = RestartStrategy::Persist as u32;
+    cfg.hlc_state_file = path.as_ptr();
+    let mut err = tc_error { message: [0; 512] };
+    let mut e = ptr::null_mut();
+    assert_eq!(tc_engine_new(&cfg, &mut e, &mut err), tc_result::Ok);
+    let mut start = tc_hlc_start::Ready;
+    assert_eq!(tc_engine_hlc_start(e, &mut start), tc_result::Ok);
+    assert_eq!(start, tc_hlc_start::StateFileMissing);
+    assert_eq!(tc_engine_hlc_start(e, ptr::null_mut()), tc_result::NullArgument);
+    std::fs::remove_dir_all(&dir).unwrap();
+    // Far ahead of the bound written at start (from the wall clock), with the file unwritable.
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64;
+    let later = now + 3_600_000_000_000;
+    let req = request(vec![("a", vec![span(1, 1, 0, later - 10, later - 5)])]);
+    assert_eq!(tc_engine_ingest(e, req.as_ptr(), req.len(), later, ptr::null_mut(), &mut err), tc_result::ClockStalled);
+    assert!(msg(&err).contains("hlc.state_file"), "{}", msg(&err));
+    assert_eq!(tc_result::ClockStalled as u32, 7007);
+    let mut stats = Stats::default();
+    assert_eq!(tc_engine_stats(e, &mut stats), tc_result::Ok);
+    assert_eq!((stats.hlc_stalled_batches, stats.spans_received, stats.buffered_spans), (1, 0, 0));
+    tc_engine_free(e);
+    // Without persist there is nothing to wait for.
+    let e = new_engine();
+    assert_eq!(tc_engine_hlc_start(e, &mut start), tc_result::Ok);
+    assert_eq!(start, tc_hlc_start::Ready);
+    tc_engine_free(e);
+}
+
+#[test]
 fn garbage_empty_and_zero_length_input_return_codes_with_messages() {
     let e = new_engine();
     let mut err = tc_error { message: [0; 512] };

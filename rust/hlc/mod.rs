@@ -14,14 +14,22 @@
 //! - The physical clock going back never moves stamps back (counted as a backward jump).
 //! - The logical counter is a `u32`; when it would overflow, it carries into the physical
 //!   part (`l + 1`, `c = 0`), keeping order and uniqueness.
+//! - With a state file ([`Hlc::with_persisted_bound`]), no stamp's wall part reaches the
+//!   bound last written durably; a batch that would reach it while the bound cannot be moved
+//!   forward is refused whole ([`Stalled`]) and the clock is left as it was.
+//!
+//! Locks: `state` (the clock) is held only to compute stamps, never during file I/O; writes
+//! of the state file are serialised by `persist`, which may take `state` briefly (never the
+//! other way round).
 
 use std::fmt;
-use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard, TryLockError};
 
+mod persist;
 mod stamp;
+pub use persist::{PersistStart, MAX_BOUND_AHEAD_NS};
 pub use stamp::stamp_batch;
 
 /// One HLC timestamp. Ordered lexicographically by `(wall, logical)`.
@@ -76,6 +84,26 @@ impl fmt::Display for Stamp {
     }
 }
 
+/// Why a batch got no stamps: they would reach the bound last written to the state file,
+/// and the bound could not be moved forward. Retryable; nothing of the batch was stamped.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Stalled {
+    /// The durable bound, ns since the Unix epoch.
+    pub bound: u64,
+    /// Why the last write of the state file failed.
+    pub cause: String,
+}
+
+impl fmt::Display for Stalled {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "HLC stalled: stamps would pass the bound {} last made durable in hlc.state_file: {}",
+            self.bound, self.cause
+        )
+    }
+}
+
 /// Why a remote time was not let into the clock.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Refused {
@@ -97,6 +125,8 @@ pub struct HlcStats {
     pub logical_overflows: u64,
     /// Failures to persist the upper bound (`persist` restart strategy).
     pub persist_errors: u64,
+    /// Batches refused because their stamps would pass the durable bound ([`Stalled`]).
+    pub stalled_batches: u64,
 }
 
 #[derive(Debug)]
@@ -104,19 +134,36 @@ struct State {
     last: Stamp,
     last_pt: u64,
     stats: HlcStats,
-    /// `persist` strategy: stamps must stay below this bound until it is moved forward.
-    persisted_bound: u64,
+    /// `persist` strategy: the bound last written durably; stamps' wall parts stay below it.
+    /// `u64::MAX` (unused) without a state file.
+    durable: u64,
+    /// Why the last write of the state file failed; `None` after a successful one.
+    persist_error: Option<String>,
 }
 
-/// How far ahead of issued stamps the persisted upper bound is written.
+/// How far ahead of what the clock may need the persisted upper bound is written; it is
+/// rewritten once less than half of this is left.
 pub const PERSIST_WINDOW_NS: u64 = 10_000_000_000;
+
+/// The state file, behind the lock that serialises its writes (held during a write; the
+/// clock lock is taken inside it only briefly).
+#[derive(Debug)]
+struct Persist {
+    path: PathBuf,
+}
 
 /// A hybrid logical clock. Thread-safe (`Sync`); share it by reference.
 #[derive(Debug)]
 pub struct Hlc {
     max_offset_ns: u64,
     state: Mutex<State>,
-    persist_path: Option<PathBuf>,
+    persist: Option<Mutex<Persist>>,
+    start: Option<PersistStart>,
+}
+
+fn lock_ignoring_poison<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding either lock cannot leave it inconsistent (plain values).
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Hlc {
@@ -127,85 +174,177 @@ impl Hlc {
                 last: Stamp::default(),
                 last_pt: 0,
                 stats: HlcStats::default(),
-                persisted_bound: u64::MAX,
+                durable: u64::MAX,
+                persist_error: None,
             }),
-            persist_path: None,
+            persist: None,
+            start: None,
         }
     }
 
-    /// A clock that starts above the bound stored in `path` (if the file exists) and keeps a
-    /// bound at least [`PERSIST_WINDOW_NS`] ahead of every stamp it issues in that file, so
-    /// stamps stay monotonic across restarts even when the host clock went back.
-    pub fn with_persisted_bound(max_offset_ns: u64, path: &Path) -> io::Result<Hlc> {
-        let start = match fs::read_to_string(path) {
-            Ok(s) => s.trim().parse::<u64>().map_err(|e| {
-                io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!("hlc.state_file {} does not hold a bound: {e}", path.display()),
-                )
-            })?,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => 0,
-            Err(e) => return Err(e),
+    /// A clock that starts above the bound stored in `path` and keeps a durable bound ahead
+    /// of every stamp it issues in that file, so stamps stay monotonic across restarts even
+    /// when the host clock went back. `now` is the wall clock at start.
+    ///
+    /// A missing or empty file starts the clock from zero: the caller must then wait
+    /// `hlc.max_offset` before ingesting, as with the `wait` strategy ([`Hlc::persist_start`]).
+    /// A bound more than [`MAX_BOUND_AHEAD_NS`] (plus the max offset) ahead of `now`, an
+    /// unparsable file and an unwritable path are errors naming `hlc.state_file`.
+    pub fn with_persisted_bound(max_offset_ns: u64, path: &Path, now: u64) -> io::Result<Hlc> {
+        let start = persist::read_start(path, now, max_offset_ns)?;
+        let wall = match start {
+            PersistStart::Resumed { bound } => bound,
+            PersistStart::Missing | PersistStart::Empty => 0,
         };
         let hlc = Hlc {
             max_offset_ns,
             state: Mutex::new(State {
-                last: Stamp { wall: start, logical: 0 },
+                last: Stamp { wall, logical: 0 },
                 last_pt: 0,
                 stats: HlcStats::default(),
-                persisted_bound: 0,
+                durable: wall,
+                persist_error: None,
             }),
-            persist_path: Some(path.to_path_buf()),
+            persist: Some(Mutex::new(Persist { path: path.to_path_buf() })),
+            start: Some(start),
         };
         // Write the first bound now so an unwritable path fails at start.
-        let bound = start.saturating_add(PERSIST_WINDOW_NS);
-        write_bound(path, bound)?;
-        hlc.state.lock().unwrap_or_else(|p| p.into_inner()).persisted_bound = bound;
+        let mut st = hlc.lock();
+        let bound = hlc.need(&st, now).saturating_add(PERSIST_WINDOW_NS);
+        persist::write_bound(path, bound)?; // no other thread can use the clock yet
+        st.durable = bound;
+        drop(st);
         Ok(hlc)
+    }
+
+    /// What the state file held at start (`None` without one).
+    pub fn persist_start(&self) -> Option<PersistStart> {
+        self.start
     }
 
     pub fn max_offset_ns(&self) -> u64 {
         self.max_offset_ns
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        // A panic while holding the lock cannot leave the state inconsistent (plain values).
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> MutexGuard<'_, State> {
+        lock_ignoring_poison(&self.state)
+    }
+
+    /// The highest wall part a batch at `pt` may stamp: remote times are admitted up to
+    /// `pt + max_offset` (plus one for a logical carry).
+    fn need(&self, st: &State, pt: u64) -> u64 {
+        st.last.wall.max(st.last_pt.max(pt).saturating_add(self.max_offset_ns)).saturating_add(1)
     }
 
     /// Runs `f` with a [`Batch`] view of the clock under one lock acquisition.
-    pub fn batch<R>(&self, pt: u64, f: impl FnOnce(&mut Batch<'_>) -> R) -> R {
+    ///
+    /// With a state file: if the batch might reach the durable bound, the bound is moved
+    /// forward first (this call waits for the write); if the stamps would still reach it, the
+    /// clock is restored to what it was before `f` and the batch is refused ([`Stalled`]),
+    /// so whatever `f` stamped must be discarded. Once less than half of
+    /// [`PERSIST_WINDOW_NS`] is left, the bound is moved forward after the batch, outside
+    /// the clock lock, unless another thread is already writing it.
+    pub fn batch<R>(&self, pt: u64, f: impl FnOnce(&mut Batch<'_>) -> R) -> Result<R, Stalled> {
+        if self.persist.is_none() {
+            return Ok(self.run(&mut self.lock(), pt, f));
+        }
+        {
+            let st = self.lock();
+            let reach = self.need(&st, pt) >= st.durable;
+            drop(st);
+            if reach {
+                self.extend(pt, true);
+            }
+        }
         let mut st = self.lock();
+        let before = (st.last, st.last_pt, st.stats);
+        let r = self.run(&mut st, pt, f);
+        if st.last.wall >= st.durable {
+            (st.last, st.last_pt, st.stats) = before;
+            st.stats.stalled_batches += 1;
+            let cause = st.persist_error.clone().unwrap_or_else(|| "other batches used the new bound meanwhile".to_string());
+            return Err(Stalled { bound: st.durable, cause });
+        }
+        let low = st.durable.saturating_sub(self.need(&st, pt)) < PERSIST_WINDOW_NS / 2;
+        drop(st);
+        if low {
+            self.extend(pt, false);
+        }
+        Ok(r)
+    }
+
+    fn run<R>(&self, st: &mut State, pt: u64, f: impl FnOnce(&mut Batch<'_>) -> R) -> R {
         if pt < st.last_pt {
             st.stats.backward_jumps += 1;
         }
         st.last_pt = st.last_pt.max(pt);
-        let last_before = st.last.wall;
-        let mut b = Batch { st: &mut st, pt, max_offset: self.max_offset_ns };
-        let r = f(&mut b);
-        if st.last.wall >= st.persisted_bound.saturating_sub(PERSIST_WINDOW_NS / 2)
-            && st.last.wall > last_before
-        {
-            if let Some(path) = &self.persist_path {
-                let bound = st.last.wall.saturating_add(PERSIST_WINDOW_NS);
-                match write_bound(path, bound) {
-                    Ok(()) => st.persisted_bound = bound,
-                    Err(_) => st.stats.persist_errors += 1,
-                }
+        f(&mut Batch { st, pt, max_offset: self.max_offset_ns })
+    }
+
+    /// Moves the durable bound forward ahead of need when less than half of
+    /// [`PERSIST_WINDOW_NS`] is left at physical time `pt`; for callers off the ingest path
+    /// (a periodic tick), so that ingests rarely write. Does nothing without a state file or
+    /// while another thread writes it.
+    pub fn persist_ahead(&self, pt: u64) {
+        self.extend(pt, false);
+    }
+
+    /// Writes a new bound `PERSIST_WINDOW_NS` beyond need if less than half of the window is
+    /// left. With `wait`, waits for a write under way; without, leaves the work to it. The
+    /// clock lock is not held during the write.
+    fn extend(&self, pt: u64, wait: bool) {
+        let Some(persist) = &self.persist else { return };
+        let p = if wait {
+            lock_ignoring_poison(persist)
+        } else {
+            match persist.try_lock() {
+                Ok(g) => g,
+                Err(TryLockError::Poisoned(p)) => p.into_inner(),
+                Err(TryLockError::WouldBlock) => return,
+            }
+        };
+        let bound = {
+            let st = self.lock();
+            let need = self.need(&st, pt);
+            if st.durable.saturating_sub(need) >= PERSIST_WINDOW_NS / 2 {
+                return; // moved forward meanwhile
+            }
+            need.saturating_add(PERSIST_WINDOW_NS)
+        };
+        let written = persist::write_bound(&p.path, bound);
+        let mut st = self.lock();
+        match written {
+            Ok(()) => {
+                st.durable = st.durable.max(bound);
+                st.persist_error = None;
+            }
+            Err(e) => {
+                st.stats.persist_errors += 1;
+                st.persist_error = Some(format!("hlc.state_file {}: {e}", p.path.display()));
             }
         }
-        r
     }
 
     /// A local event: one new stamp.
+    ///
+    /// # Panics
+    /// When a clock with a state file is stalled; the engine uses [`Hlc::batch`].
     pub fn now(&self, pt: u64) -> Stamp {
+        self.try_now(pt).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// A local event: one new stamp, or [`Stalled`].
+    pub fn try_now(&self, pt: u64) -> Result<Stamp, Stalled> {
         self.batch(pt, |b| b.now())
     }
 
     /// A receive event: a stamp strictly greater than `m` and all previous stamps, or a
     /// refusal (clock unchanged) when `m` is more than the max offset ahead of `pt`.
+    ///
+    /// # Panics
+    /// When a clock with a state file is stalled; the engine uses [`Hlc::batch`].
     pub fn recv(&self, pt: u64, m: Stamp) -> Result<Stamp, Refused> {
-        self.batch(pt, |b| b.recv(m))
+        self.batch(pt, |b| b.recv(m)).unwrap_or_else(|e| panic!("{e}"))
     }
 
     /// The last stamp issued.
@@ -216,12 +355,6 @@ impl Hlc {
     pub fn stats(&self) -> HlcStats {
         self.lock().stats
     }
-}
-
-fn write_bound(path: &Path, bound: u64) -> io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    fs::write(&tmp, format!("{bound}\n"))?;
-    fs::rename(&tmp, path)
 }
 
 /// The clock, locked, for a batch of events at one physical time.
@@ -384,14 +517,14 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("hlc.state");
         let _ = std::fs::remove_file(&path);
-        let first = Hlc::with_persisted_bound(500 * MS, &path).unwrap();
+        let first = Hlc::with_persisted_bound(500 * MS, &path, 0).unwrap();
         let mut last = Stamp::default();
         for pt in (1..50).map(|i| i * 1_000 * MS) {
             last = first.now(pt);
         }
         drop(first);
         // Restart with the host clock far behind.
-        let second = Hlc::with_persisted_bound(500 * MS, &path).unwrap();
+        let second = Hlc::with_persisted_bound(500 * MS, &path, 1).unwrap();
         let s = second.now(1);
         assert!(s > last, "{s} <= {last}");
         let _ = std::fs::remove_dir_all(&dir);
@@ -401,9 +534,248 @@ mod tests {
     fn unparsable_state_file_is_a_clear_error() {
         let path = std::env::temp_dir().join(format!("tc-hlc-bad-{}", std::process::id()));
         std::fs::write(&path, "not a number").unwrap();
-        let err = Hlc::with_persisted_bound(500 * MS, &path).unwrap_err();
+        let err = Hlc::with_persisted_bound(500 * MS, &path, 0).unwrap_err();
         assert!(err.to_string().contains("hlc.state_file"), "{err}");
         let _ = std::fs::remove_file(&path);
+    }
+
+    /// A fresh directory for one test's state file.
+    fn state_dir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("tc-hlc-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    fn read_bound(path: &Path) -> u64 {
+        let s = std::fs::read_to_string(path).unwrap();
+        assert!(s.ends_with('\n'), "{s:?}");
+        s.trim().parse().unwrap()
+    }
+
+    const SEC: u64 = 1_000 * MS;
+    /// A wall clock to start from (2026-09).
+    const T0: u64 = 1_790_000_000 * SEC;
+
+    #[test]
+    fn the_bound_is_written_to_a_temp_file_fsyncd_renamed_and_the_directory_fsyncd() {
+        let dir = state_dir("write");
+        let path = dir.join("hlc.state");
+        persist::STEPS.with(|s| s.borrow_mut().clear());
+        persist::write_bound(&path, 42).unwrap();
+        let steps = persist::STEPS.with(|s| s.borrow().clone());
+        assert_eq!(steps, ["write", "fsync file", "rename", "fsync dir"]);
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "42\n");
+        assert!(!persist::tmp_path(&path).exists(), "no temp file left");
+        assert_eq!(persist::tmp_path(&path).file_name().unwrap(), "hlc.state.tmp");
+
+        // The clock keeps the bound ahead of what it may stamp: its first write covers a batch
+        // at the start time with remote times up to max_offset ahead.
+        persist::STEPS.with(|s| s.borrow_mut().clear());
+        let c = Hlc::with_persisted_bound(500 * MS, &path, T0).unwrap();
+        assert_eq!(persist::STEPS.with(|s| s.borrow().len()), 4);
+        assert_eq!(c.persist_start(), Some(PersistStart::Resumed { bound: 42 }));
+        let b0 = read_bound(&path);
+        assert_eq!(b0, T0 + 500 * MS + 1 + PERSIST_WINDOW_NS);
+        // Within half a window: no write.
+        persist::STEPS.with(|s| s.borrow_mut().clear());
+        c.now(T0 + 4 * SEC);
+        assert!(persist::STEPS.with(|s| s.borrow().is_empty()));
+        assert_eq!(read_bound(&path), b0);
+        // Less than half left after the batch: written after it.
+        c.now(T0 + 5 * SEC); // exactly half left
+        assert_eq!(read_bound(&path), b0);
+        let s = c.now(T0 + 6 * SEC);
+        let b1 = read_bound(&path);
+        assert_eq!(b1, T0 + 6 * SEC + 500 * MS + 1 + PERSIST_WINDOW_NS);
+        assert!(s.wall < b0);
+        // A tick moves it too, so an ingest after a quiet spell does not write.
+        c.persist_ahead(T0 + 12 * SEC);
+        assert_eq!(read_bound(&path), T0 + 12 * SEC + 500 * MS + 1 + PERSIST_WINDOW_NS);
+        assert!(!persist::tmp_path(&path).exists());
+        assert_eq!(c.stats().persist_errors, 0);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_quiet_spell_longer_than_the_window_writes_before_stamping() {
+        let dir = state_dir("quiet");
+        let path = dir.join("hlc.state");
+        let c = Hlc::with_persisted_bound(500 * MS, &path, T0).unwrap();
+        let s = c.now(T0 + 60 * SEC); // no tick meanwhile: this batch moves the bound itself
+        assert_eq!(s, Stamp { wall: T0 + 60 * SEC, logical: 0 });
+        assert!(read_bound(&path) > s.wall);
+        assert_eq!(c.stats().stalled_batches, 0);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_missing_or_empty_state_file_starts_with_the_wait_strategy() {
+        let dir = state_dir("empty");
+        let path = dir.join("hlc.state");
+        let c = Hlc::with_persisted_bound(500 * MS, &path, T0).unwrap();
+        assert_eq!(c.persist_start(), Some(PersistStart::Missing));
+        assert!(PersistStart::Missing.needs_wait());
+        assert!(read_bound(&path) > T0);
+        drop(c);
+        // What a crash before the content reached the disk leaves.
+        std::fs::write(&path, "").unwrap();
+        let c = Hlc::with_persisted_bound(500 * MS, &path, T0).unwrap();
+        assert_eq!(c.persist_start(), Some(PersistStart::Empty));
+        assert!(PersistStart::Empty.needs_wait());
+        assert_eq!(c.now(T0), Stamp { wall: T0, logical: 0 }, "starts from the wall clock, as wait does");
+        assert!(read_bound(&path) > T0, "a bound is written at once");
+        std::fs::write(&path, " \n").unwrap();
+        let c = Hlc::with_persisted_bound(500 * MS, &path, T0).unwrap();
+        assert_eq!(c.persist_start(), Some(PersistStart::Empty));
+        // A bound resumes, no wait.
+        let c = Hlc::with_persisted_bound(500 * MS, &path, T0).unwrap();
+        assert!(matches!(c.persist_start(), Some(PersistStart::Resumed { .. })));
+        assert!(!c.persist_start().unwrap().needs_wait());
+        assert_eq!(Hlc::new(500 * MS).persist_start(), None);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_bound_absurdly_far_ahead_is_refused_naming_the_key() {
+        let dir = state_dir("absurd");
+        let path = dir.join("hlc.state");
+        let far = T0 + 500 * MS + MAX_BOUND_AHEAD_NS + 1;
+        std::fs::write(&path, format!("{far}\n")).unwrap();
+        let err = Hlc::with_persisted_bound(500 * MS, &path, T0).unwrap_err();
+        assert!(err.to_string().contains("hlc.state_file"), "{err}");
+        assert!(err.to_string().contains("24 h"), "{err}");
+        assert_eq!(read_bound(&path), far, "the file is left for the operator");
+        // Exactly the limit is accepted (a host clock that went back less than a day).
+        std::fs::write(&path, format!("{}\n", far - 1)).unwrap();
+        let c = Hlc::with_persisted_bound(500 * MS, &path, T0).unwrap();
+        assert!(c.now(T0) > Stamp { wall: far - 1, logical: 0 });
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_failed_write_stalls_batches_at_the_durable_bound_instead_of_passing_it() {
+        let dir = state_dir("fail");
+        let sub = dir.join("sub");
+        std::fs::create_dir_all(&sub).unwrap();
+        let path = sub.join("hlc.state");
+        let c = Hlc::with_persisted_bound(500 * MS, &path, T0).unwrap();
+        let bound = read_bound(&path);
+        let before = c.now(T0);
+        // The directory goes away (tests run as root: permissions would not stop a write).
+        std::fs::remove_dir_all(&sub).unwrap();
+        // Stamps below the durable bound are still issued; the write attempted once less than
+        // half the window is left fails and is counted.
+        let s = c.now(T0 + 6 * SEC);
+        assert!(s > before && s.wall < bound);
+        assert!(c.stats().persist_errors >= 1);
+        let last = c.last();
+        // A batch that would reach the bound is refused and leaves the clock as it was.
+        let errors = c.stats().persist_errors;
+        let err = c
+            .batch(T0 + 20 * SEC, |b| {
+                b.now();
+                b.now()
+            })
+            .unwrap_err();
+        assert_eq!(err.bound, bound);
+        assert!(err.cause.contains("hlc.state_file"), "{err}");
+        assert!(err.to_string().contains("stalled"), "{err}");
+        assert_eq!(c.last(), last, "no stamp at or past the bound was kept");
+        assert_eq!(c.stats().stalled_batches, 1);
+        assert!(c.stats().persist_errors > errors, "the stalled batch tried to write first");
+        // A remote time admitted but beyond the bound stalls too.
+        let m = Stamp { wall: bound, logical: 0 };
+        assert!(c.batch(bound - 100 * MS, |b| b.recv(m)).is_err());
+        assert_eq!(c.stats().stalled_batches, 2);
+        assert_eq!(c.last(), last);
+        // Once the file can be written again, the bound moves and stamps pass it.
+        std::fs::create_dir_all(&sub).unwrap();
+        let s = c.try_now(T0 + 20 * SEC).unwrap();
+        assert_eq!(s, Stamp { wall: T0 + 20 * SEC, logical: 0 });
+        assert!(read_bound(&path) > s.wall);
+        // And a restart starts above every stamp issued.
+        drop(c);
+        let c = Hlc::with_persisted_bound(500 * MS, &path, T0).unwrap();
+        assert!(c.now(T0) > s);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_state_file_that_cannot_be_written_at_start_is_an_error() {
+        let dir = state_dir("nodir");
+        let err = Hlc::with_persisted_bound(500 * MS, &dir.join("no/such/hlc.state"), T0).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::NotFound, "{err}"); // the engine names the key
+        // A directory where the file should be.
+        let path = dir.join("hlc.state");
+        std::fs::create_dir_all(&path).unwrap();
+        assert!(Hlc::with_persisted_bound(500 * MS, &path, T0).is_err());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn writes_happen_outside_the_clock_lock() {
+        let dir = state_dir("lock");
+        let path = dir.join("hlc.state");
+        let c = Hlc::with_persisted_bound(500 * MS, &path, T0).unwrap();
+        // While a write holds the persist lock, the clock still stamps below the bound.
+        let guard = c.persist.as_ref().unwrap().lock().unwrap();
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                assert!(c.try_now(T0 + 6 * SEC).is_ok(), "no wait for the writer");
+            })
+            .join()
+            .unwrap();
+        });
+        drop(guard);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn an_engine_whose_clock_stalls_refuses_the_batch_whole_with_a_retryable_error() {
+        use crate::config::{Config, RestartStrategy};
+        use crate::engine::{Engine, IngestError};
+        use crate::testutil::{request, span};
+        let dir = state_dir("engine");
+        let sub = dir.join("sub");
+        std::fs::create_dir_all(&sub).unwrap();
+        let path = sub.join("hlc.state");
+        let cfg = Config {
+            hlc_restart: RestartStrategy::Persist,
+            hlc_state_file: Some(path.to_str().unwrap().to_string()),
+            ..Config::default()
+        };
+        let e = Engine::new(cfg.clone()).unwrap();
+        assert_eq!(e.hlc_persist_start(), Some(PersistStart::Missing));
+        // Engine::new reads the wall clock (for the absurd-bound check); the rest is injected.
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64;
+        let batch = |t: u64, at: u64| request(vec![("a", vec![span(t, 1, 0, at - SEC, at - SEC / 2), span(t, 2, 1, at - SEC, at - SEC / 2)])]);
+        e.ingest(&batch(1, now), now).unwrap();
+        std::fs::remove_dir_all(&sub).unwrap();
+        let later = now + 60 * SEC;
+        let err = e.ingest(&batch(2, later), later).unwrap_err();
+        assert!(matches!(err, IngestError::ClockStalled(_)), "{err:?}");
+        assert!(err.to_string().contains("hlc.state_file") && err.to_string().contains("retry later"), "{err}");
+        let st = e.stats();
+        assert_eq!((st.spans_received, st.buffered_spans, st.buffered_traces), (2, 2, 1), "nothing of it kept");
+        assert_eq!(st.hlc_stalled_batches, 1);
+        assert!(st.hlc_persist_errors >= 1);
+        assert!(e.hlc_last().unwrap().wall < later);
+        // The retry succeeds once the file can be written.
+        std::fs::create_dir_all(&sub).unwrap();
+        e.ingest(&batch(2, later), later).unwrap();
+        assert_eq!(e.stats().buffered_traces, 2);
+        let last = e.hlc_last().unwrap();
+        drop(e);
+        // A restart resumes above every stamp without waiting.
+        let e = Engine::new(cfg.clone()).unwrap();
+        assert!(matches!(e.hlc_persist_start(), Some(PersistStart::Resumed { bound }) if bound > last.wall));
+        drop(e);
+        // A bound more than a day ahead is refused at start, naming the key.
+        std::fs::write(&path, format!("{}\n", now + 25 * 3600 * SEC)).unwrap();
+        let err = Engine::new(cfg).err().unwrap();
+        assert!(err.0.starts_with("hlc.state_file"), "{}", err.0);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     proptest! {

@@ -3,14 +3,16 @@
 //! under one clock lock per batch. Times too far ahead are refused with a finding instead of
 //! moving the clock (docs/DESIGN.md, "Hybrid logical clock").
 
-use super::{Hlc, Stamp};
+use super::{Hlc, Stalled, Stamp};
 use crate::findings::FindingKind;
 use crate::index::SpanRec;
 
 /// Stamps `spans` at physical time `now` and records clock findings on them (only those in
 /// `enabled`, a mask of `1 << kind`). With the clock off (`hlc` is `None`) only end times
-/// beyond `now + max_offset_ns` are flagged. Returns how many spans got `future_timestamp`.
-pub fn stamp_batch(hlc: Option<&Hlc>, max_offset_ns: u64, enabled: u32, spans: &mut [SpanRec], now: u64) -> u64 {
+/// beyond `now + max_offset_ns` are flagged. Returns how many spans got `future_timestamp`,
+/// or [`Stalled`] when the clock's durable bound stops the batch: then the spans' stamps and
+/// findings are garbage and the batch must be refused whole.
+pub fn stamp_batch(hlc: Option<&Hlc>, max_offset_ns: u64, enabled: u32, spans: &mut [SpanRec], now: u64) -> Result<u64, Stalled> {
     let future = FindingKind::FutureTimestamp.bit() & enabled;
     let offset = FindingKind::HlcOffsetExceeded.bit() & enabled;
     let mut futures = 0u64;
@@ -42,7 +44,7 @@ pub fn stamp_batch(hlc: Option<&Hlc>, max_offset_ns: u64, enabled: u32, spans: &
                 };
                 s.set_hlc(stamp);
             }
-        }),
+        })?,
         None => {
             let limit = now.saturating_add(max_offset_ns);
             for s in spans.iter_mut() {
@@ -53,5 +55,5 @@ pub fn stamp_batch(hlc: Option<&Hlc>, max_offset_ns: u64, enabled: u32, spans: &
             }
         }
     }
-    futures
+    Ok(futures)
 }

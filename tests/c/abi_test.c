@@ -117,14 +117,20 @@ int main(void) {
   tc_release_free(rel);
   CHECK(tc_engine_drain(engine, 100, &rel, &view, &err) == TC_RESULT_OK && rel == NULL, "nothing more");
 
-  /* Shutdown releases what is buffered; freeing with data still queued does not leak. */
-  CHECK(tc_engine_ingest(engine, req, len, t0, &res, &err) == TC_RESULT_OK, "late ingest");
+  /* An exact re-send after release is a duplicate; changed spans of the released trace
+     are late. Shutdown releases what is buffered; freeing with data still queued does not
+     leak. */
+  CHECK(tc_engine_ingest(engine, req, len, t0, &res, &err) == TC_RESULT_OK, "re-send ingested");
+  uint8_t req2[512];
+  size_t len2 = encode_request(req2, t0 + 5);
+  CHECK(tc_engine_ingest(engine, req2, len2, t0, &res, &err) == TC_RESULT_OK, "late ingest");
   CHECK(tc_engine_shutdown(engine, t0, &ready, &err) == TC_RESULT_OK, "shutdown");
   tc_stats stats;
   CHECK(tc_engine_stats(engine, &stats) == TC_RESULT_OK, "stats");
-  if (!(stats.batches_refused == 2 && stats.late_forwarded == 2))
-    fprintf(stderr, "refused=%llu late=%llu\n", (unsigned long long)stats.batches_refused, (unsigned long long)stats.late_forwarded);
-  CHECK(stats.batches_refused == 2 && stats.late_forwarded == 2, "counters");
+  if (!(stats.batches_refused == 2 && stats.late_forwarded == 2 && stats.duplicates_dropped == 2))
+    fprintf(stderr, "refused=%llu late=%llu duplicates=%llu\n", (unsigned long long)stats.batches_refused,
+            (unsigned long long)stats.late_forwarded, (unsigned long long)stats.duplicates_dropped);
+  CHECK(stats.batches_refused == 2 && stats.late_forwarded == 2 && stats.duplicates_dropped == 2, "counters");
   tc_engine_free(engine);
 
   printf("%d passed, %d failed\n", passes, failures);

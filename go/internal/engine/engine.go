@@ -3,8 +3,7 @@
 package engine
 
 /*
-#cgo CFLAGS: -I${SRCDIR}/../../../include
-#cgo LDFLAGS: ${SRCDIR}/../../../target/release/libtraceconsistency.a -lm -ldl -lpthread
+#cgo CFLAGS: -I${SRCDIR}
 #include <stdlib.h>
 #include "traceconsistency.h"
 */
@@ -166,6 +165,19 @@ func (g *Engine) Ingest(data []byte, now time.Time) (IngestResult, error) {
 		Unassembled:   uint64(out.unassembled),
 		ReadySpans:    uint64(out.ready_spans),
 	}, nil
+}
+
+// HLCStart reports how the clock started; with NeedsWait the caller waits hlc.max_offset
+// before the first Ingest.
+func (g *Engine) HLCStart() (HLCStart, error) {
+	if g.ptr == nil {
+		return 0, errClosed
+	}
+	var s C.tc_hlc_start
+	if r := C.tc_engine_hlc_start(g.ptr, &s); r != C.TC_RESULT_OK {
+		return 0, &Error{Code: Code(r), Message: "tc_engine_hlc_start failed"}
+	}
+	return HLCStart(s), nil
 }
 
 // Tick releases what is due at now into the ready queue; it returns the spans ready.

@@ -31,6 +31,9 @@ func New(Config) (*Engine, error) { return nil, ErrNoCgo }
 // Ingest fails without cgo.
 func (*Engine) Ingest([]byte, time.Time) (IngestResult, error) { return IngestResult{}, ErrNoCgo }
 
+// HLCStart fails without cgo.
+func (*Engine) HLCStart() (HLCStart, error) { return 0, ErrNoCgo }
+
 // Tick fails without cgo.
 func (*Engine) Tick(time.Time) (uint64, error) { return 0, ErrNoCgo }
 

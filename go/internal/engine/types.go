@@ -47,6 +47,23 @@ const (
 	RestartPersist RestartStrategy = 2
 )
 
+// HLCStart mirrors tc_hlc_start: how the clock started.
+type HLCStart uint32
+
+const (
+	// HLCStartReady: nothing to do (no persist strategy, or the clock resumed above the bound
+	// in hlc.state_file).
+	HLCStartReady HLCStart = 0
+	// HLCStartStateFileMissing: hlc.state_file did not exist (a first start, or it was lost).
+	HLCStartStateFileMissing HLCStart = 1
+	// HLCStartStateFileEmpty: hlc.state_file was empty (a crash before it reached the disk).
+	HLCStartStateFileEmpty HLCStart = 2
+)
+
+// NeedsWait reports whether the caller must wait hlc.max_offset before ingesting, as with
+// restart strategy wait.
+func (s HLCStart) NeedsWait() bool { return s != HLCStartReady }
+
 // Config is the engine configuration in Go types; field comments name the YAML keys.
 type Config struct {
 	NumShards         uint32          // num_shards
@@ -227,6 +244,7 @@ type Stats struct {
 	MemoryGroupBytes      uint64
 	MemoryLateCacheBytes  uint64
 	MemoryTotalBytes      uint64
+	HLCStalledBatches     uint64
 }
 
 // MemoryParts lists the engine's memory by part, with the names used in metrics.
@@ -273,6 +291,7 @@ const (
 	CodeEmptyInput     Code = 7004
 	CodePanic          Code = 7005
 	CodeFull           Code = 7006
+	CodeClockStalled   Code = 7007
 	// CodeNoCgo is Go-only: the package was built without cgo.
 	CodeNoCgo Code = 9001
 	// CodeClosed is Go-only: the engine was already closed.
@@ -288,10 +307,10 @@ type Error struct {
 func (e *Error) Error() string { return e.Message }
 
 // Retryable reports whether the batch was refused only for now: the engine's memory is
-// full of released data that has not left yet. Nothing of it was kept; the sender should
-// retry.
+// full of released data that has not left yet, or the HLC reached the bound in
+// hlc.state_file, which cannot be written. Nothing of it was kept; the sender should retry.
 func (e *Error) Retryable() bool {
-	return e.Code == CodeFull
+	return e.Code == CodeFull || e.Code == CodeClockStalled
 }
 
 // Refused reports whether the error means the input batch was refused as a whole

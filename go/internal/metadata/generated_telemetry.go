@@ -40,6 +40,7 @@ type TelemetryBuilder struct {
 	ProcessorTraceconsistencyHlcMaxForwardOffset metric.Int64Gauge
 	ProcessorTraceconsistencyHlcPersistErrors    metric.Int64Counter
 	ProcessorTraceconsistencyHlcRefusals         metric.Int64Counter
+	ProcessorTraceconsistencyHlcStalledBatches   metric.Int64Counter
 	ProcessorTraceconsistencyLateSpans           metric.Int64Counter
 	ProcessorTraceconsistencyMemory              metric.Int64Gauge
 	ProcessorTraceconsistencyReleaseAge          metric.Float64Histogram
@@ -163,6 +164,12 @@ func NewTelemetryBuilder(settings component.TelemetrySettings, options ...Teleme
 		"otelcol_processor_traceconsistency_hlc_refusals",
 		metric.WithDescription("Remote times refused by the hybrid logical clock for being more than hlc.max_offset ahead. [Alpha]"),
 		metric.WithUnit("{refusal}"),
+	)
+	errs = errors.Join(errs, err)
+	builder.ProcessorTraceconsistencyHlcStalledBatches, err = builder.meter.Int64Counter(
+		"otelcol_processor_traceconsistency_hlc_stalled_batches",
+		metric.WithDescription("Batches refused with a retryable error because stamping them would pass the HLC bound persisted in hlc.state_file and the bound could not be written. [Alpha]"),
+		metric.WithUnit("{batch}"),
 	)
 	errs = errors.Join(errs, err)
 	builder.ProcessorTraceconsistencyLateSpans, err = builder.meter.Int64Counter(

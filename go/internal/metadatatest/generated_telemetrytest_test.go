@@ -33,6 +33,7 @@ func TestSetupTelemetry(t *testing.T) {
 	tb.ProcessorTraceconsistencyHlcMaxForwardOffset.Record(context.Background(), 1)
 	tb.ProcessorTraceconsistencyHlcPersistErrors.Add(context.Background(), 1)
 	tb.ProcessorTraceconsistencyHlcRefusals.Add(context.Background(), 1)
+	tb.ProcessorTraceconsistencyHlcStalledBatches.Add(context.Background(), 1)
 	tb.ProcessorTraceconsistencyLateSpans.Add(context.Background(), 1)
 	tb.ProcessorTraceconsistencyMemory.Record(context.Background(), 1)
 	tb.ProcessorTraceconsistencyReleaseAge.Record(context.Background(), 1)
@@ -83,6 +84,9 @@ func TestSetupTelemetry(t *testing.T) {
 		[]metricdata.DataPoint[int64]{{Value: 1}},
 		metricdatatest.IgnoreTimestamp())
 	AssertEqualProcessorTraceconsistencyHlcRefusals(t, testTel,
+		[]metricdata.DataPoint[int64]{{Value: 1}},
+		metricdatatest.IgnoreTimestamp())
+	AssertEqualProcessorTraceconsistencyHlcStalledBatches(t, testTel,
 		[]metricdata.DataPoint[int64]{{Value: 1}},
 		metricdatatest.IgnoreTimestamp())
 	AssertEqualProcessorTraceconsistencyLateSpans(t, testTel,

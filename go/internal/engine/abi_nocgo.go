@@ -1,0 +1,6 @@
+//go:build !cgo
+
+package engine
+
+// Without cgo no library is linked.
+var library LibraryInfo

@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Fails when what the Go module ships has drifted from the sources (part of `make test`):
+#   1. go/internal/engine/traceconsistency.h (the header the Go module carries, so that it
+#      builds from the module cache) must equal include/traceconsistency.h;
+#   2. the prebuilt go/lib/linux_amd64/libtraceconsistency.a must have been built from the
+#      current Rust sources: the hash it reports (tc_source_hash, computed by build.rs) must
+#      equal the hash of the sources now (same recipe as build.rs, with coreutils);
+#   3. it must be stripped of debug information.
+# Needs gcc (the check links a tiny C program against the prebuilt library); no Rust.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+PREBUILT=go/lib/linux_amd64/libtraceconsistency.a
+status=0
+
+if ! cmp -s include/traceconsistency.h go/internal/engine/traceconsistency.h; then
+  diff -u include/traceconsistency.h go/internal/engine/traceconsistency.h | head -20 >&2 || true
+  echo "check-prebuilt: go/internal/engine/traceconsistency.h differs from include/traceconsistency.h; run 'make header'" >&2
+  status=1
+fi
+
+# Keep in step with source_hash() in build.rs.
+want="$({ find rust -type f -name '*.rs'; printf '%s\n' Cargo.toml Cargo.lock build.rs cbindgen.toml; } \
+  | LC_ALL=C sort | xargs -d '\n' sha256sum | sha256sum | cut -c1-64)"
+
+if [[ ! -f "$PREBUILT" ]]; then
+  echo "check-prebuilt: $PREBUILT is missing; run 'make prebuilt'" >&2
+  exit 1
+fi
+
+tmp="$(mktemp -d)"
+trap 'rm -rf "$tmp"' EXIT
+cat >"$tmp/hash.c" <<'EOF'
+#include <stdio.h>
+const char *tc_source_hash(void);
+int main(void) { const char *h = tc_source_hash(); puts(h ? h : "(null)"); return 0; }
+EOF
+if ! gcc -o "$tmp/hash" "$tmp/hash.c" "$PREBUILT" -lm -ldl -lpthread 2>"$tmp/err"; then
+  cat "$tmp/err" >&2
+  echo "check-prebuilt: $PREBUILT does not export tc_source_hash (built before it existed?); run 'make prebuilt'" >&2
+  exit 1
+fi
+got="$("$tmp/hash")"
+if [[ "$got" != "$want" ]]; then
+  echo "check-prebuilt: $PREBUILT was built from other sources (source hash ${got:0:12}, sources now ${want:0:12}); run 'make prebuilt' and commit it" >&2
+  status=1
+fi
+
+if objdump -h "$PREBUILT" | grep -qE '[[:space:]]\.debug_'; then
+  echo "check-prebuilt: $PREBUILT carries debug information; run 'make prebuilt' (it strips it)" >&2
+  status=1
+fi
+
+if ((status == 0)); then
+  echo "check-prebuilt: $PREBUILT ($(stat -c %s "$PREBUILT") bytes) is built from the current sources (${want:0:12}); header copy is current"
+fi
+exit $status
