@@ -29,7 +29,7 @@ VERSION ?= v$(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
 # check-prebuilt and test-module-cache).
 export GOFLAGS := $(strip $(shell $(GO) env GOFLAGS) -tags=tc_from_source)
 
-.PHONY: all lib header prebuilt check-prebuilt dist test-module-cache otelcol run test test-rust test-c test-go check-generated test-e2e bench bench-engine bench-processor bench-collector clean
+.PHONY: all lib header prebuilt check-prebuilt dist test-module-cache otelcol run test test-rust test-c test-go check-generated test-observability test-e2e bench bench-engine bench-processor bench-collector clean
 
 all: otelcol
 
@@ -80,15 +80,19 @@ test: test-rust test-c test-go check-generated check-prebuilt test-module-cache 
 test-rust:
 	$(CARGO) test --locked
 
-## The C ABI from C, under valgrind (leaks and invalid accesses fail the run).
+## The C ABI from C, under valgrind and under AddressSanitizer + UndefinedBehaviorSanitizer
+## (leaks, invalid accesses and undefined behaviour fail the run). Installs valgrind when missing.
 test-c: $(LIB)
 	mkdir -p build
+	command -v valgrind >/dev/null || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update && \
+	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends valgrind; }
 	gcc -std=c11 -Wall -Wextra -Werror -g -Iinclude tests/c/abi_test.c $(LIB) -lm -ldl -lpthread -o build/abi_test
-	if command -v valgrind >/dev/null; then \
-	  valgrind -q --error-exitcode=1 --leak-check=full --errors-for-leak-kinds=definite,indirect ./build/abi_test; \
-	else \
-	  echo "valgrind not found: running without it"; ./build/abi_test; \
-	fi
+	valgrind -q --error-exitcode=1 --leak-check=full --errors-for-leak-kinds=definite,indirect ./build/abi_test
+	gcc -std=c11 -Wall -Wextra -Werror -g -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer \
+	  -Iinclude tests/c/abi_test.c $(LIB) -lm -ldl -lpthread -o build/abi_test_asan
+	ASAN_OPTIONS=detect_leaks=1 ./build/abi_test_asan
 
 test-go: $(LIB)
 	cd go && CGO_ENABLED=1 $(GO) test -race -count=1 ./...
