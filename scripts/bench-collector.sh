@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Collector-level benchmark (issue 6): the built collector
+# Collector-level benchmark: the built collector
 # (build/otelcol/otelcol-traceconsistency) with
 #   ours          processors: [traceconsistency]       quiet_period = WAIT
 #   groupbytrace  processors: [groupbytrace]           wait_duration = WAIT (num_workers default 1)
@@ -90,7 +90,7 @@ done
 echo "bench-collector: building the load sources ($LOADERS)"
 (cd tests && go build -o "$TMP/tracegen" ./cmd/tracegen && go build -o "$TMP/replay" ./bench/cmd/replay)
 loader_args() { # loader -> args
-  if [[ "$1" == replay ]]; then echo "-traces 8000"; else echo "-mode pdata -traces 100000000"; fi
+  if [[ "$1" == replay ]]; then echo "-traces 8000"; else echo "-mode pdata -seed 1 -traces 100000000"; fi
 }
 
 write_config() { # name file
