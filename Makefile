@@ -104,9 +104,10 @@ check-generated:
 
 ## Prometheus rules and Grafana dashboard (examples/observability): promtool check and unit
 ## tests, threshold mutations, scrape config, metric names against go/metadata.yaml.
-## Installs Debian's prometheus package (promtool) when promtool is missing.
+## Installs Debian's prometheus package (promtool, and prometheus for the end-to-end test in
+## tests/e2e/observability_test.go, run by test-e2e) when either is missing.
 test-observability:
-	command -v promtool >/dev/null || { \
+	command -v promtool >/dev/null && command -v prometheus >/dev/null || { \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update && \
 	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends prometheus; }
