@@ -29,7 +29,7 @@ VERSION ?= v$(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
 # check-prebuilt and test-module-cache).
 export GOFLAGS := $(strip $(shell $(GO) env GOFLAGS) -tags=tc_from_source)
 
-.PHONY: all lib header prebuilt check-prebuilt dist test-module-cache otelcol run test test-rust test-c test-go check-generated test-observability test-e2e bench bench-engine bench-processor bench-collector clean
+.PHONY: all lib header prebuilt check-prebuilt dist test-module-cache otelcol run test test-rust test-c test-go check-generated test-observability test-e2e bench bench-engine bench-processor bench-collector clean fuzz fuzz-smoke fuzz-tools
 
 all: otelcol
 
@@ -73,7 +73,7 @@ run: otelcol
 	mkdir -p build
 	./$(OTELCOL) --config examples/collector.yaml
 
-test: test-rust test-c test-go check-generated check-prebuilt test-module-cache test-observability test-e2e
+test: fuzz-smoke test-rust test-c test-go check-generated check-prebuilt test-module-cache test-observability test-e2e
 	@echo "make test: all suites passed"
 
 ## Rust unit and property tests; includes the header drift check (header_is_up_to_date).
@@ -116,6 +116,42 @@ test-observability:
 	cd examples/observability && promtool test rules rules_test.yaml
 	python3 examples/observability/test_threshold_mutations.py
 	python3 examples/observability/check_metric_names.py
+
+## Coverage-guided fuzzing (fuzz/, cargo-fuzz + libFuzzer, nightly only; see FUZZING.md).
+## `make fuzz` runs every target FUZZ_SECONDS (default 60) on its committed seeds
+## (fuzz/corpus/<t>) plus a growing work corpus (fuzz/work/<t>, not committed); any crash,
+## leak, timeout (one input over 1 s) or RSS over 2 GB fails it. `make fuzz-smoke` (part of
+## make test) runs each target FUZZ_SMOKE_SECONDS on its seeds so the targets keep building.
+## A missing nightly toolchain or cargo-fuzz is installed; if that fails, so does the target.
+FUZZ_TARGETS := ingest_abi validate_vs_prost structured config_abi hlc_state
+FUZZ_SECONDS ?= 60
+FUZZ_SMOKE_SECONDS ?= 4
+FUZZ_FLAGS := -timeout=1 -rss_limit_mb=2048 -dict=otlp.dict
+
+fuzz-tools:
+	@rustup run nightly rustc --version >/dev/null 2>&1 || { \
+	  echo "fuzz: installing the nightly toolchain (rustup toolchain install nightly --profile minimal)"; \
+	  rustup toolchain install nightly --profile minimal || { echo "fuzz: FAILED to install the nightly Rust toolchain; fuzzing needs it" >&2; exit 1; }; }
+	@$(CARGO) fuzz --version >/dev/null 2>&1 || { \
+	  echo "fuzz: installing cargo-fuzz"; \
+	  $(CARGO) install cargo-fuzz --locked || { echo "fuzz: FAILED to install cargo-fuzz" >&2; exit 1; }; }
+
+fuzz: fuzz-tools
+	cd fuzz && cargo +nightly fuzz build
+	cd fuzz && for t in $(FUZZ_TARGETS); do \
+	  mkdir -p work/$$t && echo "== fuzz $$t for $(FUZZ_SECONDS) s" && \
+	  cargo +nightly fuzz run $$t work/$$t corpus/$$t -- $(FUZZ_FLAGS) -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
+	    2>&1 | tee work/$$t.log | grep -E '^(#[0-9]+ +DONE|Done|stat::|==[0-9]+==|SUMMARY|thread)' \
+	    || { echo "fuzz: $$t FAILED (log: fuzz/work/$$t.log, input: fuzz/artifacts/$$t/)" >&2; exit 1; }; \
+	done
+
+fuzz-smoke: fuzz-tools
+	cd fuzz && cargo +nightly fuzz build
+	cd fuzz && for t in $(FUZZ_TARGETS); do \
+	  rm -rf work/smoke-$$t && mkdir -p work/smoke-$$t && echo "== fuzz-smoke $$t" && \
+	  cargo +nightly fuzz run $$t work/smoke-$$t corpus/$$t -- $(FUZZ_FLAGS) -max_total_time=$(FUZZ_SMOKE_SECONDS) \
+	    >work/smoke-$$t.log 2>&1 || { tail -40 work/smoke-$$t.log; echo "fuzz-smoke: $$t FAILED" >&2; exit 1; }; \
+	done
 
 test-e2e: otelcol
 	cd tests && $(GO) vet ./... && E2E_REQUIRED=1 OTELCOL_BIN=$(CURDIR)/$(OTELCOL) $(GO) test -count=1 -race -timeout 20m ./...

@@ -239,21 +239,37 @@ fn scan_resource_spans(
     let msg = &buf[range.clone()];
     let mut header = Vec::new();
     let mut scopes = Vec::new();
+    let mut deprecated = Vec::new();
     let mut resource_msg: Option<Range<usize>> = None;
     for f in Fields::new(msg, range.start) {
         let f = f?;
         match (f.number, &f.value) {
             (2, Value::Len(r)) => scopes.push(r.start + range.start..r.end + range.start),
+            // `deprecated_scope_spans`: the collector's decoder reads them and uses them only
+            // when there is no field 2 (they then leave as field 2); otherwise it drops them.
+            (1000, Value::Len(r)) => deprecated.push(r.start + range.start..r.end + range.start),
             (1, Value::Len(r)) => {
                 validate(&msg[r.clone()], Msg::Resource, range.start + r.start)?;
                 resource_msg = Some(r.start + range.start..r.end + range.start);
                 header.extend_from_slice(&msg[f.span.clone()]);
             }
-            (1 | 2, _) => return Err(wrong_type(range.start + f.span.start)),
+            // 3: `schema_url`, a string.
+            (1 | 2 | 3 | 1000, Value::Varint(_) | Value::I64(_) | Value::I32(_)) => {
+                return Err(wrong_type(range.start + f.span.start))
+            }
             _ => header.extend_from_slice(&msg[f.span.clone()]),
         }
     }
     let resource = Arc::new(resource_entry(buf, resource_msg, header)?);
+    if scopes.is_empty() {
+        scopes = deprecated;
+    } else {
+        // Validated as the decoder does, then dropped as it does.
+        let mut scratch = ScannedBatch::default();
+        for s in deprecated {
+            scan_scope_spans(buf, s, &resource, &mut scratch)?;
+        }
+    }
     for s in scopes {
         scan_scope_spans(buf, s, &resource, out)?;
     }
@@ -331,7 +347,10 @@ fn scan_scope_spans(
                 validate(&msg[r.clone()], Msg::Scope, range.start + r.start)?;
                 header.extend_from_slice(&msg[f.span.clone()]);
             }
-            (1 | 2, _) => return Err(wrong_type(range.start + f.span.start)),
+            // 3: `schema_url`, a string.
+            (1 | 2 | 3, Value::Varint(_) | Value::I64(_) | Value::I32(_)) => {
+                return Err(wrong_type(range.start + f.span.start))
+            }
             _ => header.extend_from_slice(&msg[f.span.clone()]),
         }
     }

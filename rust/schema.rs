@@ -80,7 +80,8 @@ fn expect(msg: Msg, field: u32) -> Option<Expect> {
         (Msg::Link, 4) => Message(Msg::KeyValue),
         (Msg::Link, 5) => Varint,
         (Msg::Link, 6) => I32,
-        (Msg::Status, 1 | 3) => Varint,
+        // Field 1 is reserved (a deprecated code): skipped, as the collector's decoder does.
+        (Msg::Status, 3) => Varint,
         (Msg::Status, 2) => Bytes,
         (Msg::Resource, 1) => Message(Msg::KeyValue),
         (Msg::Resource, 2) => Varint,

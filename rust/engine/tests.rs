@@ -703,3 +703,66 @@ fn freed_memory_is_handed_back_at_most_once_per_interval_after_enough_releases()
     e.tick(now + 4 * SEC);
     assert_eq!(e.memory_trims(), 1, "not enough released since");
 }
+
+// Regression tests for divergences from the collector's decoder (pdata) found by fuzzing
+// (fuzz/, FUZZING.md "Bugs found"): each asserts the pdata-parity behaviour.
+
+/// `bytes` as length-delimited field `n`.
+fn fuzz_found_field(n: u8, bytes: &[u8]) -> Vec<u8> {
+    let mut v = Vec::new();
+    crate::wire::put_bytes_field(&mut v, u32::from(n), bytes);
+    v
+}
+
+/// A request of one ResourceSpans: one scope with one span carrying `span_tail` appended,
+/// `scope_tail` appended to the ScopeSpans and `resource_tail` to the ResourceSpans.
+fn fuzz_found_request(span_tail: &[u8], scope_tail: &[u8], resource_tail: &[u8]) -> Vec<u8> {
+    let mut sp = span(1, 1, 0, T0 - SEC, T0).encode_to_vec();
+    sp.extend_from_slice(span_tail);
+    let mut ss = fuzz_found_field(2, &sp);
+    ss.extend_from_slice(scope_tail);
+    let mut rs = fuzz_found_field(2, &ss);
+    rs.extend_from_slice(resource_tail);
+    fuzz_found_field(1, &rs)
+}
+
+/// B1: `ResourceSpans.schema_url` / `ScopeSpans.schema_url` (field 3) with a varint wire type,
+/// and a malformed `ResourceSpans.deprecated_scope_spans` (field 1000): pdata refuses the
+/// batch; the engine accepts it and copies the field into every release, which pdata then
+/// cannot decode.
+#[test]
+fn fuzz_found_malformed_schema_url_and_deprecated_scope_spans_are_refused() {
+    let cases = [
+        ("ResourceSpans.schema_url as varint", fuzz_found_request(&[], &[], &[0x18, 0x01])),
+        ("ScopeSpans.schema_url as varint", fuzz_found_request(&[], &[0x18, 0x01], &[])),
+        ("ResourceSpans field 1000 truncated", fuzz_found_request(&[], &[], &[0xc2, 0x3e, 0x02, 0x0a, 0x05])),
+    ];
+    for (what, b) in cases {
+        let e = Engine::new(cfg()).unwrap();
+        assert!(matches!(e.ingest(&b, T0), Err(IngestError::Malformed(_))), "{what}: accepted");
+    }
+}
+
+/// B2: `Status` field 1 (reserved, unknown to pdata) with a non-varint wire type: pdata skips
+/// it and accepts the batch; the engine refuses it whole.
+#[test]
+fn fuzz_found_fields_pdata_skips_are_accepted() {
+    let cases = [
+        ("Status field 1 as bytes", fuzz_found_request(&[0x7a, 0x02, 0x0a, 0x00], &[], &[])),
+    ];
+    for (what, b) in cases {
+        let e = Engine::new(cfg()).unwrap();
+        assert!(e.ingest(&b, T0).is_ok(), "{what}: refused");
+    }
+    // Spans in `deprecated_scope_spans` (ResourceSpans field 1000), which pdata reads as
+    // scope spans: accepted, and released as ordinary scope spans.
+    let sp = span(1, 1, 0, T0 - SEC, T0).encode_to_vec();
+    let ss = fuzz_found_field(2, &sp);
+    let mut rs = Vec::new();
+    crate::wire::put_bytes_field(&mut rs, 1000, &ss);
+    let b = fuzz_found_field(1, &rs);
+    let e = Engine::new(cfg()).unwrap();
+    assert_eq!(e.ingest(&b, T0).map(|r| r.buffered), Ok(1), "spans in field 1000 are buffered");
+    e.shutdown(T0);
+    assert_eq!(drain_all(&e).0.len(), 1, "and released, decodable");
+}

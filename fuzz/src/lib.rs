@@ -1,0 +1,471 @@
+//! Shared oracles of the fuzz targets (see FUZZING.md at the repository root).
+//!
+//! - [`lax`]: the OTLP trace messages as prost types, with every `string` field as `bytes`.
+//!   The collector's decoder (pdata) does not check strings for UTF-8 and neither does the
+//!   engine; opentelemetry-proto's prost types do. Decoding with these types is "prost minus
+//!   the UTF-8 check", the closest prost gets to pdata. Field numbers and wire types follow
+//!   opentelemetry-proto v1.x (`trace.proto`, `common.proto`, `resource.proto`).
+//! - [`decode_lax`], [`decode_strict`]: full decodes used as oracles.
+//! - [`valid_request`]: a small valid request built like `rust/testutil.rs`.
+
+pub mod lax {
+    use prost::Message;
+
+    #[derive(Clone, PartialEq, Message)]
+    pub struct ExportTraceServiceRequest {
+        #[prost(message, repeated, tag = "1")]
+        pub resource_spans: Vec<ResourceSpans>,
+    }
+
+    #[derive(Clone, PartialEq, Message)]
+    pub struct ResourceSpans {
+        #[prost(message, optional, tag = "1")]
+        pub resource: Option<Resource>,
+        #[prost(message, repeated, tag = "2")]
+        pub scope_spans: Vec<ScopeSpans>,
+        #[prost(bytes = "vec", tag = "3")]
+        pub schema_url: Vec<u8>,
+        /// `deprecated_scope_spans` (InstrumentationLibrarySpans), still decoded by pdata;
+        /// pdata uses it when `scope_spans` is empty (otlp.MigrateTraces).
+        #[prost(message, repeated, tag = "1000")]
+        pub deprecated_scope_spans: Vec<ScopeSpans>,
+    }
+
+    #[derive(Clone, PartialEq, Message)]
+    pub struct ScopeSpans {
+        #[prost(message, optional, tag = "1")]
+        pub scope: Option<InstrumentationScope>,
+        #[prost(message, repeated, tag = "2")]
+        pub spans: Vec<Span>,
+        #[prost(bytes = "vec", tag = "3")]
+        pub schema_url: Vec<u8>,
+    }
+
+    #[derive(Clone, PartialEq, Message)]
+    pub struct Resource {
+        #[prost(message, repeated, tag = "1")]
+        pub attributes: Vec<KeyValue>,
+        #[prost(uint32, tag = "2")]
+        pub dropped_attributes_count: u32,
+        #[prost(message, repeated, tag = "3")]
+        pub entity_refs: Vec<EntityRef>,
+    }
+
+    #[derive(Clone, PartialEq, Message)]
+    pub struct EntityRef {
+        #[prost(bytes = "vec", tag = "1")]
+        pub schema_url: Vec<u8>,
+        #[prost(bytes = "vec", tag = "2")]
+        pub r#type: Vec<u8>,
+        #[prost(bytes = "vec", repeated, tag = "3")]
+        pub id_keys: Vec<Vec<u8>>,
+        #[prost(bytes = "vec", repeated, tag = "4")]
+        pub description_keys: Vec<Vec<u8>>,
+    }
+
+    #[derive(Clone, PartialEq, Message)]
+    pub struct InstrumentationScope {
+        #[prost(bytes = "vec", tag = "1")]
+        pub name: Vec<u8>,
+        #[prost(bytes = "vec", tag = "2")]
+        pub version: Vec<u8>,
+        #[prost(message, repeated, tag = "3")]
+        pub attributes: Vec<KeyValue>,
+        #[prost(uint32, tag = "4")]
+        pub dropped_attributes_count: u32,
+    }
+
+    #[derive(Clone, PartialEq, Message)]
+    pub struct Span {
+        #[prost(bytes = "vec", tag = "1")]
+        pub trace_id: Vec<u8>,
+        #[prost(bytes = "vec", tag = "2")]
+        pub span_id: Vec<u8>,
+        #[prost(bytes = "vec", tag = "3")]
+        pub trace_state: Vec<u8>,
+        #[prost(bytes = "vec", tag = "4")]
+        pub parent_span_id: Vec<u8>,
+        #[prost(bytes = "vec", tag = "5")]
+        pub name: Vec<u8>,
+        #[prost(int32, tag = "6")]
+        pub kind: i32,
+        #[prost(fixed64, tag = "7")]
+        pub start_time_unix_nano: u64,
+        #[prost(fixed64, tag = "8")]
+        pub end_time_unix_nano: u64,
+        #[prost(message, repeated, tag = "9")]
+        pub attributes: Vec<KeyValue>,
+        #[prost(uint32, tag = "10")]
+        pub dropped_attributes_count: u32,
+        #[prost(message, repeated, tag = "11")]
+        pub events: Vec<Event>,
+        #[prost(uint32, tag = "12")]
+        pub dropped_events_count: u32,
+        #[prost(message, repeated, tag = "13")]
+        pub links: Vec<Link>,
+        #[prost(uint32, tag = "14")]
+        pub dropped_links_count: u32,
+        #[prost(message, optional, tag = "15")]
+        pub status: Option<Status>,
+        #[prost(fixed32, tag = "16")]
+        pub flags: u32,
+    }
+
+    #[derive(Clone, PartialEq, Message)]
+    pub struct Event {
+        #[prost(fixed64, tag = "1")]
+        pub time_unix_nano: u64,
+        #[prost(bytes = "vec", tag = "2")]
+        pub name: Vec<u8>,
+        #[prost(message, repeated, tag = "3")]
+        pub attributes: Vec<KeyValue>,
+        #[prost(uint32, tag = "4")]
+        pub dropped_attributes_count: u32,
+    }
+
+    #[derive(Clone, PartialEq, Message)]
+    pub struct Link {
+        #[prost(bytes = "vec", tag = "1")]
+        pub trace_id: Vec<u8>,
+        #[prost(bytes = "vec", tag = "2")]
+        pub span_id: Vec<u8>,
+        #[prost(bytes = "vec", tag = "3")]
+        pub trace_state: Vec<u8>,
+        #[prost(message, repeated, tag = "4")]
+        pub attributes: Vec<KeyValue>,
+        #[prost(uint32, tag = "5")]
+        pub dropped_attributes_count: u32,
+        #[prost(fixed32, tag = "6")]
+        pub flags: u32,
+    }
+
+    /// `Status`: field 1 is reserved in trace.proto (a deprecated code) and unknown to pdata,
+    /// which skips it whatever its wire type.
+    #[derive(Clone, PartialEq, Message)]
+    pub struct Status {
+        #[prost(bytes = "vec", tag = "2")]
+        pub message: Vec<u8>,
+        #[prost(int32, tag = "3")]
+        pub code: i32,
+    }
+
+    #[derive(Clone, PartialEq, Message)]
+    pub struct KeyValue {
+        #[prost(bytes = "vec", tag = "1")]
+        pub key: Vec<u8>,
+        #[prost(message, optional, tag = "2")]
+        pub value: Option<AnyValue>,
+        /// `key_strindex` (profiles only; pdata decodes it as a varint).
+        #[prost(int32, tag = "3")]
+        pub key_strindex: i32,
+    }
+
+    #[derive(Clone, PartialEq, Message)]
+    pub struct AnyValue {
+        #[prost(oneof = "any_value::Value", tags = "1, 2, 3, 4, 5, 6, 7, 8")]
+        pub value: Option<any_value::Value>,
+    }
+
+    pub mod any_value {
+        #[derive(Clone, PartialEq, prost::Oneof)]
+        pub enum Value {
+            #[prost(bytes, tag = "1")]
+            StringValue(Vec<u8>),
+            #[prost(bool, tag = "2")]
+            BoolValue(bool),
+            #[prost(int64, tag = "3")]
+            IntValue(i64),
+            #[prost(double, tag = "4")]
+            DoubleValue(f64),
+            #[prost(message, tag = "5")]
+            ArrayValue(super::ArrayValue),
+            #[prost(message, tag = "6")]
+            KvlistValue(super::KeyValueList),
+            #[prost(bytes, tag = "7")]
+            BytesValue(Vec<u8>),
+            /// `string_value_strindex` (profiles only; pdata decodes it as a varint).
+            #[prost(int32, tag = "8")]
+            StringValueStrindex(i32),
+        }
+    }
+
+    #[derive(Clone, PartialEq, Message)]
+    pub struct ArrayValue {
+        #[prost(message, repeated, tag = "1")]
+        pub values: Vec<AnyValue>,
+    }
+
+    #[derive(Clone, PartialEq, Message)]
+    pub struct KeyValueList {
+        #[prost(message, repeated, tag = "1")]
+        pub values: Vec<KeyValue>,
+    }
+}
+
+/// The request as the engine's schema (rust/schema.rs, rust/index.rs) sees it where that
+/// differs from pdata — known divergences, reported as bugs (FUZZING.md, "Bugs found"):
+/// - `Status` field 1 (reserved) must be a varint (pdata skips it, any wire type);
+/// - `ResourceSpans.schema_url` (3), `ScopeSpans.schema_url` (3) and
+///   `ResourceSpans.deprecated_scope_spans` (1000) are not checked (pdata refuses a wrong
+///   wire type or malformed content there).
+/// Only the messages on the path to these fields are redefined; the rest are [`lax`]'s.
+pub mod engine_view {
+    use super::lax::{Event, InstrumentationScope, KeyValue, Link, Resource};
+    use prost::Message;
+
+    #[derive(Clone, PartialEq, Message)]
+    pub struct ExportTraceServiceRequest {
+        #[prost(message, repeated, tag = "1")]
+        pub resource_spans: Vec<ResourceSpans>,
+    }
+
+    #[derive(Clone, PartialEq, Message)]
+    pub struct ResourceSpans {
+        #[prost(message, optional, tag = "1")]
+        pub resource: Option<Resource>,
+        #[prost(message, repeated, tag = "2")]
+        pub scope_spans: Vec<ScopeSpans>,
+    }
+
+    #[derive(Clone, PartialEq, Message)]
+    pub struct ScopeSpans {
+        #[prost(message, optional, tag = "1")]
+        pub scope: Option<InstrumentationScope>,
+        #[prost(message, repeated, tag = "2")]
+        pub spans: Vec<Span>,
+    }
+
+    #[derive(Clone, PartialEq, Message)]
+    pub struct Span {
+        #[prost(bytes = "vec", tag = "1")]
+        pub trace_id: Vec<u8>,
+        #[prost(bytes = "vec", tag = "2")]
+        pub span_id: Vec<u8>,
+        #[prost(bytes = "vec", tag = "3")]
+        pub trace_state: Vec<u8>,
+        #[prost(bytes = "vec", tag = "4")]
+        pub parent_span_id: Vec<u8>,
+        #[prost(bytes = "vec", tag = "5")]
+        pub name: Vec<u8>,
+        #[prost(int32, tag = "6")]
+        pub kind: i32,
+        #[prost(fixed64, tag = "7")]
+        pub start_time_unix_nano: u64,
+        #[prost(fixed64, tag = "8")]
+        pub end_time_unix_nano: u64,
+        #[prost(message, repeated, tag = "9")]
+        pub attributes: Vec<KeyValue>,
+        #[prost(uint32, tag = "10")]
+        pub dropped_attributes_count: u32,
+        #[prost(message, repeated, tag = "11")]
+        pub events: Vec<Event>,
+        #[prost(uint32, tag = "12")]
+        pub dropped_events_count: u32,
+        #[prost(message, repeated, tag = "13")]
+        pub links: Vec<Link>,
+        #[prost(uint32, tag = "14")]
+        pub dropped_links_count: u32,
+        #[prost(message, optional, tag = "15")]
+        pub status: Option<Status>,
+        #[prost(fixed32, tag = "16")]
+        pub flags: u32,
+    }
+
+    #[derive(Clone, PartialEq, Message)]
+    pub struct Status {
+        #[prost(uint64, tag = "1")]
+        pub deprecated_code: u64,
+        #[prost(bytes = "vec", tag = "2")]
+        pub message: Vec<u8>,
+        #[prost(int32, tag = "3")]
+        pub code: i32,
+    }
+}
+
+use prost::Message;
+
+/// `TCFUZZ_STRICT=1`: report known divergences too.
+pub fn strict() -> bool {
+    static STRICT: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *STRICT.get_or_init(|| std::env::var("TCFUZZ_STRICT").is_ok_and(|v| v == "1"))
+}
+
+/// Whether the scan's refusal of input prost decodes is explained: unknown fields in group
+/// encoding (wire types 3/4). prost skips them; the engine refuses them, and so does pdata
+/// (its ConsumeUnknown fails with "unexpected EOF" on a group ending its message), so this is
+/// not a divergence from the collector.
+pub fn known_refusal(what: &str) -> bool {
+    what == "groups are not supported"
+}
+
+/// Whether pdata's decode (lax) and the engine's view ([`engine_view`]) disagree on this
+/// input in a way already reported and not yet fixed; the targets skip such inputs unless
+/// `TCFUZZ_STRICT=1`. None today: the divergences found so far (FUZZING.md, B1 and B2) are
+/// fixed, so every input is checked.
+pub fn known_divergence(_b: &[u8]) -> bool {
+    false
+}
+
+/// Decodes with the lax types (no UTF-8 check). `Err` carries prost's message.
+/// Like the collector's decoder, `deprecated_scope_spans` are used when a `ResourceSpans`
+/// has no `scope_spans`, and dropped otherwise.
+pub fn decode_lax(b: &[u8]) -> Result<lax::ExportTraceServiceRequest, String> {
+    let mut req = lax::ExportTraceServiceRequest::decode(b).map_err(|e| e.to_string())?;
+    for rs in &mut req.resource_spans {
+        let deprecated = std::mem::take(&mut rs.deprecated_scope_spans);
+        if rs.scope_spans.is_empty() {
+            rs.scope_spans = deprecated;
+        }
+    }
+    Ok(req)
+}
+
+/// Decodes with opentelemetry-proto's own prost types (strings must be UTF-8).
+pub fn decode_strict(
+    b: &[u8],
+) -> Result<opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest, String> {
+    opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest::decode(b).map_err(|e| e.to_string())
+}
+
+/// The spans of a lax-decoded request, in order.
+pub fn spans(req: &lax::ExportTraceServiceRequest) -> impl Iterator<Item = &lax::Span> {
+    req.resource_spans.iter().flat_map(|rs| rs.scope_spans.iter()).flat_map(|ss| ss.spans.iter())
+}
+
+/// The deepest attribute level in the request, counted as the collector's decoder (pdata)
+/// counts it: an attribute's `KeyValue` is level 0 and each `AnyValue`, `ArrayValue`,
+/// `KeyValueList` and nested `KeyValue` below it one more. pdata refuses a message at level
+/// 100 or deeper. (prost's decode is built with `no-recursion-limit`, so it reports no limit
+/// of its own; this is computed from the decoded tree, independently of the engine.)
+pub fn max_attribute_level(req: &lax::ExportTraceServiceRequest) -> usize {
+    fn kv(k: &lax::KeyValue, level: usize) -> usize {
+        k.value.as_ref().map_or(level, |v| any(v, level + 1))
+    }
+    fn any(v: &lax::AnyValue, level: usize) -> usize {
+        match &v.value {
+            Some(lax::any_value::Value::ArrayValue(a)) => {
+                a.values.iter().map(|x| any(x, level + 2)).max().unwrap_or(level + 1)
+            }
+            Some(lax::any_value::Value::KvlistValue(l)) => {
+                l.values.iter().map(|x| kv(x, level + 2)).max().unwrap_or(level + 1)
+            }
+            _ => level,
+        }
+    }
+    fn all(a: &[lax::KeyValue]) -> usize {
+        a.iter().map(|k| kv(k, 0)).max().unwrap_or(0)
+    }
+    let mut m = 0;
+    for rs in &req.resource_spans {
+        if let Some(r) = &rs.resource {
+            m = m.max(all(&r.attributes));
+        }
+        for ss in &rs.scope_spans {
+            if let Some(sc) = &ss.scope {
+                m = m.max(all(&sc.attributes));
+            }
+            for s in &ss.spans {
+                m = m.max(all(&s.attributes));
+                for e in &s.events {
+                    m = m.max(all(&e.attributes));
+                }
+                for l in &s.links {
+                    m = m.max(all(&l.attributes));
+                }
+            }
+        }
+    }
+    m
+}
+
+/// pdata's nesting limit: a message at this attribute level is refused.
+pub const PDATA_MAX_DEPTH: usize = 100;
+
+/// Why pdata refuses a request that prost (lax) decodes, if it does: `Some("link")` for a
+/// link ID of the wrong length, `Some("nested")` for attribute nesting at level 100 or more.
+pub fn pdata_only_refusal(req: &lax::ExportTraceServiceRequest) -> Option<&'static str> {
+    if has_bad_link_id(req) {
+        Some("link")
+    } else if max_attribute_level(req) >= PDATA_MAX_DEPTH {
+        Some("nested")
+    } else {
+        None
+    }
+}
+
+/// Whether some link in the request has a non-empty trace ID other than 16 bytes or span
+/// ID other than 8 bytes: pdata (and the engine's schema) refuse it, prost does not check.
+pub fn has_bad_link_id(req: &lax::ExportTraceServiceRequest) -> bool {
+    spans(req).flat_map(|s| s.links.iter()).any(|l| {
+        (!l.trace_id.is_empty() && l.trace_id.len() != 16) || (!l.span_id.is_empty() && l.span_id.len() != 8)
+    })
+}
+
+/// `(name, start, end)` of every span: what the engine forwards unchanged (IDs of the wrong
+/// length are stripped and attributes added on the way out; with skew correction off, the
+/// times and the name are the span's own).
+pub fn span_keys(req: &lax::ExportTraceServiceRequest) -> Vec<(Vec<u8>, u64, u64)> {
+    spans(req).map(|s| (s.name.clone(), s.start_time_unix_nano, s.end_time_unix_nano)).collect()
+}
+
+/// Asserts that `out` is a sub-multiset of `input`.
+pub fn assert_sub_multiset(out: &[(Vec<u8>, u64, u64)], input: &[(Vec<u8>, u64, u64)]) {
+    use std::collections::HashMap;
+    let mut avail: HashMap<&(Vec<u8>, u64, u64), i64> = HashMap::new();
+    for k in input {
+        *avail.entry(k).or_default() += 1;
+    }
+    for k in out {
+        let n = avail.entry(k).or_default();
+        *n -= 1;
+        assert!(*n >= 0, "span {k:?} left the engine more often than it came in");
+    }
+}
+
+/// The wall clock origin the targets use (2026-ish), ns.
+pub const T0: u64 = 1_790_000_000 * 1_000_000_000;
+pub const SEC: u64 = 1_000_000_000;
+
+/// A small valid request: trace 1 with a root and a child, service "svc".
+pub fn valid_request() -> Vec<u8> {
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, InstrumentationScope, KeyValue};
+    use opentelemetry_proto::tonic::resource::v1::Resource;
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+    let kv = |k: &str, v: &str| KeyValue {
+        key: k.into(),
+        value: Some(AnyValue { value: Some(any_value::Value::StringValue(v.into())) }),
+        ..Default::default()
+    };
+    let span = |s: u8, p: u8| Span {
+        trace_id: vec![0xab; 16],
+        span_id: vec![0, 0, 0, 0, 0, 0, 0, s],
+        parent_span_id: if p == 0 { vec![] } else { vec![0, 0, 0, 0, 0, 0, 0, p] },
+        name: format!("op-{s}"),
+        kind: 2,
+        start_time_unix_nano: T0 - 2 * SEC + u64::from(s),
+        end_time_unix_nano: T0 - SEC,
+        attributes: vec![kv("k", "v")],
+        ..Default::default()
+    };
+    ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            resource: Some(Resource { attributes: vec![kv("service.name", "svc"), kv("host.name", "h")], ..Default::default() }),
+            scope_spans: vec![ScopeSpans {
+                scope: Some(InstrumentationScope { name: "lib".into(), ..Default::default() }),
+                spans: vec![span(1, 0), span(2, 1)],
+                schema_url: String::new(),
+            }],
+            schema_url: String::new(),
+        }],
+    }
+    .encode_to_vec()
+}
+
+/// A fresh directory for this process's temporary files (state files), emptied on each call.
+pub fn scratch_dir(name: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("tcfuzz-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).expect("temp dir");
+    d
+}
