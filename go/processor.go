@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.opentelemetry.io/collector/component"
@@ -127,6 +128,9 @@ type tracesProcessor struct {
 	// send serialises the calls to the next consumer, so releases leave in order and one
 	// refused with a retryable error is retried before anything newer.
 	send struct {
+		// inflight is the span count of the call to the next consumer in progress, for the
+		// count of what is lost when shutdown cannot wait for it.
+		inflight atomic.Int64
 		mu       sync.Mutex
 		pending  *engine.Release // refused with a retryable error; goes first
 		attempts int
@@ -376,7 +380,9 @@ func (p *tracesProcessor) drain(ctx, nextCtx context.Context, wait bool) error {
 				continue
 			}
 		}
+		p.send.inflight.Store(int64(rel.Traces.SpanCount()))
 		err := p.next.ConsumeTraces(nextCtx, rel.Traces)
+		p.send.inflight.Store(0)
 		if err == nil {
 			p.send.pending, p.send.attempts = nil, 0
 			continue
@@ -524,10 +530,18 @@ func (p *tracesProcessor) shutdown(ctx context.Context) error {
 	select {
 	case <-p.done:
 	case <-ctx.Done():
-		// The loop is stuck in a next consumer that ignores cancellation: freeing the
-		// engine under it is not safe.
-		p.logLeftAtShutdown(context.Background(), ctx.Err())
-		return fmt.Errorf("traceconsistency shutdown: the release loop did not stop: %w", ctx.Err())
+		// The loop's call to the next consumer is cancelled by now; give it a moment to
+		// return (its release is then counted as pending below).
+		grace := time.NewTimer(shutdownGrace)
+		defer grace.Stop()
+		select {
+		case <-p.done:
+		case <-grace.C:
+			// Stuck in a next consumer that ignores cancellation: freeing the engine under
+			// it is not safe.
+			p.logLeftAtShutdown(context.Background(), ctx.Err())
+			return fmt.Errorf("traceconsistency shutdown: the release loop did not stop: %w", ctx.Err())
+		}
 	}
 
 	var errs error
@@ -618,6 +632,9 @@ func (p *tracesProcessor) logLeftAtShutdown(ctx context.Context, cause error) {
 			p.send.pending = nil
 		}
 		p.send.mu.Unlock()
+	} else {
+		// A call to the next consumer is in progress (and holds the send lock).
+		spans += int(p.send.inflight.Load())
 	}
 	if s, err := p.eng.Stats(); err == nil {
 		spans += int(s.ReadySpans + s.BufferedSpans)
