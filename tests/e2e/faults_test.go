@@ -1,6 +1,6 @@
 package e2e
 
-// End-to-end fault tests (issue 10, "Done when"): a gateway collector with
+// End-to-end fault tests: a gateway collector with
 // traceconsistency passes released traces to a backend collector through an
 // otlp_grpc exporter whose sending queue and retries are switched off, so the
 // processor alone is responsible for what happens when the backend is down,
@@ -252,7 +252,7 @@ func checkNothingLost(t *testing.T, m Metrics) {
 // retries it; once the backend is up every acknowledged span arrives there
 // exactly once, each trace whole in one request (one output line).
 //
-// Before issue 10 the refused releases were logged and dropped: nothing
+// Without retries in the processor the refused releases were logged and dropped: nothing
 // arrived, and downstream_retries did not exist (the first wait times out).
 func TestFaultBackendStartsAfterFirstReleases(t *testing.T) {
 	backendAddr := FreeAddr(t) // nothing listens here until the backend starts
@@ -314,7 +314,7 @@ func TestFaultBackendStartsAfterFirstReleases(t *testing.T) {
 // starts once the client has been refused; then every batch is accepted in
 // the end and every acknowledged span arrives, none twice, none lost.
 //
-// Before issue 10 the gateway never refused (the client sees no 503: the
+// Without the memory bound's push-back the gateway never refused (the client sees no 503: the
 // test fails at once) and lost every release the backend refused.
 func TestFaultBackendDownPastMemoryBound(t *testing.T) {
 	const bound = 1 << 20
@@ -435,7 +435,7 @@ func isClosed(ch chan struct{}) bool {
 // and nothing else does: the receiver stops first (in-flight requests
 // complete), then the processor passes on what it holds.
 //
-// Before issue 10 an ingest racing with shutdown could insert into a shard
+// Without shutdown atomic with ingest, an ingest racing with shutdown could insert into a shard
 // the shutdown sweep had passed, losing acknowledged spans; that window is
 // narrow, so this test catches it only sometimes (the Go tests of the
 // processor hit it reliably).
@@ -568,7 +568,7 @@ var shutdownLostRe = regexp.MustCompile(`"spans":\s*(\d+)`)
 // within those 2s plus the collector's own overhead, and log that the spans
 // of both waves could not be delivered, with their count.
 //
-// Before issue 10 the release loop called downstream with a context nobody
+// Without shutdown_timeout the release loop called downstream with a context nobody
 // cancelled and Shutdown waited for it: the collector never exited (the test
 // kills it after 30s and fails), and nothing was logged.
 func TestFaultSigtermWithDownstreamThatNeverAnswers(t *testing.T) {
