@@ -308,16 +308,24 @@ pub fn known_divergence(_b: &[u8]) -> bool {
 
 /// Decodes with the lax types (no UTF-8 check). `Err` carries prost's message.
 /// Like the collector's decoder, `deprecated_scope_spans` are used when a `ResourceSpans`
-/// has no `scope_spans`, and dropped otherwise.
+/// has no `scope_spans` (moved there); otherwise they stay where they are, decoded (so
+/// [`pdata_only_refusal`] sees them) but not delivered ([`spans`] skips them).
 pub fn decode_lax(b: &[u8]) -> Result<lax::ExportTraceServiceRequest, String> {
     let mut req = lax::ExportTraceServiceRequest::decode(b).map_err(|e| e.to_string())?;
     for rs in &mut req.resource_spans {
-        let deprecated = std::mem::take(&mut rs.deprecated_scope_spans);
         if rs.scope_spans.is_empty() {
-            rs.scope_spans = deprecated;
+            rs.scope_spans = std::mem::take(&mut rs.deprecated_scope_spans);
         }
     }
     Ok(req)
+}
+
+/// Every decoded span, delivered or not (see [`decode_lax`]).
+fn decoded_spans(req: &lax::ExportTraceServiceRequest) -> impl Iterator<Item = &lax::Span> {
+    req.resource_spans
+        .iter()
+        .flat_map(|rs| rs.scope_spans.iter().chain(rs.deprecated_scope_spans.iter()))
+        .flat_map(|ss| ss.spans.iter())
 }
 
 /// Decodes with opentelemetry-proto's own prost types (strings must be UTF-8).
@@ -360,7 +368,7 @@ pub fn max_attribute_level(req: &lax::ExportTraceServiceRequest) -> usize {
         if let Some(r) = &rs.resource {
             m = m.max(all(&r.attributes));
         }
-        for ss in &rs.scope_spans {
+        for ss in rs.scope_spans.iter().chain(rs.deprecated_scope_spans.iter()) {
             if let Some(sc) = &ss.scope {
                 m = m.max(all(&sc.attributes));
             }
@@ -396,7 +404,7 @@ pub fn pdata_only_refusal(req: &lax::ExportTraceServiceRequest) -> Option<&'stat
 /// Whether some link in the request has a non-empty trace ID other than 16 bytes or span
 /// ID other than 8 bytes: pdata (and the engine's schema) refuse it, prost does not check.
 pub fn has_bad_link_id(req: &lax::ExportTraceServiceRequest) -> bool {
-    spans(req).flat_map(|s| s.links.iter()).any(|l| {
+    decoded_spans(req).flat_map(|s| s.links.iter()).any(|l| {
         (!l.trace_id.is_empty() && l.trace_id.len() != 16) || (!l.span_id.is_empty() && l.span_id.len() != 8)
     })
 }
