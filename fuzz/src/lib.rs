@@ -202,93 +202,7 @@ pub mod lax {
     }
 }
 
-/// The request as the engine's schema (rust/schema.rs, rust/index.rs) sees it where that
-/// differs from pdata — known divergences, reported as bugs (FUZZING.md, "Bugs found"):
-/// - `Status` field 1 (reserved) must be a varint (pdata skips it, any wire type);
-/// - `ResourceSpans.schema_url` (3), `ScopeSpans.schema_url` (3) and
-///   `ResourceSpans.deprecated_scope_spans` (1000) are not checked (pdata refuses a wrong
-///   wire type or malformed content there).
-/// Only the messages on the path to these fields are redefined; the rest are [`lax`]'s.
-pub mod engine_view {
-    use super::lax::{Event, InstrumentationScope, KeyValue, Link, Resource};
-    use prost::Message;
-
-    #[derive(Clone, PartialEq, Message)]
-    pub struct ExportTraceServiceRequest {
-        #[prost(message, repeated, tag = "1")]
-        pub resource_spans: Vec<ResourceSpans>,
-    }
-
-    #[derive(Clone, PartialEq, Message)]
-    pub struct ResourceSpans {
-        #[prost(message, optional, tag = "1")]
-        pub resource: Option<Resource>,
-        #[prost(message, repeated, tag = "2")]
-        pub scope_spans: Vec<ScopeSpans>,
-    }
-
-    #[derive(Clone, PartialEq, Message)]
-    pub struct ScopeSpans {
-        #[prost(message, optional, tag = "1")]
-        pub scope: Option<InstrumentationScope>,
-        #[prost(message, repeated, tag = "2")]
-        pub spans: Vec<Span>,
-    }
-
-    #[derive(Clone, PartialEq, Message)]
-    pub struct Span {
-        #[prost(bytes = "vec", tag = "1")]
-        pub trace_id: Vec<u8>,
-        #[prost(bytes = "vec", tag = "2")]
-        pub span_id: Vec<u8>,
-        #[prost(bytes = "vec", tag = "3")]
-        pub trace_state: Vec<u8>,
-        #[prost(bytes = "vec", tag = "4")]
-        pub parent_span_id: Vec<u8>,
-        #[prost(bytes = "vec", tag = "5")]
-        pub name: Vec<u8>,
-        #[prost(int32, tag = "6")]
-        pub kind: i32,
-        #[prost(fixed64, tag = "7")]
-        pub start_time_unix_nano: u64,
-        #[prost(fixed64, tag = "8")]
-        pub end_time_unix_nano: u64,
-        #[prost(message, repeated, tag = "9")]
-        pub attributes: Vec<KeyValue>,
-        #[prost(uint32, tag = "10")]
-        pub dropped_attributes_count: u32,
-        #[prost(message, repeated, tag = "11")]
-        pub events: Vec<Event>,
-        #[prost(uint32, tag = "12")]
-        pub dropped_events_count: u32,
-        #[prost(message, repeated, tag = "13")]
-        pub links: Vec<Link>,
-        #[prost(uint32, tag = "14")]
-        pub dropped_links_count: u32,
-        #[prost(message, optional, tag = "15")]
-        pub status: Option<Status>,
-        #[prost(fixed32, tag = "16")]
-        pub flags: u32,
-    }
-
-    #[derive(Clone, PartialEq, Message)]
-    pub struct Status {
-        #[prost(uint64, tag = "1")]
-        pub deprecated_code: u64,
-        #[prost(bytes = "vec", tag = "2")]
-        pub message: Vec<u8>,
-        #[prost(int32, tag = "3")]
-        pub code: i32,
-    }
-}
-
 use prost::Message;
-
-/// `TCFUZZ_STRICT=1`: report known divergences too.
-pub fn strict() -> bool {
-    static STRICT: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *STRICT.get_or_init(|| std::env::var("TCFUZZ_STRICT").is_ok_and(|v| v == "1"))
-}
 
 /// Whether the scan's refusal of input prost decodes is explained: unknown fields in group
 /// encoding (wire types 3/4). prost skips them; the engine refuses them, and so does pdata
@@ -296,14 +210,6 @@ pub fn strict() -> bool {
 /// not a divergence from the collector.
 pub fn known_refusal(what: &str) -> bool {
     what == "groups are not supported"
-}
-
-/// Whether pdata's decode (lax) and the engine's view ([`engine_view`]) disagree on this
-/// input in a way already reported and not yet fixed; the targets skip such inputs unless
-/// `TCFUZZ_STRICT=1`. None today: the divergences found so far (FUZZING.md, B1 and B2) are
-/// fixed, so every input is checked.
-pub fn known_divergence(_b: &[u8]) -> bool {
-    false
 }
 
 /// Decodes with the lax types (no UTF-8 check). `Err` carries prost's message.

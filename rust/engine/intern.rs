@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 use std::mem::size_of;
 use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 use crate::index::{Charge, Group, ResourceEntry, ScopeEntry};
 
@@ -29,13 +29,73 @@ struct Tables {
     sweep_at: usize,
 }
 
-/// Per entry: the shared block (counts + entry), its header and the table slot.
-fn resource_bytes(e: &ResourceEntry) -> u64 {
-    (2 * size_of::<usize>() + size_of::<ResourceEntry>() + e.header.capacity() + e.service.capacity() + size_of::<Weak<ResourceEntry>>() + 16) as u64
+/// What interning needs of an entry.
+trait Entry {
+    fn hash(&self) -> u64;
+    fn header(&self) -> &[u8];
+    fn charge(&self) -> &OnceLock<Charge>;
+    /// Bytes of the entry's own allocations.
+    fn heap(&self) -> usize;
 }
 
-fn scope_bytes(e: &ScopeEntry) -> u64 {
-    (2 * size_of::<usize>() + size_of::<ScopeEntry>() + e.header.capacity() + size_of::<Weak<ScopeEntry>>() + 16) as u64
+impl Entry for ResourceEntry {
+    fn hash(&self) -> u64 {
+        self.hash
+    }
+    fn header(&self) -> &[u8] {
+        &self.header
+    }
+    fn charge(&self) -> &OnceLock<Charge> {
+        &self.charge
+    }
+    fn heap(&self) -> usize {
+        self.header.capacity() + self.service.capacity()
+    }
+}
+
+impl Entry for ScopeEntry {
+    fn hash(&self) -> u64 {
+        self.hash
+    }
+    fn header(&self) -> &[u8] {
+        &self.header
+    }
+    fn charge(&self) -> &OnceLock<Charge> {
+        &self.charge
+    }
+    fn heap(&self) -> usize {
+        self.header.capacity()
+    }
+}
+
+/// Per entry: the shared block (counts + entry), its allocations and the table slot.
+fn entry_bytes<T: Entry>(e: &T) -> u64 {
+    (2 * size_of::<usize>() + size_of::<T>() + e.heap() + size_of::<Weak<T>>() + 16) as u64
+}
+
+/// The entry equal to `e` in `table`, or `e` itself, charged and added. Dead references met
+/// on the way are dropped; `weak_count` follows the table's size.
+fn intern_one<T: Entry>(table: &mut HashMap<u64, Vec<Weak<T>>>, weak_count: &mut usize, e: &Arc<T>, counter: &Arc<AtomicU64>) -> Arc<T> {
+    let bucket = table.entry(e.hash()).or_default();
+    let before = bucket.len();
+    let mut found = None;
+    bucket.retain(|w| match w.upgrade() {
+        Some(a) => {
+            if found.is_none() && a.header() == e.header() {
+                found = Some(a);
+            }
+            true
+        }
+        None => false,
+    });
+    *weak_count -= before - bucket.len();
+    if let Some(a) = found {
+        return a;
+    }
+    let _ = e.charge().set(Charge::new(counter.clone(), entry_bytes(&**e)));
+    bucket.push(Arc::downgrade(e));
+    *weak_count += 1;
+    e.clone()
 }
 
 impl Interner {
@@ -89,49 +149,11 @@ impl Interner {
 
 impl Tables {
     fn resource(&mut self, e: &Arc<ResourceEntry>, counter: &Arc<AtomicU64>) -> Arc<ResourceEntry> {
-        let bucket = self.resources.entry(e.hash).or_default();
-        let before = bucket.len();
-        let mut found = None;
-        bucket.retain(|w| match w.upgrade() {
-            Some(a) => {
-                if found.is_none() && a.header == e.header {
-                    found = Some(a);
-                }
-                true
-            }
-            None => false,
-        });
-        self.weak_count -= before - bucket.len();
-        if let Some(a) = found {
-            return a;
-        }
-        let _ = e.charge.set(Charge::new(counter.clone(), resource_bytes(e)));
-        bucket.push(Arc::downgrade(e));
-        self.weak_count += 1;
-        e.clone()
+        intern_one(&mut self.resources, &mut self.weak_count, e, counter)
     }
 
     fn scope(&mut self, e: &Arc<ScopeEntry>, counter: &Arc<AtomicU64>) -> Arc<ScopeEntry> {
-        let bucket = self.scopes.entry(e.hash).or_default();
-        let before = bucket.len();
-        let mut found = None;
-        bucket.retain(|w| match w.upgrade() {
-            Some(a) => {
-                if found.is_none() && a.header == e.header {
-                    found = Some(a);
-                }
-                true
-            }
-            None => false,
-        });
-        self.weak_count -= before - bucket.len();
-        if let Some(a) = found {
-            return a;
-        }
-        let _ = e.charge.set(Charge::new(counter.clone(), scope_bytes(e)));
-        bucket.push(Arc::downgrade(e));
-        self.weak_count += 1;
-        e.clone()
+        intern_one(&mut self.scopes, &mut self.weak_count, e, counter)
     }
 
     /// Drops the references to entries nobody holds.
