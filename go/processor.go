@@ -315,7 +315,12 @@ func (p *tracesProcessor) consumeBytes(ctx context.Context, data []byte, spans i
 		p.logger.Warn("batch refused", zap.Int("spans", spans), zap.Error(err))
 		return err
 	}
-	if res.ReadySpans > 0 {
+	// Only spans of this batch forwarded at once (late, unassembled) leave from this
+	// goroutine, so that a permanent refusal of them reaches the caller; assembled traces
+	// leave from the release loop, so that ingest and release run in parallel. (Released
+	// data that cannot leave fast enough fills max_buffered_bytes, and ingest is then
+	// refused with a retryable error: the back-pressure does not need the caller to drain.)
+	if res.ReadySpans > 0 && res.LateForwarded+res.Unassembled > 0 {
 		// Released traces were assembled from many requests: this caller's context (its
 		// client metadata, its cancellation) does not belong to them. If another goroutine
 		// is sending, it takes these too. Only a permanent refusal of forwarded spans is

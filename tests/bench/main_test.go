@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"runtime"
+	"sort"
 	"strings"
 	"testing"
 	"time"
@@ -43,12 +44,24 @@ func printThroughput(w io.Writer) {
 	if len(tpOrder) == 0 {
 		return
 	}
-	fmt.Fprintln(w, "\n-- throughput: ConsumeTraces → (assembly, wait) → counting sink; timed until the sink has every span")
-	fmt.Fprintf(w, "%-40s %9s %7s %10s %12s %12s %10s %14s %8s %14s\n", "processor", "spans", "seconds", "spans/s", "net spans/s", "cpu-µs/span", "Go B/span", "Go allocs/span", "gc-cpu%", "cgo calls/span")
+	fmt.Fprintln(w, "\n-- throughput: ConsumeTraces → (hold, wait) → counting sink; timed until the sink has every span")
+	fmt.Fprintln(w, "(median of the runs [min–max]; spans/s over ingest + drain; ingest spans/s over the ingest phase alone; drain % = share of the measured time after the last ConsumeTraces; held % = share of the ingest phase the loop was held back because the processor's release lagged more than 3 waits)")
+	fmt.Fprintf(w, "%-34s %4s %9s %-26s %10s %7s %6s %-20s %9s %12s %8s %10s\n", "processor", "runs", "spans", "spans/s", "ingest/s", "drain%", "held%", "cpu-µs/span", "Go B/span", "Go allocs/span", "gc-cpu%", "cgo/span")
 	for _, k := range tpOrder {
-		r := tpResults[k]
-		fmt.Fprintf(w, "%-40s %9d %7.2f %10.0f %12.0f %12.2f %10.0f %14.2f %8.1f %14.4f\n", k, r.d.spans, r.d.elapsed.Seconds(), r.d.spansPerSec(), r.d.netSpansPerSec(r.spec),
-			r.d.cpuUsPerSpan(), r.d.bytesPerSpan(), r.d.allocsPerSpan(), 100*r.d.gcShare(), r.d.cgoCallsPerSpan())
+		rs := tpResults[k]
+		sps := stats(rs, func(r tpResult) float64 { return r.d.spansPerSec() })
+		cpu := stats(rs, func(r tpResult) float64 { return r.d.cpuUsPerSpan() })
+		fmt.Fprintf(w, "%-34s %4d %9d %-26s %10.0f %7.1f %6.1f %-20s %9.0f %12.2f %8.1f %10.4f\n", k, len(rs),
+			int64(stats(rs, func(r tpResult) float64 { return float64(r.d.spans) }).med),
+			fmt.Sprintf("%.0f [%.0f–%.0f]", sps.med, sps.min, sps.max),
+			stats(rs, func(r tpResult) float64 { return r.ingestSpansPerSec() }).med,
+			stats(rs, func(r tpResult) float64 { return 100 * r.drain().Seconds() / r.d.elapsed.Seconds() }).med,
+			stats(rs, func(r tpResult) float64 { return 100 * r.blocked.Seconds() / r.ingest.Seconds() }).med,
+			fmt.Sprintf("%.2f [%.2f–%.2f]", cpu.med, cpu.min, cpu.max),
+			stats(rs, func(r tpResult) float64 { return r.d.bytesPerSpan() }).med,
+			stats(rs, func(r tpResult) float64 { return r.d.allocsPerSpan() }).med,
+			stats(rs, func(r tpResult) float64 { return 100 * r.d.gcShare() }).med,
+			stats(rs, func(r tpResult) float64 { return r.d.cgoCallsPerSpan() }).med)
 	}
 	for _, wait := range throughputWaits {
 		p := fmt.Sprintf("wait=%s/", wait)
@@ -56,19 +69,83 @@ func printThroughput(w io.Writer) {
 		if !ok {
 			continue
 		}
-		fmt.Fprintf(w, "ratios at wait=%s (ours / other; spans/s higher is better, cpu, bytes and allocs lower are better):\n", wait)
-		for _, other := range []string{kindGroupByTrace + "/workers=1", kindGroupByTrace + "/workers=2", kindPassthrough} {
+		fmt.Fprintf(w, "ratios at wait=%s, ours / other, of the medians [min–max of the run-by-run ratios]:\n", wait)
+		for _, other := range []string{kindRoundtrip, kindGroupByTrace + "/workers=1", kindGroupByTrace + "/workers=2", kindPassthrough} {
 			o, ok := tpResults[p+other]
 			if !ok {
 				continue
 			}
-			fmt.Fprintf(w, "  ours / %-24s spans/s %7.3gx   net spans/s %7.3gx   cpu/span %7.3gx   B/span %s   allocs/span %s\n",
-				other, ours.d.spansPerSec()/o.d.spansPerSec(), ours.d.netSpansPerSec(ours.spec)/o.d.netSpansPerSec(o.spec),
-				ratio(ours.d.cpuUsPerSpan(), o.d.cpuUsPerSpan()),
-				ratioStr(ours.d.bytesPerSpan(), o.d.bytesPerSpan()), ratioStr(ours.d.allocsPerSpan(), o.d.allocsPerSpan()))
+			sps := ratioStats(ours, o, func(r tpResult) float64 { return r.d.spansPerSec() })
+			cpu := ratioStats(ours, o, func(r tpResult) float64 { return r.d.cpuUsPerSpan() })
+			fmt.Fprintf(w, "  ours / %-22s spans/s %s   ingest spans/s %5.3fx   cpu/span %s   B/span %s   allocs/span %s   gc-cpu share %s\n",
+				other, sps, ratioOfMedians(ours, o, func(r tpResult) float64 { return r.ingestSpansPerSec() }), cpu,
+				ratioStr(med(ours, func(r tpResult) float64 { return r.d.bytesPerSpan() }), med(o, func(r tpResult) float64 { return r.d.bytesPerSpan() })),
+				ratioStr(med(ours, func(r tpResult) float64 { return r.d.allocsPerSpan() }), med(o, func(r tpResult) float64 { return r.d.allocsPerSpan() })),
+				ratioStr(med(ours, func(r tpResult) float64 { return r.d.gcShare() }), med(o, func(r tpResult) float64 { return r.d.gcShare() })))
+			switch other {
+			case kindRoundtrip:
+				s, c := sps.ratio, cpu.ratio
+				fmt.Fprintf(w, "    target ours/roundtrip spans/s >= 0.9: %s; cpu/span <= 1.1: %s\n", verdict(s >= 0.9), verdict(c <= 1.1))
+			case kindGroupByTrace + "/workers=1":
+				fmt.Fprintf(w, "    target ours/groupbytrace spans/s >= 2: %s\n", verdict(sps.ratio >= 2))
+			}
 		}
 	}
 	fmt.Fprintln(w, "(passthrough hands the caller's batch to the sink and allocates nothing: its ratios only show how much a processor costs at all)")
+}
+
+func verdict(ok bool) string {
+	if ok {
+		return "met"
+	}
+	return "NOT met"
+}
+
+type spread struct{ med, min, max float64 }
+
+func stats(rs []tpResult, f func(tpResult) float64) spread {
+	v := make([]float64, len(rs))
+	for i, r := range rs {
+		v[i] = f(r)
+	}
+	return spreadOf(v)
+}
+
+func spreadOf(v []float64) spread {
+	if len(v) == 0 {
+		return spread{}
+	}
+	s := append([]float64(nil), v...)
+	sort.Float64s(s)
+	m := s[len(s)/2]
+	if len(s)%2 == 0 {
+		m = (s[len(s)/2-1] + s[len(s)/2]) / 2
+	}
+	return spread{med: m, min: s[0], max: s[len(s)-1]}
+}
+
+func med(rs []tpResult, f func(tpResult) float64) float64 { return stats(rs, f).med }
+
+func ratioOfMedians(a, b []tpResult, f func(tpResult) float64) float64 {
+	return ratio(med(a, f), med(b, f))
+}
+
+// pairedRatio is the ratio of the medians and the spread of the run-by-run ratios (run i
+// of a against run i of b: the rows are interleaved, so run i of both saw the same load).
+type pairedRatio struct {
+	ratio    float64
+	min, max float64
+}
+
+func (p pairedRatio) String() string { return fmt.Sprintf("%5.3fx [%.3f–%.3f]", p.ratio, p.min, p.max) }
+
+func ratioStats(a, b []tpResult, f func(tpResult) float64) pairedRatio {
+	var rs []float64
+	for i := 0; i < len(a) && i < len(b); i++ {
+		rs = append(rs, ratio(f(a[i]), f(b[i])))
+	}
+	s := spreadOf(rs)
+	return pairedRatio{ratio: ratioOfMedians(a, b, f), min: s.min, max: s.max}
 }
 
 // ratioStr is a/b, or "n/a" when b is about zero (passthrough allocates nothing).

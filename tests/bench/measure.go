@@ -90,17 +90,6 @@ func diff(a, b snapshot, spans int64) delta {
 
 func (d delta) spansPerSec() float64 { return float64(d.spans) / d.elapsed.Seconds() }
 
-// netSpansPerSec leaves out of the elapsed time the one wait at the end of the loop, in
-// which an assembling processor only waits for its last traces to come due (an
-// approximation: groupbytrace's last timer started at the last trace's first span, ours
-// runs from the trace's last span and is polled every release_tick).
-func (d delta) netSpansPerSec(spec procSpec) float64 {
-	if spec.kind == kindPassthrough || d.elapsed <= spec.wait {
-		return d.spansPerSec()
-	}
-	return float64(d.spans) / (d.elapsed - spec.wait).Seconds()
-}
-
 func (d delta) cpuUsPerSpan() float64 {
 	return float64(d.procCPU.Microseconds()) / float64(d.spans)
 }

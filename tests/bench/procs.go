@@ -3,6 +3,7 @@ package bench
 import (
 	"context"
 	"fmt"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -23,6 +24,7 @@ const (
 	kindPassthrough  = "passthrough"
 	kindGroupByTrace = "groupbytrace"
 	kindOurs         = "traceconsistency"
+	kindRoundtrip    = "roundtrip"
 )
 
 // procSpec says which processor to build and how long it waits before releasing a trace.
@@ -100,6 +102,94 @@ func settings(t component.Type, mp metric.MeterProvider) processor.Settings {
 	return set
 }
 
+// roundtrip is the floor of any processor that holds spans serialized: it marshals each
+// incoming batch to OTLP protobuf, keeps the bytes on the Go heap, and when the batch comes
+// due unmarshals it and passes the result on. Its release timing is ours: a batch comes due
+// wait after it arrived, polled every tick (our quiet_period and release_tick). It does no
+// assembly, no checks and no indexing, so what ours costs above it is the price of those
+// (and of crossing into Rust), and what both cost above passthrough is the pdata round trip.
+type roundtrip struct {
+	next       consumer.Traces
+	wait, tick time.Duration
+
+	mu   sync.Mutex
+	held []heldBatch // in arrival order
+
+	stop chan struct{}
+	done chan struct{}
+}
+
+type heldBatch struct {
+	at   time.Time
+	data []byte
+}
+
+func newRoundtrip(wait time.Duration, next consumer.Traces) *roundtrip {
+	return &roundtrip{next: next, wait: wait, tick: max(wait/10, time.Millisecond)}
+}
+
+func (r *roundtrip) Capabilities() consumer.Capabilities {
+	return consumer.Capabilities{MutatesData: false}
+}
+
+func (r *roundtrip) ConsumeTraces(_ context.Context, td ptrace.Traces) error {
+	data, err := (&ptrace.ProtoMarshaler{}).MarshalTraces(td)
+	if err != nil {
+		return err
+	}
+	r.mu.Lock()
+	r.held = append(r.held, heldBatch{at: time.Now(), data: data})
+	r.mu.Unlock()
+	return nil
+}
+
+func (r *roundtrip) Start(context.Context, component.Host) error {
+	r.stop, r.done = make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(r.done)
+		t := time.NewTicker(r.tick)
+		defer t.Stop()
+		for {
+			select {
+			case <-r.stop:
+				return
+			case now := <-t.C:
+				r.release(now.Add(-r.wait))
+			}
+		}
+	}()
+	return nil
+}
+
+// release unmarshals and passes on every batch that arrived at or before cutoff.
+func (r *roundtrip) release(cutoff time.Time) {
+	r.mu.Lock()
+	n := 0
+	for n < len(r.held) && !r.held[n].at.After(cutoff) {
+		n++
+	}
+	due := r.held[:n:n]
+	r.held = append([]heldBatch(nil), r.held[n:]...)
+	r.mu.Unlock()
+	for _, b := range due {
+		td, err := (&ptrace.ProtoUnmarshaler{}).UnmarshalTraces(b.data)
+		if err != nil {
+			panic(err) // our own marshal output
+		}
+		_ = r.next.ConsumeTraces(context.Background(), td)
+	}
+}
+
+func (r *roundtrip) Shutdown(context.Context) error {
+	if r.stop == nil {
+		return nil
+	}
+	close(r.stop)
+	<-r.done
+	r.release(time.Now().Add(time.Hour))
+	return nil
+}
+
 // newProcessor builds and starts the processor of spec in front of next, through the
 // component's exported factory (as the collector does), with no-op telemetry.
 func newProcessor(spec procSpec, next consumer.Traces) (processor.Traces, error) {
@@ -117,6 +207,8 @@ func newProcessorWithMeter(spec procSpec, next consumer.Traces, mp metric.MeterP
 	switch spec.kind {
 	case kindPassthrough:
 		p = &passthrough{next: next}
+	case kindRoundtrip:
+		p = newRoundtrip(spec.wait, next)
 	case kindGroupByTrace:
 		f := gbt.NewFactory()
 		cfg := f.CreateDefaultConfig().(*gbt.Config)

@@ -3,38 +3,82 @@ package bench
 import (
 	"context"
 	"fmt"
+	"os"
 	"runtime"
+	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 )
 
-// throughputWaits are the waits (groupbytrace wait_duration = our quiet_period) of the
-// throughput runs. 100ms: the run is dominated by work, the drain at the end of each
-// measured loop costs ~0.1s of idle time. 1s: both processors' defaults; the last second
-// of each measured loop is spent waiting for the last traces to come due, which lowers
-// spans/s of both assembling processors (not of passthrough) by about 1s/(loop length).
+// throughputWaits are the waits (groupbytrace wait_duration = our quiet_period = the
+// roundtrip floor's hold) of the throughput runs: 100ms, and 1s, both processors' default.
 var throughputWaits = []time.Duration{100 * time.Millisecond, time.Second}
 
 // throughputSpecs are the processors compared at each wait.
 func throughputSpecs(wait time.Duration) []procSpec {
 	return []procSpec{
 		{kind: kindPassthrough, wait: wait},
+		{kind: kindRoundtrip, wait: wait},
 		{kind: kindGroupByTrace, wait: wait, workers: 1}, // its default num_workers
-		{kind: kindGroupByTrace, wait: wait, workers: 2}, // one per core on this machine
 		{kind: kindOurs, wait: wait},                     // num_shards 0 = four per core
 	}
 }
 
-type tpResult struct {
-	spec    procSpec
-	batches int
-	d       delta
+// The method: each measured loop ingests for ingestFor(wait), at least 20 waits, so that the
+// final wait (the drain, in which an assembling processor only waits for its last traces to
+// come due) is under 5 % of the measured time; spans/s over the ingest phase and the drain's
+// length are reported apart as well. Every row is run benchRuns times, the rows interleaved
+// (run 1 of every row, then run 2, ...), and the report gives the median and the spread.
+//
+// Environment: TC_BENCH_RUNS (default 3), TC_BENCH_MIN_INGEST (default 5s; the loop lasts
+// max(this, 20 × wait)), TC_BENCH_KINDS (comma list of kinds to run; default all).
+func benchRuns() int {
+	if n, err := strconv.Atoi(os.Getenv("TC_BENCH_RUNS")); err == nil && n > 0 {
+		return n
+	}
+	return 3
 }
+
+func ingestFor(wait time.Duration) time.Duration {
+	min := 5 * time.Second
+	if d, err := time.ParseDuration(os.Getenv("TC_BENCH_MIN_INGEST")); err == nil && d > 0 {
+		min = d
+	}
+	return max(min, 20*wait)
+}
+
+func kindSelected(kind string) bool {
+	sel := os.Getenv("TC_BENCH_KINDS")
+	if sel == "" {
+		return true
+	}
+	for _, k := range strings.Split(sel, ",") {
+		if k == kind {
+			return true
+		}
+	}
+	return false
+}
+
+type tpResult struct {
+	spec   procSpec
+	d      delta
+	ingest time.Duration // from the first ConsumeTraces until the last one returned
+	// blocked is the part of ingest the loop was held back by lagBound
+	blocked time.Duration
+}
+
+// ingestSpansPerSec is spans / ingest phase.
+func (r tpResult) ingestSpansPerSec() float64 { return float64(r.d.spans) / r.ingest.Seconds() }
+
+// drain is the time from the last ConsumeTraces until the sink had every span.
+func (r tpResult) drain() time.Duration { return r.d.elapsed - r.ingest }
 
 var (
 	resultsMu  sync.Mutex
-	tpResults  = map[string]tpResult{} // key: wait/name; the last (largest b.N) run wins
+	tpResults  = map[string][]tpResult{} // key: wait/name; one entry per run
 	tpOrder    []string
 	drainTimes = time.Minute
 )
@@ -45,25 +89,30 @@ func recordThroughput(key string, r tpResult) {
 	if _, ok := tpResults[key]; !ok {
 		tpOrder = append(tpOrder, key)
 	}
-	tpResults[key] = r
+	tpResults[key] = append(tpResults[key], r)
 }
 
-// BenchmarkThroughput pushes b.N batches (~100 spans each) of the generated workload
-// through each processor and into a counting sink. The timed region runs from the first
+// BenchmarkThroughput pushes the generated workload (~100-span batches) through each
+// processor into a counting sink for ingestFor(wait). The timed region runs from the first
 // ConsumeTraces until the sink has received every span (so the release path, running on
 // the processors' own goroutines, is inside it); allocations and CPU are those of the whole
-// process over the same region.
+// process over the same region. b.N is not used: run it with -benchtime 1x.
 func BenchmarkThroughput(b *testing.B) {
 	pl, err := getPool()
 	if err != nil {
 		b.Fatal(err)
 	}
-	for _, wait := range throughputWaits {
-		for _, spec := range throughputSpecs(wait) {
-			key := fmt.Sprintf("wait=%s/%s", wait, spec.name())
-			b.Run(key, func(b *testing.B) {
-				runThroughput(b, key, spec, pl)
-			})
+	for run := 1; run <= benchRuns(); run++ {
+		for _, wait := range throughputWaits {
+			for _, spec := range throughputSpecs(wait) {
+				if !kindSelected(spec.kind) {
+					continue
+				}
+				key := fmt.Sprintf("wait=%s/%s", wait, spec.name())
+				b.Run(fmt.Sprintf("%s/run=%d", key, run), func(b *testing.B) {
+					runThroughput(b, key, spec, pl)
+				})
+			}
 		}
 	}
 }
@@ -83,18 +132,25 @@ func runThroughput(b *testing.B, key string, spec procSpec, pl *pool) {
 	}()
 	ctx := context.Background()
 	runtime.GC()
+	dur := ingestFor(spec.wait)
 	b.ResetTimer()
 	before := takeSnapshot()
 	var spans int64
-	// b.N batches, then on to the end of the current run of traces (at most ~9 batches
-	// more), so that every trace is sent whole; the metrics are per span actually sent.
-	for i := 0; i < b.N || !pl.endsRun(i-1); i++ {
+	// Until dur has passed, then on to the end of the current run of traces (at most ~9
+	// batches more), so that every trace is sent whole; the metrics are per span sent. The
+	// stream continues where the previous loop of this process stopped (fresh trace IDs).
+	i := pl.next
+	lag := newLagBound(spec.wait)
+	for ; time.Since(before.wall) < dur || !pl.endsRun(i-1); i++ {
+		lag.wait(sink, spans)
 		td, n := pl.batch(i)
 		spans += int64(n)
 		if err := proc.ConsumeTraces(ctx, td); err != nil {
 			b.Fatalf("ConsumeTraces: %v", err)
 		}
 	}
+	pl.next = i
+	ingest := time.Since(before.wall)
 	if err := sink.waitFor(spans, drainTimes); err != nil {
 		b.Fatal(err)
 	}
@@ -103,13 +159,68 @@ func runThroughput(b *testing.B, key string, spec procSpec, pl *pool) {
 	if got := sink.spans.Load(); got != spans {
 		b.Fatalf("sink received %d spans, sent %d", got, spans)
 	}
-	d := diff(before, after, spans)
-	b.ReportMetric(d.spansPerSec(), "spans/s")
-	b.ReportMetric(d.netSpansPerSec(spec), "net-spans/s")
-	b.ReportMetric(d.cpuUsPerSpan(), "cpu-µs/span")
-	b.ReportMetric(d.bytesPerSpan(), "B/span")
-	b.ReportMetric(d.allocsPerSpan(), "allocs/span")
-	b.ReportMetric(100*d.gcShare(), "gc-cpu-%")
-	b.ReportMetric(d.cgoCallsPerSpan(), "cgo-calls/span")
-	recordThroughput(key, tpResult{spec: spec, batches: b.N, d: d})
+	r := tpResult{spec: spec, d: diff(before, after, spans), ingest: ingest, blocked: lag.blocked}
+	b.ReportMetric(r.d.spansPerSec(), "spans/s")
+	b.ReportMetric(r.ingestSpansPerSec(), "ingest-spans/s")
+	b.ReportMetric(r.d.cpuUsPerSpan(), "cpu-µs/span")
+	b.ReportMetric(r.d.bytesPerSpan(), "B/span")
+	b.ReportMetric(r.d.allocsPerSpan(), "allocs/span")
+	b.ReportMetric(100*r.d.gcShare(), "gc-cpu-%")
+	b.ReportMetric(r.d.cgoCallsPerSpan(), "cgo-calls/span")
+	b.ReportMetric(100*r.drain().Seconds()/r.d.elapsed.Seconds(), "drain-%")
+	b.ReportMetric(100*r.blocked.Seconds()/r.ingest.Seconds(), "held-back-%")
+	recordThroughput(key, r)
+}
+
+// lagBound is the back-pressure of the loop, the same for every processor: before each
+// batch, the sink must have every span sent more than 3 waits ago. A processor whose
+// release falls behind its wait (here: roundtrip, whose ingest is a marshal and whose
+// release a serial unmarshal) then holds the producer back instead of building a queue
+// that grows for the whole loop: spans/s is the steady-state rate of every stage, and no
+// processor holds more than about 1.5 waits of data (an unbounded queue on the Go heap
+// would also cut the GC's work per span by raising its heap goal).
+type lagBound struct {
+	limit   time.Duration
+	blocked time.Duration // time the loop spent waiting here
+	marks []lagMark // sent counts at times, oldest first
+}
+
+type lagMark struct {
+	at   time.Time
+	sent int64
+}
+
+func newLagBound(wait time.Duration) *lagBound {
+	f := 3.0
+	if v, err := strconv.ParseFloat(os.Getenv("TC_BENCH_LAG"), 64); err == nil {
+		f = v
+	}
+	return &lagBound{limit: time.Duration(f * float64(wait))}
+}
+
+func (l *lagBound) wait(sink *countingSink, sent int64) {
+	now := time.Now()
+	if n := len(l.marks); n == 0 || now.Sub(l.marks[n-1].at) >= time.Millisecond {
+		l.marks = append(l.marks, lagMark{at: now, sent: sent})
+	}
+	// The newest mark older than the limit: the sink must have what was sent by then.
+	k := -1
+	for j, m := range l.marks {
+		if now.Sub(m.at) < l.limit {
+			break
+		}
+		k = j
+	}
+	if k < 0 {
+		return
+	}
+	want := l.marks[k].sent
+	l.marks = l.marks[k:]
+	if sink.spans.Load() >= want {
+		return
+	}
+	for sink.spans.Load() < want {
+		time.Sleep(100 * time.Microsecond)
+	}
+	l.blocked += time.Since(now)
 }

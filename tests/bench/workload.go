@@ -46,6 +46,8 @@ type pool struct {
 	total int
 	// retagged counts spans whose trace ID was rewritten (for the report)
 	retagged int64
+	// next is where the next throughput loop starts in the stream (loops run one at a time)
+	next int
 }
 
 var (

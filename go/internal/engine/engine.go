@@ -11,6 +11,8 @@ import "C"
 
 import (
 	"reflect"
+	"runtime"
+	"sync"
 	"time"
 	"unsafe"
 
@@ -229,7 +231,7 @@ func (g *Engine) Drain(maxSpans uint64) (*Release, error) {
 	out := &Release{Spans: uint64(view.spans)}
 	if view.otlp_len > 0 {
 		buf := unsafe.Slice((*byte)(unsafe.Pointer(view.otlp)), int(view.otlp_len))
-		td, err := (&ptrace.ProtoUnmarshaler{}).UnmarshalTraces(buf)
+		td, err := unmarshalParallel(buf)
 		if err != nil {
 			return nil, &DecodeError{Spans: uint64(view.spans), Err: err}
 		}
@@ -291,4 +293,86 @@ func (g *Engine) Close() {
 		C.tc_engine_free(g.ptr)
 		g.ptr = nil
 	}
+}
+
+// parallelUnmarshalMin is the smallest release (OTLP bytes) whose decoding is split between
+// goroutines; below it one decode is cheaper than the hand-off (~100 spans).
+const parallelUnmarshalMin = 48 << 10
+
+// unmarshalParallel decodes an ExportTraceServiceRequest into pdata, in up to GOMAXPROCS
+// parts decoded at once when it is large: the request is a sequence of ResourceSpans
+// (field 1), so any cut between two of them leaves two valid requests, whose ResourceSpans
+// are then moved, in order, into the first. The release path is one goroutine (releases
+// leave in order); without this its decode, the bulk of its work, used one core.
+func unmarshalParallel(buf []byte) (ptrace.Traces, error) {
+	parts := min(runtime.GOMAXPROCS(0), len(buf)/parallelUnmarshalMin)
+	cuts := topLevelCuts(buf, parts)
+	if len(cuts) == 0 {
+		return (&ptrace.ProtoUnmarshaler{}).UnmarshalTraces(buf)
+	}
+	bounds := append(append([]int{0}, cuts...), len(buf))
+	out := make([]ptrace.Traces, len(bounds)-1)
+	errs := make([]error, len(bounds)-1)
+	var wg sync.WaitGroup
+	for i := 1; i < len(out); i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			out[i], errs[i] = (&ptrace.ProtoUnmarshaler{}).UnmarshalTraces(buf[bounds[i]:bounds[i+1]])
+		}()
+	}
+	out[0], errs[0] = (&ptrace.ProtoUnmarshaler{}).UnmarshalTraces(buf[:bounds[1]])
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			return ptrace.Traces{}, err
+		}
+	}
+	for _, td := range out[1:] {
+		td.ResourceSpans().MoveAndAppendTo(out[0].ResourceSpans())
+	}
+	return out[0], nil
+}
+
+// topLevelCuts returns up to parts-1 offsets in buf, each the start of a top-level field,
+// that split it into parts of about equal size; none when parts < 2 or when buf is not a
+// sequence of well-formed length-delimited fields (the single decode then reports it).
+func topLevelCuts(buf []byte, parts int) []int {
+	if parts < 2 {
+		return nil
+	}
+	var cuts []int
+	next := len(buf) / parts
+	for pos := 0; pos < len(buf); {
+		if pos >= next && pos > 0 {
+			cuts = append(cuts, pos)
+			if len(cuts) == parts-1 {
+				return cuts
+			}
+			next = len(buf) * (len(cuts) + 1) / parts
+		}
+		tag, n := uvarint(buf[pos:])
+		if n <= 0 || tag&7 != 2 {
+			return nil
+		}
+		l, m := uvarint(buf[pos+n:])
+		if m <= 0 || l > uint64(len(buf)-pos-n-m) {
+			return nil
+		}
+		pos += n + m + int(l)
+	}
+	return cuts
+}
+
+// uvarint decodes a protobuf varint; n <= 0 when buf does not start with one.
+func uvarint(buf []byte) (uint64, int) {
+	var x uint64
+	for i := 0; i < len(buf) && i < 10; i++ {
+		b := buf[i]
+		x |= uint64(b&0x7f) << (7 * i)
+		if b < 0x80 {
+			return x, i + 1
+		}
+	}
+	return 0, 0
 }
