@@ -38,6 +38,7 @@
 #   REPEAT=1      runs per configuration (the table shows the median by spans/s)
 #   PIN=1         taskset pinning                   BENCH_EXPORTER=file|debug
 #   LOADERS="tracegen replay"  load sources to run, in order (LOADER=x runs only x)
+#   FEATURE_GATES=""  passed to the collector as --feature-gates (e.g. pdata.useProtoPooling)
 #   PORT_BASE=47000  OTLP gRPC = PORT_BASE+317, metrics = PORT_BASE+888, health = PORT_BASE+133
 # Builds nothing except `make otelcol` when the collector binary is missing, and the two load
 # sources (go build of tests/cmd/tracegen and tests/bench/cmd/replay into the temp dir).
@@ -55,6 +56,7 @@ REPEAT="${REPEAT:-1}"
 EXPORTER="${BENCH_EXPORTER:-file}"
 LOADERS="${LOADERS:-${LOADER:-tracegen replay}}"
 PORT_BASE="${PORT_BASE:-47000}"
+FEATURE_GATES="${FEATURE_GATES:-}"
 OTLP_PORT=$((PORT_BASE + 317))
 METRICS_PORT=$((PORT_BASE + 888))
 HEALTH_PORT=$((PORT_BASE + 133))
@@ -172,7 +174,7 @@ run_one() { # loader name run
   local loader="$1" name="$2" run="$3" cfg="$TMP/$2.yaml" log="$TMP/$1.$2.$3.log"
   local RESULTS="$TMP/results.$loader.tsv"
   write_config "$name" "$cfg"
-  "${COL_CMD[@]}" --config "$cfg" >"$log" 2>&1 &
+  "${COL_CMD[@]}" --config "$cfg" ${FEATURE_GATES:+"--feature-gates=$FEATURE_GATES"} >"$log" 2>&1 &
   COL_PID=$!
   local ok=0
   for _ in $(seq 300); do
@@ -240,7 +242,7 @@ run_one() { # loader name run
   COL_PID=""
 }
 
-echo "bench-collector: $(nproc) CPUs ($(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)), pin=$PIN, loaders=$LOADERS, duration=$DURATION, streams=$STREAMS, wait=$WAIT, exporter=$EXPORTER"
+echo "bench-collector: $(nproc) CPUs ($(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)), pin=$PIN, loaders=$LOADERS, duration=$DURATION, streams=$STREAMS, wait=$WAIT, exporter=$EXPORTER${FEATURE_GATES:+, feature gates $FEATURE_GATES}"
 echo "  collector: $BIN"
 for loader in $LOADERS; do
   : >"$TMP/results.$loader.tsv"

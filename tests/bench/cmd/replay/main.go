@@ -8,6 +8,15 @@
 // the load source takes far less CPU from the collector it drives.
 //
 //	go run ./bench/cmd/replay -endpoint 127.0.0.1:4317 -duration 20s -concurrency 4 -json
+//
+// For the tail-sampling benchmark (scripts/bench-tailsampling.sh) it can also limit the
+// offered load (-rate), break every Nth trace (-broken, -broken-every), and receive what
+// the collector exports (-sink, an OTLP/gRPC receiver on loopback): it then reports, per
+// trace that came out, the time from the acknowledgement of the request that carried the
+// trace's last span to the first request of the output that carried the trace, split into
+// structurally complete traces (one root, every parent present) and the others. With -sink
+// it keeps receiving after sending until SIGTERM or -linger, writes -sent-file (what was
+// sent) as soon as sending ends, and prints the summary last.
 package main
 
 import (
@@ -18,14 +27,18 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/signal"
+	"sort"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
 
+	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/ptrace"
+	"go.opentelemetry.io/collector/pdata/ptrace/ptraceotlp"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/encoding"
@@ -67,6 +80,15 @@ type request struct {
 	ids   []int // offsets of the 16 trace ID bytes of every span
 	// cut: no trace of this request continues in a later one (a run of whole traces ends)
 	cut bool
+	// ends lists the traces whose last span is in this request (-sink only)
+	ends []traceEnd
+}
+
+// traceEnd is a trace whose last span is in a request: where its trace ID is in the
+// request's bytes (which change every pass), and whether the trace is structurally complete.
+type traceEnd struct {
+	off      int
+	complete bool
 }
 
 // tracesPerRun is the size of the runs of whole traces a sender's share is made of: once
@@ -128,6 +150,165 @@ type summary struct {
 	Seconds        float64 `json:"seconds"`
 	SpansPerSecond float64 `json:"spans_per_second"`
 	Error          string  `json:"error,omitempty"`
+	// Traces is the number of traces sent whole (with -sink).
+	Traces int64 `json:"traces,omitempty"`
+	// Sink: what came out of the collector, and the latency from a trace's last span
+	// (acknowledged) to its first output, in milliseconds.
+	Sink *sinkSummary `json:"sink,omitempty"`
+}
+
+type sinkSummary struct {
+	Spans               int64     `json:"spans"`
+	Traces              int64     `json:"traces"`
+	TracesWithLatency   int64     `json:"traces_with_latency"`
+	CompleteLatencyMs   latencyMs `json:"complete_latency_ms"`
+	IncompleteLatencyMs latencyMs `json:"incomplete_latency_ms"`
+}
+
+type latencyMs struct {
+	N   int     `json:"n"`
+	P50 float64 `json:"p50"`
+	P90 float64 `json:"p90"`
+	P99 float64 `json:"p99"`
+	Max float64 `json:"max"`
+}
+
+func latencyOf(v []time.Duration) latencyMs {
+	if len(v) == 0 {
+		return latencyMs{}
+	}
+	sort.Slice(v, func(i, j int) bool { return v[i] < v[j] })
+	q := func(p float64) float64 {
+		return float64(v[min(len(v)-1, int(p*float64(len(v))))].Microseconds()) / 1000
+	}
+	return latencyMs{N: len(v), P50: q(0.5), P90: q(0.9), P99: q(0.99), Max: float64(v[len(v)-1].Microseconds()) / 1000}
+}
+
+// sink is an OTLP/gRPC trace receiver that records when each trace ID first comes out.
+type sink struct {
+	ptraceotlp.UnimplementedGRPCServer
+	mu    sync.Mutex
+	first map[pcommon.TraceID]time.Time
+	spans atomic.Int64
+}
+
+func (s *sink) Export(_ context.Context, req ptraceotlp.ExportRequest) (ptraceotlp.ExportResponse, error) {
+	now := time.Now()
+	td := req.Traces()
+	s.spans.Add(int64(td.SpanCount()))
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	rss := td.ResourceSpans()
+	for i := 0; i < rss.Len(); i++ {
+		sss := rss.At(i).ScopeSpans()
+		for j := 0; j < sss.Len(); j++ {
+			spans := sss.At(j).Spans()
+			for k := 0; k < spans.Len(); k++ {
+				id := spans.At(k).TraceID()
+				if _, ok := s.first[id]; !ok {
+					s.first[id] = now
+				}
+			}
+		}
+	}
+	return ptraceotlp.NewExportResponse(), nil
+}
+
+// pacer spaces requests so that all senders together offer about 1/per spans per second; a
+// sender that fell behind does not burst to catch up.
+type pacer struct {
+	mu   sync.Mutex
+	next time.Time
+	per  time.Duration // per span
+}
+
+func (p *pacer) wait(spans int) {
+	p.mu.Lock()
+	now := time.Now()
+	if p.next.Before(now) {
+		p.next = now
+	}
+	at := p.next
+	p.next = p.next.Add(time.Duration(spans) * p.per)
+	p.mu.Unlock()
+	time.Sleep(time.Until(at))
+}
+
+// sentLog records when each trace's last span was acknowledged.
+type sentLog struct {
+	mu   sync.Mutex
+	last map[pcommon.TraceID]sentTrace
+}
+
+type sentTrace struct {
+	at       time.Time
+	complete bool
+}
+
+// traceEnds returns, for one batch, the traces whose last span of the whole workload is in
+// it (lastBatch[id] == this batch), each with an offset of its trace ID in data and whether
+// it is complete.
+func traceEnds(td ptrace.Traces, data []byte, ids []int, isLast func(pcommon.TraceID) bool, complete map[pcommon.TraceID]bool) []traceEnd {
+	var out []traceEnd
+	seen := map[pcommon.TraceID]bool{}
+	for _, off := range ids {
+		var id pcommon.TraceID
+		copy(id[:], data[off:off+16])
+		if seen[id] || !isLast(id) {
+			continue
+		}
+		seen[id] = true
+		out = append(out, traceEnd{off: off, complete: complete[id]})
+	}
+	return out
+}
+
+// structure records, per trace of a batch, its span IDs, parents and roots, to tell
+// complete traces (one root, every referenced parent present) from the others.
+type structure struct {
+	spans   map[pcommon.TraceID]map[pcommon.SpanID]bool
+	parents map[pcommon.TraceID][]pcommon.SpanID
+	roots   map[pcommon.TraceID]int
+}
+
+func newStructure() *structure {
+	return &structure{spans: map[pcommon.TraceID]map[pcommon.SpanID]bool{}, parents: map[pcommon.TraceID][]pcommon.SpanID{}, roots: map[pcommon.TraceID]int{}}
+}
+
+func (st *structure) add(td ptrace.Traces, lastBatch map[pcommon.TraceID]int, batch int) {
+	rss := td.ResourceSpans()
+	for i := 0; i < rss.Len(); i++ {
+		sss := rss.At(i).ScopeSpans()
+		for j := 0; j < sss.Len(); j++ {
+			spans := sss.At(j).Spans()
+			for k := 0; k < spans.Len(); k++ {
+				sp := spans.At(k)
+				id := sp.TraceID()
+				lastBatch[id] = batch
+				if st.spans[id] == nil {
+					st.spans[id] = map[pcommon.SpanID]bool{}
+				}
+				st.spans[id][sp.SpanID()] = true
+				if p := sp.ParentSpanID(); p.IsEmpty() {
+					st.roots[id]++
+				} else {
+					st.parents[id] = append(st.parents[id], p)
+				}
+			}
+		}
+	}
+}
+
+func (st *structure) complete() map[pcommon.TraceID]bool {
+	out := map[pcommon.TraceID]bool{}
+	for id, spans := range st.spans {
+		ok := st.roots[id] == 1
+		for _, p := range st.parents[id] {
+			ok = ok && spans[p]
+		}
+		out[id] = ok
+	}
+	return out
 }
 
 func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }
@@ -141,6 +322,13 @@ func run(args []string, stdout, stderr io.Writer) int {
 	concurrency := fs.Int("concurrency", 4, "concurrent gRPC connections, each with its own share of the workload")
 	seed := fs.Int64("seed", 1, "workload seed")
 	jsonOut := fs.Bool("json", false, "print the summary as one JSON object")
+	spanRate := fs.Float64("rate", 0, "offered load in spans/s over all streams (0 = as fast as the collector takes it)")
+	broken := fs.String("broken", "", "broken kinds (tracegen names, comma list) for every -broken-every-th trace")
+	brokenEvery := fs.Int("broken-every", 20, "with -broken: every Nth trace is broken")
+	errorProb := fs.Float64("error-probability", 0, "chance that a span has an error status (0 = tracegen's default, 0.05)")
+	sinkAddr := fs.String("sink", "", "also receive OTLP/gRPC here (loopback) and report per-trace latency from last span to output")
+	sentFile := fs.String("sent-file", "", "with -sink: write the send summary (JSON) here when sending ends")
+	linger := fs.Duration("linger", 2*time.Minute, "with -sink: keep receiving this long after sending at most (SIGTERM ends it sooner)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -152,7 +340,22 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "replay: need -concurrency >= 1, -traces >= -concurrency, -duration > 0")
 		return 2
 	}
-	g, err := tracegen.New(tracegen.Config{Seed: *seed, Traces: *traces})
+	cfg := tracegen.Config{Seed: *seed, Traces: *traces, ErrorProbability: *errorProb}
+	if *broken != "" {
+		kinds, err := tracegen.ParseBrokenKinds(*broken)
+		if err != nil {
+			fmt.Fprintln(stderr, "replay:", err)
+			return 2
+		}
+		cfg.Broken, cfg.BrokenEvery = kinds, *brokenEvery
+	}
+	if *sinkAddr != "" {
+		if err := tracegen.CheckLoopback(*sinkAddr); err != nil {
+			fmt.Fprintln(stderr, "replay: -sink:", err)
+			return 2
+		}
+	}
+	g, err := tracegen.New(cfg)
 	if err != nil {
 		fmt.Fprintln(stderr, "replay:", err)
 		return 2
@@ -165,7 +368,22 @@ func run(args []string, stdout, stderr io.Writer) int {
 	runs := max(*concurrency, *traces/tracesPerRun)
 	for r := 0; r < runs; r++ {
 		w := r % *concurrency
+		var batches []ptrace.Traces
 		for td := range g.Batches(r, runs).All() {
+			batches = append(batches, td)
+		}
+		// With -sink: which batch of the run holds each trace's last span, and which traces
+		// are complete.
+		lastBatch := map[pcommon.TraceID]int{}
+		var complete map[pcommon.TraceID]bool
+		if *sinkAddr != "" {
+			st := newStructure()
+			for i, td := range batches {
+				st.add(td, lastBatch, i)
+			}
+			complete = st.complete()
+		}
+		for bi, td := range batches {
 			b, err := m.MarshalTraces(td)
 			if err != nil {
 				fmt.Fprintln(stderr, "replay:", err)
@@ -176,7 +394,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 				fmt.Fprintf(stderr, "replay: indexing trace IDs: %v (%d of %d)\n", err, len(ids), td.SpanCount())
 				return 1
 			}
-			shares[w] = append(shares[w], request{data: b, spans: td.SpanCount(), ids: ids})
+			req := request{data: b, spans: td.SpanCount(), ids: ids}
+			if *sinkAddr != "" {
+				req.ends = traceEnds(td, b, ids, func(id pcommon.TraceID) bool { return lastBatch[id] == bi }, complete)
+			}
+			shares[w] = append(shares[w], req)
 			poolSpans += td.SpanCount()
 		}
 		if n := len(shares[w]); n > 0 {
@@ -184,10 +406,30 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 	}
 
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	sigCtx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	ctx, cancel := context.WithTimeout(ctx, *duration)
+	ctx, cancel := context.WithTimeout(sigCtx, *duration)
 	defer cancel()
+
+	var recv *sink
+	var sent *sentLog
+	if *sinkAddr != "" {
+		lis, err := net.Listen("tcp", *sinkAddr)
+		if err != nil {
+			fmt.Fprintln(stderr, "replay: -sink:", err)
+			return 1
+		}
+		srv := grpc.NewServer(grpc.MaxRecvMsgSize(256 << 20))
+		recv = &sink{first: map[pcommon.TraceID]time.Time{}}
+		ptraceotlp.RegisterGRPCServer(srv, recv)
+		go func() { _ = srv.Serve(lis) }()
+		defer srv.Stop()
+		sent = &sentLog{last: map[pcommon.TraceID]sentTrace{}}
+	}
+	var limiter *pacer
+	if *spanRate > 0 {
+		limiter = &pacer{per: time.Duration(float64(time.Second) / *spanRate)}
+	}
 
 	var spans, reqs, passes atomic.Int64
 	errs := make([]error, *concurrency)
@@ -227,9 +469,22 @@ func run(args []string, stdout, stderr io.Writer) int {
 					if ctx.Err() != nil && (i == 0 || shares[w][i-1].cut) {
 						return
 					}
+					if limiter != nil {
+						limiter.wait(r.spans)
+					}
 					if err := send(r.data); err != nil {
 						errs[w] = fmt.Errorf("sender %d: %w", w, err)
 						return
+					}
+					if sent != nil && len(r.ends) > 0 {
+						now := time.Now()
+						sent.mu.Lock()
+						for _, e := range r.ends {
+							var id pcommon.TraceID
+							copy(id[:], r.data[e.off:e.off+16])
+							sent.last[id] = sentTrace{at: now, complete: e.complete}
+						}
+						sent.mu.Unlock()
 					}
 					spans.Add(int64(r.spans))
 					reqs.Add(1)
@@ -245,6 +500,38 @@ func run(args []string, stdout, stderr io.Writer) int {
 	err = errors.Join(errs...)
 	if err != nil {
 		s.Error = err.Error()
+	}
+	if recv != nil {
+		s.Traces = int64(len(sent.last))
+		if *sentFile != "" {
+			b, _ := json.Marshal(s)
+			if werr := os.WriteFile(*sentFile+".tmp", b, 0o644); werr == nil {
+				_ = os.Rename(*sentFile+".tmp", *sentFile)
+			}
+		}
+		// Keep receiving until told to stop (the caller knows when every decision is out).
+		select {
+		case <-sigCtx.Done():
+		case <-time.After(*linger):
+		}
+		recv.mu.Lock()
+		var done, open []time.Duration
+		var matched int64
+		for id, st := range sent.last {
+			out, ok := recv.first[id]
+			if !ok {
+				continue
+			}
+			matched++
+			if st.complete {
+				done = append(done, out.Sub(st.at))
+			} else {
+				open = append(open, out.Sub(st.at))
+			}
+		}
+		s.Sink = &sinkSummary{Spans: recv.spans.Load(), Traces: int64(len(recv.first)), TracesWithLatency: matched,
+			CompleteLatencyMs: latencyOf(done), IncompleteLatencyMs: latencyOf(open)}
+		recv.mu.Unlock()
 	}
 	if *jsonOut {
 		_ = json.NewEncoder(stdout).Encode(s)
