@@ -29,7 +29,7 @@ VERSION ?= v$(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
 # check-prebuilt and test-module-cache).
 export GOFLAGS := $(strip $(shell $(GO) env GOFLAGS) -tags=tc_from_source)
 
-.PHONY: all lib header prebuilt check-prebuilt dist test-module-cache otelcol run test test-rust test-c test-go check-generated test-observability test-e2e bench bench-engine bench-processor bench-collector clean fuzz fuzz-smoke fuzz-tools
+.PHONY: all lib header prebuilt check-prebuilt dist test-module-cache otelcol run test test-rust test-c test-go check-generated test-observability test-e2e bench bench-engine bench-processor bench-collector bench-collector-pooling bench-tailsampling clean fuzz fuzz-smoke fuzz-tools
 
 all: otelcol
 
@@ -155,16 +155,28 @@ fuzz-smoke: fuzz-tools
 test-e2e: otelcol
 	cd tests && $(GO) vet ./... && E2E_REQUIRED=1 OTELCOL_BIN=$(CURDIR)/$(OTELCOL) $(GO) test -count=1 -race -timeout 20m ./...
 
-bench: bench-engine bench-processor bench-collector
+bench: bench-engine bench-processor bench-collector bench-collector-pooling bench-tailsampling
 
 bench-engine:
 	$(CARGO) bench --locked --bench engine
 
+## Each throughput row runs max(5 s, 20 waits) of ingest, 3 times interleaved (TC_BENCH_RUNS);
+## b.N is not used (-benchtime 1x).
 bench-processor: $(LIB)
-	cd tests && $(GO) test -run '^$$' -bench . -benchmem -benchtime 3s ./bench/...
+	cd tests && $(GO) test -run '^$$' -bench . -benchmem -benchtime 1x -timeout 60m ./bench/...
 
+## Replay load (the collector, not the load source, is the bottleneck), pinned, 3 runs a row.
 bench-collector: otelcol
-	bash scripts/bench-collector.sh
+	REPEAT=3 LOADERS=replay bash scripts/bench-collector.sh
+
+## The same with the collector's pdata.useProtoPooling feature gate (alpha, off by default).
+bench-collector-pooling: otelcol
+	REPEAT=3 LOADERS=replay FEATURE_GATES=pdata.useProtoPooling bash scripts/bench-collector.sh
+
+## tail_sampling alone (decision_wait 30s) vs groupbytrace -> tail_sampling vs
+## traceconsistency -> tail_sampling (decision_wait 1s), saturation and a fixed load.
+bench-tailsampling: otelcol
+	bash scripts/bench-tailsampling.sh
 
 clean:
 	rm -rf target build
