@@ -81,7 +81,8 @@ func getPool() (*pool, error) {
 }
 
 // endsRun reports whether batch i of the stream ends a run of whole traces.
-func (p *pool) endsRun(i int) bool { return p.cut[i%len(p.batches)] }
+// (i = -1, before the stream starts, counts as the end of a run.)
+func (p *pool) endsRun(i int) bool { return i < 0 || p.cut[i%len(p.batches)] }
 
 // genKey is what generation g XORs into the first 8 bytes of every trace ID (0 for g = 0).
 func genKey(g uint64) uint64 { return g * 0x9e3779b97f4a7c15 }

@@ -305,7 +305,11 @@ const parallelUnmarshalMin = 48 << 10
 // are then moved, in order, into the first. The release path is one goroutine (releases
 // leave in order); without this its decode, the bulk of its work, used one core.
 func unmarshalParallel(buf []byte) (ptrace.Traces, error) {
-	parts := min(runtime.GOMAXPROCS(0), len(buf)/parallelUnmarshalMin)
+	return unmarshalParts(buf, min(runtime.GOMAXPROCS(0), len(buf)/parallelUnmarshalMin))
+}
+
+// unmarshalParts decodes buf in up to parts parts at once (see unmarshalParallel).
+func unmarshalParts(buf []byte, parts int) (ptrace.Traces, error) {
 	cuts := topLevelCuts(buf, parts)
 	if len(cuts) == 0 {
 		return (&ptrace.ProtoUnmarshaler{}).UnmarshalTraces(buf)
@@ -335,8 +339,9 @@ func unmarshalParallel(buf []byte) (ptrace.Traces, error) {
 }
 
 // topLevelCuts returns up to parts-1 offsets in buf, each the start of a top-level field,
-// that split it into parts of about equal size; none when parts < 2 or when buf is not a
-// sequence of well-formed length-delimited fields (the single decode then reports it).
+// that split it into parts of about equal size; none when parts < 2 or when the walk meets
+// a field that is not a well-formed length-delimited one (a malformed request fails in the
+// decode of one of its parts either way).
 func topLevelCuts(buf []byte, parts int) []int {
 	if parts < 2 {
 		return nil
