@@ -274,8 +274,8 @@ for loader in $LOADERS; do
         other = (o == 1) ? "none" : "groupbytrace"
         if (("ours" in med) && (other in med) && med[other] > 0 && cpu[other] > 0 && rss[other] > 0)
           printf "ours / %-12s spans/s %.3f   cpu/span %.3f   peak RSS %.3f\n", other, med["ours"] / med[other], cpu["ours"] / cpu[other], rss["ours"] / rss[other]
+      }
       if (("ours" in med) && ("groupbytrace" in med) && med["groupbytrace"] > 0)
         printf "target ours / groupbytrace spans/s >= 2: %s\n", (med["ours"] / med["groupbytrace"] >= 2) ? "met" : "NOT met"
-      }
     }' "$TMP/results.$loader.tsv"
 done
