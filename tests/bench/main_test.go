@@ -137,7 +137,9 @@ type pairedRatio struct {
 	min, max float64
 }
 
-func (p pairedRatio) String() string { return fmt.Sprintf("%5.3fx [%.3f–%.3f]", p.ratio, p.min, p.max) }
+func (p pairedRatio) String() string {
+	return fmt.Sprintf("%5.3fx [%.3f–%.3f]", p.ratio, p.min, p.max)
+}
 
 func ratioStats(a, b []tpResult, f func(tpResult) float64) pairedRatio {
 	var rs []float64

@@ -191,7 +191,7 @@ func runThroughput(b *testing.B, key string, spec procSpec, pl *pool) {
 type lagBound struct {
 	limit   time.Duration
 	blocked time.Duration // time the loop spent waiting here
-	marks []lagMark // sent counts at times, oldest first
+	marks   []lagMark     // sent counts at times, oldest first
 }
 
 type lagMark struct {
