@@ -3,6 +3,8 @@ package bench
 import (
 	"context"
 	"fmt"
+	"os"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -229,6 +231,11 @@ func newProcessorWithMeter(spec procSpec, next consumer.Traces, mp metric.MeterP
 		// within wait + wait/10 (groupbytrace: wait after its first span). At the default
 		// 1s quiet period this is the default tick (100ms).
 		cfg.ReleaseTick = max(spec.wait/10, time.Millisecond)
+		// TC_BENCH_RELEASE_BATCH: max_release_batch_spans (default: the processor's, 8192),
+		// for measuring the shape of release batches.
+		if n, err := strconv.Atoi(os.Getenv("TC_BENCH_RELEASE_BATCH")); err == nil && n > 0 {
+			cfg.MaxReleaseBatchSpans = n
+		}
 		if spec.hold {
 			// Ticks only record the buffer gauges here (nothing comes due).
 			cfg.ReleaseTick = 100 * time.Millisecond
