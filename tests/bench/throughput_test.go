@@ -37,7 +37,9 @@ func throughputSpecs(wait time.Duration) []procSpec {
 // (run 1 of every row, then run 2, ...), and the report gives the median and the spread.
 //
 // Environment: TC_BENCH_RUNS (default 3), TC_BENCH_MIN_INGEST (default 5s; the loop lasts
-// max(this, 20 × wait)), TC_BENCH_KINDS (comma list of kinds to run; default all).
+// max(this, 20 × wait)), TC_BENCH_KINDS (comma list of kinds to run; default all),
+// TC_BENCH_LAG (the lag bound in waits, default 3), TC_BENCH_RELEASE_BATCH (our
+// max_release_batch_spans; default the processor's).
 func benchRuns() int {
 	if n, err := strconv.Atoi(os.Getenv("TC_BENCH_RUNS")); err == nil && n > 0 {
 		return n
