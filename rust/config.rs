@@ -90,6 +90,12 @@ pub struct Config {
     pub hlc_max_offset_ns: i64,
     pub hlc_restart: RestartStrategy,
     pub hlc_state_file: Option<String>,
+    /// `handoff.on_shutdown`: on shutdown, buffered traces are handed off, not released.
+    pub handoff_on_shutdown: bool,
+    /// `handoff.on_idle`: an incomplete trace at `idle_timeout` is handed off once.
+    pub handoff_on_idle: bool,
+    /// `handoff.max_hops`: no span is handed off more often.
+    pub handoff_max_hops: i64,
 }
 
 pub const DEFAULT_QUIET_PERIOD: Duration = Duration::from_secs(1);
@@ -101,6 +107,9 @@ pub const DEFAULT_MAX_SPANS_PER_TRACE: i64 = 20_000;
 pub const DEFAULT_LATE_CACHE_SIZE: i64 = 100_000;
 pub const DEFAULT_SKEW_MAX_ADJUSTMENT: Duration = Duration::from_secs(60);
 pub const DEFAULT_HLC_MAX_OFFSET: Duration = Duration::from_millis(500);
+pub const DEFAULT_HANDOFF_MAX_HOPS: i64 = 1;
+/// Upper bound on `handoff.max_hops`: a span that went round more often is in a loop.
+pub const MAX_HANDOFF_HOPS: i64 = 16;
 /// Upper bound on shards: more than this only costs memory.
 pub const MAX_SHARDS: u32 = 1024;
 
@@ -126,6 +135,9 @@ impl Default for Config {
             hlc_max_offset_ns: DEFAULT_HLC_MAX_OFFSET.as_nanos() as i64,
             hlc_restart: RestartStrategy::Wait,
             hlc_state_file: None,
+            handoff_on_shutdown: false,
+            handoff_on_idle: false,
+            handoff_max_hops: DEFAULT_HANDOFF_MAX_HOPS,
         }
     }
 }
@@ -249,6 +261,12 @@ impl Config {
                 "hlc.state_file must be set when hlc.restart_strategy is persist".to_string(),
             ));
         }
+        if !(1..=MAX_HANDOFF_HOPS).contains(&self.handoff_max_hops) {
+            return Err(ConfigError(format!(
+                "handoff.max_hops must be between 1 and {MAX_HANDOFF_HOPS}, got {}",
+                self.handoff_max_hops
+            )));
+        }
         Ok(())
     }
 
@@ -297,6 +315,8 @@ mod tests {
             }),
             ("hlc.max_offset", |c| c.hlc_max_offset_ns = 0),
             ("hlc.state_file", |c| c.hlc_restart = RestartStrategy::Persist),
+            ("handoff.max_hops", |c| c.handoff_max_hops = 0),
+            ("handoff.max_hops", |c| c.handoff_max_hops = 17),
         ];
         for (key, mutate) in cases {
             let mut c = Config::default();

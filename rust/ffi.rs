@@ -118,6 +118,12 @@ pub struct tc_config {
     pub hlc_restart: u32,
     /// `hlc.state_file`: NUL-terminated path, or NULL. Read during `tc_engine_new` only.
     pub hlc_state_file: *const c_char,
+    /// `handoff.on_shutdown`.
+    pub handoff_on_shutdown: bool,
+    /// `handoff.on_idle`.
+    pub handoff_on_idle: bool,
+    /// `handoff.max_hops`.
+    pub handoff_max_hops: i64,
 }
 
 /// What one `tc_engine_ingest` did.
@@ -291,6 +297,9 @@ fn config_from(c: &tc_config) -> Result<Config, (tc_result, String)> {
         hlc_restart: enum_from_u32(&RestartStrategy::ALL, c.hlc_restart, |v| v as u32)
             .ok_or_else(|| bad_enum("hlc.restart_strategy", "none, wait or persist", c.hlc_restart))?,
         hlc_state_file: state_file,
+        handoff_on_shutdown: c.handoff_on_shutdown,
+        handoff_on_idle: c.handoff_on_idle,
+        handoff_max_hops: c.handoff_max_hops,
     })
 }
 
@@ -321,6 +330,9 @@ pub extern "C" fn tc_config_default(out: *mut tc_config) -> tc_result {
             hlc_max_offset_ns: d.hlc_max_offset_ns,
             hlc_restart: d.hlc_restart as u32,
             hlc_state_file: std::ptr::null(),
+            handoff_on_shutdown: d.handoff_on_shutdown,
+            handoff_on_idle: d.handoff_on_idle,
+            handoff_max_hops: d.handoff_max_hops,
         };
         // SAFETY: non-null, caller promises writable memory.
         unsafe { out.write(c) };
@@ -494,49 +506,80 @@ pub extern "C" fn tc_engine_drain(
         non_null!(engine, "engine");
         non_null!(release_out, "release_out");
         non_null!(view_out, "view_out");
-        let Some(release) = unsafe { engine_ref(engine) }.drain(max_spans) else {
-            // SAFETY: non-null, caller promises writable memory.
-            unsafe { *release_out = std::ptr::null_mut() };
-            return Ok(());
-        };
-        let units = release
-            .units
-            .iter()
-            .map(|u| tc_released_unit {
-                reason: u.reason,
-                spans: u.spans,
-                age_ns: u.age_ns,
-                findings: u.findings,
-            })
-            .collect();
-        let mut owned = Box::new(OwnedRelease { release, units, findings: Vec::new() });
-        owned.findings = owned
-            .release
-            .findings
-            .iter()
-            .map(|f| tc_finding_count {
-                kind: f.kind,
-                count: f.count,
-                service: f.service.as_ptr(),
-                service_len: f.service.len(),
-            })
-            .collect();
-        let view = tc_release_view {
-            otlp: owned.release.otlp.as_ptr(),
-            otlp_len: owned.release.otlp.len(),
-            units: owned.units.as_ptr(),
-            units_len: owned.units.len(),
-            findings: owned.findings.as_ptr(),
-            findings_len: owned.findings.len(),
-            spans: owned.release.spans,
-        };
-        // SAFETY: non-null, caller promises writable memory.
-        unsafe {
-            view_out.write(view);
-            *release_out = Box::into_raw(owned) as *mut tc_release;
-        }
+        let release = unsafe { engine_ref(engine) }.drain(max_spans);
+        // SAFETY: both non-null, caller promises writable memory.
+        unsafe { hand_out(release, release_out, view_out) };
         Ok(())
     })
+}
+
+/// Takes whole handed-off traces (`handoff.on_shutdown`, `handoff.on_idle`), about
+/// `max_spans` spans (at least one trace), encoded with their HLC stamps and hop counts
+/// (`consistency.span.handoff`), for the caller to send back through the balancing tier.
+/// Outputs and ownership as `tc_engine_drain`; each unit's reason says why the trace was
+/// handed off (`TC_RELEASE_REASON_SHUTDOWN` or `TC_RELEASE_REASON_IDLE_TIMEOUT`).
+/// Thread-safe: concurrent drains take disjoint traces.
+#[no_mangle]
+pub extern "C" fn tc_engine_drain_handoff(
+    engine: *const tc_engine,
+    max_spans: u64,
+    release_out: *mut *mut tc_release,
+    view_out: *mut tc_release_view,
+    err: *mut tc_error,
+) -> tc_result {
+    boundary(err, || {
+        non_null!(engine, "engine");
+        non_null!(release_out, "release_out");
+        non_null!(view_out, "view_out");
+        let release = unsafe { engine_ref(engine) }.drain_handoff(max_spans);
+        // SAFETY: both non-null, caller promises writable memory.
+        unsafe { hand_out(release, release_out, view_out) };
+        Ok(())
+    })
+}
+
+/// Writes a drained release (or NULL for none) to the caller's outputs.
+///
+/// # Safety
+/// Both pointers must be non-null and writable.
+unsafe fn hand_out(release: Option<Release>, release_out: *mut *mut tc_release, view_out: *mut tc_release_view) {
+    let Some(release) = release else {
+        *release_out = std::ptr::null_mut();
+        return;
+    };
+    let units = release
+        .units
+        .iter()
+        .map(|u| tc_released_unit {
+            reason: u.reason,
+            spans: u.spans,
+            age_ns: u.age_ns,
+            findings: u.findings,
+        })
+        .collect();
+    let mut owned = Box::new(OwnedRelease { release, units, findings: Vec::new() });
+    owned.findings = owned
+        .release
+        .findings
+        .iter()
+        .map(|f| tc_finding_count {
+            kind: f.kind,
+            count: f.count,
+            service: f.service.as_ptr(),
+            service_len: f.service.len(),
+        })
+        .collect();
+    let view = tc_release_view {
+        otlp: owned.release.otlp.as_ptr(),
+        otlp_len: owned.release.otlp.len(),
+        units: owned.units.as_ptr(),
+        units_len: owned.units.len(),
+        findings: owned.findings.as_ptr(),
+        findings_len: owned.findings.len(),
+        spans: owned.release.spans,
+    };
+    view_out.write(view);
+    *release_out = Box::into_raw(owned) as *mut tc_release;
 }
 
 /// Frees a release from `tc_engine_drain`. NULL is a no-op.

@@ -29,6 +29,7 @@
 
 mod dedupe;
 mod emit;
+mod handoff;
 mod intern;
 pub mod memory;
 mod shard;
@@ -49,6 +50,7 @@ use crate::index::scan_request;
 use crate::wire::WireError;
 
 use emit::Emitter;
+use handoff::Handoff;
 use intern::Interner;
 use memory::Trim;
 use shard::Shard;
@@ -162,6 +164,7 @@ pub struct Engine {
     shut_down: AtomicBool,
     c: Counters,
     trim: Trim,
+    handoff: Handoff,
 }
 
 fn lock(m: &Mutex<Shard>) -> MutexGuard<'_, Shard> {
@@ -219,6 +222,7 @@ impl Engine {
             dedupe_key: RandomState::new(),
         };
         let (ready_tx, ready_rx) = crossbeam_channel::unbounded();
+        let handoff = Handoff::new(&cfg);
         let engine = Engine {
             cfg,
             limits,
@@ -233,6 +237,7 @@ impl Engine {
             shut_down: AtomicBool::new(false),
             c: Counters::default(),
             trim: Trim::default(),
+            handoff,
         };
         for m in engine.shards.iter() {
             engine.sync(&mut lock(m));
@@ -283,6 +288,7 @@ impl Engine {
             .map_err(IngestError::ClockStalled)?;
         self.c.add(stat!(spans_received), batch.spans.len() as u64);
         self.c.add(stat!(future_timestamps), futures);
+        self.note_handoff_received(&batch.spans);
         self.interner.intern(&mut batch.groups);
 
         let mut out = IngestOutcome::default();
@@ -385,7 +391,8 @@ impl Engine {
                 }
                 continue;
             }
-            shard.insert_run(id, run, batch, data, now);
+            let ins = shard.insert_run(id, run, batch, data, now);
+            self.note_run(ins);
             out.buffered += run.len() as u64;
             let reason = if shut_down {
                 Some(ReleaseReason::Shutdown)
@@ -436,9 +443,9 @@ impl Engine {
         }
     }
 
-    /// Moves a buffered trace to the ready queue.
+    /// Moves a buffered trace to the ready queue, or to the hand-off queue ([`handoff`]).
     fn release(&self, shard: &mut Shard, id: u128, reason: ReleaseReason, now: u64) {
-        if let Some(unit) = shard.release(id, reason, now) {
+        if let Some(unit) = self.take_due(shard, id, reason, now) {
             self.send(unit);
         }
     }
@@ -446,6 +453,10 @@ impl Engine {
     fn send(&self, unit: Unit) {
         self.c.add(stat!(ready_spans), unit.spans.len() as u64);
         self.c.add(stat!(ready_bytes), unit.bytes);
+        if unit.handoff {
+            self.handoff.queue(unit);
+            return;
+        }
         // The receiver lives as long as the engine: sending cannot fail.
         let _ = self.ready_tx.send(unit);
     }
@@ -473,8 +484,9 @@ impl Engine {
         self.trim.trims()
     }
 
-    /// Releases everything buffered with reason `shutdown`; later ingests are released at
-    /// once with the same reason. Drain afterwards until empty.
+    /// Releases everything buffered with reason `shutdown` (or hands it off, with
+    /// `handoff.on_shutdown`); later ingests are released at once with the same reason.
+    /// Drain both queues afterwards until empty.
     pub fn shutdown(&self, now: u64) -> u64 {
         self.shut_down.store(true, Ordering::Release);
         for m in self.shards.iter() {
@@ -552,6 +564,8 @@ impl Engine {
     }
 }
 
+#[cfg(test)]
+mod handoff_tests;
 #[cfg(test)]
 mod hostile_tests;
 #[cfg(test)]

@@ -55,6 +55,8 @@ pub struct Trace {
     extra_heap: u64,
     pub state: Completeness,
     pub gen: u64,
+    /// The most hand-offs any of its spans went through (see `handoff`).
+    pub hops: u32,
 }
 
 impl Trace {
@@ -194,8 +196,11 @@ impl Shard {
     }
 
     /// Buffers the spans `run` (indexes into `batch`, whose span bytes are in `data`) of
-    /// trace `id`.
-    pub fn insert_run(&mut self, id: u128, run: &[u32], batch: &ScannedBatch, data: &[u8], now: u64) {
+    /// trace `id`. Returns how many of them were handed off to this engine, and whether
+    /// they joined a trace already buffered.
+    pub fn insert_run(&mut self, id: u128, run: &[u32], batch: &ScannedBatch, data: &[u8], now: u64) -> RunInsert {
+        let merged = self.traces.contains_key(&id);
+        let mut handed_off = 0u64;
         let gen = self.next_gen;
         let trace = self.traces.entry(id).or_insert_with(|| Trace {
             first_seen: now,
@@ -207,6 +212,7 @@ impl Shard {
             extra_heap: 0,
             state: Completeness::Unknown,
             gen,
+            hops: 0,
         });
         if trace.gen == gen {
             self.next_gen += 1;
@@ -237,6 +243,11 @@ impl Shard {
             rec.bytes = start..trace.buf.len() as u32;
             rec.group = gi;
             rec.seq = trace.spans.len() as u32;
+            let hops = rec.handoff_hops();
+            if hops > 0 {
+                handed_off += 1;
+                trace.hops = trace.hops.max(hops);
+            }
             trace.extra_heap += rec_heap(&rec);
             trace.spans.push(rec);
         }
@@ -247,17 +258,37 @@ impl Shard {
         self.held.index += after.index - before.index;
         self.held.trace += after.trace - before.trace;
         self.spans += run.len() as u64;
+        RunInsert { handed_off, merged }
+    }
+
+    /// The hand-offs trace `id` went through (see [`Trace::hops`]).
+    pub fn hops(&self, id: u128) -> Option<u32> {
+        self.traces.get(&id).map(|t| t.hops)
     }
 
     /// Takes trace `id` out as a released unit, remembering its ID as released.
     pub fn release(&mut self, id: u128, reason: ReleaseReason, now: u64) -> Option<Unit> {
+        self.take(id, reason, now, true)
+    }
+
+    /// Takes trace `id` out to be handed off: its ID is not remembered as released, so that
+    /// its spans are buffered again if the hand-off comes back here.
+    pub fn hand_off(&mut self, id: u128, reason: ReleaseReason, now: u64) -> Option<Unit> {
+        let mut unit = self.take(id, reason, now, false)?;
+        unit.handoff = true;
+        Some(unit)
+    }
+
+    fn take(&mut self, id: u128, reason: ReleaseReason, now: u64, remember: bool) -> Option<Unit> {
         let trace = self.traces.remove(&id)?;
         let mem = trace.mem();
         self.held.span -= mem.span;
         self.held.index -= mem.index;
         self.held.trace -= mem.trace;
         self.spans -= trace.spans.len() as u64;
-        self.late.insert(id);
+        if remember {
+            self.late.insert(id);
+        }
         if self.fifo.len() > 2 * self.traces.len() + 64 {
             let traces = &self.traces;
             self.fifo.retain(|(id, gen)| traces.get(id).is_some_and(|t| t.gen == *gen));
@@ -316,8 +347,17 @@ impl Shard {
     }
 }
 
+/// What [`Shard::insert_run`] did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RunInsert {
+    /// Spans of the run that carried a hand-off marker.
+    pub handed_off: u64,
+    /// Whether the trace was buffered already.
+    pub merged: bool,
+}
+
 /// One root (counting a span ID once) and every referenced parent present.
-fn is_complete(spans: &[SpanRec]) -> bool {
+pub fn is_complete(spans: &[SpanRec]) -> bool {
     let mut ids: Vec<u64> = spans.iter().map(|s| s.span_id).collect();
     ids.sort_unstable();
     ids.dedup();

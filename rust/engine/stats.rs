@@ -66,6 +66,12 @@ pub struct Stats {
     /// last written to `hlc.state_file`, which could not be written (`restart_strategy:
     /// persist`; each failed write is counted in `hlc_persist_errors`).
     pub hlc_stalled_batches: u64,
+    /// Spans received that had been handed off by another collector (or by this one).
+    pub handoff_received_spans: u64,
+    /// Handed-off spans received that joined a trace already buffered here.
+    pub handoff_merged_spans: u64,
+    /// Traces released (not handed off again) after a hand-off and still incomplete.
+    pub handoff_incomplete_traces: u64,
 }
 
 const WORDS: usize = size_of::<Stats>() / size_of::<u64>();

@@ -353,6 +353,18 @@ typedef struct {
    `hlc.state_file`: NUL-terminated path, or NULL. Read during `tc_engine_new` only.
    */
   const char *hlc_state_file;
+  /*
+   `handoff.on_shutdown`.
+   */
+  bool handoff_on_shutdown;
+  /*
+   `handoff.on_idle`.
+   */
+  bool handoff_on_idle;
+  /*
+   `handoff.max_hops`.
+   */
+  int64_t handoff_max_hops;
 } tc_config;
 
 /*
@@ -538,6 +550,18 @@ typedef struct {
    persist`; each failed write is counted in `hlc_persist_errors`).
    */
   uint64_t hlc_stalled_batches;
+  /*
+   Spans received that had been handed off by another collector (or by this one).
+   */
+  uint64_t handoff_received_spans;
+  /*
+   Handed-off spans received that joined a trace already buffered here.
+   */
+  uint64_t handoff_merged_spans;
+  /*
+   Traces released (not handed off again) after a hand-off and still incomplete.
+   */
+  uint64_t handoff_incomplete_traces;
 } tc_stats;
 
 #ifdef __cplusplus
@@ -615,6 +639,20 @@ tc_result tc_engine_drain(const tc_engine *engine,
                           tc_release **release_out,
                           tc_release_view *view_out,
                           tc_error *err);
+
+/*
+ Takes whole handed-off traces (`handoff.on_shutdown`, `handoff.on_idle`), about
+ `max_spans` spans (at least one trace), encoded with their HLC stamps and hop counts
+ (`consistency.span.handoff`), for the caller to send back through the balancing tier.
+ Outputs and ownership as `tc_engine_drain`; each unit's reason says why the trace was
+ handed off (`TC_RELEASE_REASON_SHUTDOWN` or `TC_RELEASE_REASON_IDLE_TIMEOUT`).
+ Thread-safe: concurrent drains take disjoint traces.
+ */
+tc_result tc_engine_drain_handoff(const tc_engine *engine,
+                                  uint64_t max_spans,
+                                  tc_release **release_out,
+                                  tc_release_view *view_out,
+                                  tc_error *err);
 
 /*
  Frees a release from `tc_engine_drain`. NULL is a no-op.
