@@ -1,12 +1,14 @@
 package traceconsistencyprocessor // import "github.com/traceconsistency/traceconsistencyprocessor"
 
 import (
+	"errors"
 	"fmt"
 	"math"
 	"strings"
 	"time"
 
 	"go.opentelemetry.io/collector/component"
+	"go.opentelemetry.io/collector/pipeline"
 
 	"github.com/traceconsistency/traceconsistencyprocessor/internal/engine"
 )
@@ -64,6 +66,10 @@ type Config struct {
 
 	// HLC configures the hybrid logical clock stamp written on every span.
 	HLC HLCConfig `mapstructure:"hlc"`
+
+	// Handoff sends buffered traces back through the balancing tier instead of releasing
+	// them, on shutdown and at idle_timeout (connector form only; see handoff.go).
+	Handoff HandoffConfig `mapstructure:"handoff"`
 
 	// prevent unkeyed literal initialization
 	_ struct{}
@@ -136,6 +142,30 @@ type HLCConfig struct {
 	StateFile string `mapstructure:"state_file"`
 }
 
+// HandoffConfig configures the hand-off of traces to the collector that owns their trace ID
+// now, through the balancing tier. Handing off needs the connector form of traceconsistency,
+// whose output pipelines named in Pipelines receive the hand-offs.
+type HandoffConfig struct {
+	// OnShutdown hands every buffered trace off on shutdown instead of releasing it with
+	// reason "shutdown".
+	OnShutdown bool `mapstructure:"on_shutdown"`
+
+	// OnIdle hands an incomplete trace off at idle_timeout instead of releasing it with
+	// reason "idle_timeout", once: a trace handed off max_hops times is released.
+	OnIdle bool `mapstructure:"on_idle"`
+
+	// MaxHops is how often a span may be handed off; a trace holding a span handed off this
+	// often is released, never handed off again.
+	MaxHops int `mapstructure:"max_hops"`
+
+	// Pipelines are the connector's output pipelines that receive hand-offs (their exporter
+	// points at the balancing tier); the other output pipelines receive released traces.
+	Pipelines []pipeline.ID `mapstructure:"pipelines"`
+}
+
+// enabled reports whether anything is handed off.
+func (h HandoffConfig) enabled() bool { return h.OnShutdown || h.OnIdle }
+
 var _ component.Config = (*Config)(nil)
 
 // Enum values of the string knobs.
@@ -169,6 +199,15 @@ func (cfg *Config) Validate() error {
 	}
 	if cfg.Checks.MaxServiceNames <= 0 {
 		return fmt.Errorf("checks.max_service_names must be greater than zero, got %d", cfg.Checks.MaxServiceNames)
+	}
+	if cfg.Handoff.enabled() && len(cfg.Handoff.Pipelines) == 0 {
+		return errors.New("handoff.pipelines must name the output pipeline whose exporter sends hand-offs " +
+			"to the balancing tier when handoff.on_shutdown or handoff.on_idle is set")
+	}
+	for _, id := range cfg.Handoff.Pipelines {
+		if id.Signal() != pipeline.SignalTraces {
+			return fmt.Errorf("handoff.pipelines must name traces pipelines, got %q", id.String())
+		}
 	}
 	return engine.Validate(ec)
 }
@@ -229,6 +268,9 @@ func (cfg *Config) engineConfig() (engine.Config, error) {
 		HLCMaxOffset:      cfg.HLC.MaxOffset,
 		HLCRestart:        restart,
 		HLCStateFile:      cfg.HLC.StateFile,
+		HandoffOnShutdown: cfg.Handoff.OnShutdown,
+		HandoffOnIdle:     cfg.Handoff.OnIdle,
+		HandoffMaxHops:    int64(cfg.Handoff.MaxHops),
 	}, nil
 }
 

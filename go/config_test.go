@@ -10,6 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.opentelemetry.io/collector/component"
 	"go.opentelemetry.io/collector/confmap/confmaptest"
+	"go.opentelemetry.io/collector/pipeline"
 
 	"github.com/traceconsistency/traceconsistencyprocessor/internal/engine"
 	"github.com/traceconsistency/traceconsistencyprocessor/internal/metadata"
@@ -54,6 +55,12 @@ func TestLoadConfig(t *testing.T) {
 					MaxOffset:       250 * time.Millisecond,
 					RestartStrategy: "persist",
 					StateFile:       "/var/lib/otelcol/hlc.state",
+				},
+				Handoff: HandoffConfig{
+					OnShutdown: true,
+					OnIdle:     true,
+					MaxHops:    2,
+					Pipelines:  []pipeline.ID{pipeline.NewIDWithName(pipeline.SignalTraces, "handoff")},
 				},
 			},
 		},
@@ -111,6 +118,12 @@ func TestValidateNamesTheKey(t *testing.T) {
 		{"zero hlc.max_offset", func(c *Config) { c.HLC.MaxOffset = 0 }, "hlc.max_offset", "positive duration", true},
 		{"bad hlc.restart_strategy", func(c *Config) { c.HLC.RestartStrategy = "sleep" }, "hlc.restart_strategy", `one of none, wait, persist, got "sleep"`, false},
 		{"persist without hlc.state_file", func(c *Config) { c.HLC.RestartStrategy = "persist" }, "hlc.state_file", "must be set when hlc.restart_strategy is persist", true},
+		{"hand-off without handoff.pipelines", func(c *Config) { c.Handoff.OnShutdown = true }, "handoff.pipelines", "must name the output pipeline", false},
+		{"handoff.pipelines of another signal", func(c *Config) {
+			c.Handoff.OnIdle = true
+			c.Handoff.Pipelines = []pipeline.ID{pipeline.NewID(pipeline.SignalLogs)}
+		}, "handoff.pipelines", `must name traces pipelines, got "logs"`, false},
+		{"zero handoff.max_hops", func(c *Config) { c.Handoff.MaxHops = 0 }, "handoff.max_hops", "between 1 and 16", true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"go.opentelemetry.io/collector/component"
+	"go.opentelemetry.io/collector/pipeline"
 	"go.opentelemetry.io/collector/processor"
 
 	"github.com/traceconsistency/traceconsistencyprocessor/internal/metadata"
@@ -38,6 +39,9 @@ const (
 	defaultHLCEnabled           = true
 	defaultHLCMaxOffset         = 500 * time.Millisecond
 	defaultHLCRestartStrategy   = restartWait
+	defaultHandoffOnShutdown    = false
+	defaultHandoffOnIdle        = false
+	defaultHandoffMaxHops       = 1
 )
 
 // NewFactory returns the factory of the traceconsistency processor.
@@ -82,6 +86,12 @@ func createDefaultConfig() component.Config {
 			Enabled:         defaultHLCEnabled,
 			MaxOffset:       defaultHLCMaxOffset,
 			RestartStrategy: defaultHLCRestartStrategy,
+		},
+		Handoff: HandoffConfig{
+			OnShutdown: defaultHandoffOnShutdown,
+			OnIdle:     defaultHandoffOnIdle,
+			MaxHops:    defaultHandoffMaxHops,
+			Pipelines:  []pipeline.ID{},
 		},
 	}
 }

@@ -137,6 +137,9 @@ type tracesProcessor struct {
 		retryAt  time.Time
 	}
 
+	// handoff is the hand-off output (connector form with handoff.pipelines); nil otherwise.
+	handoff *handoffOutput
+
 	// statsMu serialises metric updates from the engine's cumulative counters.
 	statsMu sync.Mutex
 	last    engine.Stats
@@ -270,6 +273,9 @@ func (p *tracesProcessor) releaseTick() {
 	}
 	if ready > 0 || p.hasPending() {
 		_ = p.drain(ctx, p.sendCtx, true)
+	}
+	if pending, _ := p.handoffPending(); ready > 0 || pending {
+		_ = p.drainHandoff(ctx, p.sendCtx, true)
 	}
 	p.recordStats(ctx)
 }
@@ -503,10 +509,11 @@ func (p *tracesProcessor) recordStats(ctx context.Context) {
 		tb.ProcessorTraceconsistencyMemory.Record(ctx, int64(part.Bytes), metric.WithAttributeSet(attribute.NewSet(attribute.String("part", part.Name))))
 	}
 	tb.ProcessorTraceconsistencyHlcMaxForwardOffset.Record(ctx, int64(s.HLCMaxForwardOffsetNs))
+	p.recordHandoffStats(ctx, s, prev)
 }
 
 // Shutdown stops the release loop, releases everything still buffered (reason shutdown) to
-// the next consumer within ctx, and frees the engine. Safe without Start and when repeated.
+// the next consumer within ctx, or hands it off (handoff.on_shutdown), and frees the engine. Safe without Start and when repeated.
 func (p *tracesProcessor) Shutdown(ctx context.Context) error {
 	var err error
 	p.shutdownOnce.Do(func() { err = p.shutdown(ctx) })
@@ -596,12 +603,21 @@ func (p *tracesProcessor) drainAtShutdown(ctx context.Context) error {
 		if err := p.drain(ctx, ctx, true); err != nil && ctx.Err() == nil && !consumererror.IsPermanent(err) {
 			return err
 		}
+		if err := p.drainHandoff(ctx, ctx, true); err != nil && ctx.Err() == nil {
+			return err
+		}
 		if ctx.Err() != nil {
 			return fmt.Errorf("traceconsistency shutdown: %w", ctx.Err())
 		}
 		p.send.mu.Lock()
 		pending, retryAt := p.send.pending != nil, p.send.retryAt
 		p.send.mu.Unlock()
+		if hp, hAt := p.handoffPending(); hp {
+			if !pending || hAt.Before(retryAt) {
+				retryAt = hAt
+			}
+			pending = true
+		}
 		if !pending {
 			if s, err := p.eng.Stats(); err != nil || s.ReadySpans == 0 {
 				return nil
@@ -615,6 +631,7 @@ func (p *tracesProcessor) drainAtShutdown(ctx context.Context) error {
 		p.send.mu.Lock()
 		p.send.retryAt = time.Time{}
 		p.send.mu.Unlock()
+		p.handoffRetryNow()
 	}
 }
 
@@ -636,6 +653,7 @@ func (p *tracesProcessor) logLeftAtShutdown(ctx context.Context, cause error) {
 		// A call to the next consumer is in progress (and holds the send lock).
 		spans += int(p.send.inflight.Load())
 	}
+	spans += p.handoffLeft()
 	if s, err := p.eng.Stats(); err == nil {
 		spans += int(s.ReadySpans + s.BufferedSpans)
 		traces += int(s.BufferedTraces)

@@ -75,6 +75,9 @@ func toC(c Config) (C.tc_config, func()) {
 	out.hlc_enabled = C.bool(c.HLCEnabled)
 	out.hlc_max_offset_ns = C.int64_t(c.HLCMaxOffset)
 	out.hlc_restart = C.tc_restart_strategy(c.HLCRestart)
+	out.handoff_on_shutdown = C.bool(c.HandoffOnShutdown)
+	out.handoff_on_idle = C.bool(c.HandoffOnIdle)
+	out.handoff_max_hops = C.int64_t(c.HandoffMaxHops)
 	out.hlc_state_file = nil
 	if c.HLCStateFile == "" {
 		return out, func() {}
@@ -108,6 +111,9 @@ func RustDefaults() Config {
 		HLCEnabled:        bool(c.hlc_enabled),
 		HLCMaxOffset:      time.Duration(c.hlc_max_offset_ns),
 		HLCRestart:        RestartStrategy(c.hlc_restart),
+		HandoffOnShutdown: bool(c.handoff_on_shutdown),
+		HandoffOnIdle:     bool(c.handoff_on_idle),
+		HandoffMaxHops:    int64(c.handoff_max_hops),
 	}
 }
 
@@ -221,6 +227,30 @@ func (g *Engine) Drain(maxSpans uint64) (*Release, error) {
 	if r := C.tc_engine_drain(g.ptr, C.uint64_t(maxSpans), &rel, &view, &e); r != C.TC_RESULT_OK {
 		return nil, errorFrom(r, &e)
 	}
+	return takeRelease(rel, &view)
+}
+
+// DrainHandoff takes whole handed-off traces (handoff.on_shutdown, handoff.on_idle), about
+// maxSpans spans, or returns nil when none waits. Each unit's Reason says why the trace was
+// handed off (ReasonShutdown or ReasonIdleTimeout); its spans carry their HLC stamps and
+// hop counts. Decoded and freed as Drain does.
+func (g *Engine) DrainHandoff(maxSpans uint64) (*Release, error) {
+	if g.ptr == nil {
+		return nil, errClosed
+	}
+	var rel *C.tc_release
+	var view C.tc_release_view
+	var e C.tc_error
+	if r := C.tc_engine_drain_handoff(g.ptr, C.uint64_t(maxSpans), &rel, &view, &e); r != C.TC_RESULT_OK {
+		return nil, errorFrom(r, &e)
+	}
+	return takeRelease(rel, &view)
+}
+
+// takeRelease decodes a drained release (nil for none) and frees it. view is not copied
+// onto the stack: an empty slice's pointer from Rust is a small non-nil value, which the Go
+// runtime refuses to find in a stack frame.
+func takeRelease(rel *C.tc_release, view *C.tc_release_view) (*Release, error) {
 	if rel == nil {
 		return nil, nil
 	}

@@ -85,6 +85,9 @@ type Config struct {
 	HLCMaxOffset      time.Duration   // hlc.max_offset
 	HLCRestart        RestartStrategy // hlc.restart_strategy
 	HLCStateFile      string          // hlc.state_file ("" = none)
+	HandoffOnShutdown bool            // handoff.on_shutdown
+	HandoffOnIdle     bool            // handoff.on_idle
+	HandoffMaxHops    int64           // handoff.max_hops
 }
 
 // Reason is why a unit left the engine (tc_release_reason).
@@ -245,6 +248,10 @@ type Stats struct {
 	MemoryLateCacheBytes  uint64
 	MemoryTotalBytes      uint64
 	HLCStalledBatches     uint64
+	// Hand-off (tc_stats.handoff_*).
+	HandoffReceivedSpans    uint64
+	HandoffMergedSpans      uint64
+	HandoffIncompleteTraces uint64
 }
 
 // MemoryParts lists the engine's memory by part, with the names used in metrics.

@@ -23,34 +23,39 @@ func Tracer(settings component.TelemetrySettings) trace.Tracer {
 // TelemetryBuilder provides an interface for components to report telemetry
 // as defined in metadata and user config.
 type TelemetryBuilder struct {
-	meter                                        metric.Meter
-	mu                                           sync.Mutex
-	registrations                                []metric.Registration
-	ProcessorTraceconsistencyBatchesRefused      metric.Int64Counter
-	ProcessorTraceconsistencyBatchesThrottled    metric.Int64Counter
-	ProcessorTraceconsistencyBytesBuffered       metric.Int64Gauge
-	ProcessorTraceconsistencyConflictsDropped    metric.Int64Counter
-	ProcessorTraceconsistencyConsumeErrors       metric.Int64Counter
-	ProcessorTraceconsistencyDownstreamRetries   metric.Int64Counter
-	ProcessorTraceconsistencyDuplicatesDropped   metric.Int64Counter
-	ProcessorTraceconsistencyFindings            metric.Int64Counter
-	ProcessorTraceconsistencyHlcBackwardJumps    metric.Int64Counter
-	ProcessorTraceconsistencyHlcFutureTimestamps metric.Int64Counter
-	ProcessorTraceconsistencyHlcLogicalOverflows metric.Int64Counter
-	ProcessorTraceconsistencyHlcMaxForwardOffset metric.Int64Gauge
-	ProcessorTraceconsistencyHlcPersistErrors    metric.Int64Counter
-	ProcessorTraceconsistencyHlcRefusals         metric.Int64Counter
-	ProcessorTraceconsistencyHlcStalledBatches   metric.Int64Counter
-	ProcessorTraceconsistencyLateSpans           metric.Int64Counter
-	ProcessorTraceconsistencyMemory              metric.Int64Gauge
-	ProcessorTraceconsistencyReleaseAge          metric.Float64Histogram
-	ProcessorTraceconsistencySpansBuffered       metric.Int64Gauge
-	ProcessorTraceconsistencySpansLost           metric.Int64Counter
-	ProcessorTraceconsistencySpansReceived       metric.Int64Counter
-	ProcessorTraceconsistencySpansReleased       metric.Int64Counter
-	ProcessorTraceconsistencySpansUnassembled    metric.Int64Counter
-	ProcessorTraceconsistencyTracesBuffered      metric.Int64Gauge
-	ProcessorTraceconsistencyTracesReleased      metric.Int64Counter
+	meter                                            metric.Meter
+	mu                                               sync.Mutex
+	registrations                                    []metric.Registration
+	ProcessorTraceconsistencyBatchesRefused          metric.Int64Counter
+	ProcessorTraceconsistencyBatchesThrottled        metric.Int64Counter
+	ProcessorTraceconsistencyBytesBuffered           metric.Int64Gauge
+	ProcessorTraceconsistencyConflictsDropped        metric.Int64Counter
+	ProcessorTraceconsistencyConsumeErrors           metric.Int64Counter
+	ProcessorTraceconsistencyDownstreamRetries       metric.Int64Counter
+	ProcessorTraceconsistencyDuplicatesDropped       metric.Int64Counter
+	ProcessorTraceconsistencyFindings                metric.Int64Counter
+	ProcessorTraceconsistencyHandoffSpans            metric.Int64Counter
+	ProcessorTraceconsistencyHandoffSpansMerged      metric.Int64Counter
+	ProcessorTraceconsistencyHandoffSpansReceived    metric.Int64Counter
+	ProcessorTraceconsistencyHandoffTraces           metric.Int64Counter
+	ProcessorTraceconsistencyHandoffTracesIncomplete metric.Int64Counter
+	ProcessorTraceconsistencyHlcBackwardJumps        metric.Int64Counter
+	ProcessorTraceconsistencyHlcFutureTimestamps     metric.Int64Counter
+	ProcessorTraceconsistencyHlcLogicalOverflows     metric.Int64Counter
+	ProcessorTraceconsistencyHlcMaxForwardOffset     metric.Int64Gauge
+	ProcessorTraceconsistencyHlcPersistErrors        metric.Int64Counter
+	ProcessorTraceconsistencyHlcRefusals             metric.Int64Counter
+	ProcessorTraceconsistencyHlcStalledBatches       metric.Int64Counter
+	ProcessorTraceconsistencyLateSpans               metric.Int64Counter
+	ProcessorTraceconsistencyMemory                  metric.Int64Gauge
+	ProcessorTraceconsistencyReleaseAge              metric.Float64Histogram
+	ProcessorTraceconsistencySpansBuffered           metric.Int64Gauge
+	ProcessorTraceconsistencySpansLost               metric.Int64Counter
+	ProcessorTraceconsistencySpansReceived           metric.Int64Counter
+	ProcessorTraceconsistencySpansReleased           metric.Int64Counter
+	ProcessorTraceconsistencySpansUnassembled        metric.Int64Counter
+	ProcessorTraceconsistencyTracesBuffered          metric.Int64Gauge
+	ProcessorTraceconsistencyTracesReleased          metric.Int64Counter
 }
 
 // TelemetryBuilderOption applies changes to default builder.
@@ -128,6 +133,36 @@ func NewTelemetryBuilder(settings component.TelemetrySettings, options ...Teleme
 		"otelcol_processor_traceconsistency_findings",
 		metric.WithDescription("Consistency findings, by finding kind and service.name. [Alpha]"),
 		metric.WithUnit("{finding}"),
+	)
+	errs = errors.Join(errs, err)
+	builder.ProcessorTraceconsistencyHandoffSpans, err = builder.meter.Int64Counter(
+		"otelcol_processor_traceconsistency_handoff_spans",
+		metric.WithDescription("Spans handed off through the balancing tier to the collector that owns their trace now, instead of being released (connector form, handoff.on_shutdown or handoff.on_idle). [Alpha]"),
+		metric.WithUnit("{span}"),
+	)
+	errs = errors.Join(errs, err)
+	builder.ProcessorTraceconsistencyHandoffSpansMerged, err = builder.meter.Int64Counter(
+		"otelcol_processor_traceconsistency_handoff_spans_merged",
+		metric.WithDescription("Handed-off spans received that joined a trace already buffered here (the hand-off made that trace whole, or more nearly so). [Alpha]"),
+		metric.WithUnit("{span}"),
+	)
+	errs = errors.Join(errs, err)
+	builder.ProcessorTraceconsistencyHandoffSpansReceived, err = builder.meter.Int64Counter(
+		"otelcol_processor_traceconsistency_handoff_spans_received",
+		metric.WithDescription("Spans received with the hand-off marker consistency.span.handoff (stripped on receipt), handed off by another collector or by this one. [Alpha]"),
+		metric.WithUnit("{span}"),
+	)
+	errs = errors.Join(errs, err)
+	builder.ProcessorTraceconsistencyHandoffTraces, err = builder.meter.Int64Counter(
+		"otelcol_processor_traceconsistency_handoff_traces",
+		metric.WithDescription("Traces handed off through the balancing tier instead of being released. [Alpha]"),
+		metric.WithUnit("{trace}"),
+	)
+	errs = errors.Join(errs, err)
+	builder.ProcessorTraceconsistencyHandoffTracesIncomplete, err = builder.meter.Int64Counter(
+		"otelcol_processor_traceconsistency_handoff_traces_incomplete",
+		metric.WithDescription("Traces released after a hand-off (holding handed-off spans) and still incomplete: the hand-off did not find the rest of the trace. [Alpha]"),
+		metric.WithUnit("{trace}"),
 	)
 	errs = errors.Join(errs, err)
 	builder.ProcessorTraceconsistencyHlcBackwardJumps, err = builder.meter.Int64Counter(

@@ -27,6 +27,11 @@ func TestSetupTelemetry(t *testing.T) {
 	tb.ProcessorTraceconsistencyDownstreamRetries.Add(context.Background(), 1)
 	tb.ProcessorTraceconsistencyDuplicatesDropped.Add(context.Background(), 1)
 	tb.ProcessorTraceconsistencyFindings.Add(context.Background(), 1)
+	tb.ProcessorTraceconsistencyHandoffSpans.Add(context.Background(), 1)
+	tb.ProcessorTraceconsistencyHandoffSpansMerged.Add(context.Background(), 1)
+	tb.ProcessorTraceconsistencyHandoffSpansReceived.Add(context.Background(), 1)
+	tb.ProcessorTraceconsistencyHandoffTraces.Add(context.Background(), 1)
+	tb.ProcessorTraceconsistencyHandoffTracesIncomplete.Add(context.Background(), 1)
 	tb.ProcessorTraceconsistencyHlcBackwardJumps.Add(context.Background(), 1)
 	tb.ProcessorTraceconsistencyHlcFutureTimestamps.Add(context.Background(), 1)
 	tb.ProcessorTraceconsistencyHlcLogicalOverflows.Add(context.Background(), 1)
@@ -66,6 +71,21 @@ func TestSetupTelemetry(t *testing.T) {
 		[]metricdata.DataPoint[int64]{{Value: 1}},
 		metricdatatest.IgnoreTimestamp())
 	AssertEqualProcessorTraceconsistencyFindings(t, testTel,
+		[]metricdata.DataPoint[int64]{{Value: 1}},
+		metricdatatest.IgnoreTimestamp())
+	AssertEqualProcessorTraceconsistencyHandoffSpans(t, testTel,
+		[]metricdata.DataPoint[int64]{{Value: 1}},
+		metricdatatest.IgnoreTimestamp())
+	AssertEqualProcessorTraceconsistencyHandoffSpansMerged(t, testTel,
+		[]metricdata.DataPoint[int64]{{Value: 1}},
+		metricdatatest.IgnoreTimestamp())
+	AssertEqualProcessorTraceconsistencyHandoffSpansReceived(t, testTel,
+		[]metricdata.DataPoint[int64]{{Value: 1}},
+		metricdatatest.IgnoreTimestamp())
+	AssertEqualProcessorTraceconsistencyHandoffTraces(t, testTel,
+		[]metricdata.DataPoint[int64]{{Value: 1}},
+		metricdatatest.IgnoreTimestamp())
+	AssertEqualProcessorTraceconsistencyHandoffTracesIncomplete(t, testTel,
 		[]metricdata.DataPoint[int64]{{Value: 1}},
 		metricdatatest.IgnoreTimestamp())
 	AssertEqualProcessorTraceconsistencyHlcBackwardJumps(t, testTel,
