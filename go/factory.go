@@ -38,6 +38,9 @@ const (
 	defaultHLCEnabled           = true
 	defaultHLCMaxOffset         = 500 * time.Millisecond
 	defaultHLCRestartStrategy   = restartWait
+	defaultWALSync              = walSyncBatch
+	defaultWALSyncInterval      = 100 * time.Millisecond
+	defaultWALMaxBytes          = 256 << 20
 )
 
 // NewFactory returns the factory of the traceconsistency processor.
@@ -82,6 +85,11 @@ func createDefaultConfig() component.Config {
 			Enabled:         defaultHLCEnabled,
 			MaxOffset:       defaultHLCMaxOffset,
 			RestartStrategy: defaultHLCRestartStrategy,
+		},
+		WAL: WALConfig{
+			Sync:         defaultWALSync,
+			SyncInterval: defaultWALSyncInterval,
+			MaxBytes:     defaultWALMaxBytes,
 		},
 	}
 }

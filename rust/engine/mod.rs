@@ -704,6 +704,7 @@ impl Engine {
         self.c.add(stat!(wal_corrupt_records), rep.corrupt_records);
         self.c.add(stat!(wal_torn_records), rep.torn_records);
         if let Some(w) = &self.wal {
+            w.reclaim(); // segments whose every batch was delivered before the restart
             w.start_syncer();
         }
         rep

@@ -605,7 +605,7 @@ impl Wal {
 
     /// Deletes the oldest segments while no undelivered batch is in them (never the current
     /// one).
-    fn reclaim(&self) {
+    pub fn reclaim(&self) {
         let mut t = self.track();
         while t.segments.len() > 1 {
             let s = &t.segments[0];
