@@ -70,6 +70,8 @@ type Config struct {
 	// Handoff sends buffered traces back through the balancing tier instead of releasing
 	// them, on shutdown and at idle_timeout (connector form only; see handoff.go).
 	Handoff HandoffConfig `mapstructure:"handoff"`
+	// WAL configures the write-ahead log that keeps buffered spans across a crash.
+	WAL WALConfig `mapstructure:"wal"`
 
 	// prevent unkeyed literal initialization
 	_ struct{}
@@ -166,6 +168,30 @@ type HandoffConfig struct {
 // enabled reports whether anything is handed off.
 func (h HandoffConfig) enabled() bool { return h.OnShutdown || h.OnIdle }
 
+// WALConfig configures the write-ahead log: every accepted batch is written (with the HLC
+// stamps its spans were given) before it is acknowledged, every release is marked delivered
+// once the next consumer accepted it, and a restart replays what was not delivered.
+type WALConfig struct {
+	// Directory holds the log's segment files; empty (the default) turns the log off. One
+	// collector per directory (it is locked).
+	Directory string `mapstructure:"directory"`
+
+	// Sync is when a batch counts as written: "batch" (ConsumeTraces returns once it is
+	// fsync'd; concurrent batches share one fsync), "interval" (acknowledge at once, fsync at
+	// most every sync_interval: a crash may lose that much) or "none" (no fsync: a crash of
+	// the process loses nothing, a crash of the host may lose what the OS had not written).
+	Sync string `mapstructure:"sync"`
+
+	// SyncInterval is the fsync period of sync "interval".
+	SyncInterval time.Duration `mapstructure:"sync_interval"`
+
+	// MaxBytes bounds the log on disk. Near it, the traces holding its oldest segment are
+	// released early (reason wal_full); at it, batches are refused with a retryable error
+	// until delivered data frees space. At most max_buffered_bytes (a restart replays the log
+	// into memory).
+	MaxBytes int64 `mapstructure:"max_bytes"`
+}
+
 var _ component.Config = (*Config)(nil)
 
 // Enum values of the string knobs.
@@ -179,6 +205,10 @@ const (
 	restartNone    = "none"
 	restartWait    = "wait"
 	restartPersist = "persist"
+
+	walSyncBatch    = "batch"
+	walSyncInterval = "interval"
+	walSyncNone     = "none"
 )
 
 // Validate checks the configuration: first the knobs only the Go side uses, then the whole
@@ -240,6 +270,14 @@ func (cfg *Config) engineConfig() (engine.Config, error) {
 	if err != nil {
 		return engine.Config{}, err
 	}
+	walSync, err := parseEnum("wal.sync", cfg.WAL.Sync, map[string]engine.WALSync{
+		walSyncBatch:    engine.WALSyncBatch,
+		walSyncInterval: engine.WALSyncInterval,
+		walSyncNone:     engine.WALSyncNone,
+	}, walSyncBatch, walSyncInterval, walSyncNone)
+	if err != nil {
+		return engine.Config{}, err
+	}
 	disabled, err := engine.KindMask(cfg.Checks.Disabled)
 	if err != nil {
 		return engine.Config{}, fmt.Errorf("checks.disabled: %w; known kinds: %s", err, strings.Join(engine.FindingKinds(), ", "))
@@ -271,6 +309,10 @@ func (cfg *Config) engineConfig() (engine.Config, error) {
 		HandoffOnShutdown: cfg.Handoff.OnShutdown,
 		HandoffOnIdle:     cfg.Handoff.OnIdle,
 		HandoffMaxHops:    int64(cfg.Handoff.MaxHops),
+		WALDirectory:      cfg.WAL.Directory,
+		WALSync:           walSync,
+		WALSyncInterval:   cfg.WAL.SyncInterval,
+		WALMaxBytes:       cfg.WAL.MaxBytes,
 	}, nil
 }
 

@@ -62,6 +62,12 @@ func TestLoadConfig(t *testing.T) {
 					MaxHops:    2,
 					Pipelines:  []pipeline.ID{pipeline.NewIDWithName(pipeline.SignalTraces, "handoff")},
 				},
+				WAL: WALConfig{
+					Directory:    "/var/lib/otelcol/tc-wal",
+					Sync:         "interval",
+					SyncInterval: 50 * time.Millisecond,
+					MaxBytes:     64 << 20,
+				},
 			},
 		},
 	}
@@ -124,6 +130,10 @@ func TestValidateNamesTheKey(t *testing.T) {
 			c.Handoff.Pipelines = []pipeline.ID{pipeline.NewID(pipeline.SignalLogs)}
 		}, "handoff.pipelines", `must name traces pipelines, got "logs"`, false},
 		{"zero handoff.max_hops", func(c *Config) { c.Handoff.MaxHops = 0 }, "handoff.max_hops", "between 1 and 16", true},
+		{"bad wal.sync", func(c *Config) { c.WAL.Sync = "always" }, "wal.sync", `one of batch, interval, none, got "always"`, false},
+		{"zero wal.sync_interval", func(c *Config) { c.WAL.Directory = "/tmp/w"; c.WAL.SyncInterval = 0 }, "wal.sync_interval", "positive duration", true},
+		{"tiny wal.max_bytes", func(c *Config) { c.WAL.Directory = "/tmp/w"; c.WAL.MaxBytes = 1000 }, "wal.max_bytes", "at least", true},
+		{"wal.max_bytes over max_buffered_bytes", func(c *Config) { c.WAL.Directory = "/tmp/w"; c.WAL.MaxBytes = 1 << 40 }, "wal.max_bytes", "must not exceed max_buffered_bytes", true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -149,6 +159,7 @@ func TestValidConfigs(t *testing.T) {
 		"every check off":     func(c *Config) { c.Checks.Disabled = engine.FindingKinds() },
 		"hlc off, no waiting": func(c *Config) { c.HLC.Enabled = false; c.HLC.RestartStrategy = "none" },
 		"persist with a file": func(c *Config) { c.HLC.RestartStrategy = "persist"; c.HLC.StateFile = "hlc.state" },
+		"a write-ahead log":   func(c *Config) { c.WAL.Directory = "/var/lib/otelcol/wal"; c.WAL.Sync = "interval" },
 		"drop and keep latest": func(c *Config) {
 			c.LateSpans.Policy = "drop"
 			c.Duplicates.ConflictPolicy = "keep_latest"

@@ -42,6 +42,9 @@ const (
 	defaultHandoffOnShutdown    = false
 	defaultHandoffOnIdle        = false
 	defaultHandoffMaxHops       = 1
+	defaultWALSync              = walSyncBatch
+	defaultWALSyncInterval      = 100 * time.Millisecond
+	defaultWALMaxBytes          = 256 << 20
 )
 
 // NewFactory returns the factory of the traceconsistency processor.
@@ -92,6 +95,11 @@ func createDefaultConfig() component.Config {
 			OnIdle:     defaultHandoffOnIdle,
 			MaxHops:    defaultHandoffMaxHops,
 			Pipelines:  []pipeline.ID{},
+		},
+		WAL: WALConfig{
+			Sync:         defaultWALSync,
+			SyncInterval: defaultWALSyncInterval,
+			MaxBytes:     defaultWALMaxBytes,
 		},
 	}
 }

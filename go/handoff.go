@@ -110,6 +110,7 @@ func (p *tracesProcessor) drainHandoff(ctx, nextCtx context.Context, wait bool) 
 				var de *engine.DecodeError
 				if errors.As(err, &de) {
 					p.lose(ctx, lostDecodeFailed, int(de.Spans), err)
+					p.eng.Delivered(de.Token) // counted as lost: not replayed either
 					continue
 				}
 				p.logger.Error("engine hand-off drain failed", zap.Error(err))
@@ -120,6 +121,7 @@ func (p *tracesProcessor) drainHandoff(ctx, nextCtx context.Context, wait bool) 
 			}
 			p.recordHandoff(ctx, rel)
 			if rel.Traces.SpanCount() == 0 {
+				p.eng.Delivered(rel.Token)
 				continue
 			}
 		}
@@ -128,12 +130,16 @@ func (p *tracesProcessor) drainHandoff(ctx, nextCtx context.Context, wait bool) 
 		h.inflight.Store(0)
 		if err == nil {
 			h.pending, h.attempts = nil, 0
+			// With a write-ahead log, the hand-off output has the spans now: not replayed
+			// here after a restart.
+			p.eng.Delivered(rel.Token)
 			continue
 		}
 		p.tb.ProcessorTraceconsistencyConsumeErrors.Add(ctx, 1)
 		if consumererror.IsPermanent(err) {
 			h.pending, h.attempts = nil, 0
 			p.lose(ctx, lostDownstreamPermanent, rel.Traces.SpanCount(), fmt.Errorf("hand-off output: %w", err))
+			p.eng.Delivered(rel.Token) // counted as lost: not replayed either
 			continue
 		}
 		h.pending = rel

@@ -207,6 +207,10 @@ func (p *tracesProcessor) Start(ctx context.Context, _ component.Host) error {
 	lib := engine.Library()
 	p.logger.Info("traceconsistency engine started", zap.String("library_version", lib.Version),
 		zap.Uint32("abi_version", lib.ABIVersion), zap.String("source_hash", lib.SourceHash))
+	if err := p.recover(eng); err != nil {
+		eng.Close()
+		return err
+	}
 	wait := p.cfg.HLC.Enabled && p.cfg.HLC.RestartStrategy == restartWait
 	if p.cfg.HLC.Enabled && p.cfg.HLC.RestartStrategy == restartPersist {
 		start, err := eng.HLCStart()
@@ -238,6 +242,31 @@ func (p *tracesProcessor) Start(ctx context.Context, _ component.Host) error {
 	p.stop = make(chan struct{})
 	p.done = make(chan struct{})
 	go p.run(p.newTicker(p.cfg.ReleaseTick))
+	return nil
+}
+
+// recover replays the write-ahead log, before any receiver can send: spans acknowledged
+// before a crash or a shutdown that could not deliver them are buffered again.
+func (p *tracesProcessor) recover(eng *engine.Engine) error {
+	if p.cfg.WAL.Directory == "" {
+		return nil
+	}
+	rec, err := eng.Recover(p.now())
+	if err != nil {
+		return fmt.Errorf("replaying wal.directory %s: %w", p.cfg.WAL.Directory, err)
+	}
+	fields := []zap.Field{
+		zap.String("wal.directory", p.cfg.WAL.Directory), zap.Uint64("records", rec.Records),
+		zap.Uint64("batches_replayed", rec.Batches), zap.Uint64("spans_replayed", rec.Spans),
+		zap.Uint64("traces_recovered", rec.Traces), zap.Uint64("spans_possibly_redelivered", rec.RedeliveredSpans),
+	}
+	p.logger.Info("write-ahead log replayed", fields...)
+	if rec.CorruptRecords+rec.TornRecords+rec.UnreadableBatches > 0 {
+		p.logger.Warn("write-ahead log damage skipped at start",
+			zap.String("wal.directory", p.cfg.WAL.Directory), zap.Uint64("corrupt_records", rec.CorruptRecords),
+			zap.Uint64("torn_records", rec.TornRecords), zap.Uint64("unreadable_batches", rec.UnreadableBatches),
+			zap.String("problems", rec.Problems))
+	}
 	return nil
 }
 
@@ -373,6 +402,7 @@ func (p *tracesProcessor) drain(ctx, nextCtx context.Context, wait bool) error {
 				var de *engine.DecodeError
 				if errors.As(err, &de) {
 					p.lose(ctx, lostDecodeFailed, int(de.Spans), err)
+					p.eng.Delivered(de.Token) // counted as lost: not replayed either
 					continue
 				}
 				p.logger.Error("engine drain failed", zap.Error(err))
@@ -383,6 +413,7 @@ func (p *tracesProcessor) drain(ctx, nextCtx context.Context, wait bool) error {
 			}
 			p.recordRelease(ctx, rel)
 			if rel.Traces.SpanCount() == 0 {
+				p.eng.Delivered(rel.Token)
 				continue
 			}
 		}
@@ -391,12 +422,14 @@ func (p *tracesProcessor) drain(ctx, nextCtx context.Context, wait bool) error {
 		p.send.inflight.Store(0)
 		if err == nil {
 			p.send.pending, p.send.attempts = nil, 0
+			p.eng.Delivered(rel.Token)
 			continue
 		}
 		p.tb.ProcessorTraceconsistencyConsumeErrors.Add(ctx, 1)
 		if consumererror.IsPermanent(err) {
 			p.send.pending, p.send.attempts = nil, 0
 			p.lose(ctx, lostDownstreamPermanent, rel.Traces.SpanCount(), err)
+			p.eng.Delivered(rel.Token) // counted as lost: not replayed either
 			if rel.ForwardedAtOnce() {
 				own = consumererror.NewPermanent(fmt.Errorf("traceconsistency: the next consumer refused forwarded spans: %w", err))
 			}
@@ -510,6 +543,28 @@ func (p *tracesProcessor) recordStats(ctx context.Context) {
 	}
 	tb.ProcessorTraceconsistencyHlcMaxForwardOffset.Record(ctx, int64(s.HLCMaxForwardOffsetNs))
 	p.recordHandoffStats(ctx, s, prev)
+	if p.cfg.WAL.Directory == "" {
+		return
+	}
+	add(tb.ProcessorTraceconsistencyWalFsyncs, s.WALFsyncs, prev.WALFsyncs)
+	add(tb.ProcessorTraceconsistencyWalFullRefusals, s.WALFullRefusals, prev.WALFullRefusals)
+	add(tb.ProcessorTraceconsistencyWalWriteErrors, s.WALWriteErrors, prev.WALWriteErrors)
+	add(tb.ProcessorTraceconsistencyWalRecordsReplayed, s.WALRecordsReplayed, prev.WALRecordsReplayed)
+	add(tb.ProcessorTraceconsistencyWalSpansReplayed, s.WALSpansReplayed, prev.WALSpansReplayed)
+	add(tb.ProcessorTraceconsistencyWalTracesRecovered, s.WALTracesRecovered, prev.WALTracesRecovered)
+	add(tb.ProcessorTraceconsistencyWalCorruptRecords, s.WALCorruptRecords, prev.WALCorruptRecords)
+	add(tb.ProcessorTraceconsistencyWalTornRecords, s.WALTornRecords, prev.WALTornRecords)
+	add(tb.ProcessorTraceconsistencyWalRedeliveredSpans, s.WALRedeliveredSpans, prev.WALRedeliveredSpans)
+	tb.ProcessorTraceconsistencyWalBytes.Record(ctx, int64(s.WALBytes))
+	tb.ProcessorTraceconsistencyWalSegments.Record(ctx, int64(s.WALSegments))
+	// The engine counts fsyncs in power-of-two microsecond buckets (bucket i: under 2^i µs);
+	// each new one is recorded at its bucket's midpoint.
+	for i, n := range s.WALFsyncBuckets {
+		mid := 0.75 * float64(uint64(1)<<i) / 1e6
+		for range n - prev.WALFsyncBuckets[i] {
+			tb.ProcessorTraceconsistencyWalFsyncDuration.Record(ctx, mid)
+		}
+	}
 }
 
 // Shutdown stops the release loop, releases everything still buffered (reason shutdown) to
@@ -659,6 +714,12 @@ func (p *tracesProcessor) logLeftAtShutdown(ctx context.Context, cause error) {
 		traces += int(s.BufferedTraces)
 	}
 	if spans == 0 {
+		return
+	}
+	if p.cfg.WAL.Directory != "" {
+		p.logger.Warn("shutdown ended before these acknowledged spans could be delivered; they stay in the write-ahead log and are replayed at the next start",
+			zap.Int("spans", spans), zap.Int("buffered_traces_and_pending_traces", traces),
+			zap.String("wal.directory", p.cfg.WAL.Directory), zap.Error(cause))
 		return
 	}
 	p.tb.ProcessorTraceconsistencySpansLost.Add(ctx, int64(spans), p.lostAttrs[lostShutdownTimeout])

@@ -30,3 +30,5 @@ pub const ATTR_TRACE_SPAN_COUNT: &str = "consistency.trace.span_count";
 pub const ATTR_TRACE_STATUS: &str = "consistency.trace.status";
 pub const ATTR_TRACE_FINDINGS: &str = "consistency.trace.findings";
 pub const ATTR_TRACE_MISSING_PARENT_IDS: &str = "consistency.trace.missing_parent_ids";
+/// The trace holds spans replayed from the write-ahead log after a restart.
+pub const ATTR_TRACE_RECOVERED: &str = "consistency.trace.recovered";

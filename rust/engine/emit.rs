@@ -277,6 +277,9 @@ impl Emitter {
                     let names: Vec<&str> = FindingKind::iter_mask(report.trace_findings).map(FindingKind::name).collect();
                     wire::put_kv(out, 9, ATTR_TRACE_FINDINGS, &AnyValueRef::StrArray(&names));
                 }
+                if unit.recovered {
+                    wire::put_kv(out, 9, ATTR_TRACE_RECOVERED, &AnyValueRef::Bool(true));
+                }
                 if !report.missing_parents.is_empty() {
                     let ids: Vec<String> = report.missing_parents.iter().map(|p| hex(&p.to_be_bytes())).collect();
                     let refs: Vec<&str> = ids.iter().map(String::as_str).collect();

@@ -118,7 +118,13 @@ impl Engine {
         if units.is_empty() {
             return None;
         }
-        let emitted = self.emitter.emit(units);
+        let keys: Vec<crate::wal::record::Key> = units.iter_mut().flat_map(|u| std::mem::take(&mut u.wal)).collect();
+        let mut emitted = self.emitter.emit(units);
+        if let Some(w) = &self.wal {
+            // Acknowledged once the hand-off output took it: until then a restart replays
+            // these spans here.
+            emitted.release.token = w.drained(keys);
+        }
         self.c.sub(stat!(ready_spans), spans);
         self.c.sub(stat!(ready_bytes), bytes);
         self.trim.released(bytes);

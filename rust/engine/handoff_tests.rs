@@ -247,3 +247,50 @@ fn marker_of_another_type_counts_as_one_hop_and_is_stripped() {
     assert_eq!(out.len(), 1);
     assert!(out[0].attr(HANDOFF).is_none());
 }
+
+/// A fresh directory for a write-ahead log, removed on drop.
+struct WalDir(std::path::PathBuf);
+
+impl WalDir {
+    fn new(name: &str) -> WalDir {
+        let n = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+        let p = std::env::temp_dir().join(format!("tc-handoff-{name}-{}-{n}", std::process::id()));
+        std::fs::create_dir_all(&p).unwrap();
+        WalDir(p)
+    }
+
+    fn cfg(&self) -> Config {
+        Config { wal_directory: Some(self.0.to_str().unwrap().to_string()), ..cfg(true, false, 1) }
+    }
+}
+
+impl Drop for WalDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[test]
+fn with_a_write_ahead_log_a_hand_off_is_replayed_until_acknowledged() {
+    let dir = WalDir::new("ack");
+    {
+        let e = Engine::new(dir.cfg()).unwrap();
+        e.recover(T0);
+        e.ingest(&request(vec![("a", trace(13)[1..].to_vec())]), T0).unwrap();
+        e.shutdown(T0 + SEC);
+        let r = e.drain_handoff(1000).expect("handed off");
+        assert_ne!(r.token, 0, "a hand-off is acknowledged like a release");
+        // Not acknowledged: the hand-off output never took it.
+    }
+    {
+        let e = Engine::new(dir.cfg()).unwrap();
+        let rep = e.recover(T0 + 2 * SEC);
+        assert_eq!(rep.spans, 3, "{rep:?}");
+        e.shutdown(T0 + 3 * SEC);
+        let r = e.drain_handoff(1000).expect("handed off again after the restart");
+        assert_eq!(decode(&r.otlp).len(), 3);
+        assert!(e.delivered(r.token));
+    }
+    let e = Engine::new(dir.cfg()).unwrap();
+    assert_eq!(e.recover(T0 + 4 * SEC).spans, 0, "acknowledged: nothing to replay");
+}

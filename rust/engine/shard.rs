@@ -55,8 +55,21 @@ pub struct Trace {
     extra_heap: u64,
     pub state: Completeness,
     pub gen: u64,
+    /// With a write-ahead log: where its spans are logged (boxed: one pointer per trace
+    /// without a log).
+    pub wal: Option<Box<TraceWal>>,
     /// The most hand-offs any of its spans went through (see `handoff`).
     pub hops: u32,
+}
+
+/// A trace's part of the write-ahead log.
+#[derive(Default)]
+pub struct TraceWal {
+    /// Positions of the batch records holding the trace's spans (in order of arrival, each
+    /// once).
+    pub positions: Vec<u64>,
+    /// Spans of it were replayed after a restart.
+    pub recovered: bool,
 }
 
 impl Trace {
@@ -64,7 +77,9 @@ impl Trace {
         let index_map = self.group_index.as_ref().map_or(0, |m| m.capacity() as u64 * map_slot::<(usize, usize), u32>());
         Mem {
             span: self.buf.capacity() as u64,
-            index: self.spans.capacity() as u64 * REC_BYTES + self.extra_heap,
+            index: self.spans.capacity() as u64 * REC_BYTES
+                + self.extra_heap
+                + self.wal.as_ref().map_or(0, |w| (size_of::<TraceWal>() + w.positions.capacity() * 8) as u64),
             trace: groups_bytes(&self.groups) + index_map,
         }
     }
@@ -198,7 +213,8 @@ impl Shard {
     /// Buffers the spans `run` (indexes into `batch`, whose span bytes are in `data`) of
     /// trace `id`. Returns how many of them were handed off to this engine, and whether
     /// they joined a trace already buffered.
-    pub fn insert_run(&mut self, id: u128, run: &[u32], batch: &ScannedBatch, data: &[u8], now: u64) -> RunInsert {
+    #[allow(clippy::too_many_arguments)]
+    pub fn insert_run(&mut self, id: u128, run: &[u32], batch: &ScannedBatch, data: &[u8], now: u64, wal: Option<u64>, recovered: bool) -> RunInsert {
         let merged = self.traces.contains_key(&id);
         let mut handed_off = 0u64;
         let gen = self.next_gen;
@@ -212,6 +228,7 @@ impl Shard {
             extra_heap: 0,
             state: Completeness::Unknown,
             gen,
+            wal: None,
             hops: 0,
         });
         if trace.gen == gen {
@@ -253,6 +270,13 @@ impl Shard {
         }
         trace.last_seen = trace.last_seen.max(now);
         trace.state = Completeness::Unknown;
+        if let Some(pos) = wal {
+            let w = trace.wal.get_or_insert_with(Box::default);
+            if w.positions.last() != Some(&pos) {
+                w.positions.push(pos);
+            }
+            w.recovered |= recovered;
+        }
         let after = trace.mem();
         self.held.span += after.span - before.span;
         self.held.index += after.index - before.index;
@@ -300,7 +324,11 @@ impl Shard {
         if self.fifo.capacity() > 64 && self.fifo.len() < self.fifo.capacity() / 4 {
             self.fifo.shrink_to(self.fifo.len() * 2);
         }
-        Some(Unit::from_trace(id, reason, trace.spans, trace.buf, trace.groups, now.saturating_sub(trace.first_seen), mem.total()))
+        let (wal, recovered) = match trace.wal {
+            Some(w) => (w.positions.iter().map(|&p| (p, id)).collect(), w.recovered),
+            None => (Vec::new(), false),
+        };
+        Some(Unit::from_trace(id, reason, trace.spans, trace.buf, trace.groups, now.saturating_sub(trace.first_seen), mem.total(), wal, recovered))
     }
 
     /// The oldest buffered trace.
@@ -317,6 +345,21 @@ impl Shard {
     /// Every buffered trace ID, oldest first.
     pub fn all_ids(&self) -> Vec<u128> {
         let mut ids: Vec<(u64, u128)> = self.traces.iter().map(|(&id, t)| (t.gen, id)).collect();
+        ids.sort_unstable();
+        ids.into_iter().map(|(_, id)| id).collect()
+    }
+
+    /// Buffered traces holding replayed spans.
+    pub fn recovered_ids(&self) -> Vec<u128> {
+        self.traces.iter().filter(|(_, t)| t.wal.as_ref().is_some_and(|w| w.recovered)).map(|(&id, _)| id).collect()
+    }
+
+    /// Traces holding spans of write-ahead log batches before `pos` (oldest first): they keep
+    /// the log's oldest segment. Touches every buffered trace; runs only while the log is
+    /// near its bound.
+    pub fn holding_wal_before(&self, pos: u64) -> Vec<u128> {
+        let mut ids: Vec<(u64, u128)> =
+            self.traces.iter().filter(|(_, t)| t.wal.as_ref().is_some_and(|w| w.positions.iter().any(|&p| p < pos))).map(|(&id, t)| (t.gen, id)).collect();
         ids.sort_unstable();
         ids.into_iter().map(|(_, id)| id).collect()
     }

@@ -46,6 +46,12 @@ func (*Engine) Drain(uint64) (*Release, error) { return nil, ErrNoCgo }
 // DrainHandoff fails without cgo.
 func (*Engine) DrainHandoff(uint64) (*Release, error) { return nil, ErrNoCgo }
 
+// Delivered does nothing without cgo.
+func (*Engine) Delivered(uint64) {}
+
+// Recover fails without cgo.
+func (*Engine) Recover(time.Time) (Recovery, error) { return Recovery{}, ErrNoCgo }
+
 // Stats fails without cgo.
 func (*Engine) Stats() (Stats, error) { return Stats{}, ErrNoCgo }
 

@@ -49,6 +49,18 @@ func TestSetupTelemetry(t *testing.T) {
 	tb.ProcessorTraceconsistencySpansUnassembled.Add(context.Background(), 1)
 	tb.ProcessorTraceconsistencyTracesBuffered.Record(context.Background(), 1)
 	tb.ProcessorTraceconsistencyTracesReleased.Add(context.Background(), 1)
+	tb.ProcessorTraceconsistencyWalBytes.Record(context.Background(), 1)
+	tb.ProcessorTraceconsistencyWalCorruptRecords.Add(context.Background(), 1)
+	tb.ProcessorTraceconsistencyWalFsyncDuration.Record(context.Background(), 1)
+	tb.ProcessorTraceconsistencyWalFsyncs.Add(context.Background(), 1)
+	tb.ProcessorTraceconsistencyWalFullRefusals.Add(context.Background(), 1)
+	tb.ProcessorTraceconsistencyWalRecordsReplayed.Add(context.Background(), 1)
+	tb.ProcessorTraceconsistencyWalRedeliveredSpans.Add(context.Background(), 1)
+	tb.ProcessorTraceconsistencyWalSegments.Record(context.Background(), 1)
+	tb.ProcessorTraceconsistencyWalSpansReplayed.Add(context.Background(), 1)
+	tb.ProcessorTraceconsistencyWalTornRecords.Add(context.Background(), 1)
+	tb.ProcessorTraceconsistencyWalTracesRecovered.Add(context.Background(), 1)
+	tb.ProcessorTraceconsistencyWalWriteErrors.Add(context.Background(), 1)
 	AssertEqualProcessorTraceconsistencyBatchesRefused(t, testTel,
 		[]metricdata.DataPoint[int64]{{Value: 1}},
 		metricdatatest.IgnoreTimestamp())
@@ -137,6 +149,42 @@ func TestSetupTelemetry(t *testing.T) {
 		[]metricdata.DataPoint[int64]{{Value: 1}},
 		metricdatatest.IgnoreTimestamp())
 	AssertEqualProcessorTraceconsistencyTracesReleased(t, testTel,
+		[]metricdata.DataPoint[int64]{{Value: 1}},
+		metricdatatest.IgnoreTimestamp())
+	AssertEqualProcessorTraceconsistencyWalBytes(t, testTel,
+		[]metricdata.DataPoint[int64]{{Value: 1}},
+		metricdatatest.IgnoreTimestamp())
+	AssertEqualProcessorTraceconsistencyWalCorruptRecords(t, testTel,
+		[]metricdata.DataPoint[int64]{{Value: 1}},
+		metricdatatest.IgnoreTimestamp())
+	AssertEqualProcessorTraceconsistencyWalFsyncDuration(t, testTel,
+		[]metricdata.HistogramDataPoint[float64]{{}}, metricdatatest.IgnoreValue(),
+		metricdatatest.IgnoreTimestamp())
+	AssertEqualProcessorTraceconsistencyWalFsyncs(t, testTel,
+		[]metricdata.DataPoint[int64]{{Value: 1}},
+		metricdatatest.IgnoreTimestamp())
+	AssertEqualProcessorTraceconsistencyWalFullRefusals(t, testTel,
+		[]metricdata.DataPoint[int64]{{Value: 1}},
+		metricdatatest.IgnoreTimestamp())
+	AssertEqualProcessorTraceconsistencyWalRecordsReplayed(t, testTel,
+		[]metricdata.DataPoint[int64]{{Value: 1}},
+		metricdatatest.IgnoreTimestamp())
+	AssertEqualProcessorTraceconsistencyWalRedeliveredSpans(t, testTel,
+		[]metricdata.DataPoint[int64]{{Value: 1}},
+		metricdatatest.IgnoreTimestamp())
+	AssertEqualProcessorTraceconsistencyWalSegments(t, testTel,
+		[]metricdata.DataPoint[int64]{{Value: 1}},
+		metricdatatest.IgnoreTimestamp())
+	AssertEqualProcessorTraceconsistencyWalSpansReplayed(t, testTel,
+		[]metricdata.DataPoint[int64]{{Value: 1}},
+		metricdatatest.IgnoreTimestamp())
+	AssertEqualProcessorTraceconsistencyWalTornRecords(t, testTel,
+		[]metricdata.DataPoint[int64]{{Value: 1}},
+		metricdatatest.IgnoreTimestamp())
+	AssertEqualProcessorTraceconsistencyWalTracesRecovered(t, testTel,
+		[]metricdata.DataPoint[int64]{{Value: 1}},
+		metricdatatest.IgnoreTimestamp())
+	AssertEqualProcessorTraceconsistencyWalWriteErrors(t, testTel,
 		[]metricdata.DataPoint[int64]{{Value: 1}},
 		metricdatatest.IgnoreTimestamp())
 
