@@ -423,3 +423,37 @@ fn sync_interval_acknowledges_at_once_and_a_background_thread_syncs() {
         std::thread::yield_now();
     }
 }
+
+#[test]
+fn traces_spread_over_many_batches_free_every_segment_once_delivered() {
+    let dir = TempDir::new("spread");
+    let mut c = cfg(&dir.0);
+    c.wal_max_bytes = crate::config::MIN_WAL_MAX_BYTES;
+    let e = Engine::new(c).unwrap();
+    e.recover(T0);
+    let pad = "z".repeat(2_000);
+    let mut now = T0;
+    // 400 traces of 6 spans, eight at a time interleaved over three batches each.
+    for group in 0..50u64 {
+        let ids: Vec<u64> = (0..8).map(|k| group * 8 + k + 1).collect();
+        for part in 0..3u64 {
+            let mut spans = Vec::new();
+            for &t in &ids {
+                for s in [part * 2 + 1, part * 2 + 2] {
+                    let parent = if s == 1 { 0 } else { 1 };
+                    let mut sp = span(t, s, parent, T0 - SEC, T0 - SEC / 2);
+                    sp.name = pad.clone();
+                    spans.push(sp);
+                }
+            }
+            e.ingest(&req(spans), now).unwrap();
+            now += MS;
+        }
+        e.tick(now + 2 * SEC);
+        drain(&e, true);
+        now += 3 * SEC;
+    }
+    let w = e.wal.as_ref().unwrap();
+    assert_eq!(w.outstanding(), vec![], "every batch delivered");
+    assert_eq!(e.stats().wal_segments, 1);
+}

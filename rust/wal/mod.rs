@@ -6,8 +6,8 @@
 //! Layout: a directory holding `LOCK` (an exclusive `flock` for the process that owns the
 //! log) and segment files `<base>.wal`, `base` being the log position of the segment's first
 //! byte (20 decimal digits). Records ([`record`]) are appended to the newest segment; a new
-//! segment starts once the current one would pass `wal.max_bytes / 8` (at least 1 MiB, at most
-//! 64 MiB). A record's position (segment base + offset) is its log sequence number.
+//! segment starts once the current one would pass `wal.max_bytes / 16` (at least 1 MiB, at
+//! most 16 MiB). A record's position (segment base + offset) is its log sequence number.
 //!
 //! What is tracked: each batch record's number of undelivered keys (a key is a batch and a
 //! trace: the spans of one trace in one batch always leave in one unit). A segment is
@@ -52,7 +52,7 @@ impl SyncMode {
 }
 
 pub const MIN_SEGMENT_BYTES: u64 = 1 << 20;
-pub const MAX_SEGMENT_BYTES: u64 = 64 << 20;
+pub const MAX_SEGMENT_BYTES: u64 = 16 << 20;
 /// Fsync latency histogram: bucket `i` counts fsyncs under `2^i` µs (the last: the rest).
 pub const FSYNC_BUCKETS: usize = 24;
 
@@ -323,7 +323,7 @@ impl Wal {
             }
         }
         let disk: u64 = segments.iter().map(|s| s.len).sum();
-        let segment_bytes = (cfg.max_bytes / 8).clamp(MIN_SEGMENT_BYTES, MAX_SEGMENT_BYTES);
+        let segment_bytes = (cfg.max_bytes / 16).clamp(MIN_SEGMENT_BYTES, MAX_SEGMENT_BYTES);
         // New records go to a new segment: a torn tail is never appended to.
         let file = create_segment(&dir, end).map_err(|e| format!("wal.directory {d}: a new segment cannot be created: {e}"))?;
         segments.push_back(Segment { base: end, len: 0 });
@@ -604,19 +604,25 @@ impl Wal {
     }
 
     /// Deletes the oldest segments while no undelivered batch is in them (never the current
-    /// one).
+    /// one). The files are unlinked outside the lock.
     pub fn reclaim(&self) {
-        let mut t = self.track();
-        while t.segments.len() > 1 {
-            let s = &t.segments[0];
-            let (base, len) = (s.base, s.len);
-            if t.outstanding.range(base..base + len).next().is_some() {
-                break;
+        let mut gone = Vec::new();
+        {
+            let mut t = self.track();
+            while t.segments.len() > 1 {
+                let s = &t.segments[0];
+                let (base, len) = (s.base, s.len);
+                if t.outstanding.range(base..base + len).next().is_some() {
+                    break;
+                }
+                t.segments.pop_front();
+                gone.push((base, len));
             }
-            if fs::remove_file(Segment::path(&self.cfg.directory, base)).is_err() {
-                break;
-            }
-            t.segments.pop_front();
+        }
+        for (base, len) in gone {
+            // A file that cannot be removed is left behind: its records are all delivered, so
+            // a restart reads it and replays nothing from it.
+            let _ = fs::remove_file(Segment::path(&self.cfg.directory, base));
             self.disk_bytes.fetch_sub(len, Ordering::Relaxed);
         }
     }
