@@ -80,6 +80,7 @@ func startHandoffGateway(t *testing.T, lb *balancer, onIdle bool, idleTimeout ti
 		"TC_GATEWAY_HEALTH_ENDPOINT=" + addrs.HealthEndpoint,
 		"TC_GATEWAY_METRICS_PORT=" + strconv.Itoa(addrs.MetricsPort),
 		"TC_GATEWAY_TRACES_FILE=" + addrs.OutputPath,
+		"TC_GATEWAY_WAL_DIR=" + filepath.Join(dir, "wal"),
 		"TC_GATEWAY_IDLE_TIMEOUT=" + idleTimeout.String(),
 		"TC_GATEWAY_HANDOFF_ON_IDLE=" + strconv.FormatBool(onIdle),
 		"TC_HANDOFF_ENDPOINT=" + lb.addr,
