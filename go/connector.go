@@ -98,7 +98,7 @@ func newTracesConnector(set connector.Settings, cfg *Config, next consumer.Trace
 		if err != nil {
 			return nil, err
 		}
-		p.handoff = newHandoffOutput(h)
+		p.handoff = p.newHandoffOutput(h)
 	}
 	return p, nil
 }

@@ -102,32 +102,8 @@ impl Engine {
     /// with its HLC stamp and its hop count. `None` when nothing is waiting. The units of
     /// the release say why each trace was handed off (`shutdown` or `idle_timeout`).
     pub fn drain_handoff(&self, max_spans: u64) -> Option<Release> {
-        let mut units = Vec::new();
-        let mut spans = 0u64;
-        let mut bytes = 0u64;
-        while spans < max_spans.max(1) {
-            match self.handoff.rx.try_recv() {
-                Ok(u) => {
-                    spans += u.spans.len() as u64;
-                    bytes += u.bytes;
-                    units.push(u);
-                }
-                Err(_) => break,
-            }
-        }
-        if units.is_empty() {
-            return None;
-        }
-        let keys: Vec<crate::wal::record::Key> = units.iter_mut().flat_map(|u| std::mem::take(&mut u.wal)).collect();
-        let mut emitted = self.emitter.emit(units);
-        if let Some(w) = &self.wal {
-            // Acknowledged once the hand-off output took it: until then a restart replays
-            // these spans here.
-            emitted.release.token = w.drained(keys);
-        }
-        self.c.sub(stat!(ready_spans), spans);
-        self.c.sub(stat!(ready_bytes), bytes);
-        self.trim.released(bytes);
-        Some(emitted.release)
+        // With a write-ahead log, acknowledged once the hand-off output took it: until then
+        // a restart replays these spans here.
+        self.drain_from(&self.handoff.rx, max_spans).map(|e| e.release)
     }
 }

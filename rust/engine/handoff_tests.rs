@@ -294,3 +294,25 @@ fn with_a_write_ahead_log_a_hand_off_is_replayed_until_acknowledged() {
     let e = Engine::new(dir.cfg()).unwrap();
     assert_eq!(e.recover(T0 + 4 * SEC).spans, 0, "acknowledged: nothing to replay");
 }
+
+#[test]
+fn an_exact_duplicate_travels_with_the_hand_off_and_is_dropped_and_counted_at_the_receiver() {
+    let e = Engine::new(cfg(true, false, 1)).unwrap();
+    let tr = trace(1);
+    // A child sent twice (a client retry) in a trace that waits for its root.
+    e.ingest(&request(vec![("a", tr[1..].to_vec())]), T0).unwrap();
+    e.ingest(&request(vec![("a", vec![tr[1].clone()])]), T0 + MS).unwrap();
+    e.shutdown(T0 + 100 * MS);
+    let (reqs, units) = drain_handed_off(&e);
+    assert_eq!(units[0].spans, 4, "not final here: duplicates are resolved where the trace leaves");
+    assert_eq!(e.stats().duplicates_dropped, 0);
+    let receiver = Engine::new(cfg(false, false, 1)).unwrap();
+    for r in &reqs {
+        receiver.ingest(r, T0 + 200 * MS).unwrap();
+    }
+    receiver.ingest(&request(vec![("a", vec![tr[0].clone()])]), T0 + 200 * MS).unwrap();
+    receiver.tick(T0 + 2 * SEC);
+    let (out, _, _) = drain_released(&receiver);
+    assert_eq!(out.len(), 4, "root and three distinct children");
+    assert_eq!(receiver.stats().duplicates_dropped, 1);
+}

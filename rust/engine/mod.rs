@@ -745,11 +745,26 @@ impl Engine {
     /// spans, runs the checks, and encodes them as one `ExportTraceServiceRequest`.
     /// `None` when nothing is ready.
     pub fn drain(&self, max_spans: u64) -> Option<Release> {
+        let emitted = self.drain_from(&self.ready_rx, max_spans)?;
+        // What the late caches need to recognise re-sends of these traces' spans.
+        for (id, hashes) in emitted.released {
+            let mut shard = lock(&self.shards[self.shard_of(id)]);
+            shard.late.set_hashes(id, hashes);
+            self.sync(&mut shard);
+        }
+        Some(emitted.release)
+    }
+
+    /// Takes whole units from `queue` up to about `max_spans` spans (at least one if any is
+    /// waiting) and emits them, counting what emission dropped; with a write-ahead log the
+    /// release gets its delivery token. The units are freed by the time it returns: their
+    /// bytes leave the count.
+    fn drain_from(&self, queue: &Receiver<Unit>, max_spans: u64) -> Option<emit::Emitted> {
         let mut units = Vec::new();
         let mut spans = 0u64;
         let mut bytes = 0u64;
         while spans < max_spans.max(1) {
-            match self.ready_rx.try_recv() {
+            match queue.try_recv() {
                 Ok(u) => {
                     spans += u.spans.len() as u64;
                     bytes += u.bytes;
@@ -766,19 +781,12 @@ impl Engine {
         if let Some(w) = &self.wal {
             emitted.release.token = w.drained(keys);
         }
-        // What the late caches need to recognise re-sends of these traces' spans.
-        for (id, hashes) in emitted.released {
-            let mut shard = lock(&self.shards[self.shard_of(id)]);
-            shard.late.set_hashes(id, hashes);
-            self.sync(&mut shard);
-        }
         self.c.add(stat!(duplicates_dropped), emitted.duplicates);
         self.c.add(stat!(conflicts_dropped), emitted.conflicts);
-        // The units are freed by now: their bytes leave the count.
         self.c.sub(stat!(ready_spans), spans);
         self.c.sub(stat!(ready_bytes), bytes);
         self.trim.released(bytes);
-        Some(emitted.release)
+        Some(emitted)
     }
 
     /// Counters and gauges.

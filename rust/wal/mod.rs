@@ -96,7 +96,6 @@ pub struct WalCounters {
     pub fsync_buckets: [AtomicU64; FSYNC_BUCKETS],
     pub write_errors: AtomicU64,
     pub full_refusals: AtomicU64,
-    pub bytes_appended: AtomicU64,
 }
 
 /// What a segment is, in memory.
@@ -214,9 +213,7 @@ pub struct Opened {
     pub batches: Vec<ReplayBatch>,
     pub records: u64,
     pub corrupt_records: u64,
-    pub corrupt_bytes: u64,
     pub torn_records: u64,
-    pub segments: u64,
     /// One line per problem: the file, the byte range, what was skipped.
     pub problems: Vec<String>,
 }
@@ -272,7 +269,6 @@ impl Wal {
             let (recs, damage) = record::read_segment(&buf);
             for r in &damage.corrupt {
                 opened.corrupt_records += 1;
-                opened.corrupt_bytes += r.end - r.start;
                 opened.problems.push(format!(
                     "write-ahead log segment {}: bytes {}..{} are damaged and were skipped",
                     path.display(),
@@ -313,7 +309,6 @@ impl Wal {
             segments.push_back(Segment { base, len: buf.len() as u64 });
             end = base + buf.len() as u64;
         }
-        opened.segments = segments.len() as u64;
         for b in opened.batches.iter_mut() {
             if let Some(d) = delivered.remove(&b.pos) {
                 b.delivered = d;
@@ -370,10 +365,6 @@ impl Wal {
         if let Ok(h) = handle {
             *lock(&self.syncer) = Some((stop, h));
         }
-    }
-
-    pub fn config(&self) -> &WalConfig {
-        &self.cfg
     }
 
     pub fn disk_bytes(&self) -> u64 {
@@ -469,7 +460,6 @@ impl Wal {
         }
         drop(w);
         self.disk_bytes.fetch_add(rec.len(), Ordering::Relaxed);
-        self.c.bytes_appended.fetch_add(rec.len(), Ordering::Relaxed);
         Ok((pos, end))
     }
 

@@ -288,19 +288,19 @@ type Stats struct {
 	HandoffReceivedSpans    uint64
 	HandoffMergedSpans      uint64
 	HandoffIncompleteTraces uint64
-	WALBytes              uint64
-	WALSegments           uint64
-	WALFsyncs             uint64
-	WALFsyncBuckets       [24]uint64
-	WALFullRefusals       uint64
-	WALWriteErrors        uint64
-	WALRecordsReplayed    uint64
-	WALSpansReplayed      uint64
-	WALTracesRecovered    uint64
-	WALCorruptRecords     uint64
-	WALTornRecords        uint64
-	WALRedeliveredSpans   uint64
-	MemoryWALBytes        uint64
+	WALBytes                uint64
+	WALSegments             uint64
+	WALFsyncs               uint64
+	WALFsyncBuckets         [24]uint64
+	WALFullRefusals         uint64
+	WALWriteErrors          uint64
+	WALRecordsReplayed      uint64
+	WALSpansReplayed        uint64
+	WALTracesRecovered      uint64
+	WALCorruptRecords       uint64
+	WALTornRecords          uint64
+	WALRedeliveredSpans     uint64
+	MemoryWALBytes          uint64
 }
 
 // MemoryParts lists the engine's memory by part, with the names used in metrics.
