@@ -123,7 +123,7 @@ test-observability:
 ## leak, timeout (one input over 1 s) or RSS over 2 GB fails it. `make fuzz-smoke` (part of
 ## make test) runs every committed seed of each target once (libFuzzer -runs=0: deterministic, no mutation), so the targets keep building and the seeds keep passing.
 ## A missing nightly toolchain or cargo-fuzz is installed; if that fails, so does the target.
-FUZZ_TARGETS := ingest_abi validate_vs_prost structured config_abi hlc_state
+FUZZ_TARGETS := ingest_abi validate_vs_prost structured config_abi hlc_state wal_replay
 FUZZ_SECONDS ?= 60
 FUZZ_FLAGS := -timeout=1 -rss_limit_mb=2048 -dict=otlp.dict
 

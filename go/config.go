@@ -1,12 +1,14 @@
 package traceconsistencyprocessor // import "github.com/traceconsistency/traceconsistencyprocessor"
 
 import (
+	"errors"
 	"fmt"
 	"math"
 	"strings"
 	"time"
 
 	"go.opentelemetry.io/collector/component"
+	"go.opentelemetry.io/collector/pipeline"
 
 	"github.com/traceconsistency/traceconsistencyprocessor/internal/engine"
 )
@@ -64,6 +66,12 @@ type Config struct {
 
 	// HLC configures the hybrid logical clock stamp written on every span.
 	HLC HLCConfig `mapstructure:"hlc"`
+
+	// Handoff sends buffered traces back through the balancing tier instead of releasing
+	// them, on shutdown and at idle_timeout (connector form only; see handoff.go).
+	Handoff HandoffConfig `mapstructure:"handoff"`
+	// WAL configures the write-ahead log that keeps buffered spans across a crash.
+	WAL WALConfig `mapstructure:"wal"`
 
 	// prevent unkeyed literal initialization
 	_ struct{}
@@ -136,6 +144,54 @@ type HLCConfig struct {
 	StateFile string `mapstructure:"state_file"`
 }
 
+// HandoffConfig configures the hand-off of traces to the collector that owns their trace ID
+// now, through the balancing tier. Handing off needs the connector form of traceconsistency,
+// whose output pipelines named in Pipelines receive the hand-offs.
+type HandoffConfig struct {
+	// OnShutdown hands every buffered trace off on shutdown instead of releasing it with
+	// reason "shutdown".
+	OnShutdown bool `mapstructure:"on_shutdown"`
+
+	// OnIdle hands an incomplete trace off at idle_timeout instead of releasing it with
+	// reason "idle_timeout", once: a trace handed off max_hops times is released.
+	OnIdle bool `mapstructure:"on_idle"`
+
+	// MaxHops is how often a span may be handed off; a trace holding a span handed off this
+	// often is released, never handed off again.
+	MaxHops int `mapstructure:"max_hops"`
+
+	// Pipelines are the connector's output pipelines that receive hand-offs (their exporter
+	// points at the balancing tier); the other output pipelines receive released traces.
+	Pipelines []pipeline.ID `mapstructure:"pipelines"`
+}
+
+// enabled reports whether anything is handed off.
+func (h HandoffConfig) enabled() bool { return h.OnShutdown || h.OnIdle }
+
+// WALConfig configures the write-ahead log: every accepted batch is written (with the HLC
+// stamps its spans were given) before it is acknowledged, every release is marked delivered
+// once the next consumer accepted it, and a restart replays what was not delivered.
+type WALConfig struct {
+	// Directory holds the log's segment files; empty (the default) turns the log off. One
+	// collector per directory (it is locked).
+	Directory string `mapstructure:"directory"`
+
+	// Sync is when a batch counts as written: "batch" (ConsumeTraces returns once it is
+	// fsync'd; concurrent batches share one fsync), "interval" (acknowledge at once, fsync at
+	// most every sync_interval: a crash may lose that much) or "none" (no fsync: a crash of
+	// the process loses nothing, a crash of the host may lose what the OS had not written).
+	Sync string `mapstructure:"sync"`
+
+	// SyncInterval is the fsync period of sync "interval".
+	SyncInterval time.Duration `mapstructure:"sync_interval"`
+
+	// MaxBytes bounds the log on disk. Near it, the traces holding its oldest segment are
+	// released early (reason wal_full); at it, batches are refused with a retryable error
+	// until delivered data frees space. At most max_buffered_bytes (a restart replays the log
+	// into memory).
+	MaxBytes int64 `mapstructure:"max_bytes"`
+}
+
 var _ component.Config = (*Config)(nil)
 
 // Enum values of the string knobs.
@@ -149,6 +205,10 @@ const (
 	restartNone    = "none"
 	restartWait    = "wait"
 	restartPersist = "persist"
+
+	walSyncBatch    = "batch"
+	walSyncInterval = "interval"
+	walSyncNone     = "none"
 )
 
 // Validate checks the configuration: first the knobs only the Go side uses, then the whole
@@ -169,6 +229,15 @@ func (cfg *Config) Validate() error {
 	}
 	if cfg.Checks.MaxServiceNames <= 0 {
 		return fmt.Errorf("checks.max_service_names must be greater than zero, got %d", cfg.Checks.MaxServiceNames)
+	}
+	if cfg.Handoff.enabled() && len(cfg.Handoff.Pipelines) == 0 {
+		return errors.New("handoff.pipelines must name the output pipeline whose exporter sends hand-offs " +
+			"to the balancing tier when handoff.on_shutdown or handoff.on_idle is set")
+	}
+	for _, id := range cfg.Handoff.Pipelines {
+		if id.Signal() != pipeline.SignalTraces {
+			return fmt.Errorf("handoff.pipelines must name traces pipelines, got %q", id.String())
+		}
 	}
 	return engine.Validate(ec)
 }
@@ -201,6 +270,14 @@ func (cfg *Config) engineConfig() (engine.Config, error) {
 	if err != nil {
 		return engine.Config{}, err
 	}
+	walSync, err := parseEnum("wal.sync", cfg.WAL.Sync, map[string]engine.WALSync{
+		walSyncBatch:    engine.WALSyncBatch,
+		walSyncInterval: engine.WALSyncInterval,
+		walSyncNone:     engine.WALSyncNone,
+	}, walSyncBatch, walSyncInterval, walSyncNone)
+	if err != nil {
+		return engine.Config{}, err
+	}
 	disabled, err := engine.KindMask(cfg.Checks.Disabled)
 	if err != nil {
 		return engine.Config{}, fmt.Errorf("checks.disabled: %w; known kinds: %s", err, strings.Join(engine.FindingKinds(), ", "))
@@ -229,6 +306,13 @@ func (cfg *Config) engineConfig() (engine.Config, error) {
 		HLCMaxOffset:      cfg.HLC.MaxOffset,
 		HLCRestart:        restart,
 		HLCStateFile:      cfg.HLC.StateFile,
+		HandoffOnShutdown: cfg.Handoff.OnShutdown,
+		HandoffOnIdle:     cfg.Handoff.OnIdle,
+		HandoffMaxHops:    int64(cfg.Handoff.MaxHops),
+		WALDirectory:      cfg.WAL.Directory,
+		WALSync:           walSync,
+		WALSyncInterval:   cfg.WAL.SyncInterval,
+		WALMaxBytes:       cfg.WAL.MaxBytes,
 	}, nil
 }
 

@@ -10,6 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.opentelemetry.io/collector/component"
 	"go.opentelemetry.io/collector/confmap/confmaptest"
+	"go.opentelemetry.io/collector/pipeline"
 
 	"github.com/traceconsistency/traceconsistencyprocessor/internal/engine"
 	"github.com/traceconsistency/traceconsistencyprocessor/internal/metadata"
@@ -54,6 +55,18 @@ func TestLoadConfig(t *testing.T) {
 					MaxOffset:       250 * time.Millisecond,
 					RestartStrategy: "persist",
 					StateFile:       "/var/lib/otelcol/hlc.state",
+				},
+				Handoff: HandoffConfig{
+					OnShutdown: true,
+					OnIdle:     true,
+					MaxHops:    2,
+					Pipelines:  []pipeline.ID{pipeline.NewIDWithName(pipeline.SignalTraces, "handoff")},
+				},
+				WAL: WALConfig{
+					Directory:    "/var/lib/otelcol/tc-wal",
+					Sync:         "interval",
+					SyncInterval: 50 * time.Millisecond,
+					MaxBytes:     64 << 20,
 				},
 			},
 		},
@@ -111,6 +124,16 @@ func TestValidateNamesTheKey(t *testing.T) {
 		{"zero hlc.max_offset", func(c *Config) { c.HLC.MaxOffset = 0 }, "hlc.max_offset", "positive duration", true},
 		{"bad hlc.restart_strategy", func(c *Config) { c.HLC.RestartStrategy = "sleep" }, "hlc.restart_strategy", `one of none, wait, persist, got "sleep"`, false},
 		{"persist without hlc.state_file", func(c *Config) { c.HLC.RestartStrategy = "persist" }, "hlc.state_file", "must be set when hlc.restart_strategy is persist", true},
+		{"hand-off without handoff.pipelines", func(c *Config) { c.Handoff.OnShutdown = true }, "handoff.pipelines", "must name the output pipeline", false},
+		{"handoff.pipelines of another signal", func(c *Config) {
+			c.Handoff.OnIdle = true
+			c.Handoff.Pipelines = []pipeline.ID{pipeline.NewID(pipeline.SignalLogs)}
+		}, "handoff.pipelines", `must name traces pipelines, got "logs"`, false},
+		{"zero handoff.max_hops", func(c *Config) { c.Handoff.MaxHops = 0 }, "handoff.max_hops", "between 1 and 16", true},
+		{"bad wal.sync", func(c *Config) { c.WAL.Sync = "always" }, "wal.sync", `one of batch, interval, none, got "always"`, false},
+		{"zero wal.sync_interval", func(c *Config) { c.WAL.Directory = "/tmp/w"; c.WAL.SyncInterval = 0 }, "wal.sync_interval", "positive duration", true},
+		{"tiny wal.max_bytes", func(c *Config) { c.WAL.Directory = "/tmp/w"; c.WAL.MaxBytes = 1000 }, "wal.max_bytes", "at least", true},
+		{"wal.max_bytes over max_buffered_bytes", func(c *Config) { c.WAL.Directory = "/tmp/w"; c.WAL.MaxBytes = 1 << 40 }, "wal.max_bytes", "must not exceed max_buffered_bytes", true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -136,6 +159,7 @@ func TestValidConfigs(t *testing.T) {
 		"every check off":     func(c *Config) { c.Checks.Disabled = engine.FindingKinds() },
 		"hlc off, no waiting": func(c *Config) { c.HLC.Enabled = false; c.HLC.RestartStrategy = "none" },
 		"persist with a file": func(c *Config) { c.HLC.RestartStrategy = "persist"; c.HLC.StateFile = "hlc.state" },
+		"a write-ahead log":   func(c *Config) { c.WAL.Directory = "/var/lib/otelcol/wal"; c.WAL.Sync = "interval" },
 		"drop and keep latest": func(c *Config) {
 			c.LateSpans.Policy = "drop"
 			c.Duplicates.ConflictPolicy = "keep_latest"

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"go.opentelemetry.io/collector/component"
+	"go.opentelemetry.io/collector/pipeline"
 	"go.opentelemetry.io/collector/processor"
 
 	"github.com/traceconsistency/traceconsistencyprocessor/internal/metadata"
@@ -38,6 +39,12 @@ const (
 	defaultHLCEnabled           = true
 	defaultHLCMaxOffset         = 500 * time.Millisecond
 	defaultHLCRestartStrategy   = restartWait
+	defaultHandoffOnShutdown    = false
+	defaultHandoffOnIdle        = false
+	defaultHandoffMaxHops       = 1
+	defaultWALSync              = walSyncBatch
+	defaultWALSyncInterval      = 100 * time.Millisecond
+	defaultWALMaxBytes          = 256 << 20
 )
 
 // NewFactory returns the factory of the traceconsistency processor.
@@ -82,6 +89,17 @@ func createDefaultConfig() component.Config {
 			Enabled:         defaultHLCEnabled,
 			MaxOffset:       defaultHLCMaxOffset,
 			RestartStrategy: defaultHLCRestartStrategy,
+		},
+		Handoff: HandoffConfig{
+			OnShutdown: defaultHandoffOnShutdown,
+			OnIdle:     defaultHandoffOnIdle,
+			MaxHops:    defaultHandoffMaxHops,
+			Pipelines:  []pipeline.ID{},
+		},
+		WAL: WALConfig{
+			Sync:         defaultWALSync,
+			SyncInterval: defaultWALSyncInterval,
+			MaxBytes:     defaultWALMaxBytes,
 		},
 	}
 }

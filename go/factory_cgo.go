@@ -6,10 +6,19 @@ import (
 	"context"
 
 	"go.opentelemetry.io/collector/component"
+	"go.opentelemetry.io/collector/connector"
 	"go.opentelemetry.io/collector/consumer"
 	"go.opentelemetry.io/collector/processor"
 )
 
 func createTraces(_ context.Context, set processor.Settings, cfg component.Config, next consumer.Traces) (processor.Traces, error) {
-	return newTracesProcessor(set, cfg.(*Config), next)
+	c := cfg.(*Config)
+	if c.Handoff.enabled() {
+		return nil, errHandoffNeedsConnector
+	}
+	return newTracesProcessor(set, c, next)
+}
+
+func createTracesToTraces(ctx context.Context, set connector.Settings, cfg component.Config, next consumer.Traces) (connector.Traces, error) {
+	return createTracesToTracesWith(ctx, set, cfg, next)
 }

@@ -7,6 +7,7 @@ import (
 	"errors"
 
 	"go.opentelemetry.io/collector/component"
+	"go.opentelemetry.io/collector/connector"
 	"go.opentelemetry.io/collector/consumer"
 	"go.opentelemetry.io/collector/processor"
 )
@@ -17,5 +18,9 @@ var errNoCgo = errors.New("traceconsistency needs cgo: build the collector with 
 	"and the Rust static library (cargo build --release in the repository root)")
 
 func createTraces(context.Context, processor.Settings, component.Config, consumer.Traces) (processor.Traces, error) {
+	return nil, errNoCgo
+}
+
+func createTracesToTraces(context.Context, connector.Settings, component.Config, consumer.Traces) (connector.Traces, error) {
 	return nil, errNoCgo
 }

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"go.opentelemetry.io/collector/component"
@@ -101,7 +100,6 @@ func withAfterTick(f func()) option { return func(p *tracesProcessor) { p.afterT
 type tracesProcessor struct {
 	cfg    *Config
 	engCfg engine.Config
-	next   consumer.Traces
 	logger *zap.Logger
 	tb     *metadata.TelemetryBuilder
 
@@ -125,17 +123,13 @@ type tracesProcessor struct {
 	sendCtx    context.Context
 	cancelSend context.CancelFunc
 
-	// send serialises the calls to the next consumer, so releases leave in order and one
-	// refused with a retryable error is retried before anything newer.
-	send struct {
-		// inflight is the span count of the call to the next consumer in progress, for the
-		// count of what is lost when shutdown cannot wait for it.
-		inflight atomic.Int64
-		mu       sync.Mutex
-		pending  *engine.Release // refused with a retryable error; goes first
-		attempts int
-		retryAt  time.Time
-	}
+	// send is the next consumer, where released traces go.
+	send output
+
+	// handoff is the hand-off output (connector form with handoff.pipelines); nil otherwise.
+	handoff *output
+	// handoffCause are the cause attributes of the hand-off metrics, by unit reason.
+	handoffCause map[engine.Reason]metric.MeasurementOption
 
 	// statsMu serialises metric updates from the engine's cumulative counters.
 	statsMu sync.Mutex
@@ -164,7 +158,6 @@ func newTracesProcessor(set processor.Settings, cfg *Config, next consumer.Trace
 	p := &tracesProcessor{
 		cfg:           cfg,
 		engCfg:        engCfg,
-		next:          next,
 		logger:        set.Logger,
 		tb:            tb,
 		now:           time.Now,
@@ -179,6 +172,7 @@ func newTracesProcessor(set processor.Settings, cfg *Config, next consumer.Trace
 		p.lostAttrs[c] = metric.WithAttributeSet(attribute.NewSet(attribute.String("cause", c)))
 	}
 	p.sendCtx, p.cancelSend = context.WithCancel(context.Background())
+	p.send.what, p.send.next, p.send.take, p.send.record = "next consumer", next, (*engine.Engine).Drain, p.recordRelease
 	for _, r := range engine.Reasons() {
 		p.reasonAttrs = append(p.reasonAttrs, metric.WithAttributeSet(attribute.NewSet(attribute.String("reason", r.String()))))
 	}
@@ -204,6 +198,10 @@ func (p *tracesProcessor) Start(ctx context.Context, _ component.Host) error {
 	lib := engine.Library()
 	p.logger.Info("traceconsistency engine started", zap.String("library_version", lib.Version),
 		zap.Uint32("abi_version", lib.ABIVersion), zap.String("source_hash", lib.SourceHash))
+	if err := p.recover(eng); err != nil {
+		eng.Close()
+		return err
+	}
 	wait := p.cfg.HLC.Enabled && p.cfg.HLC.RestartStrategy == restartWait
 	if p.cfg.HLC.Enabled && p.cfg.HLC.RestartStrategy == restartPersist {
 		start, err := eng.HLCStart()
@@ -238,6 +236,31 @@ func (p *tracesProcessor) Start(ctx context.Context, _ component.Host) error {
 	return nil
 }
 
+// recover replays the write-ahead log, before any receiver can send: spans acknowledged
+// before a crash or a shutdown that could not deliver them are buffered again.
+func (p *tracesProcessor) recover(eng *engine.Engine) error {
+	if p.cfg.WAL.Directory == "" {
+		return nil
+	}
+	rec, err := eng.Recover(p.now())
+	if err != nil {
+		return fmt.Errorf("replaying wal.directory %s: %w", p.cfg.WAL.Directory, err)
+	}
+	fields := []zap.Field{
+		zap.String("wal.directory", p.cfg.WAL.Directory), zap.Uint64("records", rec.Records),
+		zap.Uint64("batches_replayed", rec.Batches), zap.Uint64("spans_replayed", rec.Spans),
+		zap.Uint64("traces_recovered", rec.Traces), zap.Uint64("spans_possibly_redelivered", rec.RedeliveredSpans),
+	}
+	p.logger.Info("write-ahead log replayed", fields...)
+	if rec.CorruptRecords+rec.TornRecords+rec.UnreadableBatches > 0 {
+		p.logger.Warn("write-ahead log damage skipped at start",
+			zap.String("wal.directory", p.cfg.WAL.Directory), zap.Uint64("corrupt_records", rec.CorruptRecords),
+			zap.Uint64("torn_records", rec.TornRecords), zap.Uint64("unreadable_batches", rec.UnreadableBatches),
+			zap.String("problems", rec.Problems))
+	}
+	return nil
+}
+
 // run is the release loop: every release_tick it releases what is due and records metrics.
 func (p *tracesProcessor) run(t ticker) {
 	defer close(p.done)
@@ -268,8 +291,10 @@ func (p *tracesProcessor) releaseTick() {
 	if err != nil {
 		p.logger.Error("engine tick failed", zap.Error(err))
 	}
-	if ready > 0 || p.hasPending() {
-		_ = p.drain(ctx, p.sendCtx, true)
+	for _, o := range []*output{&p.send, p.handoff} {
+		if waiting, _ := o.waiting(); ready > 0 || waiting {
+			_ = p.drainTo(o, ctx, p.sendCtx, true)
+		}
 	}
 	p.recordStats(ctx)
 }
@@ -332,85 +357,10 @@ func (p *tracesProcessor) consumeBytes(ctx context.Context, data []byte, spans i
 	return nil
 }
 
-func (p *tracesProcessor) hasPending() bool {
-	p.send.mu.Lock()
-	defer p.send.mu.Unlock()
-	return p.send.pending != nil
-}
-
-// drain passes released units on, in release order, until the engine has none ready, a
-// release refused with a retryable error waits for its next attempt, or ctx is done;
-// nextCtx is the context of the next.ConsumeTraces calls. With wait it waits for the send
-// lock; without, it leaves the work to the goroutine that holds it (and that drains until
-// nothing is ready). A release refused with a retryable error is kept (nothing newer is
-// drained meanwhile, so the engine's memory fills and clients are pushed back) and retried
-// with backoff; one refused with a permanent error is counted and logged as lost. The
-// returned error is the permanent refusal of a release holding spans forwarded at once
-// (late or unassembled, most likely the caller's own), so that the caller learns of it.
-// The caller holds p.mu for reading.
+// drain passes released traces on to the next consumer (see drainTo). The caller holds
+// p.mu for reading.
 func (p *tracesProcessor) drain(ctx, nextCtx context.Context, wait bool) error {
-	if wait {
-		p.send.mu.Lock()
-	} else if !p.send.mu.TryLock() {
-		return nil
-	}
-	defer p.send.mu.Unlock()
-	var own error
-	for {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		rel := p.send.pending
-		if rel != nil {
-			if p.now().Before(p.send.retryAt) {
-				return own
-			}
-		} else {
-			var err error
-			rel, err = p.eng.Drain(uint64(p.cfg.MaxReleaseBatchSpans))
-			if err != nil {
-				var de *engine.DecodeError
-				if errors.As(err, &de) {
-					p.lose(ctx, lostDecodeFailed, int(de.Spans), err)
-					continue
-				}
-				p.logger.Error("engine drain failed", zap.Error(err))
-				return err
-			}
-			if rel == nil {
-				return own
-			}
-			p.recordRelease(ctx, rel)
-			if rel.Traces.SpanCount() == 0 {
-				continue
-			}
-		}
-		p.send.inflight.Store(int64(rel.Traces.SpanCount()))
-		err := p.next.ConsumeTraces(nextCtx, rel.Traces)
-		p.send.inflight.Store(0)
-		if err == nil {
-			p.send.pending, p.send.attempts = nil, 0
-			continue
-		}
-		p.tb.ProcessorTraceconsistencyConsumeErrors.Add(ctx, 1)
-		if consumererror.IsPermanent(err) {
-			p.send.pending, p.send.attempts = nil, 0
-			p.lose(ctx, lostDownstreamPermanent, rel.Traces.SpanCount(), err)
-			if rel.ForwardedAtOnce() {
-				own = consumererror.NewPermanent(fmt.Errorf("traceconsistency: the next consumer refused forwarded spans: %w", err))
-			}
-			continue
-		}
-		p.send.pending = rel
-		p.send.attempts++
-		delay := retryDelay(p.send.attempts)
-		p.send.retryAt = p.now().Add(delay)
-		p.tb.ProcessorTraceconsistencyDownstreamRetries.Add(ctx, 1)
-		p.logger.Warn("next consumer refused released traces for now; kept, retried after backoff",
-			zap.Int("spans", rel.Traces.SpanCount()), zap.Int("attempt", p.send.attempts),
-			zap.Duration("retry_in", delay), zap.Error(err))
-		return own
-	}
+	return p.drainTo(&p.send, ctx, nextCtx, wait)
 }
 
 // lose counts and logs spans that cannot be delivered.
@@ -508,10 +458,33 @@ func (p *tracesProcessor) recordStats(ctx context.Context) {
 		tb.ProcessorTraceconsistencyMemory.Record(ctx, int64(part.Bytes), metric.WithAttributeSet(attribute.NewSet(attribute.String("part", part.Name))))
 	}
 	tb.ProcessorTraceconsistencyHlcMaxForwardOffset.Record(ctx, int64(s.HLCMaxForwardOffsetNs))
+	p.recordHandoffStats(ctx, s, prev)
+	if p.cfg.WAL.Directory == "" {
+		return
+	}
+	add(tb.ProcessorTraceconsistencyWalFsyncs, s.WALFsyncs, prev.WALFsyncs)
+	add(tb.ProcessorTraceconsistencyWalFullRefusals, s.WALFullRefusals, prev.WALFullRefusals)
+	add(tb.ProcessorTraceconsistencyWalWriteErrors, s.WALWriteErrors, prev.WALWriteErrors)
+	add(tb.ProcessorTraceconsistencyWalRecordsReplayed, s.WALRecordsReplayed, prev.WALRecordsReplayed)
+	add(tb.ProcessorTraceconsistencyWalSpansReplayed, s.WALSpansReplayed, prev.WALSpansReplayed)
+	add(tb.ProcessorTraceconsistencyWalTracesRecovered, s.WALTracesRecovered, prev.WALTracesRecovered)
+	add(tb.ProcessorTraceconsistencyWalCorruptRecords, s.WALCorruptRecords, prev.WALCorruptRecords)
+	add(tb.ProcessorTraceconsistencyWalTornRecords, s.WALTornRecords, prev.WALTornRecords)
+	add(tb.ProcessorTraceconsistencyWalRedeliveredSpans, s.WALRedeliveredSpans, prev.WALRedeliveredSpans)
+	tb.ProcessorTraceconsistencyWalBytes.Record(ctx, int64(s.WALBytes))
+	tb.ProcessorTraceconsistencyWalSegments.Record(ctx, int64(s.WALSegments))
+	// The engine counts fsyncs in power-of-two microsecond buckets (bucket i: under 2^i µs);
+	// each new one is recorded at its bucket's midpoint.
+	for i, n := range s.WALFsyncBuckets {
+		mid := 0.75 * float64(uint64(1)<<i) / 1e6
+		for range n - prev.WALFsyncBuckets[i] {
+			tb.ProcessorTraceconsistencyWalFsyncDuration.Record(ctx, mid)
+		}
+	}
 }
 
 // Shutdown stops the release loop, releases everything still buffered (reason shutdown) to
-// the next consumer within ctx, and frees the engine. Safe without Start and when repeated.
+// the next consumer within ctx, or hands it off (handoff.on_shutdown), and frees the engine. Safe without Start and when repeated.
 func (p *tracesProcessor) Shutdown(ctx context.Context) error {
 	var err error
 	p.shutdownOnce.Do(func() { err = p.shutdown(ctx) })
@@ -601,12 +574,19 @@ func (p *tracesProcessor) drainAtShutdown(ctx context.Context) error {
 		if err := p.drain(ctx, ctx, true); err != nil && ctx.Err() == nil && !consumererror.IsPermanent(err) {
 			return err
 		}
+		if err := p.drainTo(p.handoff, ctx, ctx, true); err != nil && ctx.Err() == nil {
+			return err
+		}
 		if ctx.Err() != nil {
 			return fmt.Errorf("traceconsistency shutdown: %w", ctx.Err())
 		}
-		p.send.mu.Lock()
-		pending, retryAt := p.send.pending != nil, p.send.retryAt
-		p.send.mu.Unlock()
+		pending, retryAt := p.send.waiting()
+		if hp, hAt := p.handoff.waiting(); hp {
+			if !pending || hAt.Before(retryAt) {
+				retryAt = hAt
+			}
+			pending = true
+		}
 		if !pending {
 			if s, err := p.eng.Stats(); err != nil || s.ReadySpans == 0 {
 				return nil
@@ -617,35 +597,27 @@ func (p *tracesProcessor) drainAtShutdown(ctx context.Context) error {
 			return fmt.Errorf("traceconsistency shutdown: %w", err)
 		}
 		// The wait was the backoff: retry now.
-		p.send.mu.Lock()
-		p.send.retryAt = time.Time{}
-		p.send.mu.Unlock()
+		p.send.retryNow()
+		p.handoff.retryNow()
 	}
 }
 
 // logLeftAtShutdown counts and logs what could not be delivered before shutdown ended.
 func (p *tracesProcessor) logLeftAtShutdown(ctx context.Context, cause error) {
-	spans, traces := 0, 0
-	if p.send.mu.TryLock() {
-		if p.send.pending != nil {
-			spans += p.send.pending.Traces.SpanCount()
-			for _, u := range p.send.pending.Units {
-				if u.Reason.IsTrace() {
-					traces++
-				}
-			}
-			p.send.pending = nil
-		}
-		p.send.mu.Unlock()
-	} else {
-		// A call to the next consumer is in progress (and holds the send lock).
-		spans += int(p.send.inflight.Load())
-	}
+	spans, traces := p.send.left()
+	hs, ht := p.handoff.left()
+	spans, traces = spans+hs, traces+ht
 	if s, err := p.eng.Stats(); err == nil {
 		spans += int(s.ReadySpans + s.BufferedSpans)
 		traces += int(s.BufferedTraces)
 	}
 	if spans == 0 {
+		return
+	}
+	if p.cfg.WAL.Directory != "" {
+		p.logger.Warn("shutdown ended before these acknowledged spans could be delivered; they stay in the write-ahead log and are replayed at the next start",
+			zap.Int("spans", spans), zap.Int("buffered_traces_and_pending_traces", traces),
+			zap.String("wal.directory", p.cfg.WAL.Directory), zap.Error(cause))
 		return
 	}
 	p.tb.ProcessorTraceconsistencySpansLost.Add(ctx, int64(spans), p.lostAttrs[lostShutdownTimeout])

@@ -48,6 +48,16 @@ enum tc_result
    again later.
    */
   TC_RESULT_CLOCK_STALLED = 7007,
+  /*
+   Retryable: the write-ahead log could not take the batch (at `wal.max_bytes` while the
+   oldest traces are being released and delivered, disk full, an I/O error). Nothing of
+   the input was kept; try again later.
+   */
+  TC_RESULT_WAL_UNAVAILABLE = 7008,
+  /*
+   The batch alone is larger than a write-ahead log record may be (1 GiB). Nothing kept.
+   */
+  TC_RESULT_TOO_LARGE = 7009,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L
@@ -129,6 +139,11 @@ enum tc_release_reason
    Spans that cannot be assembled (invalid trace or span ID), forwarded at once.
    */
   TC_RELEASE_REASON_UNASSEMBLED = 7,
+  /*
+   Released early because the write-ahead log reached `wal.max_bytes` and the trace held
+   its oldest segment.
+   */
+  TC_RELEASE_REASON_WAL_FULL = 8,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L
@@ -258,6 +273,35 @@ typedef uint32_t tc_restart_strategy;
 #endif // __cplusplus
 
 /*
+ When a record counts as durable (`wal.sync`). Exported to C as `tc_wal_sync`.
+ */
+enum tc_wal_sync
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+  /*
+   An ingest returns once its record is fsync'd (group commit).
+   */
+  TC_WAL_SYNC_BATCH = 0,
+  /*
+   A background fsync at most every `wal.sync_interval`.
+   */
+  TC_WAL_SYNC_INTERVAL = 1,
+  /*
+   No fsync; the OS writes back.
+   */
+  TC_WAL_SYNC_NONE = 2,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum tc_wal_sync tc_wal_sync;
+#else
+typedef uint32_t tc_wal_sync;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+/*
  A tail-assembly engine. Under the hood a `Box<Engine>`. Created by `tc_engine_new`, freed
  by `tc_engine_free`. Safe to use from many threads at once (every call but
  `tc_engine_free`, which must be the last call and must not race with others).
@@ -353,6 +397,35 @@ typedef struct {
    `hlc.state_file`: NUL-terminated path, or NULL. Read during `tc_engine_new` only.
    */
   const char *hlc_state_file;
+  /*
+   `wal.directory`: NUL-terminated path, or NULL / empty for no write-ahead log. Read
+   during `tc_engine_new` only.
+   */
+  const char *wal_directory;
+  /*
+   `wal.sync`: a `tc_wal_sync` value.
+   */
+  uint32_t wal_sync;
+  /*
+   `wal.sync_interval`.
+   */
+  int64_t wal_sync_interval_ns;
+  /*
+   `wal.max_bytes`.
+   */
+  int64_t wal_max_bytes;
+  /*
+   `handoff.on_shutdown`.
+   */
+  bool handoff_on_shutdown;
+  /*
+   `handoff.on_idle`.
+   */
+  bool handoff_on_idle;
+  /*
+   `handoff.max_hops`.
+   */
+  int64_t handoff_max_hops;
 } tc_config;
 
 /*
@@ -422,7 +495,47 @@ typedef struct {
   const tc_finding_count *findings;
   size_t findings_len;
   uint64_t spans;
+  /*
+   With a write-ahead log: pass to `tc_engine_delivered` once downstream accepted the
+   release (or it was counted as lost). 0: nothing to acknowledge.
+   */
+  uint64_t delivery_token;
 } tc_release_view;
+
+/*
+ What `tc_engine_recover` replayed from the write-ahead log.
+ */
+typedef struct {
+  /*
+   Valid records read.
+   */
+  uint64_t records;
+  /*
+   Batches with undelivered spans, replayed.
+   */
+  uint64_t batches;
+  uint64_t spans;
+  /*
+   Traces buffered again with replayed spans.
+   */
+  uint64_t traces;
+  /*
+   Damaged stretches skipped (each between two valid records).
+   */
+  uint64_t corrupt_records;
+  /*
+   Incomplete records at a segment's end, ignored.
+   */
+  uint64_t torn_records;
+  /*
+   Replayed spans that were being sent at the crash: they may arrive twice.
+   */
+  uint64_t redelivered_spans;
+  /*
+   Batch records that no longer decode, skipped.
+   */
+  uint64_t unreadable_batches;
+} tc_recovery;
 
 /*
  Counters (monotonic) and gauges (current values) of an engine. Every field is a `u64`
@@ -538,6 +651,73 @@ typedef struct {
    persist`; each failed write is counted in `hlc_persist_errors`).
    */
   uint64_t hlc_stalled_batches;
+  /*
+   Spans received that had been handed off by another collector (or by this one).
+   */
+  uint64_t handoff_received_spans;
+  /*
+   Handed-off spans received that joined a trace already buffered here.
+   */
+  uint64_t handoff_merged_spans;
+  /*
+   Traces released (not handed off again) after a hand-off and still incomplete.
+   */
+  uint64_t handoff_incomplete_traces;
+  /*
+   Bytes of the write-ahead log's segments on disk (gauge).
+   */
+  uint64_t wal_bytes;
+  /*
+   Segment files of the write-ahead log (gauge).
+   */
+  uint64_t wal_segments;
+  /*
+   Fsyncs of the write-ahead log.
+   */
+  uint64_t wal_fsyncs;
+  /*
+   Fsync latency histogram: entry `i` counts fsyncs that took under `2^i` µs (`i` ≥ 1;
+   the last entry counts the rest).
+   */
+  uint64_t wal_fsync_buckets[24];
+  /*
+   Batches refused with a retryable error because the write-ahead log was at
+   `wal.max_bytes`.
+   */
+  uint64_t wal_full_refusals;
+  /*
+   Failed writes or fsyncs of the write-ahead log (a refused batch each, when ingesting).
+   */
+  uint64_t wal_write_errors;
+  /*
+   Records read from the write-ahead log at start.
+   */
+  uint64_t wal_records_replayed;
+  /*
+   Spans replayed into the engine at start (not delivered before the restart).
+   */
+  uint64_t wal_spans_replayed;
+  /*
+   Traces that received replayed spans.
+   */
+  uint64_t wal_traces_recovered;
+  /*
+   Damaged records skipped at start (the bytes between two valid records each).
+   */
+  uint64_t wal_corrupt_records;
+  /*
+   Incomplete records at the end of a segment ignored at start.
+   */
+  uint64_t wal_torn_records;
+  /*
+   Replayed spans that had been handed out for sending before the restart without an
+   acknowledgement: they may be delivered twice.
+   */
+  uint64_t wal_redelivered_spans;
+  /*
+   Memory of the write-ahead log's bookkeeping (gauge).
+   */
+  uint64_t memory_wal_bytes;
 } tc_stats;
 
 #ifdef __cplusplus
@@ -615,6 +795,39 @@ tc_result tc_engine_drain(const tc_engine *engine,
                           tc_release **release_out,
                           tc_release_view *view_out,
                           tc_error *err);
+
+/*
+ Takes whole handed-off traces (`handoff.on_shutdown`, `handoff.on_idle`), about
+ `max_spans` spans (at least one trace), encoded with their HLC stamps and hop counts
+ (`consistency.span.handoff`), for the caller to send back through the balancing tier.
+ Outputs, ownership and acknowledgement (`delivery_token`, `tc_engine_delivered`) as
+ `tc_engine_drain`; each unit's reason says why the trace was handed off
+ (`TC_RELEASE_REASON_SHUTDOWN` or `TC_RELEASE_REASON_IDLE_TIMEOUT`). Thread-safe:
+ concurrent drains take disjoint traces.
+ */
+tc_result tc_engine_drain_handoff(const tc_engine *engine,
+                                  uint64_t max_spans,
+                                  tc_release **release_out,
+                                  tc_release_view *view_out,
+                                  tc_error *err);
+
+/*
+ Acknowledges a drained release by its `delivery_token`: downstream accepted it, or it was
+ counted as lost. Without a write-ahead log, or for token 0, a no-op. Thread-safe.
+ */
+tc_result tc_engine_delivered(const tc_engine *engine, uint64_t delivery_token);
+
+/*
+ Replays the write-ahead log (once; later calls report nothing): call after `tc_engine_new`
+ and before the first `tc_engine_ingest`. Writes the counts to `*out` and a description of
+ any damage found (one line per problem, naming the file; NUL-terminated, truncated to
+ `detail_len`) to `detail` (may be NULL). Without a log: zeros. Thread-safe.
+ */
+tc_result tc_engine_recover(const tc_engine *engine,
+                            uint64_t now_unix_nano,
+                            tc_recovery *out,
+                            char *detail,
+                            size_t detail_len);
 
 /*
  Frees a release from `tc_engine_drain`. NULL is a no-op.

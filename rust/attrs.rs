@@ -20,6 +20,9 @@ pub const ATTR_SPAN_ORIGINAL_SPAN_ID: &str = "consistency.span.original_span_id"
 pub const ATTR_SPAN_ORIGINAL_PARENT_SPAN_ID: &str = "consistency.span.original_parent_span_id";
 /// A span of an already released trace.
 pub const ATTR_SPAN_LATE: &str = "consistency.span.late";
+/// How many times the span was handed off to another gateway (an integer, 1 or more). Set
+/// on hand-off output; read and stripped on receipt.
+pub const ATTR_SPAN_HANDOFF: &str = "consistency.span.handoff";
 
 /// Written on the trace's summary span (its root, else its earliest span).
 pub const ATTR_TRACE_RELEASE_REASON: &str = "consistency.trace.release_reason";
@@ -27,3 +30,5 @@ pub const ATTR_TRACE_SPAN_COUNT: &str = "consistency.trace.span_count";
 pub const ATTR_TRACE_STATUS: &str = "consistency.trace.status";
 pub const ATTR_TRACE_FINDINGS: &str = "consistency.trace.findings";
 pub const ATTR_TRACE_MISSING_PARENT_IDS: &str = "consistency.trace.missing_parent_ids";
+/// The trace holds spans replayed from the write-ahead log after a restart.
+pub const ATTR_TRACE_RECOVERED: &str = "consistency.trace.recovered";

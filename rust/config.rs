@@ -9,6 +9,7 @@ use std::fmt;
 use std::time::Duration;
 
 use crate::findings::FindingKind;
+pub use crate::wal::SyncMode;
 
 /// What to do with a span whose trace was already released (`late_spans.policy`).
 /// Exported to C as `tc_late_span_policy`.
@@ -90,6 +91,17 @@ pub struct Config {
     pub hlc_max_offset_ns: i64,
     pub hlc_restart: RestartStrategy,
     pub hlc_state_file: Option<String>,
+    /// `wal.directory`: `None` (or empty) = no write-ahead log.
+    pub wal_directory: Option<String>,
+    pub wal_sync: SyncMode,
+    pub wal_sync_interval_ns: i64,
+    pub wal_max_bytes: i64,
+    /// `handoff.on_shutdown`: on shutdown, buffered traces are handed off, not released.
+    pub handoff_on_shutdown: bool,
+    /// `handoff.on_idle`: an incomplete trace at `idle_timeout` is handed off once.
+    pub handoff_on_idle: bool,
+    /// `handoff.max_hops`: no span is handed off more often.
+    pub handoff_max_hops: i64,
 }
 
 pub const DEFAULT_QUIET_PERIOD: Duration = Duration::from_secs(1);
@@ -101,6 +113,13 @@ pub const DEFAULT_MAX_SPANS_PER_TRACE: i64 = 20_000;
 pub const DEFAULT_LATE_CACHE_SIZE: i64 = 100_000;
 pub const DEFAULT_SKEW_MAX_ADJUSTMENT: Duration = Duration::from_secs(60);
 pub const DEFAULT_HLC_MAX_OFFSET: Duration = Duration::from_millis(500);
+pub const DEFAULT_WAL_SYNC_INTERVAL: Duration = Duration::from_millis(100);
+pub const DEFAULT_WAL_MAX_BYTES: i64 = 256 << 20;
+/// The smallest `wal.max_bytes`: eight segments of the smallest size.
+pub const MIN_WAL_MAX_BYTES: i64 = 8 << 20;
+pub const DEFAULT_HANDOFF_MAX_HOPS: i64 = 1;
+/// Upper bound on `handoff.max_hops`: a span that went round more often is in a loop.
+pub const MAX_HANDOFF_HOPS: i64 = 16;
 /// Upper bound on shards: more than this only costs memory.
 pub const MAX_SHARDS: u32 = 1024;
 
@@ -126,6 +145,13 @@ impl Default for Config {
             hlc_max_offset_ns: DEFAULT_HLC_MAX_OFFSET.as_nanos() as i64,
             hlc_restart: RestartStrategy::Wait,
             hlc_state_file: None,
+            wal_directory: None,
+            wal_sync: SyncMode::Batch,
+            wal_sync_interval_ns: DEFAULT_WAL_SYNC_INTERVAL.as_nanos() as i64,
+            wal_max_bytes: DEFAULT_WAL_MAX_BYTES,
+            handoff_on_shutdown: false,
+            handoff_on_idle: false,
+            handoff_max_hops: DEFAULT_HANDOFF_MAX_HOPS,
         }
     }
 }
@@ -249,7 +275,33 @@ impl Config {
                 "hlc.state_file must be set when hlc.restart_strategy is persist".to_string(),
             ));
         }
+        if !(1..=MAX_HANDOFF_HOPS).contains(&self.handoff_max_hops) {
+            return Err(ConfigError(format!(
+                "handoff.max_hops must be between 1 and {MAX_HANDOFF_HOPS}, got {}",
+                self.handoff_max_hops
+            )));
+        }
+        if self.wal_enabled() {
+            positive_duration("wal.sync_interval", self.wal_sync_interval_ns)?;
+            if self.wal_max_bytes < MIN_WAL_MAX_BYTES {
+                return Err(ConfigError(format!(
+                    "wal.max_bytes must be at least {MIN_WAL_MAX_BYTES} (8 MiB), got {}",
+                    self.wal_max_bytes
+                )));
+            }
+            if self.wal_max_bytes > self.max_buffered_bytes {
+                return Err(ConfigError(format!(
+                    "wal.max_bytes ({}) must not exceed max_buffered_bytes ({}): a restart replays up to wal.max_bytes of spans into memory",
+                    self.wal_max_bytes, self.max_buffered_bytes
+                )));
+            }
+        }
         Ok(())
+    }
+
+    /// Whether the write-ahead log is on.
+    pub fn wal_enabled(&self) -> bool {
+        self.wal_directory.as_deref().is_some_and(|d| !d.is_empty())
     }
 
     /// Number of shards actually used.
@@ -297,6 +349,21 @@ mod tests {
             }),
             ("hlc.max_offset", |c| c.hlc_max_offset_ns = 0),
             ("hlc.state_file", |c| c.hlc_restart = RestartStrategy::Persist),
+            ("handoff.max_hops", |c| c.handoff_max_hops = 0),
+            ("handoff.max_hops", |c| c.handoff_max_hops = 17),
+            ("wal.sync_interval", |c| {
+                c.wal_directory = Some("/tmp/x".into());
+                c.wal_sync_interval_ns = 0
+            }),
+            ("wal.max_bytes", |c| {
+                c.wal_directory = Some("/tmp/x".into());
+                c.wal_max_bytes = 1000
+            }),
+            ("wal.max_bytes", |c| {
+                c.wal_directory = Some("/tmp/x".into());
+                c.max_buffered_bytes = MIN_WAL_MAX_BYTES;
+                c.wal_max_bytes = MIN_WAL_MAX_BYTES + 1
+            }),
         ];
         for (key, mutate) in cases {
             let mut c = Config::default();

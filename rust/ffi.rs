@@ -21,7 +21,7 @@ use std::cell::RefCell;
 use std::ffi::{c_char, CStr};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-use crate::config::{enum_from_u32, Config, DuplicatePolicy, LateSpanPolicy, RestartStrategy};
+use crate::config::{enum_from_u32, Config, DuplicatePolicy, LateSpanPolicy, RestartStrategy, SyncMode};
 use crate::engine::{Engine, IngestError, Release, Stats};
 use crate::findings::{FindingKind, ReleaseReason};
 use crate::hlc::PersistStart;
@@ -49,6 +49,12 @@ pub enum tc_result {
     /// in `hlc_persist_errors` and `hlc_stalled_batches`). Nothing of the input was kept; try
     /// again later.
     ClockStalled = 7007,
+    /// Retryable: the write-ahead log could not take the batch (at `wal.max_bytes` while the
+    /// oldest traces are being released and delivered, disk full, an I/O error). Nothing of
+    /// the input was kept; try again later.
+    WalUnavailable = 7008,
+    /// The batch alone is larger than a write-ahead log record may be (1 GiB). Nothing kept.
+    TooLarge = 7009,
 }
 
 /// How the HLC started, from `tc_engine_hlc_start`.
@@ -118,6 +124,21 @@ pub struct tc_config {
     pub hlc_restart: u32,
     /// `hlc.state_file`: NUL-terminated path, or NULL. Read during `tc_engine_new` only.
     pub hlc_state_file: *const c_char,
+    /// `wal.directory`: NUL-terminated path, or NULL / empty for no write-ahead log. Read
+    /// during `tc_engine_new` only.
+    pub wal_directory: *const c_char,
+    /// `wal.sync`: a `tc_wal_sync` value.
+    pub wal_sync: u32,
+    /// `wal.sync_interval`.
+    pub wal_sync_interval_ns: i64,
+    /// `wal.max_bytes`.
+    pub wal_max_bytes: i64,
+    /// `handoff.on_shutdown`.
+    pub handoff_on_shutdown: bool,
+    /// `handoff.on_idle`.
+    pub handoff_on_idle: bool,
+    /// `handoff.max_hops`.
+    pub handoff_max_hops: i64,
 }
 
 /// What one `tc_engine_ingest` did.
@@ -166,6 +187,30 @@ pub struct tc_release_view {
     pub findings: *const tc_finding_count,
     pub findings_len: usize,
     pub spans: u64,
+    /// With a write-ahead log: pass to `tc_engine_delivered` once downstream accepted the
+    /// release (or it was counted as lost). 0: nothing to acknowledge.
+    pub delivery_token: u64,
+}
+
+/// What `tc_engine_recover` replayed from the write-ahead log.
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+pub struct tc_recovery {
+    /// Valid records read.
+    pub records: u64,
+    /// Batches with undelivered spans, replayed.
+    pub batches: u64,
+    pub spans: u64,
+    /// Traces buffered again with replayed spans.
+    pub traces: u64,
+    /// Damaged stretches skipped (each between two valid records).
+    pub corrupt_records: u64,
+    /// Incomplete records at a segment's end, ignored.
+    pub torn_records: u64,
+    /// Replayed spans that were being sent at the crash: they may arrive twice.
+    pub redelivered_spans: u64,
+    /// Batch records that no longer decode, skipped.
+    pub unreadable_batches: u64,
 }
 
 /// A tail-assembly engine. Under the hood a `Box<Engine>`. Created by `tc_engine_new`, freed
@@ -256,18 +301,19 @@ fn bad_enum(key: &str, values: &str, v: u32) -> (tc_result, String) {
     (tc_result::InvalidConfig, format!("{key} must be {values}, got {v}"))
 }
 
+/// A NUL-terminated path from the config, or `None` for NULL.
+fn path_from(p: *const c_char, key: &str) -> Result<Option<String>, (tc_result, String)> {
+    if p.is_null() {
+        return Ok(None);
+    }
+    // SAFETY: non-null, caller promises a NUL-terminated string valid for the call.
+    let s = unsafe { CStr::from_ptr(p) };
+    Ok(Some(s.to_str().map_err(|_| (tc_result::InvalidConfig, format!("{key} must be valid UTF-8")))?.to_string()))
+}
+
 fn config_from(c: &tc_config) -> Result<Config, (tc_result, String)> {
-    let state_file = if c.hlc_state_file.is_null() {
-        None
-    } else {
-        // SAFETY: non-null, caller promises a NUL-terminated string valid for the call.
-        let s = unsafe { CStr::from_ptr(c.hlc_state_file) };
-        Some(
-            s.to_str()
-                .map_err(|_| (tc_result::InvalidConfig, "hlc.state_file must be valid UTF-8".to_string()))?
-                .to_string(),
-        )
-    };
+    let state_file = path_from(c.hlc_state_file, "hlc.state_file")?;
+    let wal_directory = path_from(c.wal_directory, "wal.directory")?;
     Ok(Config {
         num_shards: c.num_shards,
         quiet_period_ns: c.quiet_period_ns,
@@ -291,6 +337,14 @@ fn config_from(c: &tc_config) -> Result<Config, (tc_result, String)> {
         hlc_restart: enum_from_u32(&RestartStrategy::ALL, c.hlc_restart, |v| v as u32)
             .ok_or_else(|| bad_enum("hlc.restart_strategy", "none, wait or persist", c.hlc_restart))?,
         hlc_state_file: state_file,
+        wal_directory,
+        wal_sync: enum_from_u32(&SyncMode::ALL, c.wal_sync, |v| v as u32)
+            .ok_or_else(|| bad_enum("wal.sync", "batch, interval or none", c.wal_sync))?,
+        wal_sync_interval_ns: c.wal_sync_interval_ns,
+        wal_max_bytes: c.wal_max_bytes,
+        handoff_on_shutdown: c.handoff_on_shutdown,
+        handoff_on_idle: c.handoff_on_idle,
+        handoff_max_hops: c.handoff_max_hops,
     })
 }
 
@@ -321,6 +375,13 @@ pub extern "C" fn tc_config_default(out: *mut tc_config) -> tc_result {
             hlc_max_offset_ns: d.hlc_max_offset_ns,
             hlc_restart: d.hlc_restart as u32,
             hlc_state_file: std::ptr::null(),
+            wal_directory: std::ptr::null(),
+            wal_sync: d.wal_sync as u32,
+            wal_sync_interval_ns: d.wal_sync_interval_ns,
+            wal_max_bytes: d.wal_max_bytes,
+            handoff_on_shutdown: d.handoff_on_shutdown,
+            handoff_on_idle: d.handoff_on_idle,
+            handoff_max_hops: d.handoff_max_hops,
         };
         // SAFETY: non-null, caller promises writable memory.
         unsafe { out.write(c) };
@@ -401,6 +462,8 @@ pub extern "C" fn tc_engine_ingest(
                 IngestError::Empty | IngestError::NoSpans => tc_result::EmptyInput,
                 IngestError::Full { .. } => tc_result::Full,
                 IngestError::ClockStalled(_) => tc_result::ClockStalled,
+                IngestError::Wal(_) => tc_result::WalUnavailable,
+                IngestError::TooLarge(_) => tc_result::TooLarge,
             };
             (code, e.to_string())
         })?;
@@ -494,46 +557,134 @@ pub extern "C" fn tc_engine_drain(
         non_null!(engine, "engine");
         non_null!(release_out, "release_out");
         non_null!(view_out, "view_out");
-        let Some(release) = unsafe { engine_ref(engine) }.drain(max_spans) else {
-            // SAFETY: non-null, caller promises writable memory.
-            unsafe { *release_out = std::ptr::null_mut() };
-            return Ok(());
-        };
-        let units = release
-            .units
-            .iter()
-            .map(|u| tc_released_unit {
-                reason: u.reason,
-                spans: u.spans,
-                age_ns: u.age_ns,
-                findings: u.findings,
-            })
-            .collect();
-        let mut owned = Box::new(OwnedRelease { release, units, findings: Vec::new() });
-        owned.findings = owned
-            .release
-            .findings
-            .iter()
-            .map(|f| tc_finding_count {
-                kind: f.kind,
-                count: f.count,
-                service: f.service.as_ptr(),
-                service_len: f.service.len(),
-            })
-            .collect();
-        let view = tc_release_view {
-            otlp: owned.release.otlp.as_ptr(),
-            otlp_len: owned.release.otlp.len(),
-            units: owned.units.as_ptr(),
-            units_len: owned.units.len(),
-            findings: owned.findings.as_ptr(),
-            findings_len: owned.findings.len(),
-            spans: owned.release.spans,
+        let release = unsafe { engine_ref(engine) }.drain(max_spans);
+        // SAFETY: both non-null, caller promises writable memory.
+        unsafe { hand_out(release, release_out, view_out) };
+        Ok(())
+    })
+}
+
+/// Takes whole handed-off traces (`handoff.on_shutdown`, `handoff.on_idle`), about
+/// `max_spans` spans (at least one trace), encoded with their HLC stamps and hop counts
+/// (`consistency.span.handoff`), for the caller to send back through the balancing tier.
+/// Outputs, ownership and acknowledgement (`delivery_token`, `tc_engine_delivered`) as
+/// `tc_engine_drain`; each unit's reason says why the trace was handed off
+/// (`TC_RELEASE_REASON_SHUTDOWN` or `TC_RELEASE_REASON_IDLE_TIMEOUT`). Thread-safe:
+/// concurrent drains take disjoint traces.
+#[no_mangle]
+pub extern "C" fn tc_engine_drain_handoff(
+    engine: *const tc_engine,
+    max_spans: u64,
+    release_out: *mut *mut tc_release,
+    view_out: *mut tc_release_view,
+    err: *mut tc_error,
+) -> tc_result {
+    boundary(err, || {
+        non_null!(engine, "engine");
+        non_null!(release_out, "release_out");
+        non_null!(view_out, "view_out");
+        let release = unsafe { engine_ref(engine) }.drain_handoff(max_spans);
+        // SAFETY: both non-null, caller promises writable memory.
+        unsafe { hand_out(release, release_out, view_out) };
+        Ok(())
+    })
+}
+
+/// Writes a drained release (or NULL for none) to the caller's outputs.
+///
+/// # Safety
+/// Both pointers must be non-null and writable.
+unsafe fn hand_out(release: Option<Release>, release_out: *mut *mut tc_release, view_out: *mut tc_release_view) {
+    let Some(release) = release else {
+        *release_out = std::ptr::null_mut();
+        return;
+    };
+    let units = release
+        .units
+        .iter()
+        .map(|u| tc_released_unit {
+            reason: u.reason,
+            spans: u.spans,
+            age_ns: u.age_ns,
+            findings: u.findings,
+        })
+        .collect();
+    let mut owned = Box::new(OwnedRelease { release, units, findings: Vec::new() });
+    owned.findings = owned
+        .release
+        .findings
+        .iter()
+        .map(|f| tc_finding_count {
+            kind: f.kind,
+            count: f.count,
+            service: f.service.as_ptr(),
+            service_len: f.service.len(),
+        })
+        .collect();
+    let view = tc_release_view {
+        otlp: owned.release.otlp.as_ptr(),
+        otlp_len: owned.release.otlp.len(),
+        units: owned.units.as_ptr(),
+        units_len: owned.units.len(),
+        findings: owned.findings.as_ptr(),
+        findings_len: owned.findings.len(),
+        spans: owned.release.spans,
+        delivery_token: owned.release.token,
+    };
+    view_out.write(view);
+    *release_out = Box::into_raw(owned) as *mut tc_release;
+}
+
+/// Acknowledges a drained release by its `delivery_token`: downstream accepted it, or it was
+/// counted as lost. Without a write-ahead log, or for token 0, a no-op. Thread-safe.
+#[no_mangle]
+pub extern "C" fn tc_engine_delivered(engine: *const tc_engine, delivery_token: u64) -> tc_result {
+    boundary(std::ptr::null_mut(), || {
+        non_null!(engine, "engine");
+        unsafe { engine_ref(engine) }.delivered(delivery_token);
+        Ok(())
+    })
+}
+
+/// Replays the write-ahead log (once; later calls report nothing): call after `tc_engine_new`
+/// and before the first `tc_engine_ingest`. Writes the counts to `*out` and a description of
+/// any damage found (one line per problem, naming the file; NUL-terminated, truncated to
+/// `detail_len`) to `detail` (may be NULL). Without a log: zeros. Thread-safe.
+#[no_mangle]
+pub extern "C" fn tc_engine_recover(
+    engine: *const tc_engine,
+    now_unix_nano: u64,
+    out: *mut tc_recovery,
+    detail: *mut c_char,
+    detail_len: usize,
+) -> tc_result {
+    boundary(std::ptr::null_mut(), || {
+        non_null!(engine, "engine");
+        non_null!(out, "out");
+        let r = unsafe { engine_ref(engine) }.recover(now_unix_nano);
+        let c = tc_recovery {
+            records: r.records,
+            batches: r.batches,
+            spans: r.spans,
+            traces: r.traces,
+            corrupt_records: r.corrupt_records,
+            torn_records: r.torn_records,
+            redelivered_spans: r.redelivered_spans,
+            unreadable_batches: r.unreadable_batches,
         };
         // SAFETY: non-null, caller promises writable memory.
-        unsafe {
-            view_out.write(view);
-            *release_out = Box::into_raw(owned) as *mut tc_release;
+        unsafe { out.write(c) };
+        if !detail.is_null() && detail_len > 0 {
+            let text = r.problems.join("\n");
+            let mut n = text.len().min(detail_len - 1);
+            while n > 0 && !text.is_char_boundary(n) {
+                n -= 1;
+            }
+            // SAFETY: non-null, caller promises `detail_len` writable bytes.
+            unsafe {
+                std::ptr::copy_nonoverlapping(text.as_ptr() as *const c_char, detail, n);
+                *detail.add(n) = 0;
+            }
         }
         Ok(())
     })

@@ -119,10 +119,13 @@ pub enum ReleaseReason {
     Late = 6,
     /// Spans that cannot be assembled (invalid trace or span ID), forwarded at once.
     Unassembled = 7,
+    /// Released early because the write-ahead log reached `wal.max_bytes` and the trace held
+    /// its oldest segment.
+    WalFull = 8,
 }
 
 impl ReleaseReason {
-    pub const ALL: [ReleaseReason; 8] = [
+    pub const ALL: [ReleaseReason; 9] = [
         ReleaseReason::Complete,
         ReleaseReason::IdleTimeout,
         ReleaseReason::MaxAge,
@@ -131,6 +134,7 @@ impl ReleaseReason {
         ReleaseReason::Shutdown,
         ReleaseReason::Late,
         ReleaseReason::Unassembled,
+        ReleaseReason::WalFull,
     ];
     pub const COUNT: usize = Self::ALL.len();
 
@@ -145,6 +149,7 @@ impl ReleaseReason {
             ReleaseReason::Shutdown => c"shutdown",
             ReleaseReason::Late => c"late",
             ReleaseReason::Unassembled => c"unassembled",
+            ReleaseReason::WalFull => c"wal_full",
         }
     }
 

@@ -15,7 +15,7 @@ use crate::hlc::Stamp;
 use crate::schema::{validate, validate_with, Msg, Pending};
 use crate::wire::{read_kv, Fields, Value, WireError};
 
-use crate::attrs::{ATTR_HLC, ATTR_PREFIX};
+use crate::attrs::{ATTR_HLC, ATTR_PREFIX, ATTR_SPAN_HANDOFF};
 
 /// OTLP `Span.flags` bits: W3C trace flags in the low byte (0x01 sampled), then whether the
 /// parent is known to be remote (0x100) and is remote (0x200).
@@ -144,6 +144,8 @@ pub struct SpanExtra {
     pub strip: Vec<Range<u32>>,
     /// Wrong-length IDs, reported as attributes on the way out.
     pub bad_ids: Vec<BadId>,
+    /// How many times the span was handed off already (`consistency.span.handoff`).
+    pub handoff_hops: u32,
 }
 
 impl SpanRec {
@@ -163,6 +165,11 @@ impl SpanRec {
 
     pub fn strip(&self) -> &[Range<u32>] {
         self.extra.as_ref().map_or(&[], |e| &e.strip)
+    }
+
+    /// How many times the span was handed off before it arrived (0: never).
+    pub fn handoff_hops(&self) -> u32 {
+        self.extra.as_ref().map_or(0, |e| e.handoff_hops)
     }
 
     pub fn bad_ids(&self) -> &[BadId] {
@@ -471,6 +478,8 @@ pub fn scan_span(buf: &[u8], range: Range<usize>, trace_id: &mut [u8; 16]) -> Re
                     rec.extra_mut().strip.push(off(0, &f.span));
                     if key == ATTR_HLC.as_bytes() {
                         rec.extra_mut().upstream_hlc = sval.and_then(Stamp::parse);
+                    } else if key == ATTR_SPAN_HANDOFF.as_bytes() {
+                        rec.extra_mut().handoff_hops = kv_hops(kv, base + r.start);
                     }
                 }
             }
@@ -501,6 +510,24 @@ pub fn scan_span(buf: &[u8], range: Range<usize>, trace_id: &mut [u8; 16]) -> Re
         e.strip.sort_by_key(|r| r.start);
     }
     Ok(rec)
+}
+
+/// The hop count of a `consistency.span.handoff` key-value: its integer value, clamped to
+/// `0..=u32::MAX`. A value of another type counts as one hop (the span was handed off, by a
+/// writer that did not say how often).
+fn kv_hops(kv: &[u8], base: usize) -> u32 {
+    let mut hops = 1;
+    for f in Fields::new(kv, base).flatten() {
+        if let (2, Value::Len(r)) = (f.number, f.value) {
+            let any = &kv[r.clone()];
+            for g in Fields::new(any, base + r.start).flatten() {
+                if let (3, Value::Varint(v)) = (g.number, g.value) {
+                    hops = (v as i64).clamp(0, u32::MAX as i64) as u32;
+                }
+            }
+        }
+    }
+    hops
 }
 
 #[cfg(test)]

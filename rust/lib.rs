@@ -25,6 +25,7 @@ pub mod hlc;
 pub mod index;
 pub mod schema;
 pub mod version;
+pub mod wal;
 pub mod wire;
 
 #[cfg(test)]

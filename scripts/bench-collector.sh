@@ -35,6 +35,8 @@
 # Environment (defaults):
 #   DURATION=20s  load per configuration   STREAMS=4  concurrent gRPC streams
 #   WAIT=1s       quiet_period / wait_duration      CONFIGS="none groupbytrace ours"
+#                 (also: ours-wal-batch, ours-wal-interval: ours with the write-ahead log in
+#                 the temp dir, wal.sync batch / interval 100ms; ratios against ours)
 #   REPEAT=1      runs per configuration (the table shows the median by spans/s)
 #   PIN=1         taskset pinning                   BENCH_EXPORTER=file|debug
 #   LOADERS="tracegen replay"  load sources to run, in order (LOADER=x runs only x)
@@ -99,6 +101,8 @@ write_config() { # name file
   local name="$1" file="$2" procs exporter
   case "$name" in
     ours) procs="[traceconsistency]" ;;
+    ours-wal-batch) procs="[traceconsistency/walbatch]" ;;
+    ours-wal-interval) procs="[traceconsistency/walinterval]" ;;
     groupbytrace) procs="[groupbytrace]" ;;
     none) procs="[]" ;;
     *) echo "unknown config $name" >&2; exit 2 ;;
@@ -122,6 +126,12 @@ receivers:
 processors:
   traceconsistency:
     quiet_period: $WAIT
+  traceconsistency/walbatch:
+    quiet_period: $WAIT
+    wal: {directory: $TMP/wal-$name-batch, sync: batch}
+  traceconsistency/walinterval:
+    quiet_period: $WAIT
+    wal: {directory: $TMP/wal-$name-interval, sync: interval, sync_interval: 100ms}
   groupbytrace:
     wait_duration: $WAIT
 exporters:
@@ -277,5 +287,11 @@ for loader in $LOADERS; do
       }
       if (("ours" in med) && ("groupbytrace" in med) && med["groupbytrace"] > 0)
         printf "target ours / groupbytrace spans/s >= 2: %s\n", (med["ours"] / med["groupbytrace"] >= 2) ? "met" : "NOT met"
+      split("ours-wal-batch ours-wal-interval", ws, " ")
+      for (o = 1; o <= 2; o++) {
+        w = ws[o]
+        if ((w in med) && ("ours" in med) && med["ours"] > 0 && cpu["ours"] > 0)
+          printf "%s / ours  spans/s %.3f   cpu/span %.3f   peak RSS %.3f\n", w, med[w] / med["ours"], cpu[w] / cpu["ours"], rss[w] / rss["ours"]
+      }
     }' "$TMP/results.$loader.tsv"
 done

@@ -56,11 +56,15 @@ require (
 	golang.org/x/text v0.42.0 // indirect
 	google.golang.org/genproto/googleapis/api v0.0.0-20260928230214-8a89bd6388cc // indirect
 	google.golang.org/genproto/googleapis/rpc v0.0.0-20260928230214-8a89bd6388cc // indirect
-	google.golang.org/protobuf v1.36.12 // indirect
+	google.golang.org/protobuf v1.36.12
 )
 
 replace github.com/traceconsistency/traceconsistencyprocessor => ../go
 
 replace github.com/traceconsistency/traceconsistencyprocessor/lib/linux_amd64 => ../go/lib/linux_amd64
 
-require github.com/traceconsistency/traceconsistencyprocessor/lib/linux_amd64 v0.1.0 // indirect
+require (
+	github.com/traceconsistency/traceconsistencyprocessor/lib/linux_amd64 v0.1.0 // indirect
+	go.opentelemetry.io/collector/connector v0.165.0 // indirect
+	go.opentelemetry.io/collector/internal/fanoutconsumer v0.165.0 // indirect
+)

@@ -333,7 +333,7 @@ fuzz_target!(|input: Input| {
         let req = build(b, &mut clean);
         let bytes = req.encode_to_vec();
         now += u64::from(b.advance_ms) * MS;
-        let deep = tcfuzz::max_attribute_level(&req) >= tcfuzz::PDATA_MAX_DEPTH;
+        let deep = tcfuzz::max_attribute_level(&bytes) >= tcfuzz::PDATA_MAX_DEPTH;
         let n = tcfuzz::spans(&req).count();
         match engine.ingest(&bytes, now) {
             Ok(o) => {

@@ -3,10 +3,12 @@
 //! check, which pdata does not make either).
 //!
 //! - prost decodes, the scan refuses: allowed only for what pdata checks and prost does not,
-//!   computed from the decoded tree: a link whose trace_id/span_id is non-empty and not
-//!   16/8 bytes, or an attribute value nested at level 100 or deeper as pdata counts levels
-//!   (prost is built with `no-recursion-limit`; see `tcfuzz::max_attribute_level`). The
-//!   scan's reason must name the same cause.
+//!   a link whose trace_id/span_id is non-empty and not 16/8 bytes (from the decoded tree),
+//!   or an attribute value nested at level 100 or deeper as pdata counts levels, over every
+//!   occurrence of every value (from the wire bytes; prost is built with
+//!   `no-recursion-limit` and keeps only the last of repeated `oneof` values; see
+//!   `tcfuzz::max_attribute_level`). The scan's reason must name the same cause.
+//! - prost decodes: the wire walk's level is never below the decoded tree's.
 //! - the scan accepts, prost refuses: never.
 //! - both accept: same spans in the same order, and each span's indexed trace ID, span ID,
 //!   parent ID, start, end and flags equal the decoded ones (a wrong-length ID indexes as
@@ -16,7 +18,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use tcfuzz::{decode_lax, has_bad_link_id, max_attribute_level, pdata_only_refusal, spans};
+use tcfuzz::{decode_lax, has_bad_link_id, max_attribute_level, max_attribute_level_decoded, pdata_only_refusal, spans};
 use traceconsistency::index::scan_request;
 
 fn id8(b: &[u8]) -> u64 {
@@ -33,19 +35,23 @@ fuzz_target!(|data: &[u8]| {
     // (opentelemetry-proto's own types skip `deprecated_scope_spans` as an unknown field,
     // where pdata and the lax types decode it, so they may accept what pdata refuses: the lax
     // types are the oracle.)
+    if let Ok(req) = &lax {
+        let (wire, tree) = (max_attribute_level(data), max_attribute_level_decoded(req));
+        assert!(wire >= tree, "the wire walk's attribute level {wire} is below the decoded tree's {tree}");
+    }
     match (&scan, &lax) {
         (Err(e), Ok(_)) if tcfuzz::known_refusal(e.what) => {}
         (Err(e), Ok(req)) => {
-            let why = pdata_only_refusal(req);
+            let why = pdata_only_refusal(data, req);
             assert!(why.is_some(), "scan refuses what prost decodes and pdata would accept: {e}");
             // When both causes are present the scan reports whichever it meets first.
-            let both = has_bad_link_id(req) && max_attribute_level(req) >= tcfuzz::PDATA_MAX_DEPTH;
+            let both = has_bad_link_id(req) && max_attribute_level(data) >= tcfuzz::PDATA_MAX_DEPTH;
             assert!(both || e.what.contains(why.unwrap()), "scan's reason ({e}) is not the pdata-only cause {why:?}");
         }
         (Ok(b), Err(e)) => panic!("scan accepts ({} spans) what prost refuses: {e}", b.spans.len()),
         (Err(_), Err(_)) => {}
         (Ok(b), Ok(req)) => {
-            assert!(pdata_only_refusal(req).is_none(), "scan accepts what pdata refuses: {:?}", pdata_only_refusal(req));
+            assert!(pdata_only_refusal(data, req).is_none(), "scan accepts what pdata refuses: {:?}", pdata_only_refusal(data, req));
             let decoded: Vec<_> = spans(req).collect();
             assert_eq!(b.spans.len(), decoded.len(), "span count");
             assert_eq!(b.trace_ids.len(), decoded.len());

@@ -249,9 +249,112 @@ pub fn spans(req: &lax::ExportTraceServiceRequest) -> impl Iterator<Item = &lax:
 /// The deepest attribute level in the request, counted as the collector's decoder (pdata)
 /// counts it: an attribute's `KeyValue` is level 0 and each `AnyValue`, `ArrayValue`,
 /// `KeyValueList` and nested `KeyValue` below it one more. pdata refuses a message at level
-/// 100 or deeper. (prost's decode is built with `no-recursion-limit`, so it reports no limit
-/// of its own; this is computed from the decoded tree, independently of the engine.)
-pub fn max_attribute_level(req: &lax::ExportTraceServiceRequest) -> usize {
+/// 100 or deeper. prost's decode is built with `no-recursion-limit`, so it reports no limit of
+/// its own, and its tree cannot be used: prost keeps only the last occurrence of a `oneof`
+/// value (`AnyValue.value`) that occurs several times in one message, where pdata decodes,
+/// and counts the nesting of, every occurrence in turn. So this walks the wire bytes, every
+/// occurrence of every message field on the way to an attribute, independently of the
+/// engine's validator (`rust/schema.rs`). Meant for input prost (lax) decodes; anything it
+/// cannot parse it stops at (prost would have refused it).
+pub fn max_attribute_level(data: &[u8]) -> usize {
+    #[derive(Clone, Copy)]
+    enum M {
+        Request,
+        ResourceSpans,
+        Resource,
+        ScopeSpans,
+        Scope,
+        Span,
+        Event,
+        Link,
+        KeyValue,
+        AnyValue,
+        ArrayValue,
+        KeyValueList,
+    }
+    /// The message type of field `f` of `m` (length-delimited), if it leads to attributes.
+    fn child(m: M, f: u64) -> Option<M> {
+        Some(match (m, f) {
+            (M::Request, 1) => M::ResourceSpans,
+            (M::ResourceSpans, 1) => M::Resource,
+            (M::ResourceSpans, 2 | 1000) => M::ScopeSpans,
+            (M::Resource, 1) => M::KeyValue,
+            (M::ScopeSpans, 1) => M::Scope,
+            (M::ScopeSpans, 2) => M::Span,
+            (M::Scope, 3) => M::KeyValue,
+            (M::Span, 9) => M::KeyValue,
+            (M::Span, 11) => M::Event,
+            (M::Span, 13) => M::Link,
+            (M::Event, 3) => M::KeyValue,
+            (M::Link, 4) => M::KeyValue,
+            (M::KeyValue, 2) => M::AnyValue,
+            (M::AnyValue, 5) => M::ArrayValue,
+            (M::AnyValue, 6) => M::KeyValueList,
+            (M::ArrayValue, 1) => M::AnyValue,
+            (M::KeyValueList, 1) => M::KeyValue,
+            _ => return None,
+        })
+    }
+    fn attribute(m: M) -> bool {
+        matches!(m, M::KeyValue | M::AnyValue | M::ArrayValue | M::KeyValueList)
+    }
+    fn varint(b: &[u8], i: &mut usize) -> Option<u64> {
+        let mut v = 0u64;
+        for shift in (0..70).step_by(7) {
+            let x = *b.get(*i)?;
+            *i += 1;
+            if shift < 64 {
+                v |= u64::from(x & 0x7f) << shift;
+            }
+            if x & 0x80 == 0 {
+                return Some(v);
+            }
+        }
+        None
+    }
+    let mut deepest = 0;
+    // (message type, bytes, attribute level: meaningful only inside an attribute)
+    let mut stack: Vec<(M, &[u8], usize)> = vec![(M::Request, data, 0)];
+    while let Some((m, b, level)) = stack.pop() {
+        if attribute(m) {
+            deepest = deepest.max(level);
+        }
+        let mut i = 0;
+        while i < b.len() {
+            let Some(key) = varint(b, &mut i) else { break };
+            let (field, wire) = (key >> 3, key & 7);
+            match wire {
+                0 => {
+                    if varint(b, &mut i).is_none() {
+                        break;
+                    }
+                }
+                1 => i += 8,
+                5 => i += 4,
+                2 => {
+                    let Some(n) = varint(b, &mut i) else { break };
+                    let Some(end) = usize::try_from(n).ok().and_then(|n| i.checked_add(n)).filter(|&e| e <= b.len()) else {
+                        break;
+                    };
+                    if let Some(c) = child(m, field) {
+                        let l = if attribute(m) { level + 1 } else { 0 };
+                        stack.push((c, &b[i..end], l));
+                    }
+                    i = end;
+                }
+                // Groups (3/4) and invalid wire types: prost skips unknown groups, the
+                // scan refuses them (`known_refusal`); nothing below counts.
+                _ => break,
+            }
+        }
+    }
+    deepest
+}
+
+/// The same level computed from prost's decoded tree, which sees only the last occurrence of
+/// a repeated `oneof` value: never deeper than [`max_attribute_level`] (a cross-check of the
+/// wire walk).
+pub fn max_attribute_level_decoded(req: &lax::ExportTraceServiceRequest) -> usize {
     fn kv(k: &lax::KeyValue, level: usize) -> usize {
         k.value.as_ref().map_or(level, |v| any(v, level + 1))
     }
@@ -297,10 +400,11 @@ pub const PDATA_MAX_DEPTH: usize = 100;
 
 /// Why pdata refuses a request that prost (lax) decodes, if it does: `Some("link")` for a
 /// link ID of the wrong length, `Some("nested")` for attribute nesting at level 100 or more.
-pub fn pdata_only_refusal(req: &lax::ExportTraceServiceRequest) -> Option<&'static str> {
+/// `data` is the request's encoding, `req` its lax decode.
+pub fn pdata_only_refusal(data: &[u8], req: &lax::ExportTraceServiceRequest) -> Option<&'static str> {
     if has_bad_link_id(req) {
         Some("link")
-    } else if max_attribute_level(req) >= PDATA_MAX_DEPTH {
+    } else if max_attribute_level(data) >= PDATA_MAX_DEPTH {
         Some("nested")
     } else {
         None

@@ -46,6 +46,14 @@ impl Emitter {
         let mut finding_counts: HashMap<(FindingKind, String), u64> = HashMap::new();
         let mut plans: Vec<UnitPlan> = Vec::with_capacity(units.len());
         for unit in units.iter_mut() {
+            if unit.handoff {
+                // Not final: no checks and no duplicate resolution (the receiver does both
+                // on the whole trace), only the stamps and the hop count.
+                release.units.push(ReleasedInfo { reason: unit.reason, spans: unit.spans.len() as u32, age_ns: unit.age_ns, findings: 0 });
+                let report = TraceReport { span_findings: vec![0; unit.spans.len()], summary_span: usize::MAX, ..Default::default() };
+                plans.push(UnitPlan { report, keep: vec![true; unit.spans.len()] });
+                continue;
+            }
             if unit.reason.is_trace_release() {
                 duplicates += drop_exact_duplicates(unit, &self.dedupe_key);
                 // As received (before any skew shift below).
@@ -228,6 +236,13 @@ impl Emitter {
                 wire::put_kv(out, 9, ATTR_HLC_UPSTREAM, &AnyValueRef::Str(std::str::from_utf8(&buf).unwrap_or_default()));
             }
         }
+        if unit.handoff {
+            // Written whatever checks.write_attributes says: the receiver bounds the hops
+            // by it.
+            let hops = i64::from(s.handoff_hops()) + 1;
+            wire::put_kv(out, 9, ATTR_SPAN_HANDOFF, &AnyValueRef::Int(hops));
+            return;
+        }
         if !self.write_attributes {
             return;
         }
@@ -261,6 +276,9 @@ impl Emitter {
                 if report.trace_findings != 0 {
                     let names: Vec<&str> = FindingKind::iter_mask(report.trace_findings).map(FindingKind::name).collect();
                     wire::put_kv(out, 9, ATTR_TRACE_FINDINGS, &AnyValueRef::StrArray(&names));
+                }
+                if unit.recovered {
+                    wire::put_kv(out, 9, ATTR_TRACE_RECOVERED, &AnyValueRef::Bool(true));
                 }
                 if !report.missing_parents.is_empty() {
                     let ids: Vec<String> = report.missing_parents.iter().map(|p| hex(&p.to_be_bytes())).collect();

@@ -29,6 +29,7 @@
 
 mod dedupe;
 mod emit;
+mod handoff;
 mod intern;
 pub mod memory;
 mod shard;
@@ -40,6 +41,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 use crossbeam_channel::{Receiver, Sender};
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use crate::wal::record::{Key, SpanStamp};
+use crate::wal::{AppendError, Wal, WalConfig};
 
 use crate::checks::CheckConfig;
 use crate::config::{Config, ConfigError, LateSpanPolicy, RestartStrategy};
@@ -49,6 +55,7 @@ use crate::index::scan_request;
 use crate::wire::WireError;
 
 use emit::Emitter;
+use handoff::Handoff;
 use intern::Interner;
 use memory::Trim;
 use shard::Shard;
@@ -72,6 +79,21 @@ pub enum IngestError {
     /// The batch's HLC stamps would pass the bound last written to `hlc.state_file`, and the
     /// bound cannot be written (`restart_strategy: persist`): retry later.
     ClockStalled(Stalled),
+    /// The write-ahead log could not take the batch (at `wal.max_bytes`, disk full, an I/O
+    /// error): retry later. Nothing was kept or acknowledged.
+    Wal(String),
+    /// The batch alone is larger than a write-ahead log record may be: it can never be
+    /// logged.
+    TooLarge(String),
+}
+
+impl From<AppendError> for IngestError {
+    fn from(e: AppendError) -> IngestError {
+        match e {
+            AppendError::TooLarge(_) => IngestError::TooLarge(e.to_string()),
+            _ => IngestError::Wal(e.to_string()),
+        }
+    }
 }
 
 impl std::fmt::Display for IngestError {
@@ -85,6 +107,8 @@ impl std::fmt::Display for IngestError {
                 "engine memory full ({held} bytes held by data waiting to leave, max_buffered_bytes {bound}): retry later"
             ),
             IngestError::ClockStalled(e) => write!(f, "{e}: retry later"),
+            IngestError::Wal(e) => write!(f, "{e}: retry later"),
+            IngestError::TooLarge(e) => f.write_str(e),
         }
     }
 }
@@ -133,6 +157,45 @@ pub struct Release {
     pub units: Vec<ReleasedInfo>,
     pub findings: Vec<FindingCount>,
     pub spans: u64,
+    /// With a write-ahead log: acknowledge the release with [`Engine::delivered`] once
+    /// downstream accepted it (or it was counted as lost). 0: nothing to acknowledge.
+    pub token: u64,
+}
+
+/// What [`Engine::recover`] replayed from the write-ahead log.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Recovery {
+    pub records: u64,
+    pub batches: u64,
+    pub spans: u64,
+    pub traces: u64,
+    pub corrupt_records: u64,
+    pub torn_records: u64,
+    /// Replayed spans handed out before the restart and not acknowledged.
+    pub redelivered_spans: u64,
+    /// Batch records that no longer scan (counted, skipped).
+    pub unreadable_batches: u64,
+    /// One line per problem found, naming the file.
+    pub problems: Vec<String>,
+}
+
+/// What one shard's part of an ingest did with spans of released traces.
+#[derive(Default)]
+struct LateRuns {
+    /// Late spans (indexes into the batch).
+    spans: Vec<u32>,
+    /// Traces with late spans.
+    traces: Vec<u128>,
+    /// Traces whose spans were all exact re-sends (dropped).
+    resolved: Vec<u128>,
+}
+
+/// A batch being replayed from the write-ahead log.
+struct Replay<'a> {
+    pos: u64,
+    stamps: &'a [SpanStamp],
+    delivered: &'a HashSet<u128>,
+    in_flight: &'a HashSet<u128>,
 }
 
 /// Time limits, in nanoseconds, and the global bounds.
@@ -162,6 +225,10 @@ pub struct Engine {
     shut_down: AtomicBool,
     c: Counters,
     trim: Trim,
+    wal: Option<Arc<Wal>>,
+    /// What opening the log found, until [`Engine::recover`] replays it.
+    to_replay: Mutex<Option<crate::wal::Opened>>,
+    handoff: Handoff,
 }
 
 fn lock(m: &Mutex<Shard>) -> MutexGuard<'_, Shard> {
@@ -219,6 +286,27 @@ impl Engine {
             dedupe_key: RandomState::new(),
         };
         let (ready_tx, ready_rx) = crossbeam_channel::unbounded();
+        let (wal, opened) = match cfg.wal_directory.as_deref().filter(|d| !d.is_empty()) {
+            Some(dir) => {
+                let (wal, opened) = Wal::open(WalConfig {
+                    directory: dir.into(),
+                    sync: cfg.wal_sync,
+                    sync_interval: std::time::Duration::from_nanos(cfg.wal_sync_interval_ns as u64),
+                    max_bytes: cfg.wal_max_bytes as u64,
+                })
+                .map_err(ConfigError)?;
+                // The clock starts above every stamp it gave before the restart.
+                if let Some(h) = &hlc {
+                    let top = opened.batches.iter().flat_map(|b| b.stamps.iter()).map(|s| Stamp { wall: s.wall, logical: s.logical }).max();
+                    if let Some(top) = top {
+                        h.advance_to(top);
+                    }
+                }
+                (Some(Arc::new(wal)), Some(opened))
+            }
+            None => (None, None),
+        };
+        let handoff = Handoff::new(&cfg);
         let engine = Engine {
             cfg,
             limits,
@@ -233,6 +321,9 @@ impl Engine {
             shut_down: AtomicBool::new(false),
             c: Counters::default(),
             trim: Trim::default(),
+            wal,
+            to_replay: Mutex::new(opened),
+            handoff,
         };
         for m in engine.shards.iter() {
             engine.sync(&mut lock(m));
@@ -251,19 +342,30 @@ impl Engine {
     /// Bytes held outside buffered traces that only leave when drained or freed: ready
     /// units, shared entries, the late caches.
     fn held_outside_traces(&self) -> u64 {
-        self.c.get(stat!(ready_bytes)) + self.interner.bytes() + self.c.get(stat!(memory_late_cache_bytes))
+        self.c.get(stat!(ready_bytes)) + self.interner.bytes() + self.c.get(stat!(memory_late_cache_bytes)) + self.wal_memory()
     }
 
-    /// Ingests the bytes of one `ExportTraceServiceRequest`. On error nothing was kept.
+    fn wal_memory(&self) -> u64 {
+        self.wal.as_ref().map_or(0, |w| w.memory_bytes())
+    }
+
+    /// Ingests the bytes of one `ExportTraceServiceRequest`. On error nothing was kept. With a
+    /// write-ahead log, the batch is in it (on disk with `wal.sync: batch`) before this
+    /// returns `Ok`.
     pub fn ingest(&self, data: &[u8], now: u64) -> Result<IngestOutcome, IngestError> {
+        self.ingest_with(data, now, None)
+    }
+
+    fn ingest_with(&self, data: &[u8], now: u64, replay: Option<Replay<'_>>) -> Result<IngestOutcome, IngestError> {
         if data.is_empty() {
             self.c.add(stat!(batches_refused), 1);
             return Err(IngestError::Empty);
         }
         // Backpressure: when the data that cannot be released early (it is released already)
-        // fills the bound, the caller must wait for drains rather than grow memory.
+        // fills the bound, the caller must wait for drains rather than grow memory. (Replay
+        // at start holds at most `wal.max_bytes`, no more than the bound.)
         let held = self.held_outside_traces();
-        if held >= self.limits.max_buffered_bytes {
+        if replay.is_none() && held >= self.limits.max_buffered_bytes {
             self.c.add(stat!(batches_throttled), 1);
             return Err(IngestError::Full { held, bound: self.limits.max_buffered_bytes });
         }
@@ -278,15 +380,31 @@ impl Engine {
             self.c.add(stat!(batches_refused), 1);
             return Err(IngestError::NoSpans);
         }
-        // Stamped before anything is kept: a stalled clock refuses the batch whole.
-        let futures = stamp_batch(self.hlc.as_ref(), self.cfg.hlc_max_offset_ns as u64, self.enabled_checks, &mut batch.spans, now)
-            .map_err(IngestError::ClockStalled)?;
-        self.c.add(stat!(spans_received), batch.spans.len() as u64);
-        self.c.add(stat!(future_timestamps), futures);
-        self.interner.intern(&mut batch.groups);
+        match &replay {
+            None => {
+                // Stamped before anything is kept: a stalled clock refuses the batch whole.
+                let futures =
+                    stamp_batch(self.hlc.as_ref(), self.cfg.hlc_max_offset_ns as u64, self.enabled_checks, &mut batch.spans, now)
+                        .map_err(IngestError::ClockStalled)?;
+                self.c.add(stat!(future_timestamps), futures);
+            }
+            Some(r) => {
+                // The stamps and ingest findings the spans were given before the restart.
+                if r.stamps.len() != batch.spans.len() {
+                    return Err(IngestError::Malformed(WireError { offset: 0, what: "write-ahead log record: stamp count differs from span count" }));
+                }
+                for (s, st) in batch.spans.iter_mut().zip(r.stamps) {
+                    s.hlc_wall = st.wall;
+                    s.hlc_logical = st.logical;
+                    s.findings = st.findings;
+                }
+            }
+        }
 
         let mut out = IngestOutcome::default();
-        // Spans that cannot be assembled go out at once, with their finding.
+        // Spans that cannot be assembled go out at once, with their finding. Replay leaves
+        // out what was delivered before the restart.
+        let skip = |id: u128| replay.as_ref().is_some_and(|r| r.delivered.contains(&id));
         let mut valid: Vec<u32> = Vec::with_capacity(batch.spans.len());
         let mut unassembled: Vec<u32> = Vec::new();
         for (i, s) in batch.spans.iter_mut().enumerate() {
@@ -297,15 +415,12 @@ impl Engine {
                 s.findings |= FindingKind::InvalidSpanId.bit() & self.enabled_checks;
             }
             if s.trace_id_valid && s.span_id_valid {
-                valid.push(i as u32);
-            } else {
+                if !skip(u128::from_be_bytes(batch.trace_ids[i])) {
+                    valid.push(i as u32);
+                }
+            } else if !skip(0) {
                 unassembled.push(i as u32);
             }
-        }
-        if !unassembled.is_empty() {
-            out.unassembled = unassembled.len() as u64;
-            self.c.add(stat!(unassembled), out.unassembled);
-            self.send(Unit::from_batch(data, &batch.groups, &batch.spans, &unassembled, ReleaseReason::Unassembled));
         }
         // Spans of one trace together (stable: arrival order kept), so each trace is hashed
         // and its storage grown once per batch; runs bucketed by shard.
@@ -325,24 +440,71 @@ impl Engine {
             k = j;
         }
         runs.sort_unstable();
+
+        // The log: one key per trace run, one for the unassembled spans.
+        let keys = runs.len() as u32 + u32::from(!unassembled.is_empty());
+        if keys == 0 {
+            return Ok(out); // replay: everything of this batch was delivered
+        }
+        let wal_pos = match (&self.wal, &replay) {
+            (Some(w), Some(r)) => {
+                w.register(r.pos, keys);
+                Some(r.pos)
+            }
+            (Some(w), None) => {
+                let stamps: Vec<SpanStamp> =
+                    batch.spans.iter().map(|s| SpanStamp { wall: s.hlc_wall, logical: s.hlc_logical, findings: s.findings }).collect();
+                Some(w.append_batch(&stamps, data, keys).map_err(IngestError::from)?)
+            }
+            _ => None,
+        };
+        let recovered = replay.is_some();
+        if let Some(r) = &replay {
+            let in_flight = |id: u128| r.in_flight.contains(&id);
+            let redelivered = keyed.iter().filter(|k| in_flight(k.0)).count() + if in_flight(0) { unassembled.len() } else { 0 };
+            self.c.add(stat!(wal_redelivered_spans), redelivered as u64);
+            self.c.add(stat!(wal_spans_replayed), (valid.len() + unassembled.len()) as u64);
+        } else {
+            self.c.add(stat!(spans_received), batch.spans.len() as u64);
+            self.note_handoff_received(&batch.spans);
+        }
+        self.interner.intern(&mut batch.groups);
+
+        if !unassembled.is_empty() {
+            out.unassembled = unassembled.len() as u64;
+            self.c.add(stat!(unassembled), out.unassembled);
+            let wal = wal_pos.map(|p| vec![(p, 0u128)]).unwrap_or_default();
+            self.send(Unit::from_batch(data, &batch.groups, &batch.spans, &unassembled, ReleaseReason::Unassembled).with_wal(wal));
+        }
         let mut r = 0;
+        let mut resolved: Vec<Key> = Vec::new();
         while r < runs.len() {
             let si = runs[r].0;
             let mut q = r + 1;
             while q < runs.len() && runs[q].0 == si {
                 q += 1;
             }
-            let late = self.ingest_shard(si as usize, &runs[r..q], &valid, &batch, data, now, &mut out)?;
+            let late = self.ingest_shard(si as usize, &runs[r..q], &valid, &batch, data, now, wal_pos, recovered, &mut out);
             r = q;
-            if !late.is_empty() {
+            if let Some(p) = wal_pos {
+                resolved.extend(late.resolved.iter().map(|&id| (p, id)));
+            }
+            if !late.spans.is_empty() {
+                let keys: Vec<Key> = wal_pos.map(|p| late.traces.iter().map(|&id| (p, id)).collect()).unwrap_or_default();
                 match self.cfg.late_span_policy {
                     LateSpanPolicy::Forward => {
-                        out.late_forwarded += late.len() as u64;
-                        self.send(Unit::from_batch(data, &batch.groups, &batch.spans, &late, ReleaseReason::Late));
+                        out.late_forwarded += late.spans.len() as u64;
+                        self.send(Unit::from_batch(data, &batch.groups, &batch.spans, &late.spans, ReleaseReason::Late).with_wal(keys));
                     }
-                    LateSpanPolicy::Drop => out.late_dropped += late.len() as u64,
+                    LateSpanPolicy::Drop => {
+                        out.late_dropped += late.spans.len() as u64;
+                        resolved.extend(keys);
+                    }
                 }
             }
+        }
+        if let (Some(w), false) = (&self.wal, resolved.is_empty()) {
+            w.resolve(&resolved);
         }
         self.c.add(stat!(late_forwarded), out.late_forwarded);
         self.c.add(stat!(late_dropped), out.late_dropped);
@@ -362,30 +524,39 @@ impl Engine {
         batch: &crate::index::ScannedBatch,
         data: &[u8],
         now: u64,
+        wal_pos: Option<u64>,
+        recovered: bool,
         out: &mut IngestOutcome,
-    ) -> Result<Vec<u32>, IngestError> {
+    ) -> LateRuns {
         let mut shard = lock(&self.shards[si]);
         // Read under the lock: a shutdown sweeps this shard under the same lock, so either it
         // sweeps what this ingest buffers, or this ingest sees the flag and releases at once.
         let shut_down = self.shut_down.load(Ordering::Acquire);
-        let mut late = Vec::new();
+        let mut late = LateRuns::default();
         for &(_, start, end) in runs {
             let run = &valid[start as usize..end as usize];
             let id = u128::from_be_bytes(batch.trace_ids[run[0] as usize]);
             if shard.late.contains(id) {
                 // A span of a released trace: an exact re-send of a released span (a retry
                 // after release) is a duplicate; anything else is late.
+                let before = late.spans.len();
                 for &i in run {
                     let h = dedupe::content_hash(&self.emitter.dedupe_key, data, &batch.spans[i as usize]);
                     if shard.late.is_resend(id, h) {
                         out.resent += 1;
                     } else {
-                        late.push(i);
+                        late.spans.push(i);
                     }
+                }
+                if late.spans.len() > before {
+                    late.traces.push(id);
+                } else {
+                    late.resolved.push(id);
                 }
                 continue;
             }
-            shard.insert_run(id, run, batch, data, now);
+            let ins = shard.insert_run(id, run, batch, data, now, wal_pos, recovered);
+            self.note_run(ins);
             out.buffered += run.len() as u64;
             let reason = if shut_down {
                 Some(ReleaseReason::Shutdown)
@@ -400,7 +571,7 @@ impl Engine {
         }
         self.enforce_limits(&mut shard, now);
         self.sync(&mut shard);
-        Ok(late)
+        late
     }
 
     /// Brings the engine's gauges in step with the shard's holdings.
@@ -436,9 +607,9 @@ impl Engine {
         }
     }
 
-    /// Moves a buffered trace to the ready queue.
+    /// Moves a buffered trace to the ready queue, or to the hand-off queue ([`handoff`]).
     fn release(&self, shard: &mut Shard, id: u128, reason: ReleaseReason, now: u64) {
-        if let Some(unit) = shard.release(id, reason, now) {
+        if let Some(unit) = self.take_due(shard, id, reason, now) {
             self.send(unit);
         }
     }
@@ -446,6 +617,10 @@ impl Engine {
     fn send(&self, unit: Unit) {
         self.c.add(stat!(ready_spans), unit.spans.len() as u64);
         self.c.add(stat!(ready_bytes), unit.bytes);
+        if unit.handoff {
+            self.handoff.queue(unit);
+            return;
+        }
         // The receiver lives as long as the engine: sending cannot fail.
         let _ = self.ready_tx.send(unit);
     }
@@ -461,6 +636,7 @@ impl Engine {
             }
             self.enforce_limits(&mut shard, now);
         }
+        self.relieve_wal(now);
         self.trim.maybe_trim(now);
         if let Some(h) = &self.hlc {
             h.persist_ahead(now); // so that ingests rarely write hlc.state_file themselves
@@ -468,13 +644,91 @@ impl Engine {
         self.c.get(stat!(ready_spans))
     }
 
+    /// Near `wal.max_bytes`, releases (reason `wal_full`) the traces that hold the log's
+    /// oldest segment, so that delivering them frees it. Ingests are refused (retryable) only
+    /// while the log is at the bound.
+    fn relieve_wal(&self, now: u64) {
+        let Some(w) = &self.wal else { return };
+        if !w.under_pressure() {
+            return;
+        }
+        let Some(end) = w.oldest_segment_end() else { return };
+        for m in self.shards.iter() {
+            let mut shard = lock(m);
+            for id in shard.holding_wal_before(end) {
+                self.release(&mut shard, id, ReleaseReason::WalFull, now);
+            }
+            self.sync(&mut shard);
+        }
+    }
+
+    /// Acknowledges a release ([`Release::token`]): downstream accepted it, or it was counted
+    /// as lost. Its spans are not replayed after a restart, and log segments that hold only
+    /// acknowledged data are deleted. Returns whether the token was known.
+    pub fn delivered(&self, token: u64) -> bool {
+        match &self.wal {
+            Some(w) if token != 0 => w.delivered(token),
+            _ => false,
+        }
+    }
+
+    /// Replays what the write-ahead log holds undelivered (once; later calls return an empty
+    /// report): the spans are buffered again with their original stamps, their traces go on
+    /// assembling with spans that arrive later, and are released marked
+    /// `consistency.trace.recovered`. Call before ingesting. Without a log: an empty report.
+    pub fn recover(&self, now: u64) -> Recovery {
+        let Some(opened) = self.to_replay.lock().unwrap_or_else(|p| p.into_inner()).take() else {
+            return Recovery::default();
+        };
+        let mut rep = Recovery {
+            records: opened.records,
+            corrupt_records: opened.corrupt_records,
+            torn_records: opened.torn_records,
+            problems: opened.problems,
+            ..Recovery::default()
+        };
+        let spans_before = self.c.get(stat!(wal_spans_replayed));
+        let redelivered_before = self.c.get(stat!(wal_redelivered_spans));
+        let mut traces: HashSet<u128> = HashSet::new();
+        for b in &opened.batches {
+            let r = Replay { pos: b.pos, stamps: &b.stamps, delivered: &b.delivered, in_flight: &b.in_flight };
+            match self.ingest_with(&b.data, now, Some(r)) {
+                Ok(o) => {
+                    if o.buffered + o.unassembled + o.late_forwarded > 0 {
+                        rep.batches += 1;
+                    }
+                }
+                Err(e) => {
+                    rep.unreadable_batches += 1;
+                    rep.problems.push(format!("write-ahead log record at position {} cannot be replayed: {e}", b.pos));
+                }
+            }
+        }
+        for m in self.shards.iter() {
+            traces.extend(lock(m).recovered_ids());
+        }
+        rep.spans = self.c.get(stat!(wal_spans_replayed)) - spans_before;
+        rep.redelivered_spans = self.c.get(stat!(wal_redelivered_spans)) - redelivered_before;
+        rep.traces = traces.len() as u64;
+        self.c.add(stat!(wal_records_replayed), rep.records);
+        self.c.add(stat!(wal_traces_recovered), rep.traces);
+        self.c.add(stat!(wal_corrupt_records), rep.corrupt_records);
+        self.c.add(stat!(wal_torn_records), rep.torn_records);
+        if let Some(w) = &self.wal {
+            w.reclaim(); // segments whose every batch was delivered before the restart
+            w.start_syncer();
+        }
+        rep
+    }
+
     /// How many times freed memory was handed back to the OS.
     pub fn memory_trims(&self) -> u64 {
         self.trim.trims()
     }
 
-    /// Releases everything buffered with reason `shutdown`; later ingests are released at
-    /// once with the same reason. Drain afterwards until empty.
+    /// Releases everything buffered with reason `shutdown` (or hands it off, with
+    /// `handoff.on_shutdown`); later ingests are released at once with the same reason.
+    /// Drain both queues afterwards until empty.
     pub fn shutdown(&self, now: u64) -> u64 {
         self.shut_down.store(true, Ordering::Release);
         for m in self.shards.iter() {
@@ -491,11 +745,26 @@ impl Engine {
     /// spans, runs the checks, and encodes them as one `ExportTraceServiceRequest`.
     /// `None` when nothing is ready.
     pub fn drain(&self, max_spans: u64) -> Option<Release> {
+        let emitted = self.drain_from(&self.ready_rx, max_spans)?;
+        // What the late caches need to recognise re-sends of these traces' spans.
+        for (id, hashes) in emitted.released {
+            let mut shard = lock(&self.shards[self.shard_of(id)]);
+            shard.late.set_hashes(id, hashes);
+            self.sync(&mut shard);
+        }
+        Some(emitted.release)
+    }
+
+    /// Takes whole units from `queue` up to about `max_spans` spans (at least one if any is
+    /// waiting) and emits them, counting what emission dropped; with a write-ahead log the
+    /// release gets its delivery token. The units are freed by the time it returns: their
+    /// bytes leave the count.
+    fn drain_from(&self, queue: &Receiver<Unit>, max_spans: u64) -> Option<emit::Emitted> {
         let mut units = Vec::new();
         let mut spans = 0u64;
         let mut bytes = 0u64;
         while spans < max_spans.max(1) {
-            match self.ready_rx.try_recv() {
+            match queue.try_recv() {
                 Ok(u) => {
                     spans += u.spans.len() as u64;
                     bytes += u.bytes;
@@ -507,27 +776,36 @@ impl Engine {
         if units.is_empty() {
             return None;
         }
-        let emitted = self.emitter.emit(units);
-        // What the late caches need to recognise re-sends of these traces' spans.
-        for (id, hashes) in emitted.released {
-            let mut shard = lock(&self.shards[self.shard_of(id)]);
-            shard.late.set_hashes(id, hashes);
-            self.sync(&mut shard);
+        let keys: Vec<Key> = units.iter_mut().flat_map(|u| std::mem::take(&mut u.wal)).collect();
+        let mut emitted = self.emitter.emit(units);
+        if let Some(w) = &self.wal {
+            emitted.release.token = w.drained(keys);
         }
         self.c.add(stat!(duplicates_dropped), emitted.duplicates);
         self.c.add(stat!(conflicts_dropped), emitted.conflicts);
-        // The units are freed by now: their bytes leave the count.
         self.c.sub(stat!(ready_spans), spans);
         self.c.sub(stat!(ready_bytes), bytes);
         self.trim.released(bytes);
-        Some(emitted.release)
+        Some(emitted)
     }
 
     /// Counters and gauges.
     pub fn stats(&self) -> Stats {
         let mut s = self.c.snapshot();
         s.memory_group_bytes = self.interner.bytes();
-        s.memory_total_bytes = s.buffered_bytes + s.ready_bytes + s.memory_group_bytes + s.memory_late_cache_bytes;
+        if let Some(w) = &self.wal {
+            s.memory_wal_bytes = w.memory_bytes();
+            s.wal_bytes = w.disk_bytes();
+            s.wal_segments = w.segments();
+            s.wal_fsyncs = w.c.fsyncs.load(Ordering::Relaxed);
+            for (b, c) in s.wal_fsync_buckets.iter_mut().zip(&w.c.fsync_buckets) {
+                *b = c.load(Ordering::Relaxed);
+            }
+            s.wal_full_refusals = w.c.full_refusals.load(Ordering::Relaxed);
+            s.wal_write_errors = w.c.write_errors.load(Ordering::Relaxed);
+        }
+        s.memory_total_bytes =
+            s.buffered_bytes + s.ready_bytes + s.memory_group_bytes + s.memory_late_cache_bytes + s.memory_wal_bytes;
         if let Some(h) = self.hlc.as_ref().map(Hlc::stats) {
             s.hlc_refusals = h.refusals;
             s.hlc_backward_jumps = h.backward_jumps;
@@ -553,6 +831,10 @@ impl Engine {
 }
 
 #[cfg(test)]
+mod handoff_tests;
+#[cfg(test)]
 mod hostile_tests;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod wal_tests;

@@ -55,6 +55,21 @@ pub struct Trace {
     extra_heap: u64,
     pub state: Completeness,
     pub gen: u64,
+    /// With a write-ahead log: where its spans are logged (boxed: one pointer per trace
+    /// without a log).
+    pub wal: Option<Box<TraceWal>>,
+    /// The most hand-offs any of its spans went through (see `handoff`).
+    pub hops: u32,
+}
+
+/// A trace's part of the write-ahead log.
+#[derive(Default)]
+pub struct TraceWal {
+    /// Positions of the batch records holding the trace's spans (in order of arrival, each
+    /// once).
+    pub positions: Vec<u64>,
+    /// Spans of it were replayed after a restart.
+    pub recovered: bool,
 }
 
 impl Trace {
@@ -62,7 +77,9 @@ impl Trace {
         let index_map = self.group_index.as_ref().map_or(0, |m| m.capacity() as u64 * map_slot::<(usize, usize), u32>());
         Mem {
             span: self.buf.capacity() as u64,
-            index: self.spans.capacity() as u64 * REC_BYTES + self.extra_heap,
+            index: self.spans.capacity() as u64 * REC_BYTES
+                + self.extra_heap
+                + self.wal.as_ref().map_or(0, |w| (size_of::<TraceWal>() + w.positions.capacity() * 8) as u64),
             trace: groups_bytes(&self.groups) + index_map,
         }
     }
@@ -194,8 +211,12 @@ impl Shard {
     }
 
     /// Buffers the spans `run` (indexes into `batch`, whose span bytes are in `data`) of
-    /// trace `id`.
-    pub fn insert_run(&mut self, id: u128, run: &[u32], batch: &ScannedBatch, data: &[u8], now: u64) {
+    /// trace `id`. Returns how many of them were handed off to this engine, and whether
+    /// they joined a trace already buffered.
+    #[allow(clippy::too_many_arguments)]
+    pub fn insert_run(&mut self, id: u128, run: &[u32], batch: &ScannedBatch, data: &[u8], now: u64, wal: Option<u64>, recovered: bool) -> RunInsert {
+        let merged = self.traces.contains_key(&id);
+        let mut handed_off = 0u64;
         let gen = self.next_gen;
         let trace = self.traces.entry(id).or_insert_with(|| Trace {
             first_seen: now,
@@ -207,6 +228,8 @@ impl Shard {
             extra_heap: 0,
             state: Completeness::Unknown,
             gen,
+            wal: None,
+            hops: 0,
         });
         if trace.gen == gen {
             self.next_gen += 1;
@@ -237,27 +260,59 @@ impl Shard {
             rec.bytes = start..trace.buf.len() as u32;
             rec.group = gi;
             rec.seq = trace.spans.len() as u32;
+            let hops = rec.handoff_hops();
+            if hops > 0 {
+                handed_off += 1;
+                trace.hops = trace.hops.max(hops);
+            }
             trace.extra_heap += rec_heap(&rec);
             trace.spans.push(rec);
         }
         trace.last_seen = trace.last_seen.max(now);
         trace.state = Completeness::Unknown;
+        if let Some(pos) = wal {
+            let w = trace.wal.get_or_insert_with(Box::default);
+            if w.positions.last() != Some(&pos) {
+                w.positions.push(pos);
+            }
+            w.recovered |= recovered;
+        }
         let after = trace.mem();
         self.held.span += after.span - before.span;
         self.held.index += after.index - before.index;
         self.held.trace += after.trace - before.trace;
         self.spans += run.len() as u64;
+        RunInsert { handed_off, merged }
+    }
+
+    /// The hand-offs trace `id` went through (see [`Trace::hops`]).
+    pub fn hops(&self, id: u128) -> Option<u32> {
+        self.traces.get(&id).map(|t| t.hops)
     }
 
     /// Takes trace `id` out as a released unit, remembering its ID as released.
     pub fn release(&mut self, id: u128, reason: ReleaseReason, now: u64) -> Option<Unit> {
+        self.take(id, reason, now, true)
+    }
+
+    /// Takes trace `id` out to be handed off: its ID is not remembered as released, so that
+    /// its spans are buffered again if the hand-off comes back here.
+    pub fn hand_off(&mut self, id: u128, reason: ReleaseReason, now: u64) -> Option<Unit> {
+        let mut unit = self.take(id, reason, now, false)?;
+        unit.handoff = true;
+        Some(unit)
+    }
+
+    fn take(&mut self, id: u128, reason: ReleaseReason, now: u64, remember: bool) -> Option<Unit> {
         let trace = self.traces.remove(&id)?;
         let mem = trace.mem();
         self.held.span -= mem.span;
         self.held.index -= mem.index;
         self.held.trace -= mem.trace;
         self.spans -= trace.spans.len() as u64;
-        self.late.insert(id);
+        if remember {
+            self.late.insert(id);
+        }
         if self.fifo.len() > 2 * self.traces.len() + 64 {
             let traces = &self.traces;
             self.fifo.retain(|(id, gen)| traces.get(id).is_some_and(|t| t.gen == *gen));
@@ -269,7 +324,11 @@ impl Shard {
         if self.fifo.capacity() > 64 && self.fifo.len() < self.fifo.capacity() / 4 {
             self.fifo.shrink_to(self.fifo.len() * 2);
         }
-        Some(Unit::from_trace(id, reason, trace.spans, trace.buf, trace.groups, now.saturating_sub(trace.first_seen), mem.total()))
+        let (wal, recovered) = match trace.wal {
+            Some(w) => (w.positions.iter().map(|&p| (p, id)).collect(), w.recovered),
+            None => (Vec::new(), false),
+        };
+        Some(Unit::from_trace(id, reason, trace.spans, trace.buf, trace.groups, now.saturating_sub(trace.first_seen), mem.total(), wal, recovered))
     }
 
     /// The oldest buffered trace.
@@ -286,6 +345,21 @@ impl Shard {
     /// Every buffered trace ID, oldest first.
     pub fn all_ids(&self) -> Vec<u128> {
         let mut ids: Vec<(u64, u128)> = self.traces.iter().map(|(&id, t)| (t.gen, id)).collect();
+        ids.sort_unstable();
+        ids.into_iter().map(|(_, id)| id).collect()
+    }
+
+    /// Buffered traces holding replayed spans.
+    pub fn recovered_ids(&self) -> Vec<u128> {
+        self.traces.iter().filter(|(_, t)| t.wal.as_ref().is_some_and(|w| w.recovered)).map(|(&id, _)| id).collect()
+    }
+
+    /// Traces holding spans of write-ahead log batches before `pos` (oldest first): they keep
+    /// the log's oldest segment. Touches every buffered trace; runs only while the log is
+    /// near its bound.
+    pub fn holding_wal_before(&self, pos: u64) -> Vec<u128> {
+        let mut ids: Vec<(u64, u128)> =
+            self.traces.iter().filter(|(_, t)| t.wal.as_ref().is_some_and(|w| w.positions.iter().any(|&p| p < pos))).map(|(&id, t)| (t.gen, id)).collect();
         ids.sort_unstable();
         ids.into_iter().map(|(_, id)| id).collect()
     }
@@ -316,8 +390,17 @@ impl Shard {
     }
 }
 
+/// What [`Shard::insert_run`] did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RunInsert {
+    /// Spans of the run that carried a hand-off marker.
+    pub handed_off: u64,
+    /// Whether the trace was buffered already.
+    pub merged: bool,
+}
+
 /// One root (counting a span ID once) and every referenced parent present.
-fn is_complete(spans: &[SpanRec]) -> bool {
+pub fn is_complete(spans: &[SpanRec]) -> bool {
     let mut ids: Vec<u64> = spans.iter().map(|s| s.span_id).collect();
     ids.sort_unstable();
     ids.dedup();

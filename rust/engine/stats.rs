@@ -66,9 +66,45 @@ pub struct Stats {
     /// last written to `hlc.state_file`, which could not be written (`restart_strategy:
     /// persist`; each failed write is counted in `hlc_persist_errors`).
     pub hlc_stalled_batches: u64,
+    /// Spans received that had been handed off by another collector (or by this one).
+    pub handoff_received_spans: u64,
+    /// Handed-off spans received that joined a trace already buffered here.
+    pub handoff_merged_spans: u64,
+    /// Traces released (not handed off again) after a hand-off and still incomplete.
+    pub handoff_incomplete_traces: u64,
+    /// Bytes of the write-ahead log's segments on disk (gauge).
+    pub wal_bytes: u64,
+    /// Segment files of the write-ahead log (gauge).
+    pub wal_segments: u64,
+    /// Fsyncs of the write-ahead log.
+    pub wal_fsyncs: u64,
+    /// Fsync latency histogram: entry `i` counts fsyncs that took under `2^i` µs (`i` ≥ 1;
+    /// the last entry counts the rest).
+    pub wal_fsync_buckets: [u64; 24],
+    /// Batches refused with a retryable error because the write-ahead log was at
+    /// `wal.max_bytes`.
+    pub wal_full_refusals: u64,
+    /// Failed writes or fsyncs of the write-ahead log (a refused batch each, when ingesting).
+    pub wal_write_errors: u64,
+    /// Records read from the write-ahead log at start.
+    pub wal_records_replayed: u64,
+    /// Spans replayed into the engine at start (not delivered before the restart).
+    pub wal_spans_replayed: u64,
+    /// Traces that received replayed spans.
+    pub wal_traces_recovered: u64,
+    /// Damaged records skipped at start (the bytes between two valid records each).
+    pub wal_corrupt_records: u64,
+    /// Incomplete records at the end of a segment ignored at start.
+    pub wal_torn_records: u64,
+    /// Replayed spans that had been handed out for sending before the restart without an
+    /// acknowledgement: they may be delivered twice.
+    pub wal_redelivered_spans: u64,
+    /// Memory of the write-ahead log's bookkeeping (gauge).
+    pub memory_wal_bytes: u64,
 }
 
 const WORDS: usize = size_of::<Stats>() / size_of::<u64>();
+const _: () = assert!(crate::wal::FSYNC_BUCKETS == 24);
 const _: () = assert!(size_of::<Stats>() == WORDS * size_of::<u64>());
 
 /// The index of a [`Stats`] field among the counters.

@@ -5,6 +5,7 @@ use std::mem::size_of;
 
 use crate::findings::ReleaseReason;
 use crate::index::{Group, SpanRec};
+use crate::wal::record::Key;
 
 use super::memory::{groups_bytes, rec_heap, REC_BYTES};
 
@@ -18,16 +19,32 @@ pub struct Unit {
     pub age_ns: u64,
     /// Bytes counted for the unit while it waits (as `ready_bytes`).
     pub bytes: u64,
+    /// The write-ahead log's keys of the unit's spans (empty without a log).
+    pub wal: Vec<Key>,
+    /// The trace holds spans replayed from the write-ahead log.
+    pub recovered: bool,
+    /// A trace handed off to its current owner rather than released (`reason` says why:
+    /// `shutdown` or `idle_timeout`); it waits in the hand-off queue.
+    pub handoff: bool,
 }
 
 impl Unit {
-    pub fn from_trace(trace_id: u128, reason: ReleaseReason, spans: Vec<SpanRec>, buf: Vec<u8>, groups: Vec<Group>, age_ns: u64, held: u64) -> Unit {
-        Unit { trace_id, reason, spans, buf, groups, age_ns, bytes: held + size_of::<Unit>() as u64 }
+    #[allow(clippy::too_many_arguments)]
+    pub fn from_trace(trace_id: u128, reason: ReleaseReason, spans: Vec<SpanRec>, buf: Vec<u8>, groups: Vec<Group>, age_ns: u64, held: u64, wal: Vec<Key>, recovered: bool) -> Unit {
+        let bytes = held + size_of::<Unit>() as u64 + (wal.capacity() * size_of::<Key>()) as u64;
+        Unit { trace_id, reason, spans, buf, groups, age_ns, bytes, wal, recovered, handoff: false }
+    }
+
+    /// Attaches the write-ahead log's keys of a unit built from a batch.
+    pub fn with_wal(mut self, wal: Vec<Key>) -> Unit {
+        self.bytes += (wal.capacity() * size_of::<Key>()) as u64;
+        self.wal = wal;
+        self
     }
 
     /// The spans `idx` of a scanned batch (span bytes in `data`), copied out.
     pub fn from_batch(data: &[u8], groups: &[Group], spans: &[SpanRec], idx: &[u32], reason: ReleaseReason) -> Unit {
-        let mut unit = Unit { trace_id: 0, reason, spans: Vec::with_capacity(idx.len()), buf: Vec::new(), groups: Vec::new(), age_ns: 0, bytes: 0 };
+        let mut unit = Unit { trace_id: 0, reason, spans: Vec::with_capacity(idx.len()), buf: Vec::new(), groups: Vec::new(), age_ns: 0, bytes: 0, wal: Vec::new(), recovered: false, handoff: false };
         unit.buf.reserve_exact(idx.iter().map(|&i| spans[i as usize].len()).sum());
         let mut map: Vec<Option<u32>> = vec![None; groups.len()];
         let mut extra = 0u64;

@@ -131,6 +131,31 @@ int main(void) {
     fprintf(stderr, "refused=%llu late=%llu duplicates=%llu\n", (unsigned long long)stats.batches_refused,
             (unsigned long long)stats.late_forwarded, (unsigned long long)stats.duplicates_dropped);
   CHECK(stats.batches_refused == 2 && stats.late_forwarded == 2 && stats.duplicates_dropped == 2, "counters");
+  CHECK(tc_engine_drain_handoff(engine, 100, &rel, &view, &err) == TC_RESULT_OK && rel == NULL, "no hand-off without hand-off settings");
+  tc_engine_free(engine);
+
+  /* Hand-off on shutdown: the buffered trace leaves through tc_engine_drain_handoff, not
+     tc_engine_drain; NULL arguments are refused; a second engine strips the marker. */
+  tc_config hcfg = cfg;
+  hcfg.handoff_on_shutdown = true;
+  hcfg.handoff_max_hops = 0;
+  CHECK(tc_engine_new(&hcfg, &engine, &err) == TC_RESULT_INVALID_CONFIG && strstr(err.message, "handoff.max_hops") != NULL,
+        "handoff.max_hops 0 refused");
+  hcfg.handoff_max_hops = 1;
+  CHECK(tc_engine_new(&hcfg, &engine, &err) == TC_RESULT_OK, "hand-off engine created");
+  CHECK(tc_engine_ingest(engine, req, len, t0, &res, &err) == TC_RESULT_OK, "ingest before hand-off");
+  CHECK(tc_engine_shutdown(engine, t0, &ready, &err) == TC_RESULT_OK && ready == 2, "shutdown hands off");
+  CHECK(tc_engine_drain(engine, 100, &rel, &view, &err) == TC_RESULT_OK && rel == NULL, "nothing released");
+  CHECK(tc_engine_drain_handoff(NULL, 100, &rel, &view, &err) == TC_RESULT_NULL_ARGUMENT, "NULL engine refused");
+  CHECK(tc_engine_drain_handoff(engine, 100, NULL, &view, &err) == TC_RESULT_NULL_ARGUMENT, "NULL release_out refused");
+  CHECK(tc_engine_drain_handoff(engine, 100, &rel, &view, &err) == TC_RESULT_OK && rel != NULL, "hand-off drained");
+  CHECK(view.spans == 2 && view.units_len == 1 && view.units[0].reason == TC_RELEASE_REASON_SHUTDOWN, "one trace, cause shutdown");
+  tc_engine *owner = NULL;
+  CHECK(tc_engine_new(&cfg, &owner, &err) == TC_RESULT_OK, "receiving engine created");
+  CHECK(tc_engine_ingest(owner, view.otlp, view.otlp_len, t0 + 1, &res, &err) == TC_RESULT_OK && res.buffered == 2, "hand-off ingested");
+  tc_release_free(rel);
+  CHECK(tc_engine_stats(owner, &stats) == TC_RESULT_OK && stats.handoff_received_spans == 2, "hand-off counted on receipt");
+  tc_engine_free(owner);
   tc_engine_free(engine);
 
   printf("%d passed, %d failed\n", passes, failures);

@@ -10,6 +10,8 @@ package e2e
 //     services, plus broken ones (missing_parent: orphans; skewed_child: clock_skew) whose
 //     defect lies only on spans of service "checkout", plus at most two findings on spans
 //     of "cart" (well below the thresholds). Its exporter is the file exporter (healthy).
+//     It keeps a write-ahead log (wal.directory in a temp dir, wal.sync batch), so that the
+//     log's gauges, fsync counter and fsync-latency histogram exist.
 //   - job "troubled": a collector given every broken kind, tight limits (span_limit,
 //     memory_pressure, late spans), keep_latest for conflicts, and a downstream OTLP server
 //     in the test that refuses calls in turn retryably, permanently, and accepts (slowly).
@@ -33,8 +35,9 @@ package e2e
 //     concrete values (job=~"otelcol|troubled", instance=~".*", service_name=~"checkout",
 //     $__rate_interval=1m, $__range=5m), returns a non-empty result, except an expression on
 //     a counter in absentCounters (counters no client can provoke) while that counter has no
-//     series at all; and every dashboard variable query has values. A copy of a working
-//     expression with a misspelt metric name must come back empty (the check has teeth).
+//     series at all, or with a label value in absentLabelValues while no series has it; and
+//     every dashboard variable query has values. A copy of a working expression with a
+//     misspelt metric name must come back empty (the check has teeth).
 //
 // Needs `prometheus` on PATH (Debian package prometheus; `make test-observability`
 // installs it). Without it the test skips, or fails when E2E_REQUIRED=1.
@@ -85,6 +88,21 @@ var absentCounters = map[string]string{
 	names.MetricPrefix + "hlc_backward_jumps":    "needs the collector host's clock to step back",
 	names.MetricPrefix + "hlc_logical_overflows": "needs more HLC events within one clock tick than the logical counter holds",
 	names.MetricPrefix + "hlc_persist_errors":    "needs writes of hlc.state_file (restart_strategy persist) to fail",
+	names.MetricPrefix + "wal_full_refusals":     "needs the write-ahead log at wal.max_bytes (8 MiB at least) of undelivered data",
+	names.MetricPrefix + "wal_write_errors":      "needs writes or fsyncs of the write-ahead log to fail (disk full, I/O error)",
+	names.MetricPrefix + "wal_records_replayed":  "counted only at a start that finds records in the write-ahead log (a restart)",
+	names.MetricPrefix + "wal_spans_replayed":    "counted only at a start that replays undelivered spans (a restart)",
+	names.MetricPrefix + "wal_traces_recovered":  "counted only at a start that replays undelivered spans (a restart)",
+	names.MetricPrefix + "wal_redelivered_spans": "counted only at a start after a crash while spans were being passed on",
+	names.MetricPrefix + "wal_corrupt_records":   "counted only at a start that finds a damaged write-ahead log",
+	names.MetricPrefix + "wal_torn_records":      "counted only at a start after a crash during a write-ahead log write",
+}
+
+// absentLabelValues are label matchers no client can provoke either: a dashboard
+// expression with one of them may come back empty as long as no series of its metrics has
+// that label value.
+var absentLabelValues = map[string]string{
+	`reason="wal_full"`: "needs the write-ahead log past three quarters of wal.max_bytes (8 MiB at least) of undelivered data",
 }
 
 // requirePrometheus returns the prometheus binary on PATH, or skips (fails with
@@ -112,7 +130,8 @@ func TestObservabilityRulesAndDashboardAgainstPrometheus(t *testing.T) {
 	down := startFlakyDownstream(t)
 
 	alertCol := StartCollectorWith(t, ConfigOptions{
-		ProcessorsYAML: TraceConsistencyYAML(NoRestartWait, "quiet_period: 100ms", "release_tick: 50ms", "idle_timeout: 1s"),
+		ProcessorsYAML: TraceConsistencyYAML(NoRestartWait, "quiet_period: 100ms", "release_tick: 50ms", "idle_timeout: 1s",
+			fmt.Sprintf("wal: {directory: %s, sync: batch}", filepath.Join(t.TempDir(), "wal"))),
 	})
 	troubled := StartCollectorWith(t, ConfigOptions{
 		ProcessorsYAML: TraceConsistencyYAML(NoRestartWait, "quiet_period: 100ms", "release_tick: 50ms", "idle_timeout: 1s",
@@ -814,10 +833,23 @@ func checkDashboard(t *testing.T, prom *prometheus) {
 }
 
 // absentOnly explains why an empty expression is acceptable: it names a counter of
-// absentCounters that has no series at all (and that the collector declares). It returns
-// "" when the expression should have had data.
+// absentCounters that has no series at all (and that the collector declares), or it has a
+// matcher of absentLabelValues that no series of its metrics matches. It returns "" when
+// the expression should have had data.
 func absentOnly(prom *prometheus, q string) string {
 	var why []string
+	for matcher, reason := range absentLabelValues {
+		if !strings.Contains(q, matcher) {
+			continue
+		}
+		for _, m := range metricNameRe.FindAllString(q, -1) {
+			s, err := prom.series(m + "{" + matcher + "}")
+			if err != nil || len(s) > 0 || !declaredMetric(m) {
+				return ""
+			}
+		}
+		why = append(why, matcher+": "+reason)
+	}
 	for _, m := range metricNameRe.FindAllString(q, -1) {
 		reason, ok := absentCounters[m]
 		if !ok {

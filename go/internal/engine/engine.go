@@ -54,8 +54,8 @@ func errorFrom(code C.tc_result, e *C.tc_error) error {
 	return &Error{Code: Code(code), Message: msg}
 }
 
-// toC fills a tc_config from c. When c.HLCStateFile is set, the returned free function
-// releases its C string; call it after the C call that reads the config.
+// toC fills a tc_config from c. The returned free function releases its C strings (the
+// paths); call it after the C call that reads the config.
 func toC(c Config) (C.tc_config, func()) {
 	var out C.tc_config
 	C.tc_config_default(&out)
@@ -77,13 +77,28 @@ func toC(c Config) (C.tc_config, func()) {
 	out.hlc_enabled = C.bool(c.HLCEnabled)
 	out.hlc_max_offset_ns = C.int64_t(c.HLCMaxOffset)
 	out.hlc_restart = C.tc_restart_strategy(c.HLCRestart)
-	out.hlc_state_file = nil
-	if c.HLCStateFile == "" {
-		return out, func() {}
+	out.handoff_on_shutdown = C.bool(c.HandoffOnShutdown)
+	out.handoff_on_idle = C.bool(c.HandoffOnIdle)
+	out.handoff_max_hops = C.int64_t(c.HandoffMaxHops)
+	out.wal_sync = C.uint32_t(c.WALSync)
+	out.wal_sync_interval_ns = C.int64_t(c.WALSyncInterval)
+	out.wal_max_bytes = C.int64_t(c.WALMaxBytes)
+	var strs []*C.char
+	cstr := func(s string) *C.char {
+		if s == "" {
+			return nil
+		}
+		cs := C.CString(s)
+		strs = append(strs, cs)
+		return cs
 	}
-	cs := C.CString(c.HLCStateFile)
-	out.hlc_state_file = cs
-	return out, func() { C.free(unsafe.Pointer(cs)) }
+	out.hlc_state_file = cstr(c.HLCStateFile)
+	out.wal_directory = cstr(c.WALDirectory)
+	return out, func() {
+		for _, cs := range strs {
+			C.free(unsafe.Pointer(cs))
+		}
+	}
 }
 
 // RustDefaults returns tc_config_default as a Config (for tests that keep the Go defaults
@@ -110,6 +125,12 @@ func RustDefaults() Config {
 		HLCEnabled:        bool(c.hlc_enabled),
 		HLCMaxOffset:      time.Duration(c.hlc_max_offset_ns),
 		HLCRestart:        RestartStrategy(c.hlc_restart),
+		HandoffOnShutdown: bool(c.handoff_on_shutdown),
+		HandoffOnIdle:     bool(c.handoff_on_idle),
+		HandoffMaxHops:    int64(c.handoff_max_hops),
+		WALSync:           WALSync(c.wal_sync),
+		WALSyncInterval:   time.Duration(c.wal_sync_interval_ns),
+		WALMaxBytes:       int64(c.wal_max_bytes),
 	}
 }
 
@@ -223,17 +244,41 @@ func (g *Engine) Drain(maxSpans uint64) (*Release, error) {
 	if r := C.tc_engine_drain(g.ptr, C.uint64_t(maxSpans), &rel, &view, &e); r != C.TC_RESULT_OK {
 		return nil, errorFrom(r, &e)
 	}
+	return takeRelease(rel, &view)
+}
+
+// DrainHandoff takes whole handed-off traces (handoff.on_shutdown, handoff.on_idle), about
+// maxSpans spans, or returns nil when none waits. Each unit's Reason says why the trace was
+// handed off (ReasonShutdown or ReasonIdleTimeout); its spans carry their HLC stamps and
+// hop counts. Decoded and freed as Drain does.
+func (g *Engine) DrainHandoff(maxSpans uint64) (*Release, error) {
+	if g.ptr == nil {
+		return nil, errClosed
+	}
+	var rel *C.tc_release
+	var view C.tc_release_view
+	var e C.tc_error
+	if r := C.tc_engine_drain_handoff(g.ptr, C.uint64_t(maxSpans), &rel, &view, &e); r != C.TC_RESULT_OK {
+		return nil, errorFrom(r, &e)
+	}
+	return takeRelease(rel, &view)
+}
+
+// takeRelease decodes a drained release (nil for none) and frees it. view is not copied
+// onto the stack: an empty slice's pointer from Rust is a small non-nil value, which the Go
+// runtime refuses to find in a stack frame.
+func takeRelease(rel *C.tc_release, view *C.tc_release_view) (*Release, error) {
 	if rel == nil {
 		return nil, nil
 	}
 	defer C.tc_release_free(rel)
 
-	out := &Release{Spans: uint64(view.spans)}
+	out := &Release{Spans: uint64(view.spans), Token: uint64(view.delivery_token)}
 	if view.otlp_len > 0 {
 		buf := unsafe.Slice((*byte)(unsafe.Pointer(view.otlp)), int(view.otlp_len))
 		td, err := unmarshalParallel(buf)
 		if err != nil {
-			return nil, &DecodeError{Spans: uint64(view.spans), Err: err}
+			return nil, &DecodeError{Spans: uint64(view.spans), Token: out.Token, Err: err}
 		}
 		out.Traces = td
 	} else {
@@ -263,6 +308,40 @@ func (g *Engine) Drain(maxSpans uint64) (*Release, error) {
 		}
 	}
 	return out, nil
+}
+
+// Delivered acknowledges a release by its Token once the next consumer accepted it (or it
+// was counted as lost): with a write-ahead log, its spans are then not replayed after a
+// restart. Token 0 is a no-op.
+func (g *Engine) Delivered(token uint64) {
+	if g.ptr == nil || token == 0 {
+		return
+	}
+	C.tc_engine_delivered(g.ptr, C.uint64_t(token))
+}
+
+// Recover replays the write-ahead log (once): call after New and before the first Ingest.
+// Without a log it reports nothing.
+func (g *Engine) Recover(now time.Time) (Recovery, error) {
+	if g.ptr == nil {
+		return Recovery{}, errClosed
+	}
+	var r C.tc_recovery
+	detail := make([]byte, 8192)
+	if rc := C.tc_engine_recover(g.ptr, nanos(now), &r, (*C.char)(unsafe.Pointer(&detail[0])), C.size_t(len(detail))); rc != C.TC_RESULT_OK {
+		return Recovery{}, &Error{Code: Code(rc), Message: "tc_engine_recover failed"}
+	}
+	return Recovery{
+		Records:           uint64(r.records),
+		Batches:           uint64(r.batches),
+		Spans:             uint64(r.spans),
+		Traces:            uint64(r.traces),
+		CorruptRecords:    uint64(r.corrupt_records),
+		TornRecords:       uint64(r.torn_records),
+		RedeliveredSpans:  uint64(r.redelivered_spans),
+		UnreadableBatches: uint64(r.unreadable_batches),
+		Problems:          C.GoString((*C.char)(unsafe.Pointer(&detail[0]))),
+	}, nil
 }
 
 // Stats reads the engine's counters and gauges.

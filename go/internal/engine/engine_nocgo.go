@@ -43,6 +43,15 @@ func (*Engine) Shutdown(time.Time) (uint64, error) { return 0, ErrNoCgo }
 // Drain fails without cgo.
 func (*Engine) Drain(uint64) (*Release, error) { return nil, ErrNoCgo }
 
+// DrainHandoff fails without cgo.
+func (*Engine) DrainHandoff(uint64) (*Release, error) { return nil, ErrNoCgo }
+
+// Delivered does nothing without cgo.
+func (*Engine) Delivered(uint64) {}
+
+// Recover fails without cgo.
+func (*Engine) Recover(time.Time) (Recovery, error) { return Recovery{}, ErrNoCgo }
+
 // Stats fails without cgo.
 func (*Engine) Stats() (Stats, error) { return Stats{}, ErrNoCgo }
 

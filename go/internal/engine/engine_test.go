@@ -164,7 +164,7 @@ func TestValidateNamesTheYAMLKey(t *testing.T) {
 func TestNamesMatchTheStaticCopies(t *testing.T) {
 	assert.Equal(t, staticKindNames, kindNames, "finding kinds in Rust and in types.go differ")
 	assert.Equal(t, staticReasonNames, reasonNames, "release reasons in Rust and in types.go differ")
-	assert.Len(t, Reasons(), 8)
+	assert.Len(t, Reasons(), 9)
 	mask, err := KindMask([]string{"missing_parent", "clock_skew"})
 	require.NoError(t, err)
 	assert.Equal(t, uint32(1|1<<10), mask)
@@ -200,8 +200,10 @@ func TestStatsHasTheLayoutOfTcStats(t *testing.T) {
 
 // The reason constants of types.go are the Rust enum's values.
 func TestReasonConstantsMatchRust(t *testing.T) {
-	for _, r := range []Reason{ReasonComplete, ReasonIdleTimeout, ReasonMaxAge, ReasonMemoryPressure, ReasonSpanLimit, ReasonShutdown, ReasonLate, ReasonUnassembled} {
+	for _, r := range []Reason{ReasonComplete, ReasonIdleTimeout, ReasonMaxAge, ReasonMemoryPressure, ReasonSpanLimit, ReasonShutdown, ReasonLate, ReasonUnassembled, ReasonWALFull} {
 		assert.Equal(t, staticReasonNames[r], reasonNames[r])
 	}
-	assert.Equal(t, ReasonUnassembled, Reason(len(reasonNames)-1))
+	assert.Equal(t, ReasonWALFull, Reason(len(reasonNames)-1))
+	assert.True(t, ReasonWALFull.IsTrace())
+	assert.False(t, ReasonUnassembled.IsTrace())
 }

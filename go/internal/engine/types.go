@@ -47,6 +47,19 @@ const (
 	RestartPersist RestartStrategy = 2
 )
 
+// WALSync mirrors tc_wal_sync: when a write-ahead log record counts as durable.
+type WALSync uint32
+
+const (
+	// WALSyncBatch: an ingest returns once its record is fsync'd (concurrent ingests share
+	// one fsync).
+	WALSyncBatch WALSync = 0
+	// WALSyncInterval: a background fsync at most every wal.sync_interval.
+	WALSyncInterval WALSync = 1
+	// WALSyncNone: no fsync; the OS writes back.
+	WALSyncNone WALSync = 2
+)
+
 // HLCStart mirrors tc_hlc_start: how the clock started.
 type HLCStart uint32
 
@@ -85,6 +98,13 @@ type Config struct {
 	HLCMaxOffset      time.Duration   // hlc.max_offset
 	HLCRestart        RestartStrategy // hlc.restart_strategy
 	HLCStateFile      string          // hlc.state_file ("" = none)
+	HandoffOnShutdown bool            // handoff.on_shutdown
+	HandoffOnIdle     bool            // handoff.on_idle
+	HandoffMaxHops    int64           // handoff.max_hops
+	WALDirectory      string          // wal.directory ("" = no write-ahead log)
+	WALSync           WALSync         // wal.sync
+	WALSyncInterval   time.Duration   // wal.sync_interval
+	WALMaxBytes       int64           // wal.max_bytes
 }
 
 // Reason is why a unit left the engine (tc_release_reason).
@@ -100,6 +120,7 @@ const (
 	ReasonShutdown
 	ReasonLate
 	ReasonUnassembled
+	ReasonWALFull
 )
 
 // String is the snake_case name used in attributes and metrics.
@@ -111,7 +132,7 @@ func (r Reason) String() string {
 }
 
 // IsTrace reports whether the unit is an assembled trace (not late or unassembled spans).
-func (r Reason) IsTrace() bool { return r <= ReasonShutdown }
+func (r Reason) IsTrace() bool { return r <= ReasonShutdown || r == ReasonWALFull }
 
 // Reasons lists every release reason.
 func Reasons() []Reason {
@@ -198,6 +219,8 @@ func (r *Release) ForwardedAtOnce() bool {
 // lost (the Rust buffer is freed).
 type DecodeError struct {
 	Spans uint64
+	// Token acknowledges the lost release (see Release.Token).
+	Token uint64
 	Err   error
 }
 
@@ -213,6 +236,22 @@ type Release struct {
 	Units    []Unit
 	Findings []FindingCount
 	Spans    uint64
+	// Token acknowledges the release with Engine.Delivered (write-ahead log only; 0: none).
+	Token uint64
+}
+
+// Recovery is what Engine.Recover replayed from the write-ahead log (tc_recovery).
+type Recovery struct {
+	Records           uint64
+	Batches           uint64
+	Spans             uint64
+	Traces            uint64
+	CorruptRecords    uint64
+	TornRecords       uint64
+	RedeliveredSpans  uint64
+	UnreadableBatches uint64
+	// Problems describes the damage found, one line per problem, naming the file.
+	Problems string
 }
 
 // Stats are the engine's cumulative counters and current gauges: tc_stats field for field
@@ -245,6 +284,23 @@ type Stats struct {
 	MemoryLateCacheBytes  uint64
 	MemoryTotalBytes      uint64
 	HLCStalledBatches     uint64
+	// Hand-off (tc_stats.handoff_*).
+	HandoffReceivedSpans    uint64
+	HandoffMergedSpans      uint64
+	HandoffIncompleteTraces uint64
+	WALBytes                uint64
+	WALSegments             uint64
+	WALFsyncs               uint64
+	WALFsyncBuckets         [24]uint64
+	WALFullRefusals         uint64
+	WALWriteErrors          uint64
+	WALRecordsReplayed      uint64
+	WALSpansReplayed        uint64
+	WALTracesRecovered      uint64
+	WALCorruptRecords       uint64
+	WALTornRecords          uint64
+	WALRedeliveredSpans     uint64
+	MemoryWALBytes          uint64
 }
 
 // MemoryParts lists the engine's memory by part, with the names used in metrics.
@@ -256,6 +312,7 @@ func (s Stats) MemoryParts() []MemoryPart {
 		{"groups", s.MemoryGroupBytes},
 		{"late_cache", s.MemoryLateCacheBytes},
 		{"ready", s.ReadyBytes},
+		{"wal", s.MemoryWALBytes},
 	}
 }
 
@@ -292,6 +349,8 @@ const (
 	CodePanic          Code = 7005
 	CodeFull           Code = 7006
 	CodeClockStalled   Code = 7007
+	CodeWALUnavailable Code = 7008
+	CodeTooLarge       Code = 7009
 	// CodeNoCgo is Go-only: the package was built without cgo.
 	CodeNoCgo Code = 9001
 	// CodeClosed is Go-only: the engine was already closed.
@@ -307,16 +366,17 @@ type Error struct {
 func (e *Error) Error() string { return e.Message }
 
 // Retryable reports whether the batch was refused only for now: the engine's memory is
-// full of released data that has not left yet, or the HLC reached the bound in
-// hlc.state_file, which cannot be written. Nothing of it was kept; the sender should retry.
+// full of released data that has not left yet, the HLC reached the bound in
+// hlc.state_file, which cannot be written, or the write-ahead log could not take it (at
+// wal.max_bytes, disk full). Nothing of it was kept; the sender should retry.
 func (e *Error) Retryable() bool {
-	return e.Code == CodeFull || e.Code == CodeClockStalled
+	return e.Code == CodeFull || e.Code == CodeClockStalled || e.Code == CodeWALUnavailable
 }
 
 // Refused reports whether the error means the input batch was refused as a whole
-// (malformed or empty): retrying the same bytes cannot succeed.
+// (malformed, empty, too large to log): retrying the same bytes cannot succeed.
 func (e *Error) Refused() bool {
-	return e.Code == CodeMalformedInput || e.Code == CodeEmptyInput
+	return e.Code == CodeMalformedInput || e.Code == CodeEmptyInput || e.Code == CodeTooLarge
 }
 
 // staticKindNames and staticReasonNames are the names as compiled into Go; with cgo the
@@ -348,4 +408,5 @@ var staticReasonNames = []string{
 	"shutdown",
 	"late",
 	"unassembled",
+	"wal_full",
 }

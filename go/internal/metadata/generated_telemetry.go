@@ -23,34 +23,51 @@ func Tracer(settings component.TelemetrySettings) trace.Tracer {
 // TelemetryBuilder provides an interface for components to report telemetry
 // as defined in metadata and user config.
 type TelemetryBuilder struct {
-	meter                                        metric.Meter
-	mu                                           sync.Mutex
-	registrations                                []metric.Registration
-	ProcessorTraceconsistencyBatchesRefused      metric.Int64Counter
-	ProcessorTraceconsistencyBatchesThrottled    metric.Int64Counter
-	ProcessorTraceconsistencyBytesBuffered       metric.Int64Gauge
-	ProcessorTraceconsistencyConflictsDropped    metric.Int64Counter
-	ProcessorTraceconsistencyConsumeErrors       metric.Int64Counter
-	ProcessorTraceconsistencyDownstreamRetries   metric.Int64Counter
-	ProcessorTraceconsistencyDuplicatesDropped   metric.Int64Counter
-	ProcessorTraceconsistencyFindings            metric.Int64Counter
-	ProcessorTraceconsistencyHlcBackwardJumps    metric.Int64Counter
-	ProcessorTraceconsistencyHlcFutureTimestamps metric.Int64Counter
-	ProcessorTraceconsistencyHlcLogicalOverflows metric.Int64Counter
-	ProcessorTraceconsistencyHlcMaxForwardOffset metric.Int64Gauge
-	ProcessorTraceconsistencyHlcPersistErrors    metric.Int64Counter
-	ProcessorTraceconsistencyHlcRefusals         metric.Int64Counter
-	ProcessorTraceconsistencyHlcStalledBatches   metric.Int64Counter
-	ProcessorTraceconsistencyLateSpans           metric.Int64Counter
-	ProcessorTraceconsistencyMemory              metric.Int64Gauge
-	ProcessorTraceconsistencyReleaseAge          metric.Float64Histogram
-	ProcessorTraceconsistencySpansBuffered       metric.Int64Gauge
-	ProcessorTraceconsistencySpansLost           metric.Int64Counter
-	ProcessorTraceconsistencySpansReceived       metric.Int64Counter
-	ProcessorTraceconsistencySpansReleased       metric.Int64Counter
-	ProcessorTraceconsistencySpansUnassembled    metric.Int64Counter
-	ProcessorTraceconsistencyTracesBuffered      metric.Int64Gauge
-	ProcessorTraceconsistencyTracesReleased      metric.Int64Counter
+	meter                                            metric.Meter
+	mu                                               sync.Mutex
+	registrations                                    []metric.Registration
+	ProcessorTraceconsistencyBatchesRefused          metric.Int64Counter
+	ProcessorTraceconsistencyBatchesThrottled        metric.Int64Counter
+	ProcessorTraceconsistencyBytesBuffered           metric.Int64Gauge
+	ProcessorTraceconsistencyConflictsDropped        metric.Int64Counter
+	ProcessorTraceconsistencyConsumeErrors           metric.Int64Counter
+	ProcessorTraceconsistencyDownstreamRetries       metric.Int64Counter
+	ProcessorTraceconsistencyDuplicatesDropped       metric.Int64Counter
+	ProcessorTraceconsistencyFindings                metric.Int64Counter
+	ProcessorTraceconsistencyHandoffSpans            metric.Int64Counter
+	ProcessorTraceconsistencyHandoffSpansMerged      metric.Int64Counter
+	ProcessorTraceconsistencyHandoffSpansReceived    metric.Int64Counter
+	ProcessorTraceconsistencyHandoffTraces           metric.Int64Counter
+	ProcessorTraceconsistencyHandoffTracesIncomplete metric.Int64Counter
+	ProcessorTraceconsistencyHlcBackwardJumps        metric.Int64Counter
+	ProcessorTraceconsistencyHlcFutureTimestamps     metric.Int64Counter
+	ProcessorTraceconsistencyHlcLogicalOverflows     metric.Int64Counter
+	ProcessorTraceconsistencyHlcMaxForwardOffset     metric.Int64Gauge
+	ProcessorTraceconsistencyHlcPersistErrors        metric.Int64Counter
+	ProcessorTraceconsistencyHlcRefusals             metric.Int64Counter
+	ProcessorTraceconsistencyHlcStalledBatches       metric.Int64Counter
+	ProcessorTraceconsistencyLateSpans               metric.Int64Counter
+	ProcessorTraceconsistencyMemory                  metric.Int64Gauge
+	ProcessorTraceconsistencyReleaseAge              metric.Float64Histogram
+	ProcessorTraceconsistencySpansBuffered           metric.Int64Gauge
+	ProcessorTraceconsistencySpansLost               metric.Int64Counter
+	ProcessorTraceconsistencySpansReceived           metric.Int64Counter
+	ProcessorTraceconsistencySpansReleased           metric.Int64Counter
+	ProcessorTraceconsistencySpansUnassembled        metric.Int64Counter
+	ProcessorTraceconsistencyTracesBuffered          metric.Int64Gauge
+	ProcessorTraceconsistencyTracesReleased          metric.Int64Counter
+	ProcessorTraceconsistencyWalBytes                metric.Int64Gauge
+	ProcessorTraceconsistencyWalCorruptRecords       metric.Int64Counter
+	ProcessorTraceconsistencyWalFsyncDuration        metric.Float64Histogram
+	ProcessorTraceconsistencyWalFsyncs               metric.Int64Counter
+	ProcessorTraceconsistencyWalFullRefusals         metric.Int64Counter
+	ProcessorTraceconsistencyWalRecordsReplayed      metric.Int64Counter
+	ProcessorTraceconsistencyWalRedeliveredSpans     metric.Int64Counter
+	ProcessorTraceconsistencyWalSegments             metric.Int64Gauge
+	ProcessorTraceconsistencyWalSpansReplayed        metric.Int64Counter
+	ProcessorTraceconsistencyWalTornRecords          metric.Int64Counter
+	ProcessorTraceconsistencyWalTracesRecovered      metric.Int64Counter
+	ProcessorTraceconsistencyWalWriteErrors          metric.Int64Counter
 }
 
 // TelemetryBuilderOption applies changes to default builder.
@@ -128,6 +145,36 @@ func NewTelemetryBuilder(settings component.TelemetrySettings, options ...Teleme
 		"otelcol_processor_traceconsistency_findings",
 		metric.WithDescription("Consistency findings, by finding kind and service.name. [Alpha]"),
 		metric.WithUnit("{finding}"),
+	)
+	errs = errors.Join(errs, err)
+	builder.ProcessorTraceconsistencyHandoffSpans, err = builder.meter.Int64Counter(
+		"otelcol_processor_traceconsistency_handoff_spans",
+		metric.WithDescription("Spans handed off through the balancing tier to the collector that owns their trace now, instead of being released (connector form, handoff.on_shutdown or handoff.on_idle). [Alpha]"),
+		metric.WithUnit("{span}"),
+	)
+	errs = errors.Join(errs, err)
+	builder.ProcessorTraceconsistencyHandoffSpansMerged, err = builder.meter.Int64Counter(
+		"otelcol_processor_traceconsistency_handoff_spans_merged",
+		metric.WithDescription("Handed-off spans received that joined a trace already buffered here (the hand-off made that trace whole, or more nearly so). [Alpha]"),
+		metric.WithUnit("{span}"),
+	)
+	errs = errors.Join(errs, err)
+	builder.ProcessorTraceconsistencyHandoffSpansReceived, err = builder.meter.Int64Counter(
+		"otelcol_processor_traceconsistency_handoff_spans_received",
+		metric.WithDescription("Spans received with the hand-off marker consistency.span.handoff (stripped on receipt), handed off by another collector or by this one. [Alpha]"),
+		metric.WithUnit("{span}"),
+	)
+	errs = errors.Join(errs, err)
+	builder.ProcessorTraceconsistencyHandoffTraces, err = builder.meter.Int64Counter(
+		"otelcol_processor_traceconsistency_handoff_traces",
+		metric.WithDescription("Traces handed off through the balancing tier instead of being released. [Alpha]"),
+		metric.WithUnit("{trace}"),
+	)
+	errs = errors.Join(errs, err)
+	builder.ProcessorTraceconsistencyHandoffTracesIncomplete, err = builder.meter.Int64Counter(
+		"otelcol_processor_traceconsistency_handoff_traces_incomplete",
+		metric.WithDescription("Traces released after a hand-off (holding handed-off spans) and still incomplete: the hand-off did not find the rest of the trace. [Alpha]"),
+		metric.WithUnit("{trace}"),
 	)
 	errs = errors.Join(errs, err)
 	builder.ProcessorTraceconsistencyHlcBackwardJumps, err = builder.meter.Int64Counter(
@@ -231,6 +278,79 @@ func NewTelemetryBuilder(settings component.TelemetrySettings, options ...Teleme
 		"otelcol_processor_traceconsistency_traces_released",
 		metric.WithDescription("Traces released downstream, whole, by release reason. [Alpha]"),
 		metric.WithUnit("{trace}"),
+	)
+	errs = errors.Join(errs, err)
+	builder.ProcessorTraceconsistencyWalBytes, err = builder.meter.Int64Gauge(
+		"otelcol_processor_traceconsistency_wal_bytes",
+		metric.WithDescription("Bytes of the write-ahead log's segment files on disk (bounded by wal.max_bytes). [Alpha]"),
+		metric.WithUnit("By"),
+	)
+	errs = errors.Join(errs, err)
+	builder.ProcessorTraceconsistencyWalCorruptRecords, err = builder.meter.Int64Counter(
+		"otelcol_processor_traceconsistency_wal_corrupt_records",
+		metric.WithDescription("Damaged stretches of the write-ahead log skipped at start (each between two valid records; the log line names the file). [Alpha]"),
+		metric.WithUnit("{record}"),
+	)
+	errs = errors.Join(errs, err)
+	builder.ProcessorTraceconsistencyWalFsyncDuration, err = builder.meter.Float64Histogram(
+		"otelcol_processor_traceconsistency_wal_fsync_duration",
+		metric.WithDescription("Time one fsync of the write-ahead log took (read from the engine's power-of-two microsecond buckets, recorded at each bucket's midpoint). [Alpha]"),
+		metric.WithUnit("s"),
+		metric.WithExplicitBucketBoundaries([]float64{0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1}...),
+	)
+	errs = errors.Join(errs, err)
+	builder.ProcessorTraceconsistencyWalFsyncs, err = builder.meter.Int64Counter(
+		"otelcol_processor_traceconsistency_wal_fsyncs",
+		metric.WithDescription("Fsyncs of the write-ahead log (with wal.sync batch, concurrent batches share one). [Alpha]"),
+		metric.WithUnit("{fsync}"),
+	)
+	errs = errors.Join(errs, err)
+	builder.ProcessorTraceconsistencyWalFullRefusals, err = builder.meter.Int64Counter(
+		"otelcol_processor_traceconsistency_wal_full_refusals",
+		metric.WithDescription("Batches refused with a retryable error because the write-ahead log was at wal.max_bytes. [Alpha]"),
+		metric.WithUnit("{batch}"),
+	)
+	errs = errors.Join(errs, err)
+	builder.ProcessorTraceconsistencyWalRecordsReplayed, err = builder.meter.Int64Counter(
+		"otelcol_processor_traceconsistency_wal_records_replayed",
+		metric.WithDescription("Records read from the write-ahead log at start. [Alpha]"),
+		metric.WithUnit("{record}"),
+	)
+	errs = errors.Join(errs, err)
+	builder.ProcessorTraceconsistencyWalRedeliveredSpans, err = builder.meter.Int64Counter(
+		"otelcol_processor_traceconsistency_wal_redelivered_spans",
+		metric.WithDescription("Replayed spans that had been passed on before the restart without an acknowledgement: they may arrive twice downstream. [Alpha]"),
+		metric.WithUnit("{span}"),
+	)
+	errs = errors.Join(errs, err)
+	builder.ProcessorTraceconsistencyWalSegments, err = builder.meter.Int64Gauge(
+		"otelcol_processor_traceconsistency_wal_segments",
+		metric.WithDescription("Segment files of the write-ahead log. [Alpha]"),
+		metric.WithUnit("{file}"),
+	)
+	errs = errors.Join(errs, err)
+	builder.ProcessorTraceconsistencyWalSpansReplayed, err = builder.meter.Int64Counter(
+		"otelcol_processor_traceconsistency_wal_spans_replayed",
+		metric.WithDescription("Spans replayed from the write-ahead log at start (acknowledged before the restart, not delivered). [Alpha]"),
+		metric.WithUnit("{span}"),
+	)
+	errs = errors.Join(errs, err)
+	builder.ProcessorTraceconsistencyWalTornRecords, err = builder.meter.Int64Counter(
+		"otelcol_processor_traceconsistency_wal_torn_records",
+		metric.WithDescription("Incomplete records at the end of a write-ahead log segment ignored at start (a write cut short by a crash). [Alpha]"),
+		metric.WithUnit("{record}"),
+	)
+	errs = errors.Join(errs, err)
+	builder.ProcessorTraceconsistencyWalTracesRecovered, err = builder.meter.Int64Counter(
+		"otelcol_processor_traceconsistency_wal_traces_recovered",
+		metric.WithDescription("Traces buffered again at start with spans replayed from the write-ahead log; they leave marked consistency.trace.recovered. [Alpha]"),
+		metric.WithUnit("{trace}"),
+	)
+	errs = errors.Join(errs, err)
+	builder.ProcessorTraceconsistencyWalWriteErrors, err = builder.meter.Int64Counter(
+		"otelcol_processor_traceconsistency_wal_write_errors",
+		metric.WithDescription("Failed writes or fsyncs of the write-ahead log (disk full, I/O errors); a batch refused with a retryable error each, when ingesting. [Alpha]"),
+		metric.WithUnit("{error}"),
 	)
 	errs = errors.Join(errs, err)
 	return &builder, errs

@@ -27,6 +27,11 @@ func TestSetupTelemetry(t *testing.T) {
 	tb.ProcessorTraceconsistencyDownstreamRetries.Add(context.Background(), 1)
 	tb.ProcessorTraceconsistencyDuplicatesDropped.Add(context.Background(), 1)
 	tb.ProcessorTraceconsistencyFindings.Add(context.Background(), 1)
+	tb.ProcessorTraceconsistencyHandoffSpans.Add(context.Background(), 1)
+	tb.ProcessorTraceconsistencyHandoffSpansMerged.Add(context.Background(), 1)
+	tb.ProcessorTraceconsistencyHandoffSpansReceived.Add(context.Background(), 1)
+	tb.ProcessorTraceconsistencyHandoffTraces.Add(context.Background(), 1)
+	tb.ProcessorTraceconsistencyHandoffTracesIncomplete.Add(context.Background(), 1)
 	tb.ProcessorTraceconsistencyHlcBackwardJumps.Add(context.Background(), 1)
 	tb.ProcessorTraceconsistencyHlcFutureTimestamps.Add(context.Background(), 1)
 	tb.ProcessorTraceconsistencyHlcLogicalOverflows.Add(context.Background(), 1)
@@ -44,6 +49,18 @@ func TestSetupTelemetry(t *testing.T) {
 	tb.ProcessorTraceconsistencySpansUnassembled.Add(context.Background(), 1)
 	tb.ProcessorTraceconsistencyTracesBuffered.Record(context.Background(), 1)
 	tb.ProcessorTraceconsistencyTracesReleased.Add(context.Background(), 1)
+	tb.ProcessorTraceconsistencyWalBytes.Record(context.Background(), 1)
+	tb.ProcessorTraceconsistencyWalCorruptRecords.Add(context.Background(), 1)
+	tb.ProcessorTraceconsistencyWalFsyncDuration.Record(context.Background(), 1)
+	tb.ProcessorTraceconsistencyWalFsyncs.Add(context.Background(), 1)
+	tb.ProcessorTraceconsistencyWalFullRefusals.Add(context.Background(), 1)
+	tb.ProcessorTraceconsistencyWalRecordsReplayed.Add(context.Background(), 1)
+	tb.ProcessorTraceconsistencyWalRedeliveredSpans.Add(context.Background(), 1)
+	tb.ProcessorTraceconsistencyWalSegments.Record(context.Background(), 1)
+	tb.ProcessorTraceconsistencyWalSpansReplayed.Add(context.Background(), 1)
+	tb.ProcessorTraceconsistencyWalTornRecords.Add(context.Background(), 1)
+	tb.ProcessorTraceconsistencyWalTracesRecovered.Add(context.Background(), 1)
+	tb.ProcessorTraceconsistencyWalWriteErrors.Add(context.Background(), 1)
 	AssertEqualProcessorTraceconsistencyBatchesRefused(t, testTel,
 		[]metricdata.DataPoint[int64]{{Value: 1}},
 		metricdatatest.IgnoreTimestamp())
@@ -66,6 +83,21 @@ func TestSetupTelemetry(t *testing.T) {
 		[]metricdata.DataPoint[int64]{{Value: 1}},
 		metricdatatest.IgnoreTimestamp())
 	AssertEqualProcessorTraceconsistencyFindings(t, testTel,
+		[]metricdata.DataPoint[int64]{{Value: 1}},
+		metricdatatest.IgnoreTimestamp())
+	AssertEqualProcessorTraceconsistencyHandoffSpans(t, testTel,
+		[]metricdata.DataPoint[int64]{{Value: 1}},
+		metricdatatest.IgnoreTimestamp())
+	AssertEqualProcessorTraceconsistencyHandoffSpansMerged(t, testTel,
+		[]metricdata.DataPoint[int64]{{Value: 1}},
+		metricdatatest.IgnoreTimestamp())
+	AssertEqualProcessorTraceconsistencyHandoffSpansReceived(t, testTel,
+		[]metricdata.DataPoint[int64]{{Value: 1}},
+		metricdatatest.IgnoreTimestamp())
+	AssertEqualProcessorTraceconsistencyHandoffTraces(t, testTel,
+		[]metricdata.DataPoint[int64]{{Value: 1}},
+		metricdatatest.IgnoreTimestamp())
+	AssertEqualProcessorTraceconsistencyHandoffTracesIncomplete(t, testTel,
 		[]metricdata.DataPoint[int64]{{Value: 1}},
 		metricdatatest.IgnoreTimestamp())
 	AssertEqualProcessorTraceconsistencyHlcBackwardJumps(t, testTel,
@@ -117,6 +149,42 @@ func TestSetupTelemetry(t *testing.T) {
 		[]metricdata.DataPoint[int64]{{Value: 1}},
 		metricdatatest.IgnoreTimestamp())
 	AssertEqualProcessorTraceconsistencyTracesReleased(t, testTel,
+		[]metricdata.DataPoint[int64]{{Value: 1}},
+		metricdatatest.IgnoreTimestamp())
+	AssertEqualProcessorTraceconsistencyWalBytes(t, testTel,
+		[]metricdata.DataPoint[int64]{{Value: 1}},
+		metricdatatest.IgnoreTimestamp())
+	AssertEqualProcessorTraceconsistencyWalCorruptRecords(t, testTel,
+		[]metricdata.DataPoint[int64]{{Value: 1}},
+		metricdatatest.IgnoreTimestamp())
+	AssertEqualProcessorTraceconsistencyWalFsyncDuration(t, testTel,
+		[]metricdata.HistogramDataPoint[float64]{{}}, metricdatatest.IgnoreValue(),
+		metricdatatest.IgnoreTimestamp())
+	AssertEqualProcessorTraceconsistencyWalFsyncs(t, testTel,
+		[]metricdata.DataPoint[int64]{{Value: 1}},
+		metricdatatest.IgnoreTimestamp())
+	AssertEqualProcessorTraceconsistencyWalFullRefusals(t, testTel,
+		[]metricdata.DataPoint[int64]{{Value: 1}},
+		metricdatatest.IgnoreTimestamp())
+	AssertEqualProcessorTraceconsistencyWalRecordsReplayed(t, testTel,
+		[]metricdata.DataPoint[int64]{{Value: 1}},
+		metricdatatest.IgnoreTimestamp())
+	AssertEqualProcessorTraceconsistencyWalRedeliveredSpans(t, testTel,
+		[]metricdata.DataPoint[int64]{{Value: 1}},
+		metricdatatest.IgnoreTimestamp())
+	AssertEqualProcessorTraceconsistencyWalSegments(t, testTel,
+		[]metricdata.DataPoint[int64]{{Value: 1}},
+		metricdatatest.IgnoreTimestamp())
+	AssertEqualProcessorTraceconsistencyWalSpansReplayed(t, testTel,
+		[]metricdata.DataPoint[int64]{{Value: 1}},
+		metricdatatest.IgnoreTimestamp())
+	AssertEqualProcessorTraceconsistencyWalTornRecords(t, testTel,
+		[]metricdata.DataPoint[int64]{{Value: 1}},
+		metricdatatest.IgnoreTimestamp())
+	AssertEqualProcessorTraceconsistencyWalTracesRecovered(t, testTel,
+		[]metricdata.DataPoint[int64]{{Value: 1}},
+		metricdatatest.IgnoreTimestamp())
+	AssertEqualProcessorTraceconsistencyWalWriteErrors(t, testTel,
 		[]metricdata.DataPoint[int64]{{Value: 1}},
 		metricdatatest.IgnoreTimestamp())
 

@@ -1,0 +1,459 @@
+//! The write-ahead log through the engine, with an injected clock: what a restart replays
+//! (and what it does not), reclaiming segments, group commit, damage, a full disk, the
+//! `wal.max_bytes` bound, the directory lock, and the HLC after a restart.
+
+use super::*;
+use crate::testutil::*;
+use crate::wal::SyncMode;
+use opentelemetry_proto::tonic::common::v1::any_value;
+use opentelemetry_proto::tonic::trace::v1::Span;
+use std::path::{Path, PathBuf};
+
+const MS: u64 = 1_000_000;
+const SEC: u64 = 1_000_000_000;
+const T0: u64 = 1_790_000_000 * SEC;
+
+/// A fresh directory under the system's temp directory, removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> TempDir {
+        let n = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+        let p = std::env::temp_dir().join(format!("tc-wal-{name}-{}-{n}", std::process::id()));
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn cfg(dir: &Path) -> Config {
+    Config {
+        num_shards: 2,
+        quiet_period_ns: SEC as i64,
+        idle_timeout_ns: (10 * SEC) as i64,
+        max_age_ns: (60 * SEC) as i64,
+        hlc_restart: RestartStrategy::None,
+        wal_directory: Some(dir.to_str().unwrap().to_string()),
+        wal_sync: SyncMode::Batch,
+        ..Config::default()
+    }
+}
+
+fn children(t: u64) -> Vec<Span> {
+    let b = T0 - 5 * SEC;
+    vec![span(t, 2, 1, b + 10 * MS, b + 500 * MS), span(t, 3, 1, b + 20 * MS, b + 600 * MS)]
+}
+
+fn root(t: u64) -> Vec<Span> {
+    let b = T0 - 5 * SEC;
+    vec![span(t, 1, 0, b, b + 900 * MS)]
+}
+
+fn req(spans: Vec<Span>) -> Vec<u8> {
+    request(vec![("svc", spans)])
+}
+
+/// Drains everything; acknowledges each release when `ack`.
+fn drain(e: &Engine, ack: bool) -> Vec<OutSpan> {
+    let mut out = Vec::new();
+    while let Some(r) = e.drain(1_000_000) {
+        out.extend(decode(&r.otlp));
+        if ack {
+            assert!(e.delivered(r.token), "a release with spans has a token");
+        }
+    }
+    out
+}
+
+fn segment_files(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> =
+        std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).filter(|p| p.extension().is_some_and(|x| x == "wal")).collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn a_restart_replays_what_was_not_delivered_and_nothing_else() {
+    let dir = TempDir::new("replay");
+    let (stamps_before, a_stamps);
+    {
+        let e = Engine::new(cfg(&dir.0)).unwrap();
+        assert_eq!(e.recover(T0), Recovery::default());
+        e.ingest(&req(children(0xA)), T0).unwrap();
+        let mut b = children(0xB);
+        b.extend(root(0xB));
+        e.ingest(&req(b), T0).unwrap();
+        e.tick(T0 + 2 * SEC); // B is complete and quiet: released and delivered
+        let out = drain(&e, true);
+        assert_eq!(out.len(), 3);
+        assert!(out.iter().all(|s| s.trace() == 0xB));
+        stamps_before = e.hlc_last().unwrap();
+        // A's stamps as given, to compare after the restart.
+        e.shutdown(T0 + 3 * SEC);
+        let a: Vec<OutSpan> = drain(&e, false); // handed out, never acknowledged: in flight
+        a_stamps = a.iter().map(|s| (s.id(), s.attr_str("consistency.hlc").unwrap())).collect::<Vec<_>>();
+        assert_eq!(a.len(), 2);
+        // Dropped without acknowledging A: a crash as far as the log is concerned.
+    }
+    let e = Engine::new(cfg(&dir.0)).unwrap();
+    let rep = e.recover(T0 + 4 * SEC);
+    assert_eq!((rep.spans, rep.traces, rep.batches), (2, 1, 1), "{rep:?}");
+    assert_eq!(rep.redelivered_spans, 2, "A was handed out and not acknowledged");
+    assert_eq!((rep.corrupt_records, rep.torn_records), (0, 0));
+    let s = e.stats();
+    assert_eq!((s.buffered_spans, s.buffered_traces, s.wal_spans_replayed, s.wal_traces_recovered), (2, 1, 2, 1));
+    assert_eq!(s.spans_received, 0, "replayed spans are not received again");
+    // The clock continues above every replayed stamp, even with the host clock far behind.
+    assert!(e.hlc_last().unwrap() >= stamps_before);
+    // The trace cut by the restart goes on assembling and leaves whole, marked recovered.
+    e.ingest(&req(root(0xA)), T0 + 4 * SEC).unwrap();
+    e.tick(T0 + 6 * SEC);
+    let out = drain(&e, true);
+    assert_eq!(out.len(), 3);
+    let summary = out.iter().find(|s| s.id() == 1).unwrap();
+    assert_eq!(summary.attr_str("consistency.trace.release_reason").as_deref(), Some("complete"));
+    assert!(matches!(summary.attr("consistency.trace.recovered"), Some(any_value::Value::BoolValue(true))));
+    assert!(out.iter().filter(|s| s.id() != 1).all(|s| s.attr("consistency.trace.recovered").is_none()));
+    for (id, hlc) in &a_stamps {
+        let s = out.iter().find(|s| s.id() == *id).unwrap();
+        assert_eq!(s.attr_str("consistency.hlc").as_ref(), Some(hlc), "replayed spans keep their stamps");
+    }
+    let new_root = out.iter().find(|s| s.id() == 1).unwrap().attr_str("consistency.hlc").unwrap();
+    assert!(a_stamps.iter().all(|(_, h)| *h < new_root), "the new stamp is above the replayed ones");
+    drop(e);
+    // Everything was delivered: nothing replays, and the log is down to one segment.
+    let e = Engine::new(cfg(&dir.0)).unwrap();
+    let rep = e.recover(T0 + 10 * SEC);
+    assert_eq!((rep.spans, rep.batches), (0, 0), "{rep:?}");
+    drop(e);
+    assert!(segment_files(&dir.0).len() <= 2, "{:?}", segment_files(&dir.0));
+}
+
+#[test]
+fn unassembled_and_late_spans_are_logged_and_acknowledged_too() {
+    let dir = TempDir::new("late");
+    {
+        let e = Engine::new(cfg(&dir.0)).unwrap();
+        e.recover(T0);
+        let mut b = children(0xB);
+        b.extend(root(0xB));
+        e.ingest(&req(b), T0).unwrap();
+        e.tick(T0 + 2 * SEC);
+        drain(&e, true);
+        // A late span of B and a span with a zero trace ID, in one batch.
+        let mut late = vec![span(0xB, 9, 1, T0 - SEC, T0 - SEC / 2)];
+        let mut bad = span(0xC, 1, 0, T0 - SEC, T0);
+        bad.trace_id = vec![0; 16];
+        late.push(bad);
+        let o = e.ingest(&req(late), T0 + 3 * SEC).unwrap();
+        assert_eq!((o.late_forwarded, o.unassembled), (1, 1));
+        // Drained, only the unassembled one is acknowledged (one release each when drained
+        // one unit at a time).
+        let first = e.drain(1).unwrap();
+        let _second = e.drain(1).unwrap();
+        assert!(e.delivered(first.token));
+    }
+    let e = Engine::new(cfg(&dir.0)).unwrap();
+    let rep = e.recover(T0 + 10 * SEC);
+    assert_eq!(rep.spans, 1, "only the unacknowledged one of the two replays: {rep:?}");
+}
+
+#[test]
+fn segments_are_reclaimed_once_delivered() {
+    let dir = TempDir::new("reclaim");
+    let mut c = cfg(&dir.0);
+    c.wal_max_bytes = crate::config::MIN_WAL_MAX_BYTES; // 1 MiB segments
+    let e = Engine::new(c).unwrap();
+    e.recover(T0);
+    let big = "x".repeat(100_000);
+    for t in 0..40u64 {
+        let mut spans = children(t + 1);
+        spans.extend(root(t + 1));
+        spans[0].name = big.clone();
+        e.ingest(&req(spans), T0).unwrap();
+    }
+    let s = e.stats();
+    assert!(s.wal_segments >= 4, "{} segments", s.wal_segments);
+    assert!(s.wal_bytes > 4_000_000);
+    e.tick(T0 + 2 * SEC);
+    drain(&e, true);
+    let s = e.stats();
+    assert_eq!(s.wal_segments, 1, "everything delivered: only the current segment is left");
+    assert!(s.wal_bytes < 1_200_000, "{}", s.wal_bytes);
+    assert_eq!(segment_files(&dir.0).len(), 1);
+}
+
+#[test]
+fn one_fsync_covers_every_record_written_before_it() {
+    let dir = TempDir::new("group");
+    let mut c = cfg(&dir.0);
+    c.wal_sync = SyncMode::None;
+    let e = Engine::new(c).unwrap();
+    e.recover(T0);
+    for t in 0..5u64 {
+        e.ingest(&req(children(t + 1)), T0).unwrap();
+    }
+    let w = e.wal.as_ref().unwrap();
+    assert_eq!(w.c.fsyncs.load(Ordering::Relaxed), 0, "sync none: no fsync while ingesting");
+    w.sync_now().unwrap();
+    w.sync_now().unwrap();
+    assert_eq!(w.c.fsyncs.load(Ordering::Relaxed), 1, "one fsync for five records; a second call finds nothing to do");
+}
+
+#[test]
+fn concurrent_ingests_all_reach_the_log_and_share_fsyncs() {
+    let dir = TempDir::new("concurrent");
+    const THREADS: u64 = 8;
+    const EACH: u64 = 40;
+    {
+        let e = Engine::new(cfg(&dir.0)).unwrap();
+        e.recover(T0);
+        std::thread::scope(|sc| {
+            for th in 0..THREADS {
+                let e = &e;
+                sc.spawn(move || {
+                    for i in 0..EACH {
+                        e.ingest(&req(children(th * 1000 + i + 1)), T0).unwrap();
+                    }
+                });
+            }
+        });
+        let s = e.stats();
+        let ingests = THREADS * EACH;
+        println!("group commit: {} fsyncs for {ingests} ingests", s.wal_fsyncs);
+        assert!(s.wal_fsyncs <= ingests);
+        assert!(s.wal_fsync_buckets.iter().sum::<u64>() == s.wal_fsyncs);
+    }
+    let e = Engine::new(cfg(&dir.0)).unwrap();
+    let rep = e.recover(T0);
+    assert_eq!(rep.spans, THREADS * EACH * 2);
+    assert_eq!(rep.traces, THREADS * EACH);
+}
+
+#[test]
+fn replaying_twice_gives_the_same_engine_state() {
+    let dir = TempDir::new("idempotent");
+    {
+        let e = Engine::new(cfg(&dir.0)).unwrap();
+        e.recover(T0);
+        for t in 0..20u64 {
+            e.ingest(&req(children(t + 1)), T0 + t * MS).unwrap();
+        }
+        let mut b = children(0xB0B);
+        b.extend(root(0xB0B));
+        e.ingest(&req(b), T0).unwrap();
+        e.tick(T0 + 2 * SEC);
+        drain(&e, true);
+    }
+    let run = || {
+        let e = Engine::new(cfg(&dir.0)).unwrap();
+        let rep = e.recover(T0 + 5 * SEC);
+        let s = e.stats();
+        // (Table capacities depend on the per-process hash keys; the spans held do not.)
+        let state = (s.buffered_spans, s.buffered_traces, s.memory_span_bytes, rep.spans, rep.traces, rep.batches);
+        // Crash again, with nothing delivered.
+        e.shutdown(T0 + 6 * SEC);
+        let mut out: Vec<(u64, u64, Option<String>)> =
+            drain(&e, false).iter().map(|s| (s.trace(), s.id(), s.attr_str("consistency.hlc"))).collect();
+        out.sort();
+        (state, out)
+    };
+    let first = run();
+    let second = run();
+    assert_eq!(first.0 .0, 40);
+    assert_eq!(first, second);
+}
+
+/// Three batches of one span each, ingested and never delivered; returns the segment file.
+fn three_batches(dir: &Path) -> PathBuf {
+    let e = Engine::new(cfg(dir)).unwrap();
+    e.recover(T0);
+    for t in 1..=3u64 {
+        e.ingest(&req(vec![span(t, 2, 1, T0 - SEC, T0)]), T0).unwrap();
+    }
+    drop(e);
+    let files: Vec<PathBuf> = segment_files(dir).into_iter().filter(|p| std::fs::metadata(p).unwrap().len() > 0).collect();
+    assert_eq!(files.len(), 1);
+    files[0].clone()
+}
+
+#[test]
+fn a_torn_last_record_is_ignored_and_counted() {
+    let dir = TempDir::new("torn");
+    let seg = three_batches(&dir.0);
+    let len = std::fs::metadata(&seg).unwrap().len();
+    std::fs::OpenOptions::new().write(true).open(&seg).unwrap().set_len(len - 7).unwrap();
+    let e = Engine::new(cfg(&dir.0)).unwrap();
+    let rep = e.recover(T0);
+    assert_eq!((rep.spans, rep.torn_records, rep.corrupt_records), (2, 1, 0), "{rep:?}");
+    assert!(rep.problems[0].contains(&seg.display().to_string()), "{:?}", rep.problems);
+    assert_eq!(e.stats().wal_torn_records, 1);
+    // New records go to a new segment, never after the torn tail.
+    e.ingest(&req(children(9)), T0).unwrap();
+    drop(e);
+    let e = Engine::new(cfg(&dir.0)).unwrap();
+    let rep = e.recover(T0);
+    assert_eq!((rep.spans, rep.torn_records), (4, 1), "{rep:?}");
+}
+
+#[test]
+fn a_flipped_byte_skips_only_the_record_it_is_in() {
+    let dir = TempDir::new("flip");
+    let seg = three_batches(&dir.0);
+    let mut bytes = std::fs::read(&seg).unwrap();
+    let mid = bytes.len() / 2; // inside the second record
+    bytes[mid] ^= 0x10;
+    std::fs::write(&seg, &bytes).unwrap();
+    let e = Engine::new(cfg(&dir.0)).unwrap();
+    let rep = e.recover(T0);
+    assert_eq!((rep.spans, rep.corrupt_records, rep.torn_records), (2, 1, 0), "{rep:?}");
+    assert!(rep.problems[0].contains(&seg.display().to_string()) && rep.problems[0].contains("damaged"), "{:?}", rep.problems);
+    let (out, traces): (Vec<OutSpan>, Vec<u64>) = {
+        e.shutdown(T0);
+        let o = drain(&e, false);
+        let t = o.iter().map(|s| s.trace()).collect();
+        (o, t)
+    };
+    assert_eq!(out.len(), 2);
+    assert!(traces.contains(&1) && traces.contains(&3) && !traces.contains(&2));
+}
+
+#[test]
+fn a_failed_write_refuses_the_batch_retryably_and_keeps_the_log_readable() {
+    let dir = TempDir::new("diskfull");
+    {
+        let e = Engine::new(cfg(&dir.0)).unwrap();
+        e.recover(T0);
+        e.ingest(&req(children(1)), T0).unwrap();
+        e.wal.as_ref().unwrap().fail_writes.store(true, Ordering::Relaxed);
+        let err = e.ingest(&req(children(2)), T0).unwrap_err();
+        assert!(matches!(err, IngestError::Wal(_)), "{err:?}");
+        assert!(err.to_string().contains("retry later"));
+        let s = e.stats();
+        assert_eq!((s.buffered_spans, s.spans_received, s.wal_write_errors), (2, 2, 1), "nothing of the refused batch kept");
+        e.wal.as_ref().unwrap().fail_writes.store(false, Ordering::Relaxed);
+        e.ingest(&req(children(3)), T0).unwrap();
+    }
+    let e = Engine::new(cfg(&dir.0)).unwrap();
+    let rep = e.recover(T0);
+    assert_eq!((rep.spans, rep.traces, rep.corrupt_records, rep.torn_records), (4, 2, 0, 0), "{rep:?}");
+}
+
+#[test]
+fn at_the_bound_the_oldest_traces_are_released_and_ingest_waits_for_delivery() {
+    let dir = TempDir::new("full");
+    let mut c = cfg(&dir.0);
+    c.wal_max_bytes = crate::config::MIN_WAL_MAX_BYTES;
+    let e = Engine::new(c.clone()).unwrap();
+    e.recover(T0);
+    let big = "y".repeat(200_000);
+    let mut accepted = 0u64;
+    let mut refused = None;
+    for t in 1..=100u64 {
+        let mut spans = children(t);
+        spans[0].name = big.clone();
+        match e.ingest(&req(spans), T0) {
+            Ok(_) => accepted += 1,
+            Err(err) => {
+                refused = Some(err);
+                break;
+            }
+        }
+    }
+    let err = refused.expect("the log fills");
+    assert!(matches!(err, IngestError::Wal(_)) && err.to_string().contains("wal.max_bytes"), "{err}");
+    assert!(e.stats().wal_bytes <= c.wal_max_bytes as u64);
+    assert_eq!(e.stats().wal_full_refusals, 1);
+    // The next tick releases the traces holding the oldest segment, never deleting them.
+    e.tick(T0 + MS);
+    let mut released = 0u64;
+    let mut reasons = Vec::new();
+    while let Some(r) = e.drain(1_000_000) {
+        released += r.spans;
+        reasons.extend(r.units.iter().map(|u| u.reason));
+        assert!(e.delivered(r.token));
+    }
+    assert!(released > 0);
+    assert!(reasons.iter().all(|&r| r == ReleaseReason::WalFull));
+    assert!(e.stats().wal_bytes < c.wal_max_bytes as u64 * 3 / 4 + (1 << 20));
+    // Room again.
+    let mut spans = children(1000);
+    spans[0].name = big.clone();
+    e.ingest(&req(spans), T0).unwrap();
+    assert_eq!(e.stats().buffered_spans + released, (accepted + 1) * 2);
+}
+
+#[test]
+fn a_second_engine_cannot_open_a_log_in_use() {
+    let dir = TempDir::new("lock");
+    let _first = Engine::new(cfg(&dir.0)).unwrap();
+    let err = Engine::new(cfg(&dir.0)).err().expect("the second must fail");
+    assert!(err.0.starts_with("wal.directory") && err.0.contains("in use by another process"), "{err}");
+}
+
+#[test]
+fn a_directory_that_cannot_be_created_names_the_key() {
+    let dir = TempDir::new("nodir");
+    let file = dir.0.join("a-file");
+    std::fs::write(&file, b"x").unwrap();
+    let mut c = cfg(&dir.0);
+    c.wal_directory = Some(file.join("sub").to_str().unwrap().to_string());
+    let err = Engine::new(c).err().expect("must fail");
+    assert!(err.0.starts_with("wal.directory") && err.0.contains("cannot be created"), "{err}");
+}
+
+#[test]
+fn sync_interval_acknowledges_at_once_and_a_background_thread_syncs() {
+    let dir = TempDir::new("interval");
+    let mut c = cfg(&dir.0);
+    c.wal_sync = SyncMode::Interval;
+    c.wal_sync_interval_ns = (10 * MS) as i64;
+    let e = Engine::new(c).unwrap();
+    e.recover(T0);
+    e.ingest(&req(children(1)), T0).unwrap();
+    // The ingest did not wait for an fsync. Wait (bounded) for the background one.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while e.stats().wal_fsyncs == 0 {
+        assert!(std::time::Instant::now() < deadline, "no background fsync within 10 s");
+        std::thread::yield_now();
+    }
+}
+
+#[test]
+fn traces_spread_over_many_batches_free_every_segment_once_delivered() {
+    let dir = TempDir::new("spread");
+    let mut c = cfg(&dir.0);
+    c.wal_max_bytes = crate::config::MIN_WAL_MAX_BYTES;
+    let e = Engine::new(c).unwrap();
+    e.recover(T0);
+    let pad = "z".repeat(2_000);
+    let mut now = T0;
+    // 400 traces of 6 spans, eight at a time interleaved over three batches each.
+    for group in 0..50u64 {
+        let ids: Vec<u64> = (0..8).map(|k| group * 8 + k + 1).collect();
+        for part in 0..3u64 {
+            let mut spans = Vec::new();
+            for &t in &ids {
+                for s in [part * 2 + 1, part * 2 + 2] {
+                    let parent = if s == 1 { 0 } else { 1 };
+                    let mut sp = span(t, s, parent, T0 - SEC, T0 - SEC / 2);
+                    sp.name = pad.clone();
+                    spans.push(sp);
+                }
+            }
+            e.ingest(&req(spans), now).unwrap();
+            now += MS;
+        }
+        e.tick(now + 2 * SEC);
+        drain(&e, true);
+        now += 3 * SEC;
+    }
+    let w = e.wal.as_ref().unwrap();
+    assert_eq!(w.outstanding(), vec![], "every batch delivered");
+    assert_eq!(e.stats().wal_segments, 1);
+}

@@ -1,0 +1,669 @@
+//! The engine's write-ahead log: every accepted batch, with the stamps its spans were given,
+//! is on disk before the batch is acknowledged; every release is marked delivered once
+//! downstream accepted it; a restart replays what was not delivered (docs/DESIGN.md,
+//! "Write-ahead log").
+//!
+//! Layout: a directory holding `LOCK` (an exclusive `flock` for the process that owns the
+//! log) and segment files `<base>.wal`, `base` being the log position of the segment's first
+//! byte (20 decimal digits). Records ([`record`]) are appended to the newest segment; a new
+//! segment starts once the current one would pass `wal.max_bytes / 16` (at least 1 MiB, at
+//! most 16 MiB). A record's position (segment base + offset) is its log sequence number.
+//!
+//! What is tracked: each batch record's number of undelivered keys (a key is a batch and a
+//! trace: the spans of one trace in one batch always leave in one unit). A segment is
+//! deleted, oldest first, once no key of any batch in it is undelivered; delivered records
+//! always follow the batches they name, so deleting oldest first never loses one that a
+//! remaining batch needs.
+//!
+//! Durability (`wal.sync`): `batch` — an ingest returns after its record is fsync'd; ingests
+//! that wait at the same time share one fsync (group commit). `interval` — records are
+//! fsync'd by a background thread at most every `wal.sync_interval`; a crash loses at most
+//! that much acknowledged data. `none` — the OS writes back when it likes. Delivered and
+//! drained records never wait for an fsync: losing one re-delivers spans, never loses them.
+
+pub mod record;
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::io::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use record::{Body, Encoded, Key, SpanStamp, KIND_DELIVERED, KIND_DRAINED};
+
+/// When a record counts as durable (`wal.sync`). Exported to C as `tc_wal_sync`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+pub enum SyncMode {
+    /// An ingest returns once its record is fsync'd (group commit).
+    Batch = 0,
+    /// A background fsync at most every `wal.sync_interval`.
+    Interval = 1,
+    /// No fsync; the OS writes back.
+    None = 2,
+}
+
+impl SyncMode {
+    pub const ALL: [SyncMode; 3] = [SyncMode::Batch, SyncMode::Interval, SyncMode::None];
+}
+
+pub const MIN_SEGMENT_BYTES: u64 = 1 << 20;
+pub const MAX_SEGMENT_BYTES: u64 = 16 << 20;
+/// Fsync latency histogram: bucket `i` counts fsyncs under `2^i` µs (the last: the rest).
+pub const FSYNC_BUCKETS: usize = 24;
+
+/// How the log is configured (validated by the engine's configuration).
+#[derive(Clone, Debug)]
+pub struct WalConfig {
+    pub directory: PathBuf,
+    pub sync: SyncMode,
+    pub sync_interval: Duration,
+    pub max_bytes: u64,
+}
+
+/// Why a record could not be appended.
+#[derive(Debug)]
+pub enum AppendError {
+    /// The log is at `wal.max_bytes`: retry once delivered data frees segments.
+    Full { bytes: u64, bound: u64 },
+    /// A write or an fsync failed (disk full, I/O error): retry later.
+    Io(io::Error),
+    /// The record alone is larger than a record may be.
+    TooLarge(u64),
+}
+
+impl std::fmt::Display for AppendError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AppendError::Full { bytes, bound } => write!(
+                f,
+                "write-ahead log full ({bytes} bytes on disk, wal.max_bytes {bound}); the oldest traces are being released to free it"
+            ),
+            AppendError::Io(e) => write!(f, "write-ahead log write failed: {e}"),
+            AppendError::TooLarge(n) => write!(f, "batch of {n} bytes is larger than a write-ahead log record may be"),
+        }
+    }
+}
+
+/// Counters and gauges of the log.
+#[derive(Default)]
+pub struct WalCounters {
+    pub fsyncs: AtomicU64,
+    pub fsync_buckets: [AtomicU64; FSYNC_BUCKETS],
+    pub write_errors: AtomicU64,
+    pub full_refusals: AtomicU64,
+}
+
+/// What a segment is, in memory.
+#[derive(Debug)]
+struct Segment {
+    base: u64,
+    len: u64,
+}
+
+impl Segment {
+    fn path(dir: &Path, base: u64) -> PathBuf {
+        dir.join(format!("{base:020}.wal"))
+    }
+}
+
+struct Writer {
+    file: Arc<File>,
+    /// Base of the current segment.
+    base: u64,
+    /// Global position of the next byte (current base + its length).
+    pos: u64,
+}
+
+#[derive(Default)]
+struct Commit {
+    /// Every byte before this position is on disk.
+    synced: u64,
+    syncing: bool,
+}
+
+/// Undelivered keys and the segments on disk.
+#[derive(Default)]
+struct Track {
+    /// Batch position → its undelivered keys.
+    outstanding: BTreeMap<u64, u32>,
+    segments: VecDeque<Segment>,
+    /// Releases handed out and not yet acknowledged: token → keys.
+    pending: HashMap<u64, Vec<Key>>,
+    next_token: u64,
+    pending_keys: u64,
+}
+
+impl Track {
+    /// Bytes the bookkeeping holds (estimated per entry: map node share, key, value).
+    fn bytes(&self) -> u64 {
+        self.outstanding.len() as u64 * 48 + self.pending_keys * 40 + self.pending.len() as u64 * 64 + self.segments.len() as u64 * 16
+    }
+}
+
+/// The track lock; on release, the bookkeeping's size is published for the engine's memory
+/// bound (read on every ingest without taking the lock).
+struct TrackGuard<'a> {
+    g: MutexGuard<'a, Track>,
+    mem: &'a AtomicU64,
+}
+
+impl std::ops::Deref for TrackGuard<'_> {
+    type Target = Track;
+    fn deref(&self) -> &Track {
+        &self.g
+    }
+}
+
+impl std::ops::DerefMut for TrackGuard<'_> {
+    fn deref_mut(&mut self) -> &mut Track {
+        &mut self.g
+    }
+}
+
+impl Drop for TrackGuard<'_> {
+    fn drop(&mut self) {
+        self.mem.store(self.g.bytes(), Ordering::Relaxed);
+    }
+}
+
+/// The log. Thread-safe.
+pub struct Wal {
+    cfg: WalConfig,
+    segment_bytes: u64,
+    _lock: File,
+    w: Mutex<Writer>,
+    commit: Mutex<Commit>,
+    commit_cv: Condvar,
+    track: Mutex<Track>,
+    /// [`Track::bytes`] as of the last change.
+    track_mem: AtomicU64,
+    /// Bytes of every segment on disk.
+    disk_bytes: AtomicU64,
+    pub c: WalCounters,
+    syncer: Mutex<Option<(Arc<(Mutex<bool>, Condvar)>, JoinHandle<()>)>>,
+    #[cfg(test)]
+    pub fail_writes: std::sync::atomic::AtomicBool,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Every critical section leaves plain values consistent.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// One batch record found at start, to replay.
+pub struct ReplayBatch {
+    pub pos: u64,
+    pub stamps: Vec<SpanStamp>,
+    pub data: Vec<u8>,
+    /// Trace IDs (0: spans not assembled) whose spans of this batch were delivered.
+    pub delivered: HashSet<u128>,
+    /// Trace IDs whose spans of this batch were handed out for sending and not acknowledged:
+    /// they may have reached downstream before the crash.
+    pub in_flight: HashSet<u128>,
+}
+
+/// What opening the log found.
+#[derive(Default)]
+pub struct Opened {
+    pub batches: Vec<ReplayBatch>,
+    pub records: u64,
+    pub corrupt_records: u64,
+    pub torn_records: u64,
+    /// One line per problem: the file, the byte range, what was skipped.
+    pub problems: Vec<String>,
+}
+
+fn fsync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+impl Wal {
+    /// Opens (creating if needed) the log in `cfg.directory`, takes its lock, and reads every
+    /// segment. The batches to replay are returned; the caller replays them and then calls
+    /// [`Wal::register`] for each, with the keys still undelivered. New records go to a new
+    /// segment.
+    pub fn open(cfg: WalConfig) -> Result<(Wal, Opened), String> {
+        let dir = cfg.directory.clone();
+        let d = dir.display();
+        fs::create_dir_all(&dir).map_err(|e| format!("wal.directory {d} cannot be created: {e}"))?;
+        let lock_file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dir.join("LOCK"))
+            .map_err(|e| format!("wal.directory {d} cannot be used: {e}"))?;
+        // SAFETY: a valid open descriptor.
+        if unsafe { libc::flock(lock_file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            let e = io::Error::last_os_error();
+            return Err(if e.kind() == io::ErrorKind::WouldBlock {
+                format!("wal.directory {d} is in use by another process (it holds {d}/LOCK); two collectors cannot share one write-ahead log")
+            } else {
+                format!("wal.directory {d} cannot be locked: {e}")
+            });
+        }
+        let mut bases: Vec<u64> = Vec::new();
+        for entry in fs::read_dir(&dir).map_err(|e| format!("wal.directory {d} cannot be read: {e}"))? {
+            let entry = entry.map_err(|e| format!("wal.directory {d} cannot be read: {e}"))?;
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            if let Some(base) = name.strip_suffix(".wal").filter(|b| b.len() == 20).and_then(|b| b.parse::<u64>().ok()) {
+                bases.push(base);
+            }
+        }
+        bases.sort_unstable();
+        let mut opened = Opened::default();
+        let mut segments = VecDeque::new();
+        let mut delivered: HashMap<u64, HashSet<u128>> = HashMap::new();
+        let mut drained: HashMap<u64, HashSet<u128>> = HashMap::new();
+        let mut end = 0u64;
+        for (i, &base) in bases.iter().enumerate() {
+            let path = Segment::path(&dir, base);
+            let buf = fs::read(&path).map_err(|e| format!("wal.directory: segment {} cannot be read: {e}", path.display()))?;
+            // Segments never overlap; a base below the previous end means a damaged name.
+            let base = base.max(end);
+            let (recs, damage) = record::read_segment(&buf);
+            for r in &damage.corrupt {
+                opened.corrupt_records += 1;
+                opened.problems.push(format!(
+                    "write-ahead log segment {}: bytes {}..{} are damaged and were skipped",
+                    path.display(),
+                    r.start,
+                    r.end
+                ));
+            }
+            if let Some(r) = &damage.torn {
+                opened.torn_records += 1;
+                let last = i + 1 == bases.len();
+                opened.problems.push(format!(
+                    "write-ahead log segment {}: bytes {}..{} at the end are an incomplete record ({}) and were ignored",
+                    path.display(),
+                    r.start,
+                    r.end,
+                    if last { "a write cut short by a crash" } else { "damage" }
+                ));
+            }
+            for (off, body) in recs {
+                opened.records += 1;
+                match record::decode_body(body) {
+                    Some(Body::Batch { stamps, data }) => opened.batches.push(ReplayBatch {
+                        pos: base + off,
+                        stamps,
+                        data: data.to_vec(),
+                        delivered: HashSet::new(),
+                        in_flight: HashSet::new(),
+                    }),
+                    Some(Body::Keys { kind, keys }) => {
+                        let into = if kind == KIND_DELIVERED { &mut delivered } else { &mut drained };
+                        for (pos, id) in keys {
+                            into.entry(pos).or_default().insert(id);
+                        }
+                    }
+                    None => {}
+                }
+            }
+            segments.push_back(Segment { base, len: buf.len() as u64 });
+            end = base + buf.len() as u64;
+        }
+        for b in opened.batches.iter_mut() {
+            if let Some(d) = delivered.remove(&b.pos) {
+                b.delivered = d;
+            }
+            if let Some(d) = drained.remove(&b.pos) {
+                b.in_flight = d.difference(&b.delivered).copied().collect();
+            }
+        }
+        let disk: u64 = segments.iter().map(|s| s.len).sum();
+        let segment_bytes = (cfg.max_bytes / 16).clamp(MIN_SEGMENT_BYTES, MAX_SEGMENT_BYTES);
+        // New records go to a new segment: a torn tail is never appended to.
+        let file = create_segment(&dir, end).map_err(|e| format!("wal.directory {d}: a new segment cannot be created: {e}"))?;
+        segments.push_back(Segment { base: end, len: 0 });
+        let wal = Wal {
+            segment_bytes,
+            _lock: lock_file,
+            w: Mutex::new(Writer { file: Arc::new(file), base: end, pos: end }),
+            commit: Mutex::new(Commit { synced: end, syncing: false }),
+            commit_cv: Condvar::new(),
+            track: Mutex::new(Track { segments, ..Track::default() }),
+            track_mem: AtomicU64::new(0),
+            disk_bytes: AtomicU64::new(disk),
+            c: WalCounters::default(),
+            syncer: Mutex::new(None),
+            cfg,
+            #[cfg(test)]
+            fail_writes: std::sync::atomic::AtomicBool::new(false),
+        };
+        Ok((wal, opened))
+    }
+
+    /// Starts the background fsync of `wal.sync: interval`. Call once, after replay.
+    pub fn start_syncer(self: &Arc<Self>) {
+        if self.cfg.sync != SyncMode::Interval {
+            return;
+        }
+        let stop = Arc::new((Mutex::new(false), Condvar::new()));
+        let me = Arc::downgrade(self);
+        let every = self.cfg.sync_interval;
+        let s2 = stop.clone();
+        let handle = std::thread::Builder::new()
+            .name("tc-wal-sync".into())
+            .spawn(move || loop {
+                let (m, cv) = &*s2;
+                let g = lock(m);
+                let (g, _) = cv.wait_timeout_while(g, every, |stopped| !*stopped).unwrap_or_else(|p| p.into_inner());
+                if *g {
+                    return;
+                }
+                drop(g);
+                let Some(wal) = me.upgrade() else { return };
+                let _ = wal.sync_now();
+            });
+        if let Ok(h) = handle {
+            *lock(&self.syncer) = Some((stop, h));
+        }
+    }
+
+    pub fn disk_bytes(&self) -> u64 {
+        self.disk_bytes.load(Ordering::Relaxed)
+    }
+
+    pub fn segments(&self) -> u64 {
+        self.track().segments.len() as u64
+    }
+
+    /// Whether the log has passed three quarters of `wal.max_bytes`: the oldest traces should
+    /// be released so that delivery frees segments.
+    pub fn under_pressure(&self) -> bool {
+        self.disk_bytes() > self.cfg.max_bytes / 4 * 3
+    }
+
+    /// The position below which batches pin the oldest segment (its end), when there is more
+    /// than the current segment.
+    pub fn oldest_segment_end(&self) -> Option<u64> {
+        let t = self.track();
+        if t.segments.len() < 2 {
+            return None;
+        }
+        t.segments.front().map(|s| s.base + s.len)
+    }
+
+    /// Bytes the log's bookkeeping holds in memory.
+    pub fn memory_bytes(&self) -> u64 {
+        self.track_mem.load(Ordering::Relaxed)
+    }
+
+    fn track(&self) -> TrackGuard<'_> {
+        TrackGuard { g: lock(&self.track), mem: &self.track_mem }
+    }
+
+    /// Appends a batch record with `keys` undelivered keys; returns its position. With
+    /// `wal.sync: batch`, returns once it is on disk.
+    pub fn append_batch(&self, stamps: &[SpanStamp], data: &[u8], keys: u32) -> Result<u64, AppendError> {
+        let rec = record::encode_batch(stamps, data);
+        let size = rec.len();
+        if size > record::MAX_BODY as u64 {
+            return Err(AppendError::TooLarge(size));
+        }
+        let bytes = self.disk_bytes();
+        if bytes + size > self.cfg.max_bytes {
+            self.c.full_refusals.fetch_add(1, Ordering::Relaxed);
+            return Err(AppendError::Full { bytes, bound: self.cfg.max_bytes });
+        }
+        let (pos, end) = self.append(&rec, Some(keys))?;
+        if self.cfg.sync == SyncMode::Batch {
+            if let Err(e) = self.wait_durable(end) {
+                // Not acknowledged: the spans are not kept. The record may still reach the
+                // disk and be replayed (the sender's retry then makes a duplicate).
+                self.track().outstanding.remove(&pos);
+                return Err(AppendError::Io(e));
+            }
+        }
+        Ok(pos)
+    }
+
+    /// Writes one record; registers `keys` for a batch. Returns (position, end).
+    fn append(&self, rec: &Encoded<'_>, keys: Option<u32>) -> Result<(u64, u64), AppendError> {
+        let mut w = lock(&self.w);
+        let seg_len = w.pos - w.base;
+        if seg_len > 0 && seg_len + rec.len() > self.segment_bytes {
+            self.rotate(&mut w).map_err(|e| {
+                self.c.write_errors.fetch_add(1, Ordering::Relaxed);
+                AppendError::Io(e)
+            })?;
+        }
+        let pos = w.pos;
+        if let Err(e) = self.write(&w.file, rec) {
+            self.c.write_errors.fetch_add(1, Ordering::Relaxed);
+            // Cut what part of the record was written, so the segment stays readable; if even
+            // that fails, later records go to a new segment (the reader skips the damage).
+            if w.file.set_len(pos - w.base).is_err() || seek_end(&w.file).is_err() {
+                let _ = self.rotate(&mut w);
+            }
+            return Err(AppendError::Io(e));
+        }
+        w.pos += rec.len();
+        let end = w.pos;
+        {
+            let mut t = self.track();
+            if let Some(k) = keys {
+                if k > 0 {
+                    t.outstanding.insert(pos, k);
+                }
+            }
+            if let Some(s) = t.segments.back_mut() {
+                s.len = end - s.base;
+            }
+        }
+        drop(w);
+        self.disk_bytes.fetch_add(rec.len(), Ordering::Relaxed);
+        Ok((pos, end))
+    }
+
+    fn write(&self, mut f: &File, rec: &Encoded<'_>) -> io::Result<()> {
+        #[cfg(test)]
+        if self.fail_writes.load(Ordering::Relaxed) {
+            f.write_all(&rec.head[..rec.head.len() / 2])?;
+            return Err(io::Error::from_raw_os_error(libc::ENOSPC));
+        }
+        f.write_all(&rec.head)?;
+        f.write_all(rec.tail)
+    }
+
+    /// Starts a new segment at the current position; the old one is fsync'd first.
+    fn rotate(&self, w: &mut Writer) -> io::Result<()> {
+        let t0 = Instant::now();
+        w.file.sync_data()?;
+        self.record_fsync(t0.elapsed());
+        let file = create_segment(&self.cfg.directory, w.pos)?;
+        w.file = Arc::new(file);
+        w.base = w.pos;
+        {
+            let mut c = lock(&self.commit);
+            c.synced = c.synced.max(w.pos);
+        }
+        self.track().segments.push_back(Segment { base: w.pos, len: 0 });
+        Ok(())
+    }
+
+    fn record_fsync(&self, d: Duration) {
+        self.c.fsyncs.fetch_add(1, Ordering::Relaxed);
+        let us = d.as_micros().max(1) as u64;
+        let b = (64 - us.leading_zeros() as usize).min(FSYNC_BUCKETS - 1);
+        self.c.fsync_buckets[b].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Returns once every byte before `upto` is on disk. Concurrent callers share fsyncs: one
+    /// runs it for everything written so far while the others wait for its result.
+    pub fn wait_durable(&self, upto: u64) -> io::Result<()> {
+        let mut c = lock(&self.commit);
+        loop {
+            if c.synced >= upto {
+                return Ok(());
+            }
+            if c.syncing {
+                c = self.commit_cv.wait(c).unwrap_or_else(|p| p.into_inner());
+                continue;
+            }
+            c.syncing = true;
+            drop(c);
+            let (file, target) = {
+                let w = lock(&self.w);
+                (w.file.clone(), w.pos)
+            };
+            let t0 = Instant::now();
+            let r = file.sync_data();
+            self.record_fsync(t0.elapsed());
+            c = lock(&self.commit);
+            c.syncing = false;
+            self.commit_cv.notify_all();
+            match r {
+                Ok(()) => c.synced = c.synced.max(target),
+                Err(e) => {
+                    self.c.write_errors.fetch_add(1, Ordering::Relaxed);
+                    return Err(e);
+                }
+            }
+        }
+    }
+
+    /// Fsyncs whatever was written and is not on disk yet.
+    pub fn sync_now(&self) -> io::Result<()> {
+        let pos = lock(&self.w).pos;
+        if lock(&self.commit).synced >= pos {
+            return Ok(());
+        }
+        self.wait_durable(pos)
+    }
+
+    /// Registers a replayed batch: `keys` of it are still undelivered.
+    pub fn register(&self, pos: u64, keys: u32) {
+        if keys > 0 {
+            self.track().outstanding.insert(pos, keys);
+        }
+    }
+
+    /// Marks keys resolved without a release (spans dropped at ingest: exact re-sends, late
+    /// spans under the drop policy).
+    pub fn resolve(&self, keys: &[Key]) {
+        let mut t = self.track();
+        for &(pos, _) in keys {
+            dec(&mut t.outstanding, pos);
+        }
+        drop(t);
+        self.reclaim();
+    }
+
+    /// Records that `keys` were handed out for sending; returns the token to acknowledge them
+    /// with ([`Wal::delivered`]). 0 when there are none.
+    pub fn drained(&self, keys: Vec<Key>) -> u64 {
+        if keys.is_empty() {
+            return 0;
+        }
+        let _ = self.append(&record::encode_keys(KIND_DRAINED, &keys), None);
+        let mut t = self.track();
+        t.next_token += 1;
+        let token = t.next_token;
+        t.pending_keys += keys.len() as u64;
+        t.pending.insert(token, keys);
+        token
+    }
+
+    /// Marks the release `token` delivered (or counted as lost: it is not replayed either) and
+    /// frees what no undelivered key needs. Unknown tokens are ignored. Returns whether the
+    /// token was known.
+    pub fn delivered(&self, token: u64) -> bool {
+        let keys = {
+            let mut t = self.track();
+            let Some(keys) = t.pending.remove(&token) else { return false };
+            t.pending_keys -= keys.len() as u64;
+            keys
+        };
+        let _ = self.append(&record::encode_keys(KIND_DELIVERED, &keys), None);
+        {
+            let mut t = self.track();
+            for &(pos, _) in &keys {
+                dec(&mut t.outstanding, pos);
+            }
+        }
+        self.reclaim();
+        true
+    }
+
+    /// Deletes the oldest segments while no undelivered batch is in them (never the current
+    /// one). The files are unlinked outside the lock.
+    pub fn reclaim(&self) {
+        let mut gone = Vec::new();
+        {
+            let mut t = self.track();
+            while t.segments.len() > 1 {
+                let s = &t.segments[0];
+                let (base, len) = (s.base, s.len);
+                if t.outstanding.range(base..base + len).next().is_some() {
+                    break;
+                }
+                t.segments.pop_front();
+                gone.push((base, len));
+            }
+        }
+        for (base, len) in gone {
+            // A file that cannot be removed is left behind: its records are all delivered, so
+            // a restart reads it and replays nothing from it.
+            let _ = fs::remove_file(Segment::path(&self.cfg.directory, base));
+            self.disk_bytes.fetch_sub(len, Ordering::Relaxed);
+        }
+    }
+
+    /// Undelivered batch positions (for tests).
+    #[cfg(test)]
+    pub fn outstanding(&self) -> Vec<(u64, u32)> {
+        self.track().outstanding.iter().map(|(&p, &k)| (p, k)).collect()
+    }
+}
+
+fn dec(m: &mut BTreeMap<u64, u32>, pos: u64) {
+    if let Some(k) = m.get_mut(&pos) {
+        *k -= 1;
+        if *k == 0 {
+            m.remove(&pos);
+        }
+    }
+}
+
+fn seek_end(mut f: &File) -> io::Result<u64> {
+    use std::io::Seek;
+    f.seek(io::SeekFrom::End(0))
+}
+
+fn create_segment(dir: &Path, base: u64) -> io::Result<File> {
+    let path = Segment::path(dir, base);
+    let f = OpenOptions::new().create(true).append(true).open(&path)?;
+    // A crash may leave an empty file of this name from an earlier run: start it over.
+    if f.metadata()?.len() > 0 {
+        f.set_len(0)?;
+    }
+    fsync_dir(dir)?;
+    Ok(f)
+}
+
+impl Drop for Wal {
+    fn drop(&mut self) {
+        if let Some((stop, h)) = lock(&self.syncer).take() {
+            *lock(&stop.0) = true;
+            stop.1.notify_all();
+            let _ = h.join();
+        }
+        let _ = self.sync_now();
+        // A log with nothing undelivered left is removed down to one empty segment.
+        let t = self.track();
+        if t.outstanding.is_empty() && t.pending.is_empty() {
+            let current = lock(&self.w).base;
+            for s in t.segments.iter().filter(|s| s.base != current) {
+                let _ = fs::remove_file(Segment::path(&self.cfg.directory, s.base));
+            }
+        }
+    }
+}
