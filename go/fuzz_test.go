@@ -11,6 +11,7 @@ package traceconsistencyprocessor
 import (
 	"context"
 	"encoding/binary"
+	"fmt"
 	"reflect"
 	"strings"
 	"testing"
@@ -77,25 +78,39 @@ func FuzzConfig(f *testing.F) {
 		if yaml.Unmarshal(b, &raw) != nil {
 			return // not a YAML map: the collector's config loader refuses it before us
 		}
-		// An unknown key is named as given: the input's own keys count as names too.
+		// An unknown key is named as confmap sees it: the input's own keys, each joined to
+		// its parent's path with confmap's delimiter "::" and split at it again (a key
+		// ending in ":" followed by a nested key forms a "::" of its own), count as names
+		// too; non-string keys of nested maps are named by their text.
 		given := map[string]bool{}
 		hasEmpty := false
-		var walk func(m map[string]any)
-		walk = func(m map[string]any) {
+		var walk func(prefix string, m map[string]any)
+		walk = func(prefix string, m map[string]any) {
 			for k, v := range m {
-				// confmap splits keys at "::"; "::" alone or at an end leaves an empty key.
-				if k == "" || strings.Contains(k, "::") {
-					hasEmpty = true
+				path := k
+				if prefix != "" {
+					path = prefix + "::" + k
 				}
-				if k != "" {
-					given[k] = true
+				for _, seg := range strings.Split(path, "::") {
+					if seg == "" {
+						hasEmpty = true
+					} else {
+						given[seg] = true
+					}
 				}
-				if sub, ok := v.(map[string]any); ok {
-					walk(sub)
+				switch sub := v.(type) {
+				case map[string]any:
+					walk(path, sub)
+				case map[any]any:
+					conv := make(map[string]any, len(sub))
+					for sk, sv := range sub {
+						conv[fmt.Sprint(sk)] = sv
+					}
+					walk(path, conv)
 				}
 			}
 		}
-		walk(raw)
+		walk("", raw)
 		namesKey := func(msg string) bool {
 			if namesKey(msg) {
 				return true
