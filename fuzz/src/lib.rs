@@ -342,13 +342,61 @@ pub fn max_attribute_level(data: &[u8]) -> usize {
                     }
                     i = end;
                 }
-                // Groups (3/4) and invalid wire types: prost skips unknown groups, the
-                // scan refuses them (`known_refusal`); nothing below counts.
+                // A group: prost skips it whole (none is a known field, so nothing in it
+                // counts) and goes on with the next field; the scan refuses it
+                // (`known_refusal`).
+                3 => {
+                    if skip_group(b, &mut i, field, 0).is_none() {
+                        break;
+                    }
+                }
+                // An end of group without its start, or an invalid wire type: prost fails.
                 _ => break,
             }
         }
     }
     deepest
+}
+
+/// Skips the rest of group `field` whose start tag was just read, like prost's skip of an
+/// unknown group: nested fields and groups up to the matching end tag. `None` when the group
+/// is cut short or malformed.
+fn skip_group(b: &[u8], i: &mut usize, field: u64, depth: usize) -> Option<()> {
+    fn varint(b: &[u8], i: &mut usize) -> Option<u64> {
+        let mut v = 0u64;
+        for shift in (0..70).step_by(7) {
+            let x = *b.get(*i)?;
+            *i += 1;
+            if shift < 64 {
+                v |= u64::from(x & 0x7f) << shift;
+            }
+            if x & 0x80 == 0 {
+                return Some(v);
+            }
+        }
+        None
+    }
+    if depth >= 100 {
+        return None;
+    }
+    loop {
+        let key = varint(b, i)?;
+        let (f, wire) = (key >> 3, key & 7);
+        match wire {
+            0 => {
+                varint(b, i)?;
+            }
+            1 => *i = i.checked_add(8).filter(|&e| e <= b.len())?,
+            5 => *i = i.checked_add(4).filter(|&e| e <= b.len())?,
+            2 => {
+                let n = usize::try_from(varint(b, i)?).ok()?;
+                *i = i.checked_add(n).filter(|&e| e <= b.len())?;
+            }
+            3 => skip_group(b, i, f, depth + 1)?,
+            4 if f == field => return Some(()),
+            _ => return None,
+        }
+    }
 }
 
 /// The same level computed from prost's decoded tree, which sees only the last occurrence of
