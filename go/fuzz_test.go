@@ -2,7 +2,7 @@
 
 package traceconsistencyprocessor
 
-// Go fuzz targets (issue 15; see FUZZING.md). Their seed corpora (f.Add below, and
+// Go fuzz targets (see FUZZING.md). Their seed corpora (f.Add below, and
 // testdata/fuzz/<Name>/ when a run saved a finding) run in every ordinary `go test`; fuzz with
 //
 //	go test -run '^$' -fuzz FuzzConfig -fuzztime 30s .
