@@ -7,9 +7,10 @@ Checks, with the Python 3.11 standard library only:
     every panel with a Prometheus query on the `${datasource}` data source;
   * every metric name in every dashboard query and every rule expression is either a
     metric the collector exports (derived from go/metadata.yaml) or a recording rule of
-    rules.yaml; every label in a selector is an attribute of that metric (or job,
-    instance, le); label values of enum attributes (reason, policy) and finding kinds
-    (README.md "Finding kinds") exist;
+    rules.yaml; every label in a selector is an attribute of that metric, under the name
+    it is exported with (`name_override`, e.g. handoff_cause as cause), or job, instance,
+    le; label values of enum attributes (reason, policy, cause: per metric) and finding
+    kinds (README.md "Finding kinds") exist;
   * every alert has a severity label, a summary and a description, and rules_test.yaml
     has for it a case where it fires and one where it must not.
 
@@ -69,8 +70,9 @@ def parse_inline_list(v):
 
 def load_metadata(path):
     """Returns (metrics, attributes): metrics = {key: {"type": t, "attributes": [...]}},
-    attributes = {name: enum list or None}. A small indentation parser for the layout
-    mdatagen uses; it fails loudly when it finds nothing."""
+    attributes = {name: {"label": exported label name (name_override or the name),
+    "enum": enum list or None}}. A small indentation parser for the layout mdatagen uses;
+    it fails loudly when it finds nothing."""
     lines = open(path).read().splitlines()
     attributes, metrics = {}, {}
     section = None  # "attributes" | "metrics"
@@ -87,9 +89,11 @@ def load_metadata(path):
         if section == "attributes":
             if ind == 2 and text.endswith(":"):
                 cur_attr = text[:-1]
-                attributes[cur_attr] = None
+                attributes[cur_attr] = {"label": cur_attr, "enum": None}
             elif ind == 4 and text.startswith("enum:") and cur_attr:
-                attributes[cur_attr] = parse_inline_list(text[len("enum:"):])
+                attributes[cur_attr]["enum"] = parse_inline_list(text[len("enum:"):])
+            elif ind == 4 and text.startswith("name_override:") and cur_attr:
+                attributes[cur_attr]["label"] = unquote(text.split(":", 1)[1].strip())
         elif section in ("telemetry", "metrics"):
             if ind == 2:
                 section = "metrics" if text == "metrics:" else "telemetry"
@@ -113,16 +117,18 @@ def load_metadata(path):
     return metrics, attributes
 
 
-def exported_names(metrics):
-    """{exported Prometheus name: set of allowed labels}."""
+def exported_names(metrics, attributes):
+    """{exported Prometheus name: {allowed label: its values (enum list) or None}}. An
+    attribute is exported under its name_override when it has one."""
     out = {}
     for key, m in metrics.items():
         base = "otelcol_" + key
-        labels = set(m["attributes"]) | TARGET_LABELS
+        labels = {attributes[a]["label"]: attributes[a]["enum"] for a in m["attributes"]}
+        labels.update({t: None for t in TARGET_LABELS})
         if m["type"] == "histogram":
-            out[base + "_bucket"] = labels | {"le"}
-            out[base + "_sum"] = labels
-            out[base + "_count"] = labels
+            out[base + "_bucket"] = {**labels, "le": None}
+            out[base + "_sum"] = dict(labels)
+            out[base + "_count"] = dict(labels)
         else:
             out[base] = labels
     return out
@@ -308,20 +314,29 @@ def parse_matchers(s, i):
 
 
 class Checker:
-    def __init__(self, exported, attributes, kinds, recorded):
+    def __init__(self, exported, kinds, recorded):
         self.exported = exported
-        self.attributes = attributes
         self.kinds = kinds
         self.recorded = recorded
         self.all_labels = set().union(*exported.values()) | {"le"}
+        # A recording rule may carry a label of any metric: its values are those of every
+        # metric with that label (None when one of them has no enum).
+        self.any_values = {}
+        for labels in exported.values():
+            for label, enum in labels.items():
+                if label in self.any_values and self.any_values[label] is None:
+                    continue
+                self.any_values[label] = None if enum is None else self.any_values.get(label, set()) | set(enum)
         self.errors = []
         self.used = set()
 
-    def values_of(self, label):
+    def values_of(self, metric, label):
         if label == "kind":
             return self.kinds
-        enum = self.attributes.get(label)
-        return set(enum) if enum else None
+        if metric in self.exported:
+            enum = self.exported[metric].get(label)
+            return set(enum) if enum else None
+        return self.any_values.get(label)
 
     def check_expr(self, where, expr, allow_no_selector=False):
         try:
@@ -354,7 +369,7 @@ class Checker:
                 if label not in allowed:
                     self.errors.append(f"{where}: {sel.name} has no label {label!r} (labels: {sorted(allowed)})")
                     continue
-                known = self.values_of(label)
+                known = self.values_of(sel.name, label)
                 if known is None or op not in ("=", "=~") or "$" in value or value == "1m":
                     continue
                 alternatives = value.split("|") if op == "=~" else [value]
@@ -457,13 +472,15 @@ def check_dashboard(checker, dash):
     return n_queries
 
 
-def self_test(exported, attributes, kinds, recorded):
+def self_test(exported, kinds, recorded):
     """The checker must reject names and labels that do not exist."""
-    c = Checker(exported, attributes, kinds, recorded)
+    c = Checker(exported, kinds, recorded)
     good = [
         'sum by (service_name, kind) (rate(otelcol_processor_traceconsistency_findings{service_name=~"$service_name", kind="missing_parent"}[$__rate_interval]))',
         'histogram_quantile(0.99, sum by (le) (rate(otelcol_processor_traceconsistency_release_age_bucket[5m])))',
         'otelcol_processor_traceconsistency_traces_released{reason=~"memory_pressure|span_limit"} offset 1h',
+        'sum by (cause) (rate(otelcol_processor_traceconsistency_handoff_traces{cause="idle"}[5m]))',
+        'otelcol_processor_traceconsistency_spans_lost{cause="shutdown_timeout"}',
     ]
     for e in good:
         c.check_expr("self-test", e)
@@ -479,9 +496,12 @@ def self_test(exported, attributes, kinds, recorded):
         'otelcol_processor_traceconsistency_findings{kind="orphan"}',
         "sum by (pipeline) (otelcol_processor_traceconsistency_spans_buffered)",
         "traceconsistency:no_such_rule",
+        'otelcol_processor_traceconsistency_handoff_traces{handoff_cause="idle"}',
+        'otelcol_processor_traceconsistency_handoff_spans{cause="shutdown_timeout"}',
+        'otelcol_processor_traceconsistency_spans_lost{cause="idle"}',
     ]
     for e in bad:
-        c = Checker(exported, attributes, kinds, recorded)
+        c = Checker(exported, kinds, recorded)
         c.check_expr("self-test", e)
         if not c.errors:
             sys.exit(f"self-test: the checker accepts a wrong query: {e}")
@@ -489,13 +509,13 @@ def self_test(exported, attributes, kinds, recorded):
 
 def main():
     metrics, attributes = load_metadata(METADATA)
-    exported = exported_names(metrics)
+    exported = exported_names(metrics, attributes)
     kinds = finding_kinds(README)
     rules = load_rules(RULES)
     recorded = {r["name"] for r in rules if r["kind"] == "record"}
-    self_test(exported, attributes, kinds, recorded)
+    self_test(exported, kinds, recorded)
 
-    checker = Checker(exported, attributes, kinds, recorded)
+    checker = Checker(exported, kinds, recorded)
     check_rules(checker, rules, open(RULES_TEST).read())
     try:
         dash = json.load(open(DASHBOARD))

@@ -34,10 +34,11 @@ package e2e
 //   - every expression of every dashboard panel, with the dashboard variables replaced by
 //     concrete values (job=~"otelcol|troubled", instance=~".*", service_name=~"checkout",
 //     $__rate_interval=1m, $__range=5m), returns a non-empty result, except an expression on
-//     a counter in absentCounters (counters no client can provoke) while that counter has no
-//     series at all, or with a label value in absentLabelValues while no series has it; and
-//     every dashboard variable query has values. A copy of a working expression with a
-//     misspelt metric name must come back empty (the check has teeth).
+//     a counter in absentCounters (counters no client can provoke, and the hand-off ones)
+//     while that counter has no series at all, or with a label value in absentLabelValues
+//     while no series has it; and every dashboard variable query has values. A copy of a
+//     working expression with a misspelt metric name must come back empty (the check has
+//     teeth).
 //
 // Needs `prometheus` on PATH (Debian package prometheus; `make test-observability`
 // installs it). Without it the test skips, or fails when E2E_REQUIRED=1.
@@ -81,8 +82,9 @@ const (
 )
 
 // absentCounters are counters the processor exports only from their first event and that
-// no client of a collector can provoke; a dashboard expression on one of them may come
-// back empty as long as Prometheus has no series of that name.
+// no client of a collector can provoke (or, for hand-offs, not in the processor form this
+// test runs); a dashboard expression on one of them may come back empty as long as
+// Prometheus has no series of that name.
 var absentCounters = map[string]string{
 	names.MetricPrefix + "batches_refused":       "the OTLP receiver passes only well-formed, non-empty batches to the processor",
 	names.MetricPrefix + "hlc_backward_jumps":    "needs the collector host's clock to step back",
@@ -96,6 +98,12 @@ var absentCounters = map[string]string{
 	names.MetricPrefix + "wal_redelivered_spans": "counted only at a start after a crash while spans were being passed on",
 	names.MetricPrefix + "wal_corrupt_records":   "counted only at a start that finds a damaged write-ahead log",
 	names.MetricPrefix + "wal_torn_records":      "counted only at a start after a crash during a write-ahead log write",
+	// The processor form (this test's collectors) has no hand-off output.
+	names.MetricPrefix + "handoff_traces":            "needs the connector form with handoff.on_shutdown or handoff.on_idle",
+	names.MetricPrefix + "handoff_spans":             "needs the connector form with handoff.on_shutdown or handoff.on_idle",
+	names.MetricPrefix + "handoff_spans_received":    "needs spans handed off by a collector in the connector form",
+	names.MetricPrefix + "handoff_spans_merged":      "needs spans handed off by a collector in the connector form",
+	names.MetricPrefix + "handoff_traces_incomplete": "needs spans handed off by a collector in the connector form",
 }
 
 // absentLabelValues are label matchers no client can provoke either: a dashboard
