@@ -298,20 +298,6 @@ pub fn max_attribute_level(data: &[u8]) -> usize {
     fn attribute(m: M) -> bool {
         matches!(m, M::KeyValue | M::AnyValue | M::ArrayValue | M::KeyValueList)
     }
-    fn varint(b: &[u8], i: &mut usize) -> Option<u64> {
-        let mut v = 0u64;
-        for shift in (0..70).step_by(7) {
-            let x = *b.get(*i)?;
-            *i += 1;
-            if shift < 64 {
-                v |= u64::from(x & 0x7f) << shift;
-            }
-            if x & 0x80 == 0 {
-                return Some(v);
-            }
-        }
-        None
-    }
     let mut deepest = 0;
     // (message type, bytes, attribute level: meaningful only inside an attribute)
     let mut stack: Vec<(M, &[u8], usize)> = vec![(M::Request, data, 0)];
@@ -358,24 +344,27 @@ pub fn max_attribute_level(data: &[u8]) -> usize {
     deepest
 }
 
+/// Reads a protobuf varint at `*i` and advances past it; `None` when the bytes end first or
+/// it runs over ten bytes.
+fn varint(b: &[u8], i: &mut usize) -> Option<u64> {
+    let mut v = 0u64;
+    for shift in (0..70).step_by(7) {
+        let x = *b.get(*i)?;
+        *i += 1;
+        if shift < 64 {
+            v |= u64::from(x & 0x7f) << shift;
+        }
+        if x & 0x80 == 0 {
+            return Some(v);
+        }
+    }
+    None
+}
+
 /// Skips the rest of group `field` whose start tag was just read, like prost's skip of an
 /// unknown group: nested fields and groups up to the matching end tag. `None` when the group
 /// is cut short or malformed.
 fn skip_group(b: &[u8], i: &mut usize, field: u64, depth: usize) -> Option<()> {
-    fn varint(b: &[u8], i: &mut usize) -> Option<u64> {
-        let mut v = 0u64;
-        for shift in (0..70).step_by(7) {
-            let x = *b.get(*i)?;
-            *i += 1;
-            if shift < 64 {
-                v |= u64::from(x & 0x7f) << shift;
-            }
-            if x & 0x80 == 0 {
-                return Some(v);
-            }
-        }
-        None
-    }
     if depth >= 100 {
         return None;
     }

@@ -10,6 +10,7 @@ package engine
 import "C"
 
 import (
+	"encoding/binary"
 	"reflect"
 	"runtime"
 	"sync"
@@ -435,28 +436,15 @@ func topLevelCuts(buf []byte, parts int) []int {
 			}
 			next = len(buf) * (len(cuts) + 1) / parts
 		}
-		tag, n := uvarint(buf[pos:])
+		tag, n := binary.Uvarint(buf[pos:])
 		if n <= 0 || tag&7 != 2 {
 			return nil
 		}
-		l, m := uvarint(buf[pos+n:])
+		l, m := binary.Uvarint(buf[pos+n:])
 		if m <= 0 || l > uint64(len(buf)-pos-n-m) {
 			return nil
 		}
 		pos += n + m + int(l)
 	}
 	return cuts
-}
-
-// uvarint decodes a protobuf varint; n <= 0 when buf does not start with one.
-func uvarint(buf []byte) (uint64, int) {
-	var x uint64
-	for i := 0; i < len(buf) && i < 10; i++ {
-		b := buf[i]
-		x |= uint64(b&0x7f) << (7 * i)
-		if b < 0x80 {
-			return x, i + 1
-		}
-	}
-	return 0, 0
 }
