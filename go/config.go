@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"go.opentelemetry.io/collector/component"
+	"go.opentelemetry.io/collector/config/configopaque"
 	"go.opentelemetry.io/collector/pipeline"
 
 	"github.com/traceconsistency/traceconsistencyprocessor/internal/engine"
@@ -163,6 +164,12 @@ type HandoffConfig struct {
 	// Pipelines are the connector's output pipelines that receive hand-offs (their exporter
 	// points at the balancing tier); the other output pipelines receive released traces.
 	Pipelines []pipeline.ID `mapstructure:"pipelines"`
+
+	// Key is a secret shared by every collector of the tier (at least 16 bytes; required
+	// with on_shutdown or on_idle). Hand-offs carry a proof made with it beside their
+	// marker, and a received marker is honoured only when its proof checks: a marker that
+	// anyone else writes is stripped and counted (handoff_spans_untrusted).
+	Key configopaque.String `mapstructure:"key"`
 }
 
 // enabled reports whether anything is handed off.
@@ -309,6 +316,7 @@ func (cfg *Config) engineConfig() (engine.Config, error) {
 		HandoffOnShutdown: cfg.Handoff.OnShutdown,
 		HandoffOnIdle:     cfg.Handoff.OnIdle,
 		HandoffMaxHops:    int64(cfg.Handoff.MaxHops),
+		HandoffKey:        string(cfg.Handoff.Key),
 		WALDirectory:      cfg.WAL.Directory,
 		WALSync:           walSync,
 		WALSyncInterval:   cfg.WAL.SyncInterval,

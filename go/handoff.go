@@ -59,4 +59,7 @@ func (p *tracesProcessor) recordHandoffStats(ctx context.Context, s, prev engine
 	if s.HandoffIncompleteTraces > prev.HandoffIncompleteTraces {
 		tb.ProcessorTraceconsistencyHandoffTracesIncomplete.Add(ctx, int64(s.HandoffIncompleteTraces-prev.HandoffIncompleteTraces))
 	}
+	if s.HandoffUntrustedSpans > prev.HandoffUntrustedSpans {
+		tb.ProcessorTraceconsistencyHandoffSpansUntrusted.Add(ctx, int64(s.HandoffUntrustedSpans-prev.HandoffUntrustedSpans))
+	}
 }

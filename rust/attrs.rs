@@ -23,6 +23,9 @@ pub const ATTR_SPAN_LATE: &str = "consistency.span.late";
 /// How many times the span was handed off to another gateway (an integer, 1 or more). Set
 /// on hand-off output; read and stripped on receipt.
 pub const ATTR_SPAN_HANDOFF: &str = "consistency.span.handoff";
+/// The proof beside a hand-off marker (an integer): a hash of the span's IDs and hop count
+/// keyed with `handoff.key`. A marker without a valid proof is not honoured.
+pub const ATTR_SPAN_HANDOFF_PROOF: &str = "consistency.span.handoff_proof";
 
 /// Written on the trace's summary span (its root, else its earliest span).
 pub const ATTR_TRACE_RELEASE_REASON: &str = "consistency.trace.release_reason";

@@ -102,6 +102,10 @@ pub struct Config {
     pub handoff_on_idle: bool,
     /// `handoff.max_hops`: no span is handed off more often.
     pub handoff_max_hops: i64,
+    /// `handoff.key`: the secret shared by the collectors that hand traces off to each
+    /// other; a hand-off marker is honoured only with a proof made with it. `None` (or
+    /// empty): markers are never honoured.
+    pub handoff_key: Option<String>,
 }
 
 pub const DEFAULT_QUIET_PERIOD: Duration = Duration::from_secs(1);
@@ -120,6 +124,8 @@ pub const MIN_WAL_MAX_BYTES: i64 = 8 << 20;
 pub const DEFAULT_HANDOFF_MAX_HOPS: i64 = 1;
 /// Upper bound on `handoff.max_hops`: a span that went round more often is in a loop.
 pub const MAX_HANDOFF_HOPS: i64 = 16;
+/// The shortest `handoff.key`, in bytes.
+pub const MIN_HANDOFF_KEY_BYTES: usize = 16;
 /// Upper bound on shards: more than this only costs memory.
 pub const MAX_SHARDS: u32 = 1024;
 
@@ -152,6 +158,7 @@ impl Default for Config {
             handoff_on_shutdown: false,
             handoff_on_idle: false,
             handoff_max_hops: DEFAULT_HANDOFF_MAX_HOPS,
+            handoff_key: None,
         }
     }
 }
@@ -281,6 +288,20 @@ impl Config {
                 self.handoff_max_hops
             )));
         }
+        match self.handoff_key() {
+            Some(k) if k.len() < MIN_HANDOFF_KEY_BYTES => {
+                return Err(ConfigError(format!(
+                    "handoff.key must be at least {MIN_HANDOFF_KEY_BYTES} bytes long, got {}",
+                    k.len()
+                )));
+            }
+            None if self.handoff_on_shutdown || self.handoff_on_idle => {
+                return Err(ConfigError(
+                    "handoff.key must be set when handoff.on_shutdown or handoff.on_idle is set: the same secret on every collector of the tier, so that a receiver honours only the hand-off markers they wrote".to_string(),
+                ));
+            }
+            _ => {}
+        }
         if self.wal_enabled() {
             positive_duration("wal.sync_interval", self.wal_sync_interval_ns)?;
             if self.wal_max_bytes < MIN_WAL_MAX_BYTES {
@@ -302,6 +323,11 @@ impl Config {
     /// Whether the write-ahead log is on.
     pub fn wal_enabled(&self) -> bool {
         self.wal_directory.as_deref().is_some_and(|d| !d.is_empty())
+    }
+
+    /// `handoff.key`, when set and not empty.
+    pub fn handoff_key(&self) -> Option<&str> {
+        self.handoff_key.as_deref().filter(|k| !k.is_empty())
     }
 
     /// Number of shards actually used.
@@ -351,6 +377,12 @@ mod tests {
             ("hlc.state_file", |c| c.hlc_restart = RestartStrategy::Persist),
             ("handoff.max_hops", |c| c.handoff_max_hops = 0),
             ("handoff.max_hops", |c| c.handoff_max_hops = 17),
+            ("handoff.key", |c| c.handoff_key = Some("short".into())),
+            ("handoff.key", |c| c.handoff_on_shutdown = true),
+            ("handoff.key", |c| {
+                c.handoff_on_idle = true;
+                c.handoff_key = Some(String::new())
+            }),
             ("wal.sync_interval", |c| {
                 c.wal_directory = Some("/tmp/x".into());
                 c.wal_sync_interval_ns = 0

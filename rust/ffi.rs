@@ -139,6 +139,9 @@ pub struct tc_config {
     pub handoff_on_idle: bool,
     /// `handoff.max_hops`.
     pub handoff_max_hops: i64,
+    /// `handoff.key`: NUL-terminated, or NULL / empty for none. Read during `tc_engine_new`
+    /// and `tc_config_validate` only.
+    pub handoff_key: *const c_char,
 }
 
 /// What one `tc_engine_ingest` did.
@@ -301,8 +304,8 @@ fn bad_enum(key: &str, values: &str, v: u32) -> (tc_result, String) {
     (tc_result::InvalidConfig, format!("{key} must be {values}, got {v}"))
 }
 
-/// A NUL-terminated path from the config, or `None` for NULL.
-fn path_from(p: *const c_char, key: &str) -> Result<Option<String>, (tc_result, String)> {
+/// A NUL-terminated string from the config (a path, a key), or `None` for NULL.
+fn string_from(p: *const c_char, key: &str) -> Result<Option<String>, (tc_result, String)> {
     if p.is_null() {
         return Ok(None);
     }
@@ -312,8 +315,9 @@ fn path_from(p: *const c_char, key: &str) -> Result<Option<String>, (tc_result, 
 }
 
 fn config_from(c: &tc_config) -> Result<Config, (tc_result, String)> {
-    let state_file = path_from(c.hlc_state_file, "hlc.state_file")?;
-    let wal_directory = path_from(c.wal_directory, "wal.directory")?;
+    let state_file = string_from(c.hlc_state_file, "hlc.state_file")?;
+    let wal_directory = string_from(c.wal_directory, "wal.directory")?;
+    let handoff_key = string_from(c.handoff_key, "handoff.key")?;
     Ok(Config {
         num_shards: c.num_shards,
         quiet_period_ns: c.quiet_period_ns,
@@ -345,6 +349,7 @@ fn config_from(c: &tc_config) -> Result<Config, (tc_result, String)> {
         handoff_on_shutdown: c.handoff_on_shutdown,
         handoff_on_idle: c.handoff_on_idle,
         handoff_max_hops: c.handoff_max_hops,
+        handoff_key,
     })
 }
 
@@ -382,6 +387,7 @@ pub extern "C" fn tc_config_default(out: *mut tc_config) -> tc_result {
             handoff_on_shutdown: d.handoff_on_shutdown,
             handoff_on_idle: d.handoff_on_idle,
             handoff_max_hops: d.handoff_max_hops,
+            handoff_key: std::ptr::null(),
         };
         // SAFETY: non-null, caller promises writable memory.
         unsafe { out.write(c) };

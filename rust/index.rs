@@ -15,7 +15,7 @@ use crate::hlc::Stamp;
 use crate::schema::{validate, validate_with, Msg, Pending};
 use crate::wire::{read_kv, Fields, Value, WireError};
 
-use crate::attrs::{ATTR_HLC, ATTR_PREFIX, ATTR_SPAN_HANDOFF};
+use crate::attrs::{ATTR_HLC, ATTR_PREFIX, ATTR_SPAN_HANDOFF, ATTR_SPAN_HANDOFF_PROOF};
 
 /// OTLP `Span.flags` bits: W3C trace flags in the low byte (0x01 sampled), then whether the
 /// parent is known to be remote (0x100) and is remote (0x200).
@@ -144,8 +144,13 @@ pub struct SpanExtra {
     pub strip: Vec<Range<u32>>,
     /// Wrong-length IDs, reported as attributes on the way out.
     pub bad_ids: Vec<BadId>,
-    /// How many times the span was handed off already (`consistency.span.handoff`).
+    /// How many times the span was handed off already (`consistency.span.handoff`), as
+    /// the marker says; 0 once the engine found the marker's proof wrong.
     pub handoff_hops: u32,
+    /// Whether the span carried a hand-off marker at all.
+    pub handoff_marked: bool,
+    /// The marker's proof (`consistency.span.handoff_proof`), if it came with one.
+    pub handoff_proof: Option<u64>,
 }
 
 impl SpanRec {
@@ -174,6 +179,19 @@ impl SpanRec {
 
     pub fn bad_ids(&self) -> &[BadId] {
         self.extra.as_ref().map_or(&[], |e| &e.bad_ids)
+    }
+
+    /// The hand-off marker as received: its hop count and its proof, if any.
+    pub fn handoff_marker(&self) -> Option<(u32, Option<u64>)> {
+        self.extra.as_ref().filter(|e| e.handoff_marked).map(|e| (e.handoff_hops, e.handoff_proof))
+    }
+
+    /// Takes the span as never handed off (its marker's proof did not check).
+    pub fn distrust_handoff(&mut self) {
+        if let Some(e) = self.extra.as_mut() {
+            e.handoff_hops = 0;
+            e.handoff_marked = false;
+        }
     }
 
     fn extra_mut(&mut self) -> &mut SpanExtra {
@@ -479,7 +497,11 @@ pub fn scan_span(buf: &[u8], range: Range<usize>, trace_id: &mut [u8; 16]) -> Re
                     if key == ATTR_HLC.as_bytes() {
                         rec.extra_mut().upstream_hlc = sval.and_then(Stamp::parse);
                     } else if key == ATTR_SPAN_HANDOFF.as_bytes() {
-                        rec.extra_mut().handoff_hops = kv_hops(kv, base + r.start);
+                        let e = rec.extra_mut();
+                        e.handoff_marked = true;
+                        e.handoff_hops = kv_int(kv, base + r.start).map_or(1, |v| v.clamp(0, u32::MAX as i64) as u32);
+                    } else if key == ATTR_SPAN_HANDOFF_PROOF.as_bytes() {
+                        rec.extra_mut().handoff_proof = kv_int(kv, base + r.start).map(|v| v as u64);
                     }
                 }
             }
@@ -512,22 +534,22 @@ pub fn scan_span(buf: &[u8], range: Range<usize>, trace_id: &mut [u8; 16]) -> Re
     Ok(rec)
 }
 
-/// The hop count of a `consistency.span.handoff` key-value: its integer value, clamped to
-/// `0..=u32::MAX`. A value of another type counts as one hop (the span was handed off, by a
-/// writer that did not say how often).
-fn kv_hops(kv: &[u8], base: usize) -> u32 {
-    let mut hops = 1;
+/// The integer value of a key-value, `None` for a value of another type. A
+/// `consistency.span.handoff` marker without one counts as one hop (the span was handed off,
+/// by a writer that did not say how often); hop counts are clamped to `0..=u32::MAX`.
+fn kv_int(kv: &[u8], base: usize) -> Option<i64> {
+    let mut int = None;
     for f in Fields::new(kv, base).flatten() {
         if let (2, Value::Len(r)) = (f.number, f.value) {
             let any = &kv[r.clone()];
             for g in Fields::new(any, base + r.start).flatten() {
                 if let (3, Value::Varint(v)) = (g.number, g.value) {
-                    hops = (v as i64).clamp(0, u32::MAX as i64) as u32;
+                    int = Some(v as i64);
                 }
             }
         }
     }
-    hops
+    int
 }
 
 #[cfg(test)]

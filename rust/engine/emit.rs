@@ -15,6 +15,7 @@ use crate::index::Group;
 use crate::wire::{self, AnyValueRef};
 
 use super::dedupe::{content_hash, drop_exact_duplicates, keep_latest};
+use super::handoff::ProofKey;
 use super::unit::Unit;
 use super::{FindingCount, Release, ReleasedInfo};
 
@@ -25,6 +26,8 @@ pub struct Emitter {
     pub duplicate_policy: DuplicatePolicy,
     /// Key of the content hash that recognises exact duplicates.
     pub dedupe_key: RandomState,
+    /// Key of the hand-off markers' proofs (`handoff.key`).
+    pub handoff_key: Option<ProofKey>,
 }
 
 /// One emitted release and what was dropped on the way.
@@ -239,8 +242,12 @@ impl Emitter {
         if unit.handoff {
             // Written whatever checks.write_attributes says: the receiver bounds the hops
             // by it.
-            let hops = i64::from(s.handoff_hops()) + 1;
-            wire::put_kv(out, 9, ATTR_SPAN_HANDOFF, &AnyValueRef::Int(hops));
+            let hops = s.handoff_hops().saturating_add(1);
+            wire::put_kv(out, 9, ATTR_SPAN_HANDOFF, &AnyValueRef::Int(i64::from(hops)));
+            if let Some(k) = &self.handoff_key {
+                let proof = k.proof(unit.trace_id, s.span_id, hops);
+                wire::put_kv(out, 9, ATTR_SPAN_HANDOFF_PROOF, &AnyValueRef::Int(proof as i64));
+            }
             return;
         }
         if !self.write_attributes {

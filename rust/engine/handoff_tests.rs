@@ -10,6 +10,8 @@ const MS: u64 = 1_000_000;
 const SEC: u64 = 1_000_000_000;
 const T0: u64 = 1_790_000_000 * SEC;
 const HANDOFF: &str = "consistency.span.handoff";
+const PROOF: &str = "consistency.span.handoff_proof";
+const KEY: &str = "the tier's shared secret";
 
 fn cfg(on_shutdown: bool, on_idle: bool, max_hops: i64) -> Config {
     Config {
@@ -21,6 +23,7 @@ fn cfg(on_shutdown: bool, on_idle: bool, max_hops: i64) -> Config {
         handoff_on_shutdown: on_shutdown,
         handoff_on_idle: on_idle,
         handoff_max_hops: max_hops,
+        handoff_key: Some(KEY.into()),
         ..Config::default()
     }
 }
@@ -36,12 +39,22 @@ fn trace(t: u64) -> Vec<Span> {
     ]
 }
 
+fn int_kv(key: &str, v: i64) -> KeyValue {
+    KeyValue { key: key.into(), value: Some(AnyValue { value: Some(any_value::Value::IntValue(v)) }), ..Default::default() }
+}
+
+/// The proof a collector holding `key` writes beside a marker of `hops` on span `s`.
+fn proof(key: &str, s: &Span, hops: u32) -> i64 {
+    let trace = u128::from_be_bytes(s.trace_id.as_slice().try_into().unwrap());
+    let span = u64::from_be_bytes(s.span_id.as_slice().try_into().unwrap());
+    handoff::ProofKey::derive(key).proof(trace, span, hops) as i64
+}
+
+/// `s` as a collector of the tier hands it off: marker and proof.
 fn with_hops(mut s: Span, hops: i64) -> Span {
-    s.attributes.push(KeyValue {
-        key: HANDOFF.into(),
-        value: Some(AnyValue { value: Some(any_value::Value::IntValue(hops)) }),
-        ..Default::default()
-    });
+    let p = proof(KEY, &s, hops as u32);
+    s.attributes.push(int_kv(HANDOFF, hops));
+    s.attributes.push(int_kv(PROOF, p));
     s
 }
 
@@ -239,6 +252,7 @@ fn marker_of_another_type_counts_as_one_hop_and_is_stripped() {
     let e = Engine::new(cfg(true, false, 1)).unwrap();
     let mut s = trace(12)[1].clone();
     s.attributes.push(kv(HANDOFF, "yes"));
+    s.attributes.push(int_kv(PROOF, proof(KEY, &s, 1)));
     e.ingest(&request(vec![("a", vec![s])]), T0).unwrap();
     assert_eq!(e.stats().handoff_received_spans, 1);
     e.shutdown(T0);
@@ -246,6 +260,63 @@ fn marker_of_another_type_counts_as_one_hop_and_is_stripped() {
     let (out, _, _) = drain_released(&e);
     assert_eq!(out.len(), 1);
     assert!(out[0].attr(HANDOFF).is_none());
+}
+
+#[test]
+fn a_marker_without_its_proof_is_stripped_taken_as_no_hop_and_counted_untrusted() {
+    let e = Engine::new(cfg(true, false, 1)).unwrap();
+    let tr = trace(13);
+    let forged = |mut s: Span, p: Option<i64>| {
+        s.attributes.push(int_kv(HANDOFF, 1));
+        if let Some(p) = p {
+            s.attributes.push(int_kv(PROOF, p));
+        }
+        s
+    };
+    let copied = proof(KEY, &tr[0], 1); // a real proof, of another span
+    let spans = vec![
+        forged(tr[1].clone(), None),
+        forged(tr[2].clone(), Some(proof("another tier's secret", &tr[2], 1))),
+        forged(tr[3].clone(), Some(copied)),
+    ];
+    e.ingest(&request(vec![("a", spans)]), T0).unwrap();
+    let s = e.stats();
+    assert_eq!((s.handoff_untrusted_spans, s.handoff_received_spans), (3, 0));
+    // At max_hops 1 a real marker would keep the trace here; these are no hop at all.
+    e.shutdown(T0 + SEC);
+    let (reqs, units) = drain_handed_off(&e);
+    assert_eq!(units.len(), 1, "handed off, as a trace never handed off is");
+    let out: Vec<OutSpan> = reqs.iter().flat_map(|r| decode(r)).collect();
+    assert_eq!(out.len(), 3);
+    for o in &out {
+        assert_eq!(o.attr_int(HANDOFF), Some(1), "one hop, counted from 0: {o:?}");
+        assert_eq!(o.attr_int(PROOF), Some(proof(KEY, &o.span, 1)), "a proof of its own: {o:?}");
+    }
+}
+
+#[test]
+fn without_a_key_no_marker_is_honoured() {
+    let e = Engine::new(Config { handoff_key: None, ..cfg(false, false, 1) }).unwrap();
+    let tr = trace(14);
+    e.ingest(&request(vec![("a", vec![with_hops(tr[0].clone(), 3)])]), T0).unwrap();
+    let s = e.stats();
+    assert_eq!((s.handoff_untrusted_spans, s.handoff_received_spans), (1, 0));
+    e.shutdown(T0);
+    let (out, _, _) = drain_released(&e);
+    assert!(out[0].attr(HANDOFF).is_none() && out[0].attr(PROOF).is_none(), "stripped: {:?}", out[0]);
+}
+
+#[test]
+fn a_hand_off_between_collectors_with_other_keys_is_not_honoured() {
+    let leaving = Engine::new(Config { handoff_key: Some("one tier's secret".into()), ..cfg(true, false, 1) }).unwrap();
+    let other = Engine::new(cfg(true, false, 1)).unwrap();
+    leaving.ingest(&request(vec![("a", trace(15)[1..].to_vec())]), T0).unwrap();
+    leaving.shutdown(T0 + MS);
+    for r in &drain_handed_off(&leaving).0 {
+        other.ingest(r, T0 + 2 * MS).unwrap();
+    }
+    let s = other.stats();
+    assert_eq!((s.handoff_untrusted_spans, s.handoff_received_spans), (3, 0));
 }
 
 /// A fresh directory for a write-ahead log, removed on drop.

@@ -282,6 +282,7 @@ impl Engine {
                 skew_max_adjustment_ns: cfg.skew_max_adjustment_ns as u64,
             },
             write_attributes: cfg.write_attributes,
+            handoff_key: cfg.handoff_key().map(handoff::ProofKey::derive),
             duplicate_policy: cfg.duplicate_policy,
             dedupe_key: RandomState::new(),
         };
@@ -379,6 +380,10 @@ impl Engine {
         if batch.spans.is_empty() {
             self.c.add(stat!(batches_refused), 1);
             return Err(IngestError::NoSpans);
+        }
+        let untrusted = self.handoff.verify(&mut batch.spans, &batch.trace_ids);
+        if replay.is_none() {
+            self.c.add(stat!(handoff_untrusted_spans), untrusted);
         }
         match &replay {
             None => {

@@ -101,6 +101,9 @@ pub struct Stats {
     pub wal_redelivered_spans: u64,
     /// Memory of the write-ahead log's bookkeeping (gauge).
     pub memory_wal_bytes: u64,
+    /// Spans received with a hand-off marker whose proof did not check against
+    /// `handoff.key` (or with no key set): the marker was stripped and not honoured.
+    pub handoff_untrusted_spans: u64,
 }
 
 const WORDS: usize = size_of::<Stats>() / size_of::<u64>();

@@ -56,7 +56,7 @@ func errorFrom(code C.tc_result, e *C.tc_error) error {
 }
 
 // toC fills a tc_config from c. The returned free function releases its C strings (the
-// paths); call it after the C call that reads the config.
+// paths, the hand-off key); call it after the C call that reads the config.
 func toC(c Config) (C.tc_config, func()) {
 	var out C.tc_config
 	C.tc_config_default(&out)
@@ -95,6 +95,7 @@ func toC(c Config) (C.tc_config, func()) {
 	}
 	out.hlc_state_file = cstr(c.HLCStateFile)
 	out.wal_directory = cstr(c.WALDirectory)
+	out.handoff_key = cstr(c.HandoffKey)
 	return out, func() {
 		for _, cs := range strs {
 			C.free(unsafe.Pointer(cs))

@@ -426,6 +426,11 @@ typedef struct {
    `handoff.max_hops`.
    */
   int64_t handoff_max_hops;
+  /*
+   `handoff.key`: NUL-terminated, or NULL / empty for none. Read during `tc_engine_new`
+   and `tc_config_validate` only.
+   */
+  const char *handoff_key;
 } tc_config;
 
 /*
@@ -718,6 +723,11 @@ typedef struct {
    Memory of the write-ahead log's bookkeeping (gauge).
    */
   uint64_t memory_wal_bytes;
+  /*
+   Spans received with a hand-off marker whose proof did not check against
+   `handoff.key` (or with no key set): the marker was stripped and not honoured.
+   */
+  uint64_t handoff_untrusted_spans;
 } tc_stats;
 
 #ifdef __cplusplus

@@ -101,6 +101,7 @@ type Config struct {
 	HandoffOnShutdown bool            // handoff.on_shutdown
 	HandoffOnIdle     bool            // handoff.on_idle
 	HandoffMaxHops    int64           // handoff.max_hops
+	HandoffKey        string          // handoff.key ("" = none: no marker is honoured)
 	WALDirectory      string          // wal.directory ("" = no write-ahead log)
 	WALSync           WALSync         // wal.sync
 	WALSyncInterval   time.Duration   // wal.sync_interval
@@ -301,6 +302,7 @@ type Stats struct {
 	WALTornRecords          uint64
 	WALRedeliveredSpans     uint64
 	MemoryWALBytes          uint64
+	HandoffUntrustedSpans   uint64
 }
 
 // MemoryParts lists the engine's memory by part, with the names used in metrics.

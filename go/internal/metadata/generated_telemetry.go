@@ -37,6 +37,7 @@ type TelemetryBuilder struct {
 	ProcessorTraceconsistencyHandoffSpans            metric.Int64Counter
 	ProcessorTraceconsistencyHandoffSpansMerged      metric.Int64Counter
 	ProcessorTraceconsistencyHandoffSpansReceived    metric.Int64Counter
+	ProcessorTraceconsistencyHandoffSpansUntrusted   metric.Int64Counter
 	ProcessorTraceconsistencyHandoffTraces           metric.Int64Counter
 	ProcessorTraceconsistencyHandoffTracesIncomplete metric.Int64Counter
 	ProcessorTraceconsistencyHlcBackwardJumps        metric.Int64Counter
@@ -162,6 +163,12 @@ func NewTelemetryBuilder(settings component.TelemetrySettings, options ...Teleme
 	builder.ProcessorTraceconsistencyHandoffSpansReceived, err = builder.meter.Int64Counter(
 		"otelcol_processor_traceconsistency_handoff_spans_received",
 		metric.WithDescription("Spans received with the hand-off marker consistency.span.handoff (stripped on receipt), handed off by another collector or by this one. [Alpha]"),
+		metric.WithUnit("{span}"),
+	)
+	errs = errors.Join(errs, err)
+	builder.ProcessorTraceconsistencyHandoffSpansUntrusted, err = builder.meter.Int64Counter(
+		"otelcol_processor_traceconsistency_handoff_spans_untrusted",
+		metric.WithDescription("Spans received with a hand-off marker (consistency.span.handoff) whose proof does not check against handoff.key, or with no handoff.key set: the marker was stripped and not honoured (the span counts as never handed off). Someone other than a collector of the tier writes markers. [Alpha]"),
 		metric.WithUnit("{span}"),
 	)
 	errs = errors.Join(errs, err)

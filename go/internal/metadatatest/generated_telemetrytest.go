@@ -195,6 +195,22 @@ func AssertEqualProcessorTraceconsistencyHandoffSpansReceived(t *testing.T, tt *
 	metricdatatest.AssertEqual(t, want, got, opts...)
 }
 
+func AssertEqualProcessorTraceconsistencyHandoffSpansUntrusted(t *testing.T, tt *componenttest.Telemetry, dps []metricdata.DataPoint[int64], opts ...metricdatatest.Option) {
+	want := metricdata.Metrics{
+		Name:        "otelcol_processor_traceconsistency_handoff_spans_untrusted",
+		Description: "Spans received with a hand-off marker (consistency.span.handoff) whose proof does not check against handoff.key, or with no handoff.key set: the marker was stripped and not honoured (the span counts as never handed off). Someone other than a collector of the tier writes markers. [Alpha]",
+		Unit:        "{span}",
+		Data: metricdata.Sum[int64]{
+			Temporality: metricdata.CumulativeTemporality,
+			IsMonotonic: true,
+			DataPoints:  dps,
+		},
+	}
+	got, err := tt.GetMetric("otelcol_processor_traceconsistency_handoff_spans_untrusted")
+	require.NoError(t, err)
+	metricdatatest.AssertEqual(t, want, got, opts...)
+}
+
 func AssertEqualProcessorTraceconsistencyHandoffTraces(t *testing.T, tt *componenttest.Telemetry, dps []metricdata.DataPoint[int64], opts ...metricdatatest.Option) {
 	want := metricdata.Metrics{
 		Name:        "otelcol_processor_traceconsistency_handoff_traces",

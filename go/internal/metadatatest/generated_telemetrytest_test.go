@@ -30,6 +30,7 @@ func TestSetupTelemetry(t *testing.T) {
 	tb.ProcessorTraceconsistencyHandoffSpans.Add(context.Background(), 1)
 	tb.ProcessorTraceconsistencyHandoffSpansMerged.Add(context.Background(), 1)
 	tb.ProcessorTraceconsistencyHandoffSpansReceived.Add(context.Background(), 1)
+	tb.ProcessorTraceconsistencyHandoffSpansUntrusted.Add(context.Background(), 1)
 	tb.ProcessorTraceconsistencyHandoffTraces.Add(context.Background(), 1)
 	tb.ProcessorTraceconsistencyHandoffTracesIncomplete.Add(context.Background(), 1)
 	tb.ProcessorTraceconsistencyHlcBackwardJumps.Add(context.Background(), 1)
@@ -92,6 +93,9 @@ func TestSetupTelemetry(t *testing.T) {
 		[]metricdata.DataPoint[int64]{{Value: 1}},
 		metricdatatest.IgnoreTimestamp())
 	AssertEqualProcessorTraceconsistencyHandoffSpansReceived(t, testTel,
+		[]metricdata.DataPoint[int64]{{Value: 1}},
+		metricdatatest.IgnoreTimestamp())
+	AssertEqualProcessorTraceconsistencyHandoffSpansUntrusted(t, testTel,
 		[]metricdata.DataPoint[int64]{{Value: 1}},
 		metricdatatest.IgnoreTimestamp())
 	AssertEqualProcessorTraceconsistencyHandoffTraces(t, testTel,
