@@ -61,6 +61,7 @@ func TestLoadConfig(t *testing.T) {
 					OnIdle:     true,
 					MaxHops:    2,
 					Pipelines:  []pipeline.ID{pipeline.NewIDWithName(pipeline.SignalTraces, "handoff")},
+					Key:        "a secret of the gateway tier",
 				},
 				WAL: WALConfig{
 					Directory:    "/var/lib/otelcol/tc-wal",
@@ -130,6 +131,11 @@ func TestValidateNamesTheKey(t *testing.T) {
 			c.Handoff.Pipelines = []pipeline.ID{pipeline.NewID(pipeline.SignalLogs)}
 		}, "handoff.pipelines", `must name traces pipelines, got "logs"`, false},
 		{"zero handoff.max_hops", func(c *Config) { c.Handoff.MaxHops = 0 }, "handoff.max_hops", "between 1 and 16", true},
+		{"hand-off without handoff.key", func(c *Config) {
+			c.Handoff.OnIdle = true
+			c.Handoff.Pipelines = []pipeline.ID{pipeline.NewIDWithName(pipeline.SignalTraces, "handoff")}
+		}, "handoff.key", "must be set when handoff.on_shutdown or handoff.on_idle is set", true},
+		{"short handoff.key", func(c *Config) { c.Handoff.Key = "secret" }, "handoff.key", "at least 16 bytes long, got 6", true},
 		{"bad wal.sync", func(c *Config) { c.WAL.Sync = "always" }, "wal.sync", `one of batch, interval, none, got "always"`, false},
 		{"zero wal.sync_interval", func(c *Config) { c.WAL.Directory = "/tmp/w"; c.WAL.SyncInterval = 0 }, "wal.sync_interval", "positive duration", true},
 		{"tiny wal.max_bytes", func(c *Config) { c.WAL.Directory = "/tmp/w"; c.WAL.MaxBytes = 1000 }, "wal.max_bytes", "at least", true},

@@ -74,8 +74,11 @@ func newConnectorHarness(t *testing.T, mutate func(*Config), handoff consumer.Tr
 	return h
 }
 
-func onShutdown(c *Config) { c.Handoff.OnShutdown = true }
-func onIdle(c *Config)     { c.Handoff.OnIdle = true }
+// testKey is the hand-off key of the test tier (handoff.key).
+const testKey = "the test tier's shared secret"
+
+func onShutdown(c *Config) { c.Handoff.OnShutdown = true; c.Handoff.Key = testKey }
+func onIdle(c *Config)     { c.Handoff.OnIdle = true; c.Handoff.Key = testKey }
 
 func causeAttr(c string) attribute.Set { return attribute.NewSet(attribute.String("cause", c)) }
 
@@ -213,7 +216,7 @@ func TestRetryableHandoffRefusalIsRetriedFromTheReleaseLoop(t *testing.T) {
 
 func TestProcessorFormRefusesHandoff(t *testing.T) {
 	cfg := createDefaultConfig().(*Config)
-	cfg.Handoff.OnShutdown = true
+	onShutdown(cfg)
 	cfg.Handoff.Pipelines = []pipeline.ID{handoffPipeline}
 	_, err := NewFactory().CreateTraces(context.Background(), processortest.NewNopSettings(metadata.Type), cfg, consumertest.NewNop())
 	require.ErrorContains(t, err, "handoff.on_shutdown and handoff.on_idle need the connector form")
@@ -231,7 +234,7 @@ func TestConnectorOutputsMustMatchHandoffPipelines(t *testing.T) {
 	} {
 		t.Run(name, func(t *testing.T) {
 			cfg := createDefaultConfig().(*Config)
-			cfg.Handoff.OnIdle = true
+			onIdle(cfg)
 			cfg.Handoff.Pipelines = []pipeline.ID{handoffPipeline}
 			_, err := NewConnectorFactory().CreateTracesToTraces(context.Background(), set, cfg, connector.NewTracesRouter(tt.outputs))
 			require.ErrorContains(t, err, tt.want)
@@ -263,4 +266,27 @@ func TestGoldenHandoffFilesExist(t *testing.T) {
 			require.NoError(t, err, "every hand-off golden case has %s", f)
 		}
 	}
+}
+
+func TestAClientsHandoffMarkerIsStrippedNotHonouredAndCounted(t *testing.T) {
+	h := newHarness(t, nil)
+	td := makeTraces(threeSpanTrace(8)...)
+	for _, rs := range td.ResourceSpans().All() {
+		for _, ss := range rs.ScopeSpans().All() {
+			for _, s := range ss.Spans().All() {
+				// What a client could send to keep its traces from ever being handed off.
+				s.Attributes().PutInt("consistency.span.handoff", 16)
+				s.Attributes().PutInt("consistency.span.handoff_proof", 12345)
+			}
+		}
+	}
+	h.consume(td)
+	h.tick(time.Second)
+	for id, attrs := range spanAttrs(t, h.sink.AllTraces()[0]) {
+		assert.NotContains(t, attrs, "consistency.span.handoff", "span %d", id)
+		assert.NotContains(t, attrs, "consistency.span.handoff_proof", "span %d", id)
+	}
+	metadatatest.AssertEqualProcessorTraceconsistencyHandoffSpansUntrusted(t, h.tel, []metricdata.DataPoint[int64]{{Value: 3}}, noTimes)
+	_, err := h.tel.GetMetric("otelcol_processor_traceconsistency_handoff_spans_received")
+	assert.Error(t, err, "no hand-off received")
 }

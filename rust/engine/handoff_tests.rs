@@ -387,3 +387,4 @@ fn an_exact_duplicate_travels_with_the_hand_off_and_is_dropped_and_counted_at_th
     assert_eq!(out.len(), 4, "root and three distinct children");
     assert_eq!(receiver.stats().duplicates_dropped, 1);
 }
+

@@ -142,6 +142,9 @@ int main(void) {
   CHECK(tc_engine_new(&hcfg, &engine, &err) == TC_RESULT_INVALID_CONFIG && strstr(err.message, "handoff.max_hops") != NULL,
         "handoff.max_hops 0 refused");
   hcfg.handoff_max_hops = 1;
+  CHECK(tc_engine_new(&hcfg, &engine, &err) == TC_RESULT_INVALID_CONFIG && strstr(err.message, "handoff.key") != NULL,
+        "hand-off without handoff.key refused");
+  hcfg.handoff_key = "a secret of the balancing tier";
   CHECK(tc_engine_new(&hcfg, &engine, &err) == TC_RESULT_OK, "hand-off engine created");
   CHECK(tc_engine_ingest(engine, req, len, t0, &res, &err) == TC_RESULT_OK, "ingest before hand-off");
   CHECK(tc_engine_shutdown(engine, t0, &ready, &err) == TC_RESULT_OK && ready == 2, "shutdown hands off");
@@ -150,11 +153,19 @@ int main(void) {
   CHECK(tc_engine_drain_handoff(engine, 100, NULL, &view, &err) == TC_RESULT_NULL_ARGUMENT, "NULL release_out refused");
   CHECK(tc_engine_drain_handoff(engine, 100, &rel, &view, &err) == TC_RESULT_OK && rel != NULL, "hand-off drained");
   CHECK(view.spans == 2 && view.units_len == 1 && view.units[0].reason == TC_RELEASE_REASON_SHUTDOWN, "one trace, cause shutdown");
-  tc_engine *owner = NULL;
-  CHECK(tc_engine_new(&cfg, &owner, &err) == TC_RESULT_OK, "receiving engine created");
+  tc_engine *owner = NULL, *stranger = NULL;
+  tc_config ocfg = cfg;
+  ocfg.handoff_key = hcfg.handoff_key;
+  CHECK(tc_engine_new(&ocfg, &owner, &err) == TC_RESULT_OK, "receiving engine created");
   CHECK(tc_engine_ingest(owner, view.otlp, view.otlp_len, t0 + 1, &res, &err) == TC_RESULT_OK && res.buffered == 2, "hand-off ingested");
+  CHECK(tc_engine_new(&cfg, &stranger, &err) == TC_RESULT_OK, "engine without the key created");
+  CHECK(tc_engine_ingest(stranger, view.otlp, view.otlp_len, t0 + 1, &res, &err) == TC_RESULT_OK && res.buffered == 2, "hand-off ingested without the key");
   tc_release_free(rel);
-  CHECK(tc_engine_stats(owner, &stats) == TC_RESULT_OK && stats.handoff_received_spans == 2, "hand-off counted on receipt");
+  CHECK(tc_engine_stats(owner, &stats) == TC_RESULT_OK && stats.handoff_received_spans == 2 && stats.handoff_untrusted_spans == 0,
+        "hand-off counted on receipt");
+  CHECK(tc_engine_stats(stranger, &stats) == TC_RESULT_OK && stats.handoff_received_spans == 0 && stats.handoff_untrusted_spans == 2,
+        "without the key the markers are not honoured");
+  tc_engine_free(stranger);
   tc_engine_free(owner);
   tc_engine_free(engine);
 

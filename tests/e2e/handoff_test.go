@@ -65,6 +65,9 @@ func (b *balancer) restart(backends ...string) {
 	b.start(backends...)
 }
 
+// handoffKey is the gateways' shared hand-off key (handoff.key).
+const handoffKey = "the e2e gateway tier's secret"
+
 // startGateway starts examples/collector-gateway.yaml handing off to lb.
 func startHandoffGateway(t *testing.T, lb *balancer, onIdle bool, idleTimeout time.Duration) *Collector {
 	t.Helper()
@@ -83,6 +86,7 @@ func startHandoffGateway(t *testing.T, lb *balancer, onIdle bool, idleTimeout ti
 		"TC_GATEWAY_WAL_DIR=" + filepath.Join(dir, "wal"),
 		"TC_GATEWAY_IDLE_TIMEOUT=" + idleTimeout.String(),
 		"TC_GATEWAY_HANDOFF_ON_IDLE=" + strconv.FormatBool(onIdle),
+		"TC_HANDOFF_KEY=" + handoffKey,
 		"TC_HANDOFF_ENDPOINT=" + lb.addr,
 	}
 	return StartCollectorFromFile(t, filepath.Join(RepoRoot(), "examples", "collector-gateway.yaml"), env, addrs)
