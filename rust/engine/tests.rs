@@ -766,3 +766,28 @@ fn fuzz_found_fields_pdata_skips_are_accepted() {
     e.shutdown(T0);
     assert_eq!(drain_all(&e).0.len(), 1, "and released, decodable");
 }
+
+#[test]
+fn the_late_cache_gives_way_down_to_zero_entries_so_a_small_batch_is_accepted() {
+    // 64 shards share a 1 MiB bound: a per-shard floor of one 3,000-span trace's hashes
+    // (24 KB each) would hold 1.5 MiB that no release can free, refusing every batch.
+    const BOUND: i64 = 1 << 20;
+    let e = Engine::new(Config { num_shards: 64, max_buffered_bytes: BOUND, max_buffered_spans: 100_000, ..cfg() }).unwrap();
+    let b = T0 - SEC;
+    let mut now = T0;
+    for t in 1..=200u64 {
+        let spans: Vec<Span> = (1..=3000).map(|i| span(t, i, if i == 1 { 0 } else { 1 }, b, b + 1)).collect();
+        // Refusals while released data waits are fine; what is refused is retried.
+        let _ = e.ingest(&request(vec![("a", spans)]), now);
+        now += 2 * SEC;
+        e.tick(now);
+        drain_all(&e);
+    }
+    now += 3600 * SEC;
+    e.tick(now);
+    let r = e.ingest(&request(vec![("a", vec![span(1_000, 1, 0, b, b + 1)])]), now);
+    assert!(r.is_ok(), "a one-span batch an hour later is accepted: {r:?} {:?}", e.stats());
+    let s = e.stats();
+    assert!(s.memory_late_cache_bytes <= BOUND as u64 / 8, "the late cache keeps to its eighth of the bound: {s:?}");
+    assert_eq!(s.spans_received, 200 * 3000 + 1, "no 3,000-span batch was refused for good");
+}
