@@ -457,3 +457,51 @@ fn traces_spread_over_many_batches_free_every_segment_once_delivered() {
     assert_eq!(w.outstanding(), vec![], "every batch delivered");
     assert_eq!(e.stats().wal_segments, 1);
 }
+
+#[test]
+fn spans_resolved_at_ingest_are_logged_and_not_replayed_as_a_new_trace() {
+    for policy in [LateSpanPolicy::Forward, LateSpanPolicy::Drop] {
+        let dir = TempDir::new("resolved");
+        let c = Config { late_span_policy: policy, ..cfg(&dir.0) };
+        {
+            let e = Engine::new(c.clone()).unwrap();
+            e.recover(T0);
+            let mut b = children(0xB);
+            b.extend(root(0xB));
+            e.ingest(&req(b.clone()), T0).unwrap();
+            // X is released with B and handed out, never acknowledged: in flight at the crash.
+            let mut x = children(0x5);
+            x.extend(root(0x5));
+            e.ingest(&req(x), T0).unwrap();
+            e.tick(T0 + 2 * SEC);
+            let mut out = Vec::new();
+            while let Some(r) = e.drain(1) {
+                let spans = decode(&r.otlp);
+                if spans[0].trace() == 0xB {
+                    assert!(e.delivered(r.token));
+                }
+                out.extend(spans);
+            }
+            assert_eq!(out.len(), 6);
+            // The client retries B's batch after the release (its ack was lost): every span
+            // an exact re-send, dropped at ingest.
+            let o = e.ingest(&req(b.clone()), T0 + 3 * SEC).unwrap();
+            assert_eq!(o.resent, 3);
+            if policy == LateSpanPolicy::Drop {
+                // A late span of B, dropped by policy.
+                let o = e.ingest(&req(vec![span(0xB, 9, 1, T0 - SEC, T0 - SEC / 2)]), T0 + 3 * SEC).unwrap();
+                assert_eq!(o.late_dropped, 1);
+            }
+            assert!(drain(&e, true).is_empty(), "nothing of B leaves again");
+            // Dropped here: a crash as far as the log is concerned (X unacknowledged).
+        }
+        let e = Engine::new(c).unwrap();
+        let rep = e.recover(T0 + 10 * SEC);
+        assert_eq!((rep.spans, rep.traces), (3, 1), "{policy:?}: only X replays, not B's re-sent or late spans: {rep:?}");
+        assert_eq!(rep.redelivered_spans, 3, "{policy:?}: X was in flight: {rep:?}");
+        assert_eq!(e.stats().wal_redelivered_spans, 3);
+        e.shutdown(T0 + 11 * SEC);
+        let out = drain(&e, true);
+        assert!(out.iter().all(|s| s.trace() == 0x5), "{policy:?}: {} spans of B came back", out.iter().filter(|s| s.trace() == 0xB).count());
+    }
+}
