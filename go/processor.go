@@ -29,6 +29,7 @@ const (
 	lostDownstreamPermanent = "downstream_permanent"
 	lostDecodeFailed        = "decode_failed"
 	lostShutdownTimeout     = "shutdown_timeout"
+	lostEnginePanic         = "engine_panic"
 )
 
 // Backoff of a release the next consumer refused with a retryable error: doubling from
@@ -168,7 +169,7 @@ func newTracesProcessor(set processor.Settings, cfg *Config, next consumer.Trace
 		lateDropped:   metric.WithAttributeSet(attribute.NewSet(attribute.String("policy", "dropped"))),
 	}
 	p.lostAttrs = map[string]metric.MeasurementOption{}
-	for _, c := range []string{lostDownstreamPermanent, lostDecodeFailed, lostShutdownTimeout} {
+	for _, c := range []string{lostDownstreamPermanent, lostDecodeFailed, lostShutdownTimeout, lostEnginePanic} {
 		p.lostAttrs[c] = metric.WithAttributeSet(attribute.NewSet(attribute.String("cause", c)))
 	}
 	p.sendCtx, p.cancelSend = context.WithCancel(context.Background())
@@ -451,6 +452,10 @@ func (p *tracesProcessor) recordStats(ctx context.Context) {
 	add(tb.ProcessorTraceconsistencyHlcLogicalOverflows, s.HLCLogicalOverflows, prev.HLCLogicalOverflows)
 	add(tb.ProcessorTraceconsistencyHlcPersistErrors, s.HLCPersistErrors, prev.HLCPersistErrors)
 	add(tb.ProcessorTraceconsistencyHlcStalledBatches, s.HLCStalledBatches, prev.HLCStalledBatches)
+	if s.DrainLostSpans > prev.DrainLostSpans {
+		// The drain's error (an internal error) was logged where it failed.
+		p.lose(ctx, lostEnginePanic, int(s.DrainLostSpans-prev.DrainLostSpans), errors.New("an engine drain failed with an internal error after taking them"))
+	}
 	tb.ProcessorTraceconsistencySpansBuffered.Record(ctx, int64(s.BufferedSpans))
 	tb.ProcessorTraceconsistencyBytesBuffered.Record(ctx, int64(s.BufferedBytes))
 	tb.ProcessorTraceconsistencyTracesBuffered.Record(ctx, int64(s.BufferedTraces))

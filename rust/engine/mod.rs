@@ -207,6 +207,42 @@ struct Limits {
     max_buffered_spans: u64,
     max_buffered_bytes: u64,
     max_spans_per_trace: u64,
+    /// The most span bytes one trace may hold: its records address them with `u32`
+    /// offsets. [`MAX_TRACE_SPAN_BYTES`]; smaller in tests.
+    max_trace_span_bytes: u64,
+}
+
+/// Span records address their bytes with `u32` offsets: a trace about to hold more is
+/// released (reason `span_limit`) first, and a batch may not be larger.
+const MAX_TRACE_SPAN_BYTES: u64 = u32::MAX as u64;
+
+/// Units taken from a queue by a drain, until the release holding them is handed out. On
+/// every way out their spans and bytes leave the ready counters (which throttle ingest). If
+/// the drain unwinds first (a bug in the checks or the encoder), the units are gone: their
+/// spans are counted in `drain_lost_spans` and their write-ahead log keys resolved, so that
+/// the log does not keep them forever and a restart does not replay what would fail again.
+struct Taken<'a> {
+    engine: &'a Engine,
+    spans: u64,
+    bytes: u64,
+    keys: Vec<Key>,
+    handed_out: bool,
+}
+
+impl Drop for Taken<'_> {
+    fn drop(&mut self) {
+        let e = self.engine;
+        e.c.sub(stat!(ready_spans), self.spans);
+        e.c.sub(stat!(ready_bytes), self.bytes);
+        e.trim.released(self.bytes);
+        if self.handed_out {
+            return;
+        }
+        e.c.add(stat!(drain_lost_spans), self.spans);
+        if let Some(w) = &e.wal {
+            w.resolve(&self.keys);
+        }
+    }
 }
 
 /// The engine. See the module documentation.
@@ -249,6 +285,7 @@ impl Engine {
             max_buffered_spans: cfg.max_buffered_spans as u64,
             max_buffered_bytes: cfg.max_buffered_bytes as u64,
             max_spans_per_trace: cfg.max_spans_per_trace as u64,
+            max_trace_span_bytes: MAX_TRACE_SPAN_BYTES,
         };
         // The late cache is a cache: its count is split between the shards, and it may take
         // at most an eighth of the memory bound.
@@ -284,6 +321,8 @@ impl Engine {
             write_attributes: cfg.write_attributes,
             duplicate_policy: cfg.duplicate_policy,
             dedupe_key: RandomState::new(),
+            #[cfg(test)]
+            panic_next: Default::default(),
         };
         let (ready_tx, ready_rx) = crossbeam_channel::unbounded();
         let (wal, opened) = match cfg.wal_directory.as_deref().filter(|d| !d.is_empty()) {
@@ -360,6 +399,10 @@ impl Engine {
         if data.is_empty() {
             self.c.add(stat!(batches_refused), 1);
             return Err(IngestError::Empty);
+        }
+        if data.len() as u64 > MAX_TRACE_SPAN_BYTES {
+            self.c.add(stat!(batches_refused), 1);
+            return Err(IngestError::TooLarge(format!("batch of {} bytes is larger than a batch may be (4 GiB)", data.len())));
         }
         // Backpressure: when the data that cannot be released early (it is released already)
         // fills the bound, the caller must wait for drains rather than grow memory. (Replay
@@ -536,6 +579,14 @@ impl Engine {
         for &(_, start, end) in runs {
             let run = &valid[start as usize..end as usize];
             let id = u128::from_be_bytes(batch.trace_ids[run[0] as usize]);
+            // A trace whose span bytes would pass what its offsets address is released
+            // first; the run's spans are then late, as after max_spans_per_trace.
+            if let Some(held) = shard.span_bytes(id) {
+                let need: u64 = run.iter().map(|&i| batch.spans[i as usize].len() as u64).sum();
+                if held + need > self.limits.max_trace_span_bytes {
+                    self.release(&mut shard, id, ReleaseReason::SpanLimit, now);
+                }
+            }
             if shard.late.contains(id) {
                 // A span of a released trace: an exact re-send of a released span (a retry
                 // after release) is a duplicate; anything else is late.
@@ -745,21 +796,16 @@ impl Engine {
     /// spans, runs the checks, and encodes them as one `ExportTraceServiceRequest`.
     /// `None` when nothing is ready.
     pub fn drain(&self, max_spans: u64) -> Option<Release> {
-        let emitted = self.drain_from(&self.ready_rx, max_spans)?;
-        // What the late caches need to recognise re-sends of these traces' spans.
-        for (id, hashes) in emitted.released {
-            let mut shard = lock(&self.shards[self.shard_of(id)]);
-            shard.late.set_hashes(id, hashes);
-            self.sync(&mut shard);
-        }
-        Some(emitted.release)
+        self.drain_from(&self.ready_rx, max_spans)
     }
 
     /// Takes whole units from `queue` up to about `max_spans` spans (at least one if any is
-    /// waiting) and emits them, counting what emission dropped; with a write-ahead log the
-    /// release gets its delivery token. The units are freed by the time it returns: their
-    /// bytes leave the count.
-    fn drain_from(&self, queue: &Receiver<Unit>, max_spans: u64) -> Option<emit::Emitted> {
+    /// waiting) and emits them, counting what emission dropped; the late caches learn the
+    /// content hashes of the released traces; with a write-ahead log the release gets its
+    /// delivery token. The units are freed by the time it returns: their bytes leave the
+    /// count. Panic-safe: if anything on the way unwinds, what was taken is counted lost
+    /// (see [`Taken`]).
+    fn drain_from(&self, queue: &Receiver<Unit>, max_spans: u64) -> Option<Release> {
         let mut units = Vec::new();
         let mut spans = 0u64;
         let mut bytes = 0u64;
@@ -777,16 +823,22 @@ impl Engine {
             return None;
         }
         let keys: Vec<Key> = units.iter_mut().flat_map(|u| std::mem::take(&mut u.wal)).collect();
-        let mut emitted = self.emitter.emit(units);
-        if let Some(w) = &self.wal {
-            emitted.release.token = w.drained(keys);
+        let mut taken = Taken { engine: self, spans, bytes, keys, handed_out: false };
+        let emitted = self.emitter.emit(units);
+        // What the late caches need to recognise re-sends of these traces' spans.
+        for (id, hashes) in emitted.released {
+            let mut shard = lock(&self.shards[self.shard_of(id)]);
+            shard.late.set_hashes(id, hashes);
+            self.sync(&mut shard);
         }
         self.c.add(stat!(duplicates_dropped), emitted.duplicates);
         self.c.add(stat!(conflicts_dropped), emitted.conflicts);
-        self.c.sub(stat!(ready_spans), spans);
-        self.c.sub(stat!(ready_bytes), bytes);
-        self.trim.released(bytes);
-        Some(emitted)
+        let mut release = emitted.release;
+        if let Some(w) = &self.wal {
+            release.token = w.drained(std::mem::take(&mut taken.keys));
+        }
+        taken.handed_out = true;
+        Some(release)
     }
 
     /// Counters and gauges.

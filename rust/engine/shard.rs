@@ -215,6 +215,11 @@ impl Shard {
         self.traces.get(&id).map(|t| t.spans.len())
     }
 
+    /// Bytes of span encodings trace `id` holds (what its records' offsets address).
+    pub fn span_bytes(&self, id: u128) -> Option<u64> {
+        self.traces.get(&id).map(|t| t.buf.len() as u64)
+    }
+
     /// Buffers the spans `run` (indexes into `batch`, whose span bytes are in `data`) of
     /// trace `id`. Returns how many of them were handed off to this engine, and whether
     /// they joined a trace already buffered.

@@ -101,6 +101,9 @@ pub struct Stats {
     pub wal_redelivered_spans: u64,
     /// Memory of the write-ahead log's bookkeeping (gauge).
     pub memory_wal_bytes: u64,
+    /// Spans taken by a drain that failed with an internal error (a panic) before handing
+    /// them out: lost, their write-ahead log keys resolved.
+    pub drain_lost_spans: u64,
 }
 
 const WORDS: usize = size_of::<Stats>() / size_of::<u64>();

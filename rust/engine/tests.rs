@@ -791,3 +791,27 @@ fn the_late_cache_gives_way_down_to_zero_entries_so_a_small_batch_is_accepted() 
     assert!(s.memory_late_cache_bytes <= BOUND as u64 / 8, "the late cache keeps to its eighth of the bound: {s:?}");
     assert_eq!(s.spans_received, 200 * 3000 + 1, "no 3,000-span batch was refused for good");
 }
+
+#[test]
+fn a_trace_is_released_before_its_span_bytes_pass_what_offsets_address() {
+    // The real limit is 4 GiB (u32 offsets); a small one here shows the behaviour.
+    let mut e = Engine::new(cfg()).unwrap();
+    e.limits.max_trace_span_bytes = 4_000;
+    let b = T0 - SEC;
+    let mut sent = 0u64;
+    for batch in 0..10u64 {
+        let spans: Vec<Span> = (0..20).map(|i| span(7, 1 + batch * 20 + i, if batch + i == 0 { 0 } else { 1 }, b, b + 1)).collect();
+        sent += spans.len() as u64;
+        e.ingest(&request(vec![("a", spans)]), T0).unwrap();
+    }
+    e.shutdown(T0 + SEC);
+    let (out, units, _) = drain_all(&e);
+    assert_eq!(out.len() as u64, sent, "every span leaves once");
+    assert_eq!(units[0].reason, ReleaseReason::SpanLimit);
+    assert!(units[0].spans < sent as u32);
+    assert!(units[1..].iter().all(|u| u.reason == ReleaseReason::Late), "{units:?}");
+    let mut ids: Vec<u64> = out.iter().map(|s| s.id()).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len() as u64, sent);
+}

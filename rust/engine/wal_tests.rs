@@ -505,3 +505,56 @@ fn spans_resolved_at_ingest_are_logged_and_not_replayed_as_a_new_trace() {
         assert!(out.iter().all(|s| s.trace() == 0x5), "{policy:?}: {} spans of B came back", out.iter().filter(|s| s.trace() == 0xB).count());
     }
 }
+
+#[test]
+fn a_drain_that_panics_counts_what_it_took_as_lost_and_releases_counters_and_log_keys() {
+    let dir = TempDir::new("drain-panic");
+    {
+        let e = Engine::new(cfg(&dir.0)).unwrap();
+        e.recover(T0);
+        for t in [0xA, 0xB] {
+            let mut spans = children(t);
+            spans.extend(root(t));
+            e.ingest(&req(spans), T0).unwrap();
+        }
+        e.tick(T0 + 2 * SEC);
+        assert_eq!(e.stats().ready_spans, 6);
+        e.emitter.panic_next.store(true, Ordering::Relaxed);
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| e.drain(1_000_000)));
+        assert!(r.is_err(), "the injected panic unwinds out of the drain");
+        let s = e.stats();
+        assert_eq!((s.ready_spans, s.ready_bytes), (0, 0), "the ready counters are released: {s:?}");
+        assert_eq!(s.drain_lost_spans, 6, "what the drain took is counted lost");
+        assert!(e.wal.as_ref().unwrap().outstanding().is_empty(), "no log key is left to pin the log");
+        // Nothing waits any more: drains end at once, and shutdown's drain loop (until
+        // nothing is ready) ends.
+        assert!(e.drain(1_000_000).is_none());
+        e.shutdown(T0 + 3 * SEC);
+        assert_eq!(e.stats().ready_spans, 0);
+        // The engine goes on working.
+        let mut c = children(0xC);
+        c.extend(root(0xC));
+        e.ingest(&req(c), T0 + 3 * SEC).unwrap();
+        assert_eq!(drain(&e, true).len(), 3);
+    }
+    // The lost units are not replayed (they would fail again at every start).
+    let e = Engine::new(cfg(&dir.0)).unwrap();
+    let rep = e.recover(T0 + 10 * SEC);
+    assert_eq!(rep.spans, 0, "{rep:?}");
+}
+
+#[test]
+fn a_hand_off_drain_that_panics_is_counted_too() {
+    let dir = TempDir::new("handoff-panic");
+    let e = Engine::new(Config { handoff_on_shutdown: true, ..cfg(&dir.0) }).unwrap();
+    e.recover(T0);
+    e.ingest(&req(children(0xA)), T0).unwrap();
+    e.shutdown(T0 + SEC);
+    assert_eq!(e.stats().ready_spans, 2);
+    e.emitter.panic_next.store(true, Ordering::Relaxed);
+    assert!(std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| e.drain_handoff(1_000_000))).is_err());
+    let s = e.stats();
+    assert_eq!((s.ready_spans, s.ready_bytes, s.drain_lost_spans), (0, 0, 2), "{s:?}");
+    assert!(e.wal.as_ref().unwrap().outstanding().is_empty());
+    assert!(e.drain_handoff(1_000_000).is_none());
+}

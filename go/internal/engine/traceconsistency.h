@@ -718,6 +718,11 @@ typedef struct {
    Memory of the write-ahead log's bookkeeping (gauge).
    */
   uint64_t memory_wal_bytes;
+  /*
+   Spans taken by a drain that failed with an internal error (a panic) before handing
+   them out: lost, their write-ahead log keys resolved.
+   */
+  uint64_t drain_lost_spans;
 } tc_stats;
 
 #ifdef __cplusplus
