@@ -25,7 +25,9 @@
 //! crafted IDs cannot pile into one bucket or one shard.
 //!
 //! Thread-safety: every method takes `&self`; `Engine` is `Send + Sync`. Time is always passed
-//! in (`now` in Unix nanoseconds), so tests inject it.
+//! in, so tests inject it: two clocks ([`Clocks`]), the wall clock for HLC stamps and a
+//! monotonic one for every timer, so that a step of the host clock neither holds traces
+//! past `max_age` nor releases them early.
 
 mod dedupe;
 mod emit;
@@ -63,6 +65,23 @@ use stats::{stat, Counters};
 use unit::Unit;
 
 pub use stats::Stats;
+
+/// The time of an engine call, on two clocks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Clocks {
+    /// The wall clock, Unix nanoseconds: HLC stamps and `hlc.state_file`'s bound.
+    pub wall: u64,
+    /// A monotonic clock, nanoseconds from any fixed origin (the same for the engine's
+    /// life): the quiet period, idle timeout, max age, release ages, the trim interval.
+    pub mono: u64,
+}
+
+impl Clocks {
+    /// One reading for both clocks (tests, and callers without a monotonic clock).
+    pub fn same(now: u64) -> Clocks {
+        Clocks { wall: now, mono: now }
+    }
+}
 
 /// Why a batch was refused as a whole (nothing of it was kept).
 #[derive(Debug, PartialEq, Eq)]
@@ -391,11 +410,20 @@ impl Engine {
     /// Ingests the bytes of one `ExportTraceServiceRequest`. On error nothing was kept. With a
     /// write-ahead log, the batch is in it (on disk with `wal.sync: batch`) before this
     /// returns `Ok`.
+    /// `now` is both clocks' reading ([`Clocks::same`]); see [`Engine::ingest_at`].
     pub fn ingest(&self, data: &[u8], now: u64) -> Result<IngestOutcome, IngestError> {
+        self.ingest_with(data, Clocks::same(now), None)
+    }
+
+    /// [`Engine::ingest`] at `now` on each clock: stamps from the wall clock, timers from the
+    /// monotonic one.
+    pub fn ingest_at(&self, data: &[u8], now: Clocks) -> Result<IngestOutcome, IngestError> {
         self.ingest_with(data, now, None)
     }
 
-    fn ingest_with(&self, data: &[u8], now: u64, replay: Option<Replay<'_>>) -> Result<IngestOutcome, IngestError> {
+    fn ingest_with(&self, data: &[u8], clocks: Clocks, replay: Option<Replay<'_>>) -> Result<IngestOutcome, IngestError> {
+        // Timers run on the monotonic clock; only the HLC reads the wall clock.
+        let now = clocks.mono;
         if data.is_empty() {
             self.c.add(stat!(batches_refused), 1);
             return Err(IngestError::Empty);
@@ -427,7 +455,7 @@ impl Engine {
             None => {
                 // Stamped before anything is kept: a stalled clock refuses the batch whole.
                 let futures =
-                    stamp_batch(self.hlc.as_ref(), self.cfg.hlc_max_offset_ns as u64, self.enabled_checks, &mut batch.spans, now)
+                    stamp_batch(self.hlc.as_ref(), self.cfg.hlc_max_offset_ns as u64, self.enabled_checks, &mut batch.spans, clocks.wall)
                         .map_err(IngestError::ClockStalled)?;
                 self.c.add(stat!(future_timestamps), futures);
             }
@@ -678,7 +706,15 @@ impl Engine {
 
     /// Releases what is due at `now`: complete and quiet traces, idle ones, old ones, and
     /// the oldest while over a bound. Returns the number of spans waiting in the ready queue.
+    /// `now` is both clocks' reading; see [`Engine::tick_at`].
     pub fn tick(&self, now: u64) -> u64 {
+        self.tick_at(Clocks::same(now))
+    }
+
+    /// [`Engine::tick`]: what is due by the monotonic clock; the wall clock moves
+    /// `hlc.state_file`'s bound ahead.
+    pub fn tick_at(&self, clocks: Clocks) -> u64 {
+        let now = clocks.mono;
         let l = &self.limits;
         for m in self.shards.iter() {
             let mut shard = lock(m);
@@ -690,7 +726,7 @@ impl Engine {
         self.relieve_wal(now);
         self.trim.maybe_trim(now);
         if let Some(h) = &self.hlc {
-            h.persist_ahead(now); // so that ingests rarely write hlc.state_file themselves
+            h.persist_ahead(clocks.wall); // so that ingests rarely write hlc.state_file themselves
         }
         self.c.get(stat!(ready_spans))
     }
@@ -728,6 +764,12 @@ impl Engine {
     /// assembling with spans that arrive later, and are released marked
     /// `consistency.trace.recovered`. Call before ingesting. Without a log: an empty report.
     pub fn recover(&self, now: u64) -> Recovery {
+        self.recover_at(Clocks::same(now))
+    }
+
+    /// [`Engine::recover`] at `now` on each clock: replayed traces start their timers on the
+    /// monotonic clock.
+    pub fn recover_at(&self, now: Clocks) -> Recovery {
         let Some(opened) = self.to_replay.lock().unwrap_or_else(|p| p.into_inner()).take() else {
             return Recovery::default();
         };
@@ -781,6 +823,12 @@ impl Engine {
     /// `handoff.on_shutdown`); later ingests are released at once with the same reason.
     /// Drain both queues afterwards until empty.
     pub fn shutdown(&self, now: u64) -> u64 {
+        self.shutdown_at(Clocks::same(now))
+    }
+
+    /// [`Engine::shutdown`]; release ages by the monotonic clock.
+    pub fn shutdown_at(&self, clocks: Clocks) -> u64 {
+        let now = clocks.mono;
         self.shut_down.store(true, Ordering::Release);
         for m in self.shards.iter() {
             let mut shard = lock(m);

@@ -815,3 +815,40 @@ fn a_trace_is_released_before_its_span_bytes_pass_what_offsets_address() {
     ids.dedup();
     assert_eq!(ids.len() as u64, sent);
 }
+
+#[test]
+fn a_step_of_the_wall_clock_moves_no_timer() {
+    // max_age 60 s; an incomplete trace that keeps getting spans is released at max_age by
+    // the monotonic clock, whatever the wall clock does meanwhile.
+    let e = Engine::new(Config { idle_timeout_ns: (30 * SEC) as i64, ..cfg() }).unwrap();
+    let m0 = 5 * SEC; // the monotonic clock's origin is arbitrary
+    let b = T0 - SEC;
+    let at = |wall: u64, mono: u64| Clocks { wall, mono };
+    e.ingest_at(&request(vec![("a", vec![span(1, 2, 1, b, b + 1)])]), at(T0, m0)).unwrap();
+    // The host clock steps back one hour, then forward two (one hour ahead): nothing is due
+    // yet by the monotonic clock, which moved 50 s.
+    for (i, wall) in [T0 - 3600 * SEC, T0 + 3600 * SEC].into_iter().enumerate() {
+        let mono = m0 + (i as u64 + 1) * 25 * SEC;
+        e.ingest_at(&request(vec![("a", vec![span(1, 3 + i as u64, 1, b, b + 1)])]), at(wall, mono)).unwrap();
+        e.tick_at(at(wall, mono));
+        assert!(e.drain(1000).is_none(), "released at wall {wall} with the monotonic clock at {} s", (mono - m0) / SEC);
+    }
+    // Still an hour ahead by the wall clock; 60 s by the monotonic clock: max_age.
+    e.tick_at(at(T0 + 3600 * SEC + SEC, m0 + 60 * SEC - 1));
+    assert!(e.drain(1000).is_none(), "a nanosecond before max_age");
+    e.tick_at(at(T0 + 3600 * SEC + SEC, m0 + 60 * SEC));
+    let (spans, units, _) = drain_all(&e);
+    assert_eq!(spans.len(), 3);
+    assert_eq!(units, vec![ReleasedInfo { reason: ReleaseReason::MaxAge, spans: 3, age_ns: 60 * SEC, findings: units[0].findings }]);
+    // The stamps follow the wall clock (never backwards: the HLC keeps them monotonic).
+    let last = spans.iter().filter_map(|s| s.attr_str("consistency.hlc")).max().unwrap();
+    assert!(last.starts_with(&format!("{:020}", T0 + 3600 * SEC)[..12]), "{last}");
+
+    // Idle timeout and quiet period too: a complete trace goes quiet after 1 s of the
+    // monotonic clock, even when the wall clock went back meanwhile.
+    e.ingest_at(&request(vec![("a", complete_trace(2))]), at(T0, m0 + 100 * SEC)).unwrap();
+    e.tick_at(at(T0 - 3600 * SEC, m0 + 101 * SEC));
+    let (_, units, _) = drain_all(&e);
+    assert_eq!(units.iter().map(|u| u.reason).collect::<Vec<_>>(), vec![ReleaseReason::Complete]);
+    assert_eq!(units[0].age_ns, SEC);
+}
