@@ -127,6 +127,12 @@ func (p *tracesProcessor) drainTo(o *output, ctx, nextCtx context.Context, wait 
 					continue
 				}
 				p.logger.Error("engine drain failed", zap.String("output", o.what), zap.Error(err))
+				var ee *engine.Error
+				if errors.As(err, &ee) && ee.Code == engine.CodePanic {
+					// The failed drain took its units and counted them lost (the engine only
+					// panics after taking some); what is behind them still drains.
+					continue
+				}
 				return err
 			}
 			if rel == nil {

@@ -21,6 +21,7 @@ import (
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata/metricdatatest"
 
+	"github.com/traceconsistency/traceconsistencyprocessor/internal/engine"
 	"github.com/traceconsistency/traceconsistencyprocessor/internal/metadatatest"
 )
 
@@ -646,4 +647,20 @@ func TestALateSpanCallerPassesOnNoMoreThanWasReadyWithItsBatch(t *testing.T) {
 	assert.True(t, own, "the caller's own late span is among what it passed on")
 	h.tick(100 * time.Millisecond)
 	assert.Equal(t, (5+30)*3+1, spanCount(next.sink.AllTraces()))
+}
+
+func TestAnEngineDrainFailingWithAPanicDoesNotHoldBackWhatIsBehindIt(t *testing.T) {
+	h := newHarness(t, func(c *Config) { c.MaxReleaseBatchSpans = 3 })
+	failed := false
+	h.p.send.take = func(g *engine.Engine, maxSpans uint64) (*engine.Release, error) {
+		if !failed {
+			failed = true
+			return nil, &engine.Error{Code: engine.CodePanic, Message: "internal error (panic): injected"}
+		}
+		return g.Drain(maxSpans)
+	}
+	h.consume(makeTraces(append(threeSpanTrace(1), threeSpanTrace(2)...)...))
+	h.tick(time.Second)
+	assert.True(t, failed)
+	assert.Equal(t, 6, spanCount(h.sink.AllTraces()), "the drain goes on after the failed one")
 }
