@@ -410,6 +410,7 @@ impl Engine {
     /// Ingests the bytes of one `ExportTraceServiceRequest`. On error nothing was kept. With a
     /// write-ahead log, the batch is in it (on disk with `wal.sync: batch`) before this
     /// returns `Ok`.
+    ///
     /// `now` is both clocks' reading ([`Clocks::same`]); see [`Engine::ingest_at`].
     pub fn ingest(&self, data: &[u8], now: u64) -> Result<IngestOutcome, IngestError> {
         self.ingest_with(data, Clocks::same(now), None)
@@ -706,6 +707,7 @@ impl Engine {
 
     /// Releases what is due at `now`: complete and quiet traces, idle ones, old ones, and
     /// the oldest while over a bound. Returns the number of spans waiting in the ready queue.
+    ///
     /// `now` is both clocks' reading; see [`Engine::tick_at`].
     pub fn tick(&self, now: u64) -> u64 {
         self.tick_at(Clocks::same(now))
@@ -855,13 +857,13 @@ impl Engine {
     /// (see [`Taken`]).
     fn drain_from(&self, queue: &Receiver<Unit>, max_spans: u64) -> Option<Release> {
         let mut units = Vec::new();
-        let mut spans = 0u64;
-        let mut bytes = 0u64;
-        while spans < max_spans.max(1) {
+        let mut taken = Taken { engine: self, spans: 0, bytes: 0, keys: Vec::new(), handed_out: false };
+        while taken.spans < max_spans.max(1) {
             match queue.try_recv() {
-                Ok(u) => {
-                    spans += u.spans.len() as u64;
-                    bytes += u.bytes;
+                Ok(mut u) => {
+                    taken.spans += u.spans.len() as u64;
+                    taken.bytes += u.bytes;
+                    taken.keys.extend(std::mem::take(&mut u.wal));
                     units.push(u);
                 }
                 Err(_) => break,
@@ -870,8 +872,6 @@ impl Engine {
         if units.is_empty() {
             return None;
         }
-        let keys: Vec<Key> = units.iter_mut().flat_map(|u| std::mem::take(&mut u.wal)).collect();
-        let mut taken = Taken { engine: self, spans, bytes, keys, handed_out: false };
         let emitted = self.emitter.emit(units);
         // What the late caches need to recognise re-sends of these traces' spans.
         for (id, hashes) in emitted.released {
