@@ -429,9 +429,14 @@ impl Engine {
             self.c.add(stat!(batches_refused), 1);
             return Err(IngestError::Empty);
         }
-        if data.len() as u64 > MAX_TRACE_SPAN_BYTES {
+        if data.len() as u64 > self.limits.max_trace_span_bytes {
+            // The index addresses a batch's span bytes with `u32` offsets too.
             self.c.add(stat!(batches_refused), 1);
-            return Err(IngestError::TooLarge(format!("batch of {} bytes is larger than a batch may be (4 GiB)", data.len())));
+            return Err(IngestError::TooLarge(format!(
+                "batch of {} bytes is larger than a batch may be ({} bytes)",
+                data.len(),
+                self.limits.max_trace_span_bytes
+            )));
         }
         // Backpressure: when the data that cannot be released early (it is released already)
         // fills the bound, the caller must wait for drains rather than grow memory. (Replay

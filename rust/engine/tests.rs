@@ -814,6 +814,11 @@ fn a_trace_is_released_before_its_span_bytes_pass_what_offsets_address() {
     ids.sort_unstable();
     ids.dedup();
     assert_eq!(ids.len() as u64, sent);
+    // A batch larger than that is refused whole (a permanent refusal), and counted.
+    let big: Vec<Span> = (0..200).map(|i| span(8, 1 + i, 0, b, b + 1)).collect();
+    let r = e.ingest(&request(vec![("a", big)]), T0 + 2 * SEC);
+    assert!(matches!(r, Err(IngestError::TooLarge(_))), "{r:?}");
+    assert_eq!(e.stats().batches_refused, 1);
 }
 
 #[test]
