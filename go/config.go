@@ -22,7 +22,8 @@ type Config struct {
 	NumShards int `mapstructure:"num_shards"`
 
 	// ReleaseTick is how often the release loop asks the engine for due traces (complete and
-	// quiet, idle, too old) and passes them on. It bounds how late a release can be.
+	// quiet, idle, too old) and passes them on. It bounds how late a release can be. Between
+	// 1ms (each tick locks every shard) and 1m.
 	ReleaseTick time.Duration `mapstructure:"release_tick"`
 
 	// QuietPeriod is how long a complete trace (one root, every parent present) must go
@@ -111,7 +112,7 @@ type ChecksConfig struct {
 	ChildTolerance time.Duration `mapstructure:"child_tolerance"`
 
 	// MaxServiceNames caps the distinct service_name values of the findings metric; later
-	// names are counted as "_other".
+	// names are counted as "_other". At most 10000 (each name is a series of the metric).
 	MaxServiceNames int `mapstructure:"max_service_names"`
 
 	// SkewCorrection shifts children that are skewed across a process boundary.
@@ -201,6 +202,16 @@ type WALConfig struct {
 
 var _ component.Config = (*Config)(nil)
 
+// Bounds of the knobs only the Go side uses.
+const (
+	// minReleaseTick: a shorter tick spends a core locking shards that have nothing due.
+	minReleaseTick = time.Millisecond
+	// maxReleaseTick: a longer tick holds due traces that long past their release.
+	maxReleaseTick = time.Minute
+	// maxServiceNames: each name is a series of the findings metric.
+	maxServiceNames = 10_000
+)
+
 // Enum values of the string knobs.
 const (
 	latePolicyForward = "forward"
@@ -228,6 +239,9 @@ func (cfg *Config) Validate() error {
 	if cfg.ReleaseTick <= 0 {
 		return fmt.Errorf("release_tick must be a positive duration, got %s", cfg.ReleaseTick)
 	}
+	if cfg.ReleaseTick < minReleaseTick || cfg.ReleaseTick > maxReleaseTick {
+		return fmt.Errorf("release_tick must be between %s and %s, got %s", minReleaseTick, maxReleaseTick, cfg.ReleaseTick)
+	}
 	if cfg.ShutdownTimeout <= 0 {
 		return fmt.Errorf("shutdown_timeout must be a positive duration, got %s", cfg.ShutdownTimeout)
 	}
@@ -236,6 +250,10 @@ func (cfg *Config) Validate() error {
 	}
 	if cfg.Checks.MaxServiceNames <= 0 {
 		return fmt.Errorf("checks.max_service_names must be greater than zero, got %d", cfg.Checks.MaxServiceNames)
+	}
+	if cfg.Checks.MaxServiceNames > maxServiceNames {
+		return fmt.Errorf("checks.max_service_names must be at most %d (each name is a series of the findings metric), got %d",
+			maxServiceNames, cfg.Checks.MaxServiceNames)
 	}
 	if cfg.Handoff.enabled() && len(cfg.Handoff.Pipelines) == 0 {
 		return errors.New("handoff.pipelines must name the output pipeline whose exporter sends hand-offs " +

@@ -107,6 +107,8 @@ func TestValidateNamesTheKey(t *testing.T) {
 		{"negative num_shards", func(c *Config) { c.NumShards = -1 }, "num_shards", "must not be negative", false},
 		{"too many shards", func(c *Config) { c.NumShards = 5000 }, "num_shards", "at most 1024", true},
 		{"zero release_tick", func(c *Config) { c.ReleaseTick = 0 }, "release_tick", "positive duration", false},
+		{"busy-looping release_tick", func(c *Config) { c.ReleaseTick = time.Nanosecond }, "release_tick", "between 1ms and 1m0s, got 1ns", false},
+		{"hour-long release_tick", func(c *Config) { c.ReleaseTick = time.Hour }, "release_tick", "between 1ms and 1m0s, got 1h0m0s", false},
 		{"negative quiet_period", func(c *Config) { c.QuietPeriod = -time.Second }, "quiet_period", "must be a positive duration, got -1s", true},
 		{"idle_timeout below quiet_period", func(c *Config) { c.IdleTimeout = 500 * time.Millisecond }, "idle_timeout", "at least quiet_period", true},
 		{"zero max_age", func(c *Config) { c.MaxAge = 0 }, "max_age", "positive duration", true},
@@ -121,8 +123,10 @@ func TestValidateNamesTheKey(t *testing.T) {
 		{"unknown checks.disabled kind", func(c *Config) { c.Checks.Disabled = []string{"ends_after_parent", "orphans"} }, "checks.disabled", `unknown finding kind "orphans"; known kinds: missing_parent,`, false},
 		{"negative checks.child_tolerance", func(c *Config) { c.Checks.ChildTolerance = -time.Millisecond }, "checks.child_tolerance", "must not be negative", true},
 		{"zero checks.max_service_names", func(c *Config) { c.Checks.MaxServiceNames = 0 }, "checks.max_service_names", "greater than zero", false},
+		{"unbounded checks.max_service_names", func(c *Config) { c.Checks.MaxServiceNames = 1 << 30 }, "checks.max_service_names", "at most 10000", false},
 		{"zero skew max_adjustment", func(c *Config) { c.Checks.SkewCorrection.MaxAdjustment = 0 }, "checks.skew_correction.max_adjustment", "positive duration", true},
 		{"zero hlc.max_offset", func(c *Config) { c.HLC.MaxOffset = 0 }, "hlc.max_offset", "positive duration", true},
+		{"hour-long hlc.max_offset", func(c *Config) { c.HLC.MaxOffset = time.Hour }, "hlc.max_offset", "at most 10s", true},
 		{"bad hlc.restart_strategy", func(c *Config) { c.HLC.RestartStrategy = "sleep" }, "hlc.restart_strategy", `one of none, wait, persist, got "sleep"`, false},
 		{"persist without hlc.state_file", func(c *Config) { c.HLC.RestartStrategy = "persist" }, "hlc.state_file", "must be set when hlc.restart_strategy is persist", true},
 		{"hand-off without handoff.pipelines", func(c *Config) { c.Handoff.OnShutdown = true }, "handoff.pipelines", "must name the output pipeline", false},
@@ -166,6 +170,11 @@ func TestValidConfigs(t *testing.T) {
 		"hlc off, no waiting": func(c *Config) { c.HLC.Enabled = false; c.HLC.RestartStrategy = "none" },
 		"persist with a file": func(c *Config) { c.HLC.RestartStrategy = "persist"; c.HLC.StateFile = "hlc.state" },
 		"a write-ahead log":   func(c *Config) { c.WAL.Directory = "/var/lib/otelcol/wal"; c.WAL.Sync = "interval" },
+		"the bounds themselves": func(c *Config) {
+			c.ReleaseTick = time.Minute
+			c.Checks.MaxServiceNames = 10_000
+			c.HLC.MaxOffset = 10 * time.Second
+		},
 		"drop and keep latest": func(c *Config) {
 			c.LateSpans.Policy = "drop"
 			c.Duplicates.ConflictPolicy = "keep_latest"

@@ -83,8 +83,8 @@ func (o *output) left() (spans, traces int) {
 }
 
 // drainTo passes what the engine drains for o on, in order, until nothing is ready, a batch
-// refused with a retryable error waits for its next attempt, or ctx is done; nextCtx is the
-// context of the calls to o.next. With wait it waits for o's send lock; without, it leaves
+// refused with a retryable error waits for its next attempt, ctx is done, or budget spans
+// (0: no limit) were passed on; nextCtx is the context of the calls to o.next. With wait it waits for o's send lock; without, it leaves
 // the work to the goroutine that holds it (and that drains until nothing is ready). A batch
 // refused with a retryable error is kept (nothing newer is drained meanwhile, so the
 // engine's memory fills and clients are pushed back) and retried with backoff; one refused
@@ -92,7 +92,7 @@ func (o *output) left() (spans, traces int) {
 // lost is acknowledged to the write-ahead log. The returned error is the permanent refusal
 // of a batch holding spans forwarded at once (late or unassembled, most likely the
 // caller's own), so that the caller learns of it. The caller holds p.mu for reading.
-func (p *tracesProcessor) drainTo(o *output, ctx, nextCtx context.Context, wait bool) error {
+func (p *tracesProcessor) drainTo(o *output, ctx, nextCtx context.Context, wait bool, budget uint64) error {
 	if o == nil {
 		return nil
 	}
@@ -103,9 +103,13 @@ func (p *tracesProcessor) drainTo(o *output, ctx, nextCtx context.Context, wait 
 	}
 	defer o.mu.Unlock()
 	var own error
+	var sent uint64
 	for {
 		if err := ctx.Err(); err != nil {
 			return err
+		}
+		if budget > 0 && sent >= budget {
+			return own
 		}
 		rel := o.pending
 		if rel != nil {
@@ -123,6 +127,12 @@ func (p *tracesProcessor) drainTo(o *output, ctx, nextCtx context.Context, wait 
 					continue
 				}
 				p.logger.Error("engine drain failed", zap.String("output", o.what), zap.Error(err))
+				var ee *engine.Error
+				if errors.As(err, &ee) && ee.Code == engine.CodePanic {
+					// The failed drain took its units and counted them lost (the engine only
+					// panics after taking some); what is behind them still drains.
+					continue
+				}
 				return err
 			}
 			if rel == nil {
@@ -134,6 +144,7 @@ func (p *tracesProcessor) drainTo(o *output, ctx, nextCtx context.Context, wait 
 				continue
 			}
 		}
+		sent += uint64(rel.Traces.SpanCount())
 		o.inflight.Store(int64(rel.Traces.SpanCount()))
 		err := o.next.ConsumeTraces(nextCtx, rel.Traces)
 		o.inflight.Store(0)

@@ -29,6 +29,7 @@ const (
 	lostDownstreamPermanent = "downstream_permanent"
 	lostDecodeFailed        = "decode_failed"
 	lostShutdownTimeout     = "shutdown_timeout"
+	lostEnginePanic         = "engine_panic"
 )
 
 // Backoff of a release the next consumer refused with a retryable error: doubling from
@@ -168,7 +169,7 @@ func newTracesProcessor(set processor.Settings, cfg *Config, next consumer.Trace
 		lateDropped:   metric.WithAttributeSet(attribute.NewSet(attribute.String("policy", "dropped"))),
 	}
 	p.lostAttrs = map[string]metric.MeasurementOption{}
-	for _, c := range []string{lostDownstreamPermanent, lostDecodeFailed, lostShutdownTimeout} {
+	for _, c := range []string{lostDownstreamPermanent, lostDecodeFailed, lostShutdownTimeout, lostEnginePanic} {
 		p.lostAttrs[c] = metric.WithAttributeSet(attribute.NewSet(attribute.String("cause", c)))
 	}
 	p.sendCtx, p.cancelSend = context.WithCancel(context.Background())
@@ -293,7 +294,7 @@ func (p *tracesProcessor) releaseTick() {
 	}
 	for _, o := range []*output{&p.send, p.handoff} {
 		if waiting, _ := o.waiting(); ready > 0 || waiting {
-			_ = p.drainTo(o, ctx, p.sendCtx, true)
+			_ = p.drainTo(o, ctx, p.sendCtx, true, 0)
 		}
 	}
 	p.recordStats(ctx)
@@ -347,10 +348,13 @@ func (p *tracesProcessor) consumeBytes(ctx context.Context, data []byte, spans i
 	// refused with a retryable error: the back-pressure does not need the caller to drain.)
 	if res.ReadySpans > 0 && res.LateForwarded+res.Unassembled > 0 {
 		// Released traces were assembled from many requests: this caller's context (its
-		// client metadata, its cancellation) does not belong to them. If another goroutine
-		// is sending, it takes these too. Only a permanent refusal of forwarded spans is
-		// this caller's business; anything else stays with the processor.
-		if err := p.drain(p.sendCtx, p.sendCtx, false); consumererror.IsPermanent(err) {
+		// client metadata) does not belong to their calls to the next consumer. If another
+		// goroutine is sending, it takes these too. The caller passes on no more than was
+		// ready after its batch went in (the queue is in order, so its own spans are among
+		// them), and stops when its context ends; the rest leaves from the release loop. Only
+		// a permanent refusal of forwarded spans is this caller's business; anything else
+		// stays with the processor.
+		if err := p.drainTo(&p.send, ctx, p.sendCtx, false, res.ReadySpans); consumererror.IsPermanent(err) {
 			return err
 		}
 	}
@@ -360,7 +364,7 @@ func (p *tracesProcessor) consumeBytes(ctx context.Context, data []byte, spans i
 // drain passes released traces on to the next consumer (see drainTo). The caller holds
 // p.mu for reading.
 func (p *tracesProcessor) drain(ctx, nextCtx context.Context, wait bool) error {
-	return p.drainTo(&p.send, ctx, nextCtx, wait)
+	return p.drainTo(&p.send, ctx, nextCtx, wait, 0)
 }
 
 // lose counts and logs spans that cannot be delivered.
@@ -451,6 +455,10 @@ func (p *tracesProcessor) recordStats(ctx context.Context) {
 	add(tb.ProcessorTraceconsistencyHlcLogicalOverflows, s.HLCLogicalOverflows, prev.HLCLogicalOverflows)
 	add(tb.ProcessorTraceconsistencyHlcPersistErrors, s.HLCPersistErrors, prev.HLCPersistErrors)
 	add(tb.ProcessorTraceconsistencyHlcStalledBatches, s.HLCStalledBatches, prev.HLCStalledBatches)
+	if s.DrainLostSpans > prev.DrainLostSpans {
+		// The drain's error (an internal error) was logged where it failed.
+		p.lose(ctx, lostEnginePanic, int(s.DrainLostSpans-prev.DrainLostSpans), errors.New("an engine drain failed with an internal error after taking them"))
+	}
 	tb.ProcessorTraceconsistencySpansBuffered.Record(ctx, int64(s.BufferedSpans))
 	tb.ProcessorTraceconsistencyBytesBuffered.Record(ctx, int64(s.BufferedBytes))
 	tb.ProcessorTraceconsistencyTracesBuffered.Record(ctx, int64(s.BufferedTraces))
@@ -574,7 +582,7 @@ func (p *tracesProcessor) drainAtShutdown(ctx context.Context) error {
 		if err := p.drain(ctx, ctx, true); err != nil && ctx.Err() == nil && !consumererror.IsPermanent(err) {
 			return err
 		}
-		if err := p.drainTo(p.handoff, ctx, ctx, true); err != nil && ctx.Err() == nil {
+		if err := p.drainTo(p.handoff, ctx, ctx, true, 0); err != nil && ctx.Err() == nil {
 			return err
 		}
 		if ctx.Err() != nil {

@@ -21,6 +21,7 @@ import (
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata/metricdatatest"
 
+	"github.com/traceconsistency/traceconsistencyprocessor/internal/engine"
 	"github.com/traceconsistency/traceconsistencyprocessor/internal/metadatatest"
 )
 
@@ -569,4 +570,97 @@ func TestFullEngineRefusesWithARetryableErrorUntilReleasedDataLeaves(t *testing.
 	assert.Equal(t, accepted, spanCount(h.sink.AllTraces()), "every accepted span arrives")
 	metadatatest.AssertEqualProcessorTraceconsistencyBatchesThrottled(t, h.tel,
 		[]metricdata.DataPoint[int64]{{Value: 2}}, noTimes)
+}
+
+// hookConsumer calls hook (with its call number, from 1) before accepting into sink.
+type hookConsumer struct {
+	mu    sync.Mutex
+	calls int
+	hook  func(call int)
+	sink  consumertest.TracesSink
+}
+
+func (*hookConsumer) Capabilities() consumer.Capabilities { return consumer.Capabilities{} }
+
+func (c *hookConsumer) ConsumeTraces(ctx context.Context, td ptrace.Traces) error {
+	c.mu.Lock()
+	c.calls++
+	n := c.calls
+	c.mu.Unlock()
+	c.hook(n)
+	return c.sink.ConsumeTraces(ctx, td)
+}
+
+func (c *hookConsumer) callCount() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.calls
+}
+
+// backlog releases n complete traces (IDs from first) into the engine's ready queue without
+// passing them on: the release loop is not ticked.
+func backlog(t *testing.T, h *harness, first, n int) {
+	t.Helper()
+	for i := first; i < first+n; i++ {
+		b, err := (&ptrace.ProtoMarshaler{}).MarshalTraces(makeTraces(threeSpanTrace(byte(i))...))
+		require.NoError(t, err)
+		_, err = h.p.eng.Ingest(b, h.clock.Now())
+		require.NoError(t, err)
+	}
+	h.clock.Advance(2 * time.Second)
+	_, err := h.p.eng.Tick(h.clock.Now())
+	require.NoError(t, err)
+}
+
+func TestALateSpanCallerStopsPassingTheSharedBacklogOnWhenItsContextEnds(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	next := &hookConsumer{hook: func(int) { cancel() }} // the caller gives up during the first call
+	h := newHarness(t, func(c *Config) { c.MaxReleaseBatchSpans = 3 }, next)
+	backlog(t, h, 1, 20)
+	require.NoError(t, h.p.ConsumeTraces(ctx, makeTraces(span{trace: 1, id: 9, parent: 1, service: "late"})))
+	assert.Equal(t, 1, next.callCount(), "the caller stops once its context ended")
+	h.tick(100 * time.Millisecond)
+	assert.Equal(t, 20*3+1, spanCount(next.sink.AllTraces()), "the release loop passes the rest on")
+}
+
+func TestALateSpanCallerPassesOnNoMoreThanWasReadyWithItsBatch(t *testing.T) {
+	var h *harness
+	// While the caller passes the backlog on, other batches keep releasing traces.
+	next := &hookConsumer{}
+	next.hook = func(call int) {
+		if call <= 30 {
+			backlog(t, h, 100+call, 1)
+		}
+	}
+	h = newHarness(t, func(c *Config) { c.MaxReleaseBatchSpans = 3 }, next)
+	backlog(t, h, 1, 5)
+	require.NoError(t, h.p.ConsumeTraces(context.Background(), makeTraces(span{trace: 1, id: 9, parent: 1, service: "late"})))
+	calls := next.callCount()
+	assert.LessOrEqual(t, calls, 6, "the five traces and the late span ready with the batch, not what was released after")
+	own := false
+	for _, td := range next.sink.AllTraces() {
+		if attrs, ok := spanAttrs(t, td)[9]; ok {
+			own = attrs["consistency.span.late"] == true
+		}
+	}
+	assert.True(t, own, "the caller's own late span is among what it passed on")
+	h.tick(100 * time.Millisecond)
+	assert.Equal(t, (5+30)*3+1, spanCount(next.sink.AllTraces()))
+}
+
+func TestAnEngineDrainFailingWithAPanicDoesNotHoldBackWhatIsBehindIt(t *testing.T) {
+	h := newHarness(t, func(c *Config) { c.MaxReleaseBatchSpans = 3 })
+	failed := false
+	h.p.send.take = func(g *engine.Engine, maxSpans uint64) (*engine.Release, error) {
+		if !failed {
+			failed = true
+			return nil, &engine.Error{Code: engine.CodePanic, Message: "internal error (panic): injected"}
+		}
+		return g.Drain(maxSpans)
+	}
+	h.consume(makeTraces(append(threeSpanTrace(1), threeSpanTrace(2)...)...))
+	h.tick(time.Second)
+	assert.True(t, failed)
+	assert.Equal(t, 6, spanCount(h.sink.AllTraces()), "the drain goes on after the failed one")
 }

@@ -117,6 +117,9 @@ pub const DEFAULT_MAX_SPANS_PER_TRACE: i64 = 20_000;
 pub const DEFAULT_LATE_CACHE_SIZE: i64 = 100_000;
 pub const DEFAULT_SKEW_MAX_ADJUSTMENT: Duration = Duration::from_secs(60);
 pub const DEFAULT_HLC_MAX_OFFSET: Duration = Duration::from_millis(500);
+/// Upper bound on `hlc.max_offset`: a start with `restart_strategy: wait` sleeps this long,
+/// and no NTP-disciplined host is this far off.
+pub const MAX_HLC_MAX_OFFSET: Duration = Duration::from_secs(10);
 pub const DEFAULT_WAL_SYNC_INTERVAL: Duration = Duration::from_millis(100);
 pub const DEFAULT_WAL_MAX_BYTES: i64 = 256 << 20;
 /// The smallest `wal.max_bytes`: eight segments of the smallest size.
@@ -275,6 +278,13 @@ impl Config {
             self.skew_max_adjustment_ns,
         )?;
         positive_duration("hlc.max_offset", self.hlc_max_offset_ns)?;
+        if self.hlc_max_offset_ns > MAX_HLC_MAX_OFFSET.as_nanos() as i64 {
+            return Err(ConfigError(format!(
+                "hlc.max_offset must be at most {} (a start with restart_strategy wait sleeps that long), got {}",
+                fmt_ns(MAX_HLC_MAX_OFFSET.as_nanos() as i64),
+                fmt_ns(self.hlc_max_offset_ns)
+            )));
+        }
         if self.hlc_restart == RestartStrategy::Persist
             && self.hlc_state_file.as_deref().map_or(true, str::is_empty)
         {
@@ -374,6 +384,7 @@ mod tests {
                 c.skew_max_adjustment_ns = 0
             }),
             ("hlc.max_offset", |c| c.hlc_max_offset_ns = 0),
+            ("hlc.max_offset", |c| c.hlc_max_offset_ns = 3_600_000_000_000),
             ("hlc.state_file", |c| c.hlc_restart = RestartStrategy::Persist),
             ("handoff.max_hops", |c| c.handoff_max_hops = 0),
             ("handoff.max_hops", |c| c.handoff_max_hops = 17),

@@ -22,7 +22,7 @@ use std::ffi::{c_char, CStr};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use crate::config::{enum_from_u32, Config, DuplicatePolicy, LateSpanPolicy, RestartStrategy, SyncMode};
-use crate::engine::{Engine, IngestError, Release, Stats};
+use crate::engine::{Clocks, Engine, IngestError, Release, Stats};
 use crate::findings::{FindingKind, ReleaseReason};
 use crate::hlc::PersistStart;
 
@@ -442,13 +442,16 @@ pub extern "C" fn tc_engine_free(engine: *mut tc_engine) {
 
 /// Ingests `len` bytes at `data`: one serialized OTLP `ExportTraceServiceRequest`. The bytes
 /// are copied as needed during the call and not kept. `now_unix_nano` is the caller's wall
-/// clock. On success writes `*out` (may be NULL). Thread-safe.
+/// clock (HLC stamps); `now_mono_nano` its monotonic clock, nanoseconds from any origin
+/// fixed for the engine's life (every timer: quiet period, idle timeout, max age). On
+/// success writes `*out` (may be NULL). Thread-safe.
 #[no_mangle]
 pub extern "C" fn tc_engine_ingest(
     engine: *const tc_engine,
     data: *const u8,
     len: usize,
     now_unix_nano: u64,
+    now_mono_nano: u64,
     out: *mut tc_ingest_result,
     err: *mut tc_error,
 ) -> tc_result {
@@ -462,7 +465,7 @@ pub extern "C" fn tc_engine_ingest(
             unsafe { std::slice::from_raw_parts(data, len) }
         };
         let e = unsafe { engine_ref(engine) };
-        let r = e.ingest(bytes, now_unix_nano).map_err(|e| {
+        let r = e.ingest_at(bytes, Clocks { wall: now_unix_nano, mono: now_mono_nano }).map_err(|e| {
             let code = match e {
                 IngestError::Malformed(_) => tc_result::MalformedInput,
                 IngestError::Empty | IngestError::NoSpans => tc_result::EmptyInput,
@@ -507,18 +510,20 @@ pub extern "C" fn tc_engine_hlc_start(engine: *const tc_engine, out: *mut tc_hlc
     })
 }
 
-/// Releases what is due at `now_unix_nano` into the ready queue and writes the number of
-/// spans ready to `*ready_spans_out` (may be NULL). Thread-safe.
+/// Releases what is due at `now_mono_nano` (the monotonic clock of `tc_engine_ingest`;
+/// `now_unix_nano` is the wall clock) into the ready queue and writes the number of spans
+/// ready to `*ready_spans_out` (may be NULL). Thread-safe.
 #[no_mangle]
 pub extern "C" fn tc_engine_tick(
     engine: *const tc_engine,
     now_unix_nano: u64,
+    now_mono_nano: u64,
     ready_spans_out: *mut u64,
     err: *mut tc_error,
 ) -> tc_result {
     boundary(err, || {
         non_null!(engine, "engine");
-        let n = unsafe { engine_ref(engine) }.tick(now_unix_nano);
+        let n = unsafe { engine_ref(engine) }.tick_at(Clocks { wall: now_unix_nano, mono: now_mono_nano });
         if !ready_spans_out.is_null() {
             // SAFETY: non-null, caller promises writable memory.
             unsafe { *ready_spans_out = n };
@@ -528,17 +533,19 @@ pub extern "C" fn tc_engine_tick(
 }
 
 /// Releases everything buffered (reason shutdown); spans ingested afterwards are released at
-/// once. Drain until `tc_engine_drain` gives NULL to collect them. Thread-safe.
+/// once. Drain until `tc_engine_drain` gives NULL to collect them. Clocks as in
+/// `tc_engine_tick`. Thread-safe.
 #[no_mangle]
 pub extern "C" fn tc_engine_shutdown(
     engine: *const tc_engine,
     now_unix_nano: u64,
+    now_mono_nano: u64,
     ready_spans_out: *mut u64,
     err: *mut tc_error,
 ) -> tc_result {
     boundary(err, || {
         non_null!(engine, "engine");
-        let n = unsafe { engine_ref(engine) }.shutdown(now_unix_nano);
+        let n = unsafe { engine_ref(engine) }.shutdown_at(Clocks { wall: now_unix_nano, mono: now_mono_nano });
         if !ready_spans_out.is_null() {
             // SAFETY: non-null, caller promises writable memory.
             unsafe { *ready_spans_out = n };
@@ -655,11 +662,13 @@ pub extern "C" fn tc_engine_delivered(engine: *const tc_engine, delivery_token: 
 /// Replays the write-ahead log (once; later calls report nothing): call after `tc_engine_new`
 /// and before the first `tc_engine_ingest`. Writes the counts to `*out` and a description of
 /// any damage found (one line per problem, naming the file; NUL-terminated, truncated to
-/// `detail_len`) to `detail` (may be NULL). Without a log: zeros. Thread-safe.
+/// `detail_len`) to `detail` (may be NULL). Without a log: zeros. Clocks as in
+/// `tc_engine_tick`. Thread-safe.
 #[no_mangle]
 pub extern "C" fn tc_engine_recover(
     engine: *const tc_engine,
     now_unix_nano: u64,
+    now_mono_nano: u64,
     out: *mut tc_recovery,
     detail: *mut c_char,
     detail_len: usize,
@@ -667,7 +676,7 @@ pub extern "C" fn tc_engine_recover(
     boundary(std::ptr::null_mut(), || {
         non_null!(engine, "engine");
         non_null!(out, "out");
-        let r = unsafe { engine_ref(engine) }.recover(now_unix_nano);
+        let r = unsafe { engine_ref(engine) }.recover_at(Clocks { wall: now_unix_nano, mono: now_mono_nano });
         let c = tc_recovery {
             records: r.records,
             batches: r.batches,

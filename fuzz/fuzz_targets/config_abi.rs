@@ -151,11 +151,11 @@ fuzz_target!(|x: In| {
     assert!(!engine.is_null());
     let req = valid_request();
     let mut res = MaybeUninit::<tc_ingest_result>::zeroed();
-    let r = tc_engine_ingest(engine, req.as_ptr(), req.len(), T0, res.as_mut_ptr(), err.as_mut_ptr());
+    let r = tc_engine_ingest(engine, req.as_ptr(), req.len(), T0, T0, res.as_mut_ptr(), err.as_mut_ptr());
     assert!(matches!(r, tc_result::Ok | tc_result::ClockStalled), "ingest of a valid request: {r:?} {}", message(unsafe { err.assume_init_ref() }));
     let mut ready = 0u64;
-    assert_eq!(tc_engine_tick(engine, T0 + 5 * SEC, &mut ready, err.as_mut_ptr()), tc_result::Ok);
-    assert_eq!(tc_engine_shutdown(engine, T0 + 6 * SEC, &mut ready, err.as_mut_ptr()), tc_result::Ok);
+    assert_eq!(tc_engine_tick(engine, T0 + 5 * SEC, T0 + 5 * SEC, &mut ready, err.as_mut_ptr()), tc_result::Ok);
+    assert_eq!(tc_engine_shutdown(engine, T0 + 6 * SEC, T0 + 6 * SEC, &mut ready, err.as_mut_ptr()), tc_result::Ok);
     let mut spans = 0;
     loop {
         let mut rel: *mut tc_release = std::ptr::null_mut();

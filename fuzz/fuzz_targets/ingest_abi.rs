@@ -60,7 +60,7 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(tc_engine_new(&cfg, &mut engine, err.as_mut_ptr()), tc_result::Ok);
 
     let mut res = MaybeUninit::<tc_ingest_result>::zeroed();
-    let r = tc_engine_ingest(engine, data.as_ptr(), data.len(), T0, res.as_mut_ptr(), err.as_mut_ptr());
+    let r = tc_engine_ingest(engine, data.as_ptr(), data.len(), T0, T0, res.as_mut_ptr(), err.as_mut_ptr());
     assert_ne!(r, tc_result::Panic, "ingest panicked");
     let accepted = r == tc_result::Ok;
     assert!(
@@ -72,9 +72,9 @@ fuzz_target!(|data: &[u8]| {
 
     let mut keys = Vec::new();
     let mut ready = 0u64;
-    assert_eq!(tc_engine_tick(engine, T0 + 100_000 * SEC, &mut ready, err.as_mut_ptr()), tc_result::Ok);
+    assert_eq!(tc_engine_tick(engine, T0 + 100_000 * SEC, T0 + 100_000 * SEC, &mut ready, err.as_mut_ptr()), tc_result::Ok);
     let mut out = drain_all(engine, strict, &mut keys);
-    assert_eq!(tc_engine_shutdown(engine, T0 + 100_001 * SEC, &mut ready, err.as_mut_ptr()), tc_result::Ok);
+    assert_eq!(tc_engine_shutdown(engine, T0 + 100_001 * SEC, T0 + 100_001 * SEC, &mut ready, err.as_mut_ptr()), tc_result::Ok);
     out += drain_all(engine, strict, &mut keys);
 
     let st = stats(engine);

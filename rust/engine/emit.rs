@@ -28,6 +28,9 @@ pub struct Emitter {
     pub dedupe_key: RandomState,
     /// Key of the hand-off markers' proofs (`handoff.key`).
     pub handoff_key: Option<ProofKey>,
+    /// Tests: the next emission panics halfway (after it consumed the units).
+    #[cfg(test)]
+    pub panic_next: std::sync::atomic::AtomicBool,
 }
 
 /// One emitted release and what was dropped on the way.
@@ -48,6 +51,11 @@ impl Emitter {
         let mut released = Vec::new();
         let mut finding_counts: HashMap<(FindingKind, String), u64> = HashMap::new();
         let mut plans: Vec<UnitPlan> = Vec::with_capacity(units.len());
+        #[cfg(test)]
+        if self.panic_next.swap(false, std::sync::atomic::Ordering::Relaxed) {
+            drop(std::mem::take(&mut units));
+            panic!("injected emission panic");
+        }
         for unit in units.iter_mut() {
             if unit.handoff {
                 // Not final: no checks and no duplicate resolution (the receiver does both

@@ -163,6 +163,6 @@ impl Engine {
     pub fn drain_handoff(&self, max_spans: u64) -> Option<Release> {
         // With a write-ahead log, acknowledged once the hand-off output took it: until then
         // a restart replays these spans here.
-        self.drain_from(&self.handoff.rx, max_spans).map(|e| e.release)
+        self.drain_from(&self.handoff.rx, max_spans)
     }
 }

@@ -25,7 +25,9 @@
 //! crafted IDs cannot pile into one bucket or one shard.
 //!
 //! Thread-safety: every method takes `&self`; `Engine` is `Send + Sync`. Time is always passed
-//! in (`now` in Unix nanoseconds), so tests inject it.
+//! in, so tests inject it: two clocks ([`Clocks`]), the wall clock for HLC stamps and a
+//! monotonic one for every timer, so that a step of the host clock neither holds traces
+//! past `max_age` nor releases them early.
 
 mod dedupe;
 mod emit;
@@ -63,6 +65,23 @@ use stats::{stat, Counters};
 use unit::Unit;
 
 pub use stats::Stats;
+
+/// The time of an engine call, on two clocks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Clocks {
+    /// The wall clock, Unix nanoseconds: HLC stamps and `hlc.state_file`'s bound.
+    pub wall: u64,
+    /// A monotonic clock, nanoseconds from any fixed origin (the same for the engine's
+    /// life): the quiet period, idle timeout, max age, release ages, the trim interval.
+    pub mono: u64,
+}
+
+impl Clocks {
+    /// One reading for both clocks (tests, and callers without a monotonic clock).
+    pub fn same(now: u64) -> Clocks {
+        Clocks { wall: now, mono: now }
+    }
+}
 
 /// Why a batch was refused as a whole (nothing of it was kept).
 #[derive(Debug, PartialEq, Eq)]
@@ -207,6 +226,42 @@ struct Limits {
     max_buffered_spans: u64,
     max_buffered_bytes: u64,
     max_spans_per_trace: u64,
+    /// The most span bytes one trace may hold: its records address them with `u32`
+    /// offsets. [`MAX_TRACE_SPAN_BYTES`]; smaller in tests.
+    max_trace_span_bytes: u64,
+}
+
+/// Span records address their bytes with `u32` offsets: a trace about to hold more is
+/// released (reason `span_limit`) first, and a batch may not be larger.
+const MAX_TRACE_SPAN_BYTES: u64 = u32::MAX as u64;
+
+/// Units taken from a queue by a drain, until the release holding them is handed out. On
+/// every way out their spans and bytes leave the ready counters (which throttle ingest). If
+/// the drain unwinds first (a bug in the checks or the encoder), the units are gone: their
+/// spans are counted in `drain_lost_spans` and their write-ahead log keys resolved, so that
+/// the log does not keep them forever and a restart does not replay what would fail again.
+struct Taken<'a> {
+    engine: &'a Engine,
+    spans: u64,
+    bytes: u64,
+    keys: Vec<Key>,
+    handed_out: bool,
+}
+
+impl Drop for Taken<'_> {
+    fn drop(&mut self) {
+        let e = self.engine;
+        e.c.sub(stat!(ready_spans), self.spans);
+        e.c.sub(stat!(ready_bytes), self.bytes);
+        e.trim.released(self.bytes);
+        if self.handed_out {
+            return;
+        }
+        e.c.add(stat!(drain_lost_spans), self.spans);
+        if let Some(w) = &e.wal {
+            w.resolve(&self.keys);
+        }
+    }
 }
 
 /// The engine. See the module documentation.
@@ -249,6 +304,7 @@ impl Engine {
             max_buffered_spans: cfg.max_buffered_spans as u64,
             max_buffered_bytes: cfg.max_buffered_bytes as u64,
             max_spans_per_trace: cfg.max_spans_per_trace as u64,
+            max_trace_span_bytes: MAX_TRACE_SPAN_BYTES,
         };
         // The late cache is a cache: its count is split between the shards, and it may take
         // at most an eighth of the memory bound.
@@ -285,6 +341,8 @@ impl Engine {
             handoff_key: cfg.handoff_key().map(handoff::ProofKey::derive),
             duplicate_policy: cfg.duplicate_policy,
             dedupe_key: RandomState::new(),
+            #[cfg(test)]
+            panic_next: Default::default(),
         };
         let (ready_tx, ready_rx) = crossbeam_channel::unbounded();
         let (wal, opened) = match cfg.wal_directory.as_deref().filter(|d| !d.is_empty()) {
@@ -353,14 +411,33 @@ impl Engine {
     /// Ingests the bytes of one `ExportTraceServiceRequest`. On error nothing was kept. With a
     /// write-ahead log, the batch is in it (on disk with `wal.sync: batch`) before this
     /// returns `Ok`.
+    ///
+    /// `now` is both clocks' reading ([`Clocks::same`]); see [`Engine::ingest_at`].
     pub fn ingest(&self, data: &[u8], now: u64) -> Result<IngestOutcome, IngestError> {
+        self.ingest_with(data, Clocks::same(now), None)
+    }
+
+    /// [`Engine::ingest`] at `now` on each clock: stamps from the wall clock, timers from the
+    /// monotonic one.
+    pub fn ingest_at(&self, data: &[u8], now: Clocks) -> Result<IngestOutcome, IngestError> {
         self.ingest_with(data, now, None)
     }
 
-    fn ingest_with(&self, data: &[u8], now: u64, replay: Option<Replay<'_>>) -> Result<IngestOutcome, IngestError> {
+    fn ingest_with(&self, data: &[u8], clocks: Clocks, replay: Option<Replay<'_>>) -> Result<IngestOutcome, IngestError> {
+        // Timers run on the monotonic clock; only the HLC reads the wall clock.
+        let now = clocks.mono;
         if data.is_empty() {
             self.c.add(stat!(batches_refused), 1);
             return Err(IngestError::Empty);
+        }
+        if data.len() as u64 > self.limits.max_trace_span_bytes {
+            // The index addresses a batch's span bytes with `u32` offsets too.
+            self.c.add(stat!(batches_refused), 1);
+            return Err(IngestError::TooLarge(format!(
+                "batch of {} bytes is larger than a batch may be ({} bytes)",
+                data.len(),
+                self.limits.max_trace_span_bytes
+            )));
         }
         // Backpressure: when the data that cannot be released early (it is released already)
         // fills the bound, the caller must wait for drains rather than grow memory. (Replay
@@ -389,7 +466,7 @@ impl Engine {
             None => {
                 // Stamped before anything is kept: a stalled clock refuses the batch whole.
                 let futures =
-                    stamp_batch(self.hlc.as_ref(), self.cfg.hlc_max_offset_ns as u64, self.enabled_checks, &mut batch.spans, now)
+                    stamp_batch(self.hlc.as_ref(), self.cfg.hlc_max_offset_ns as u64, self.enabled_checks, &mut batch.spans, clocks.wall)
                         .map_err(IngestError::ClockStalled)?;
                 self.c.add(stat!(future_timestamps), futures);
             }
@@ -541,6 +618,14 @@ impl Engine {
         for &(_, start, end) in runs {
             let run = &valid[start as usize..end as usize];
             let id = u128::from_be_bytes(batch.trace_ids[run[0] as usize]);
+            // A trace whose span bytes would pass what its offsets address is released
+            // first; the run's spans are then late, as after max_spans_per_trace.
+            if let Some(held) = shard.span_bytes(id) {
+                let need: u64 = run.iter().map(|&i| batch.spans[i as usize].len() as u64).sum();
+                if held + need > self.limits.max_trace_span_bytes {
+                    self.release(&mut shard, id, ReleaseReason::SpanLimit, now);
+                }
+            }
             if shard.late.contains(id) {
                 // A span of a released trace: an exact re-send of a released span (a retry
                 // after release) is a duplicate; anything else is late.
@@ -632,7 +717,16 @@ impl Engine {
 
     /// Releases what is due at `now`: complete and quiet traces, idle ones, old ones, and
     /// the oldest while over a bound. Returns the number of spans waiting in the ready queue.
+    ///
+    /// `now` is both clocks' reading; see [`Engine::tick_at`].
     pub fn tick(&self, now: u64) -> u64 {
+        self.tick_at(Clocks::same(now))
+    }
+
+    /// [`Engine::tick`]: what is due by the monotonic clock; the wall clock moves
+    /// `hlc.state_file`'s bound ahead.
+    pub fn tick_at(&self, clocks: Clocks) -> u64 {
+        let now = clocks.mono;
         let l = &self.limits;
         for m in self.shards.iter() {
             let mut shard = lock(m);
@@ -644,7 +738,7 @@ impl Engine {
         self.relieve_wal(now);
         self.trim.maybe_trim(now);
         if let Some(h) = &self.hlc {
-            h.persist_ahead(now); // so that ingests rarely write hlc.state_file themselves
+            h.persist_ahead(clocks.wall); // so that ingests rarely write hlc.state_file themselves
         }
         self.c.get(stat!(ready_spans))
     }
@@ -682,6 +776,12 @@ impl Engine {
     /// assembling with spans that arrive later, and are released marked
     /// `consistency.trace.recovered`. Call before ingesting. Without a log: an empty report.
     pub fn recover(&self, now: u64) -> Recovery {
+        self.recover_at(Clocks::same(now))
+    }
+
+    /// [`Engine::recover`] at `now` on each clock: replayed traces start their timers on the
+    /// monotonic clock.
+    pub fn recover_at(&self, now: Clocks) -> Recovery {
         let Some(opened) = self.to_replay.lock().unwrap_or_else(|p| p.into_inner()).take() else {
             return Recovery::default();
         };
@@ -735,6 +835,12 @@ impl Engine {
     /// `handoff.on_shutdown`); later ingests are released at once with the same reason.
     /// Drain both queues afterwards until empty.
     pub fn shutdown(&self, now: u64) -> u64 {
+        self.shutdown_at(Clocks::same(now))
+    }
+
+    /// [`Engine::shutdown`]; release ages by the monotonic clock.
+    pub fn shutdown_at(&self, clocks: Clocks) -> u64 {
+        let now = clocks.mono;
         self.shut_down.store(true, Ordering::Release);
         for m in self.shards.iter() {
             let mut shard = lock(m);
@@ -750,29 +856,24 @@ impl Engine {
     /// spans, runs the checks, and encodes them as one `ExportTraceServiceRequest`.
     /// `None` when nothing is ready.
     pub fn drain(&self, max_spans: u64) -> Option<Release> {
-        let emitted = self.drain_from(&self.ready_rx, max_spans)?;
-        // What the late caches need to recognise re-sends of these traces' spans.
-        for (id, hashes) in emitted.released {
-            let mut shard = lock(&self.shards[self.shard_of(id)]);
-            shard.late.set_hashes(id, hashes);
-            self.sync(&mut shard);
-        }
-        Some(emitted.release)
+        self.drain_from(&self.ready_rx, max_spans)
     }
 
     /// Takes whole units from `queue` up to about `max_spans` spans (at least one if any is
-    /// waiting) and emits them, counting what emission dropped; with a write-ahead log the
-    /// release gets its delivery token. The units are freed by the time it returns: their
-    /// bytes leave the count.
-    fn drain_from(&self, queue: &Receiver<Unit>, max_spans: u64) -> Option<emit::Emitted> {
+    /// waiting) and emits them, counting what emission dropped; the late caches learn the
+    /// content hashes of the released traces; with a write-ahead log the release gets its
+    /// delivery token. The units are freed by the time it returns: their bytes leave the
+    /// count. Panic-safe: if anything on the way unwinds, what was taken is counted lost
+    /// (see [`Taken`]).
+    fn drain_from(&self, queue: &Receiver<Unit>, max_spans: u64) -> Option<Release> {
         let mut units = Vec::new();
-        let mut spans = 0u64;
-        let mut bytes = 0u64;
-        while spans < max_spans.max(1) {
+        let mut taken = Taken { engine: self, spans: 0, bytes: 0, keys: Vec::new(), handed_out: false };
+        while taken.spans < max_spans.max(1) {
             match queue.try_recv() {
-                Ok(u) => {
-                    spans += u.spans.len() as u64;
-                    bytes += u.bytes;
+                Ok(mut u) => {
+                    taken.spans += u.spans.len() as u64;
+                    taken.bytes += u.bytes;
+                    taken.keys.extend(std::mem::take(&mut u.wal));
                     units.push(u);
                 }
                 Err(_) => break,
@@ -781,17 +882,21 @@ impl Engine {
         if units.is_empty() {
             return None;
         }
-        let keys: Vec<Key> = units.iter_mut().flat_map(|u| std::mem::take(&mut u.wal)).collect();
-        let mut emitted = self.emitter.emit(units);
-        if let Some(w) = &self.wal {
-            emitted.release.token = w.drained(keys);
+        let emitted = self.emitter.emit(units);
+        // What the late caches need to recognise re-sends of these traces' spans.
+        for (id, hashes) in emitted.released {
+            let mut shard = lock(&self.shards[self.shard_of(id)]);
+            shard.late.set_hashes(id, hashes);
+            self.sync(&mut shard);
         }
         self.c.add(stat!(duplicates_dropped), emitted.duplicates);
         self.c.add(stat!(conflicts_dropped), emitted.conflicts);
-        self.c.sub(stat!(ready_spans), spans);
-        self.c.sub(stat!(ready_bytes), bytes);
-        self.trim.released(bytes);
-        Some(emitted)
+        let mut release = emitted.release;
+        if let Some(w) = &self.wal {
+            release.token = w.drained(std::mem::take(&mut taken.keys));
+        }
+        taken.handed_out = true;
+        Some(release)
     }
 
     /// Counters and gauges.

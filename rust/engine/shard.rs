@@ -135,8 +135,11 @@ impl LateCache {
         }
     }
 
-    /// Records the content hashes (sorted) trace `id` was released with.
+    /// Records the content hashes (sorted) trace `id` was released with. Hashes that alone
+    /// pass the byte bound are not kept: the ID still marks the trace's later spans late,
+    /// and a re-send of one of its spans is forwarded as late instead of dropped.
     pub fn set_hashes(&mut self, id: u128, hashes: Box<[u64]>) {
+        let hashes = if (hashes.len() * size_of::<u64>()) as u64 > self.byte_cap { Box::default() } else { hashes };
         if let Some(slot) = self.map.get_mut(&id) {
             self.hash_bytes += (hashes.len() * size_of::<u64>()) as u64;
             self.hash_bytes -= (slot.len() * size_of::<u64>()) as u64;
@@ -145,8 +148,10 @@ impl LateCache {
         }
     }
 
+    /// Forgets the oldest entries while over a bound, down to none: no entry is kept whose
+    /// bytes the bound has no room for.
     fn evict(&mut self) {
-        while self.order.len() > self.cap || (self.hash_bytes > self.byte_cap && self.order.len() > 1) {
+        while self.order.len() > self.cap || self.hash_bytes > self.byte_cap {
             let Some(old) = self.order.pop_front() else { break };
             if let Some(hs) = self.map.remove(&old) {
                 self.hash_bytes -= (hs.len() * size_of::<u64>()) as u64;
@@ -208,6 +213,11 @@ impl Shard {
 
     pub fn span_count(&self, id: u128) -> Option<usize> {
         self.traces.get(&id).map(|t| t.spans.len())
+    }
+
+    /// Bytes of span encodings trace `id` holds (what its records' offsets address).
+    pub fn span_bytes(&self, id: u128) -> Option<u64> {
+        self.traces.get(&id).map(|t| t.buf.len() as u64)
     }
 
     /// Buffers the spans `run` (indexes into `batch`, whose span bytes are in `data`) of

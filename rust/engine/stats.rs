@@ -104,6 +104,9 @@ pub struct Stats {
     /// Spans received with a hand-off marker whose proof did not check against
     /// `handoff.key` (or with no key set): the marker was stripped and not honoured.
     pub handoff_untrusted_spans: u64,
+    /// Spans taken by a drain that failed with an internal error (a panic) before handing
+    /// them out: lost, their write-ahead log keys resolved.
+    pub drain_lost_spans: u64,
 }
 
 const WORDS: usize = size_of::<Stats>() / size_of::<u64>();

@@ -766,3 +766,94 @@ fn fuzz_found_fields_pdata_skips_are_accepted() {
     e.shutdown(T0);
     assert_eq!(drain_all(&e).0.len(), 1, "and released, decodable");
 }
+
+#[test]
+fn the_late_cache_gives_way_down_to_zero_entries_so_a_small_batch_is_accepted() {
+    // 64 shards share a 1 MiB bound: a per-shard floor of one 3,000-span trace's hashes
+    // (24 KB each) would hold 1.5 MiB that no release can free, refusing every batch.
+    const BOUND: i64 = 1 << 20;
+    let e = Engine::new(Config { num_shards: 64, max_buffered_bytes: BOUND, max_buffered_spans: 100_000, ..cfg() }).unwrap();
+    let b = T0 - SEC;
+    let mut now = T0;
+    for t in 1..=200u64 {
+        let spans: Vec<Span> = (1..=3000).map(|i| span(t, i, if i == 1 { 0 } else { 1 }, b, b + 1)).collect();
+        // Refusals while released data waits are fine; what is refused is retried.
+        let _ = e.ingest(&request(vec![("a", spans)]), now);
+        now += 2 * SEC;
+        e.tick(now);
+        drain_all(&e);
+    }
+    now += 3600 * SEC;
+    e.tick(now);
+    let r = e.ingest(&request(vec![("a", vec![span(1_000, 1, 0, b, b + 1)])]), now);
+    assert!(r.is_ok(), "a one-span batch an hour later is accepted: {r:?} {:?}", e.stats());
+    let s = e.stats();
+    assert!(s.memory_late_cache_bytes <= BOUND as u64 / 8, "the late cache keeps to its eighth of the bound: {s:?}");
+    assert_eq!(s.spans_received, 200 * 3000 + 1, "no 3,000-span batch was refused for good");
+}
+
+#[test]
+fn a_trace_is_released_before_its_span_bytes_pass_what_offsets_address() {
+    // The real limit is 4 GiB (u32 offsets); a small one here shows the behaviour.
+    let mut e = Engine::new(cfg()).unwrap();
+    e.limits.max_trace_span_bytes = 4_000;
+    let b = T0 - SEC;
+    let mut sent = 0u64;
+    for batch in 0..10u64 {
+        let spans: Vec<Span> = (0..20).map(|i| span(7, 1 + batch * 20 + i, if batch + i == 0 { 0 } else { 1 }, b, b + 1)).collect();
+        sent += spans.len() as u64;
+        e.ingest(&request(vec![("a", spans)]), T0).unwrap();
+    }
+    e.shutdown(T0 + SEC);
+    let (out, units, _) = drain_all(&e);
+    assert_eq!(out.len() as u64, sent, "every span leaves once");
+    assert_eq!(units[0].reason, ReleaseReason::SpanLimit);
+    assert!(units[0].spans < sent as u32);
+    assert!(units[1..].iter().all(|u| u.reason == ReleaseReason::Late), "{units:?}");
+    let mut ids: Vec<u64> = out.iter().map(|s| s.id()).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len() as u64, sent);
+    // A batch larger than that is refused whole (a permanent refusal), and counted.
+    let big: Vec<Span> = (0..200).map(|i| span(8, 1 + i, 0, b, b + 1)).collect();
+    let r = e.ingest(&request(vec![("a", big)]), T0 + 2 * SEC);
+    assert!(matches!(r, Err(IngestError::TooLarge(_))), "{r:?}");
+    assert_eq!(e.stats().batches_refused, 1);
+}
+
+#[test]
+fn a_step_of_the_wall_clock_moves_no_timer() {
+    // max_age 60 s; an incomplete trace that keeps getting spans is released at max_age by
+    // the monotonic clock, whatever the wall clock does meanwhile.
+    let e = Engine::new(Config { idle_timeout_ns: (30 * SEC) as i64, ..cfg() }).unwrap();
+    let m0 = 5 * SEC; // the monotonic clock's origin is arbitrary
+    let b = T0 - SEC;
+    let at = |wall: u64, mono: u64| Clocks { wall, mono };
+    e.ingest_at(&request(vec![("a", vec![span(1, 2, 1, b, b + 1)])]), at(T0, m0)).unwrap();
+    // The host clock steps back one hour, then forward two (one hour ahead): nothing is due
+    // yet by the monotonic clock, which moved 50 s.
+    for (i, wall) in [T0 - 3600 * SEC, T0 + 3600 * SEC].into_iter().enumerate() {
+        let mono = m0 + (i as u64 + 1) * 25 * SEC;
+        e.ingest_at(&request(vec![("a", vec![span(1, 3 + i as u64, 1, b, b + 1)])]), at(wall, mono)).unwrap();
+        e.tick_at(at(wall, mono));
+        assert!(e.drain(1000).is_none(), "released at wall {wall} with the monotonic clock at {} s", (mono - m0) / SEC);
+    }
+    // Still an hour ahead by the wall clock; 60 s by the monotonic clock: max_age.
+    e.tick_at(at(T0 + 3600 * SEC + SEC, m0 + 60 * SEC - 1));
+    assert!(e.drain(1000).is_none(), "a nanosecond before max_age");
+    e.tick_at(at(T0 + 3600 * SEC + SEC, m0 + 60 * SEC));
+    let (spans, units, _) = drain_all(&e);
+    assert_eq!(spans.len(), 3);
+    assert_eq!(units, vec![ReleasedInfo { reason: ReleaseReason::MaxAge, spans: 3, age_ns: 60 * SEC, findings: units[0].findings }]);
+    // The stamps follow the wall clock (never backwards: the HLC keeps them monotonic).
+    let last = spans.iter().filter_map(|s| s.attr_str("consistency.hlc")).max().unwrap();
+    assert!(last.starts_with(&format!("{:020}", T0 + 3600 * SEC)[..12]), "{last}");
+
+    // Idle timeout and quiet period too: a complete trace goes quiet after 1 s of the
+    // monotonic clock, even when the wall clock went back meanwhile.
+    e.ingest_at(&request(vec![("a", complete_trace(2))]), at(T0, m0 + 100 * SEC)).unwrap();
+    e.tick_at(at(T0 - 3600 * SEC, m0 + 101 * SEC));
+    let (_, units, _) = drain_all(&e);
+    assert_eq!(units.iter().map(|u| u.reason).collect::<Vec<_>>(), vec![ReleaseReason::Complete]);
+    assert_eq!(units[0].age_ns, SEC);
+}

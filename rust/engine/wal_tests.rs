@@ -457,3 +457,104 @@ fn traces_spread_over_many_batches_free_every_segment_once_delivered() {
     assert_eq!(w.outstanding(), vec![], "every batch delivered");
     assert_eq!(e.stats().wal_segments, 1);
 }
+
+#[test]
+fn spans_resolved_at_ingest_are_logged_and_not_replayed_as_a_new_trace() {
+    for policy in [LateSpanPolicy::Forward, LateSpanPolicy::Drop] {
+        let dir = TempDir::new("resolved");
+        let c = Config { late_span_policy: policy, ..cfg(&dir.0) };
+        {
+            let e = Engine::new(c.clone()).unwrap();
+            e.recover(T0);
+            let mut b = children(0xB);
+            b.extend(root(0xB));
+            e.ingest(&req(b.clone()), T0).unwrap();
+            // X is released with B and handed out, never acknowledged: in flight at the crash.
+            let mut x = children(0x5);
+            x.extend(root(0x5));
+            e.ingest(&req(x), T0).unwrap();
+            e.tick(T0 + 2 * SEC);
+            let mut out = Vec::new();
+            while let Some(r) = e.drain(1) {
+                let spans = decode(&r.otlp);
+                if spans[0].trace() == 0xB {
+                    assert!(e.delivered(r.token));
+                }
+                out.extend(spans);
+            }
+            assert_eq!(out.len(), 6);
+            // The client retries B's batch after the release (its ack was lost): every span
+            // an exact re-send, dropped at ingest.
+            let o = e.ingest(&req(b.clone()), T0 + 3 * SEC).unwrap();
+            assert_eq!(o.resent, 3);
+            if policy == LateSpanPolicy::Drop {
+                // A late span of B, dropped by policy.
+                let o = e.ingest(&req(vec![span(0xB, 9, 1, T0 - SEC, T0 - SEC / 2)]), T0 + 3 * SEC).unwrap();
+                assert_eq!(o.late_dropped, 1);
+            }
+            assert!(drain(&e, true).is_empty(), "nothing of B leaves again");
+            // Dropped here: a crash as far as the log is concerned (X unacknowledged).
+        }
+        let e = Engine::new(c).unwrap();
+        let rep = e.recover(T0 + 10 * SEC);
+        assert_eq!((rep.spans, rep.traces), (3, 1), "{policy:?}: only X replays, not B's re-sent or late spans: {rep:?}");
+        assert_eq!(rep.redelivered_spans, 3, "{policy:?}: X was in flight: {rep:?}");
+        assert_eq!(e.stats().wal_redelivered_spans, 3);
+        e.shutdown(T0 + 11 * SEC);
+        let out = drain(&e, true);
+        assert!(out.iter().all(|s| s.trace() == 0x5), "{policy:?}: {} spans of B came back", out.iter().filter(|s| s.trace() == 0xB).count());
+    }
+}
+
+#[test]
+fn a_drain_that_panics_counts_what_it_took_as_lost_and_releases_counters_and_log_keys() {
+    let dir = TempDir::new("drain-panic");
+    {
+        let e = Engine::new(cfg(&dir.0)).unwrap();
+        e.recover(T0);
+        for t in [0xA, 0xB] {
+            let mut spans = children(t);
+            spans.extend(root(t));
+            e.ingest(&req(spans), T0).unwrap();
+        }
+        e.tick(T0 + 2 * SEC);
+        assert_eq!(e.stats().ready_spans, 6);
+        e.emitter.panic_next.store(true, Ordering::Relaxed);
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| e.drain(1_000_000)));
+        assert!(r.is_err(), "the injected panic unwinds out of the drain");
+        let s = e.stats();
+        assert_eq!((s.ready_spans, s.ready_bytes), (0, 0), "the ready counters are released: {s:?}");
+        assert_eq!(s.drain_lost_spans, 6, "what the drain took is counted lost");
+        assert!(e.wal.as_ref().unwrap().outstanding().is_empty(), "no log key is left to pin the log");
+        // Nothing waits any more: drains end at once, and shutdown's drain loop (until
+        // nothing is ready) ends.
+        assert!(e.drain(1_000_000).is_none());
+        e.shutdown(T0 + 3 * SEC);
+        assert_eq!(e.stats().ready_spans, 0);
+        // The engine goes on working.
+        let mut c = children(0xC);
+        c.extend(root(0xC));
+        e.ingest(&req(c), T0 + 3 * SEC).unwrap();
+        assert_eq!(drain(&e, true).len(), 3);
+    }
+    // The lost units are not replayed (they would fail again at every start).
+    let e = Engine::new(cfg(&dir.0)).unwrap();
+    let rep = e.recover(T0 + 10 * SEC);
+    assert_eq!(rep.spans, 0, "{rep:?}");
+}
+
+#[test]
+fn a_hand_off_drain_that_panics_is_counted_too() {
+    let dir = TempDir::new("handoff-panic");
+    let e = Engine::new(Config { handoff_on_shutdown: true, ..cfg(&dir.0) }).unwrap();
+    e.recover(T0);
+    e.ingest(&req(children(0xA)), T0).unwrap();
+    e.shutdown(T0 + SEC);
+    assert_eq!(e.stats().ready_spans, 2);
+    e.emitter.panic_next.store(true, Ordering::Relaxed);
+    assert!(std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| e.drain_handoff(1_000_000))).is_err());
+    let s = e.stats();
+    assert_eq!((s.ready_spans, s.ready_bytes, s.drain_lost_spans), (0, 0, 2), "{s:?}");
+    assert!(e.wal.as_ref().unwrap().outstanding().is_empty());
+    assert!(e.drain_handoff(1_000_000).is_none());
+}

@@ -26,13 +26,13 @@ fn null_pointers_are_reported_not_dereferenced() {
     assert_eq!(tc_config_default(ptr::null_mut()), tc_result::NullArgument);
     assert_eq!(tc_config_validate(ptr::null(), &mut err), tc_result::NullArgument);
     assert_eq!(msg(&err), "config must not be NULL");
-    assert_eq!(tc_engine_ingest(ptr::null(), [1u8].as_ptr(), 1, 0, ptr::null_mut(), &mut err), tc_result::NullArgument);
+    assert_eq!(tc_engine_ingest(ptr::null(), [1u8].as_ptr(), 1, 0, 0, ptr::null_mut(), &mut err), tc_result::NullArgument);
     let e = new_engine();
-    assert_eq!(tc_engine_ingest(e, ptr::null(), 5, 0, ptr::null_mut(), &mut err), tc_result::NullArgument);
+    assert_eq!(tc_engine_ingest(e, ptr::null(), 5, 0, 0, ptr::null_mut(), &mut err), tc_result::NullArgument);
     assert_eq!(tc_engine_drain(e, 10, ptr::null_mut(), ptr::null_mut(), &mut err), tc_result::NullArgument);
     assert_eq!(tc_engine_stats(e, ptr::null_mut()), tc_result::NullArgument);
     // A NULL err is fine too; the message is still readable per thread.
-    assert_eq!(tc_engine_tick(ptr::null(), 0, ptr::null_mut(), ptr::null_mut()), tc_result::NullArgument);
+    assert_eq!(tc_engine_tick(ptr::null(), 0, 0, ptr::null_mut(), ptr::null_mut()), tc_result::NullArgument);
     let mut buf = [0 as c_char; 64];
     let n = tc_last_error(buf.as_mut_ptr(), buf.len());
     assert_eq!(n, "engine must not be NULL".len());
@@ -64,7 +64,7 @@ fn hlc_start_and_a_stalled_clock_through_the_c_abi() {
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64;
     let later = now + 3_600_000_000_000;
     let req = request(vec![("a", vec![span(1, 1, 0, later - 10, later - 5)])]);
-    assert_eq!(tc_engine_ingest(e, req.as_ptr(), req.len(), later, ptr::null_mut(), &mut err), tc_result::ClockStalled);
+    assert_eq!(tc_engine_ingest(e, req.as_ptr(), req.len(), later, later, ptr::null_mut(), &mut err), tc_result::ClockStalled);
     assert!(msg(&err).contains("hlc.state_file"), "{}", msg(&err));
     assert_eq!(tc_result::ClockStalled as u32, 7007);
     let mut stats = Stats::default();
@@ -83,12 +83,12 @@ fn garbage_empty_and_zero_length_input_return_codes_with_messages() {
     let e = new_engine();
     let mut err = tc_error { message: [0; 512] };
     let garbage = b"\xff\xff\xff\xff this is not protobuf";
-    assert_eq!(tc_engine_ingest(e, garbage.as_ptr(), garbage.len(), 1, ptr::null_mut(), &mut err), tc_result::MalformedInput);
+    assert_eq!(tc_engine_ingest(e, garbage.as_ptr(), garbage.len(), 1, 1, ptr::null_mut(), &mut err), tc_result::MalformedInput);
     assert!(msg(&err).starts_with("not an OTLP ExportTraceServiceRequest"), "{}", msg(&err));
     let empty_request = request(vec![("a", vec![])]);
-    assert_eq!(tc_engine_ingest(e, empty_request.as_ptr(), empty_request.len(), 1, ptr::null_mut(), &mut err), tc_result::EmptyInput);
+    assert_eq!(tc_engine_ingest(e, empty_request.as_ptr(), empty_request.len(), 1, 1, ptr::null_mut(), &mut err), tc_result::EmptyInput);
     assert!(msg(&err).contains("empty batch"));
-    assert_eq!(tc_engine_ingest(e, ptr::null(), 0, 1, ptr::null_mut(), &mut err), tc_result::EmptyInput);
+    assert_eq!(tc_engine_ingest(e, ptr::null(), 0, 1, 1, ptr::null_mut(), &mut err), tc_result::EmptyInput);
     assert!(msg(&err).contains("zero-length"));
     let mut stats = Stats::default();
     assert_eq!(tc_engine_stats(e, &mut stats), tc_result::Ok);
@@ -120,10 +120,10 @@ fn ingest_tick_drain_round_trip_through_the_abi() {
     let req = request(vec![("a", vec![span(1, 1, 0, t0 - 10, t0 - 5), span(1, 2, 1, t0 - 9, t0 - 6)])]);
     let mut res = tc_ingest_result::default();
     let mut err = tc_error { message: [0; 512] };
-    assert_eq!(tc_engine_ingest(e, req.as_ptr(), req.len(), t0, &mut res, &mut err), tc_result::Ok);
+    assert_eq!(tc_engine_ingest(e, req.as_ptr(), req.len(), t0, t0, &mut res, &mut err), tc_result::Ok);
     assert_eq!(res.buffered, 2);
     let mut ready = 0;
-    assert_eq!(tc_engine_tick(e, t0 + 2_000_000_000, &mut ready, &mut err), tc_result::Ok);
+    assert_eq!(tc_engine_tick(e, t0 + 2_000_000_000, t0 + 2_000_000_000, &mut ready, &mut err), tc_result::Ok);
     assert_eq!(ready, 2);
     let mut rel = ptr::null_mut();
     let mut view = std::mem::MaybeUninit::<tc_release_view>::uninit();

@@ -547,8 +547,14 @@ impl Wal {
     }
 
     /// Marks keys resolved without a release (spans dropped at ingest: exact re-sends, late
-    /// spans under the drop policy).
+    /// spans under the drop policy). They are logged as delivered: a restart, whose late
+    /// cache is empty, would replay them as a new trace. Like every delivered record it does
+    /// not wait for an fsync (the next batch's carries it).
     pub fn resolve(&self, keys: &[Key]) {
+        if keys.is_empty() {
+            return;
+        }
+        let _ = self.append(&record::encode_keys(KIND_DELIVERED, keys), None);
         let mut t = self.track();
         for &(pos, _) in keys {
             dec(&mut t.outstanding, pos);

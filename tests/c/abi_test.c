@@ -89,11 +89,11 @@ int main(void) {
 
   /* Garbage, an empty buffer, NULL data, NULL engine. */
   const uint8_t garbage[] = {0xff, 0xff, 0xff, 0xff, 0x01, 0x02, 0x03};
-  CHECK(tc_engine_ingest(engine, garbage, sizeof garbage, 1, NULL, &err) == TC_RESULT_MALFORMED_INPUT, "garbage refused");
+  CHECK(tc_engine_ingest(engine, garbage, sizeof garbage, 1, 1, NULL, &err) == TC_RESULT_MALFORMED_INPUT, "garbage refused");
   CHECK(strlen(err.message) > 0, "garbage has a message");
-  CHECK(tc_engine_ingest(engine, NULL, 0, 1, NULL, &err) == TC_RESULT_EMPTY_INPUT, "zero length refused");
-  CHECK(tc_engine_ingest(engine, NULL, 5, 1, NULL, &err) == TC_RESULT_NULL_ARGUMENT, "NULL data refused");
-  CHECK(tc_engine_ingest(NULL, garbage, sizeof garbage, 1, NULL, &err) == TC_RESULT_NULL_ARGUMENT, "NULL engine refused");
+  CHECK(tc_engine_ingest(engine, NULL, 0, 1, 1, NULL, &err) == TC_RESULT_EMPTY_INPUT, "zero length refused");
+  CHECK(tc_engine_ingest(engine, NULL, 5, 1, 1, NULL, &err) == TC_RESULT_NULL_ARGUMENT, "NULL data refused");
+  CHECK(tc_engine_ingest(NULL, garbage, sizeof garbage, 1, 1, NULL, &err) == TC_RESULT_NULL_ARGUMENT, "NULL engine refused");
   char buf[128];
   size_t full = tc_last_error(buf, sizeof buf);
   CHECK(full > 0 && strstr(buf, "engine") != NULL, "last error readable");
@@ -103,10 +103,10 @@ int main(void) {
   uint8_t req[512];
   size_t len = encode_request(req, t0);
   tc_ingest_result res;
-  CHECK(tc_engine_ingest(engine, req, len, t0, &res, &err) == TC_RESULT_OK, "valid request ingested");
+  CHECK(tc_engine_ingest(engine, req, len, t0, t0, &res, &err) == TC_RESULT_OK, "valid request ingested");
   CHECK(res.buffered == 2, "two spans buffered");
   uint64_t ready = 0;
-  CHECK(tc_engine_tick(engine, t0 + 2000000000ULL, &ready, &err) == TC_RESULT_OK, "tick");
+  CHECK(tc_engine_tick(engine, t0 + 2000000000ULL, t0 + 2000000000ULL, &ready, &err) == TC_RESULT_OK, "tick");
   CHECK(ready == 2, "complete trace ready after the quiet period");
   tc_release *rel = NULL;
   tc_release_view view;
@@ -120,11 +120,11 @@ int main(void) {
   /* An exact re-send after release is a duplicate; changed spans of the released trace
      are late. Shutdown releases what is buffered; freeing with data still queued does not
      leak. */
-  CHECK(tc_engine_ingest(engine, req, len, t0, &res, &err) == TC_RESULT_OK, "re-send ingested");
+  CHECK(tc_engine_ingest(engine, req, len, t0, t0, &res, &err) == TC_RESULT_OK, "re-send ingested");
   uint8_t req2[512];
   size_t len2 = encode_request(req2, t0 + 5);
-  CHECK(tc_engine_ingest(engine, req2, len2, t0, &res, &err) == TC_RESULT_OK, "late ingest");
-  CHECK(tc_engine_shutdown(engine, t0, &ready, &err) == TC_RESULT_OK, "shutdown");
+  CHECK(tc_engine_ingest(engine, req2, len2, t0, t0, &res, &err) == TC_RESULT_OK, "late ingest");
+  CHECK(tc_engine_shutdown(engine, t0, t0, &ready, &err) == TC_RESULT_OK, "shutdown");
   tc_stats stats;
   CHECK(tc_engine_stats(engine, &stats) == TC_RESULT_OK, "stats");
   if (!(stats.batches_refused == 2 && stats.late_forwarded == 2 && stats.duplicates_dropped == 2))
@@ -146,8 +146,8 @@ int main(void) {
         "hand-off without handoff.key refused");
   hcfg.handoff_key = "a secret of the balancing tier";
   CHECK(tc_engine_new(&hcfg, &engine, &err) == TC_RESULT_OK, "hand-off engine created");
-  CHECK(tc_engine_ingest(engine, req, len, t0, &res, &err) == TC_RESULT_OK, "ingest before hand-off");
-  CHECK(tc_engine_shutdown(engine, t0, &ready, &err) == TC_RESULT_OK && ready == 2, "shutdown hands off");
+  CHECK(tc_engine_ingest(engine, req, len, t0, t0, &res, &err) == TC_RESULT_OK, "ingest before hand-off");
+  CHECK(tc_engine_shutdown(engine, t0, t0, &ready, &err) == TC_RESULT_OK && ready == 2, "shutdown hands off");
   CHECK(tc_engine_drain(engine, 100, &rel, &view, &err) == TC_RESULT_OK && rel == NULL, "nothing released");
   CHECK(tc_engine_drain_handoff(NULL, 100, &rel, &view, &err) == TC_RESULT_NULL_ARGUMENT, "NULL engine refused");
   CHECK(tc_engine_drain_handoff(engine, 100, NULL, &view, &err) == TC_RESULT_NULL_ARGUMENT, "NULL release_out refused");
@@ -157,9 +157,9 @@ int main(void) {
   tc_config ocfg = cfg;
   ocfg.handoff_key = hcfg.handoff_key;
   CHECK(tc_engine_new(&ocfg, &owner, &err) == TC_RESULT_OK, "receiving engine created");
-  CHECK(tc_engine_ingest(owner, view.otlp, view.otlp_len, t0 + 1, &res, &err) == TC_RESULT_OK && res.buffered == 2, "hand-off ingested");
+  CHECK(tc_engine_ingest(owner, view.otlp, view.otlp_len, t0 + 1, t0 + 1, &res, &err) == TC_RESULT_OK && res.buffered == 2, "hand-off ingested");
   CHECK(tc_engine_new(&cfg, &stranger, &err) == TC_RESULT_OK, "engine without the key created");
-  CHECK(tc_engine_ingest(stranger, view.otlp, view.otlp_len, t0 + 1, &res, &err) == TC_RESULT_OK && res.buffered == 2, "hand-off ingested without the key");
+  CHECK(tc_engine_ingest(stranger, view.otlp, view.otlp_len, t0 + 1, t0 + 1, &res, &err) == TC_RESULT_OK && res.buffered == 2, "hand-off ingested without the key");
   tc_release_free(rel);
   CHECK(tc_engine_stats(owner, &stats) == TC_RESULT_OK && stats.handoff_received_spans == 2 && stats.handoff_untrusted_spans == 0,
         "hand-off counted on receipt");

@@ -45,6 +45,8 @@ func cNames(name func(uint32) *C.char, n int) []string {
 // Close must be the last call and must not race with the others (the caller guards it).
 type Engine struct {
 	ptr *C.tc_engine
+	// created is when New returned, with its monotonic reading (see clocks).
+	created time.Time
 }
 
 func errorFrom(code C.tc_result, e *C.tc_error) error {
@@ -156,7 +158,20 @@ func New(c Config) (*Engine, error) {
 	if r := C.tc_engine_new(&cc, &ptr, &e); r != C.TC_RESULT_OK {
 		return nil, errorFrom(r, &e)
 	}
-	return &Engine{ptr: ptr}, nil
+	return &Engine{ptr: ptr, created: time.Now()}, nil
+}
+
+// clocks gives the engine's two clocks from one reading: the wall clock, for HLC stamps,
+// and a monotonic clock, for every timer (quiet period, idle timeout, max age), so that a
+// step of the host clock neither holds traces past max_age nor releases them early. The
+// monotonic clock is the creation's wall time plus the time elapsed since by the monotonic
+// readings (time.Now carries one). A reading without one (a test clock) serves as both.
+func (g *Engine) clocks(now time.Time) (wall, mono C.uint64_t) {
+	wall = nanos(now)
+	if now == now.Round(0) { // Round(0) strips the monotonic reading: there is none
+		return wall, wall
+	}
+	return wall, nanos(g.created.Round(0).Add(max(now.Sub(g.created), 0)))
 }
 
 func nanos(t time.Time) C.uint64_t {
@@ -178,9 +193,10 @@ func (g *Engine) Ingest(data []byte, now time.Time) (IngestResult, error) {
 	}
 	var out C.tc_ingest_result
 	var e C.tc_error
+	wall, mono := g.clocks(now)
 	// A Go pointer to bytes without Go pointers may be passed for the call's duration.
 	p := (*C.uint8_t)(unsafe.Pointer(unsafe.SliceData(data)))
-	if r := C.tc_engine_ingest(g.ptr, p, C.size_t(len(data)), nanos(now), &out, &e); r != C.TC_RESULT_OK {
+	if r := C.tc_engine_ingest(g.ptr, p, C.size_t(len(data)), wall, mono, &out, &e); r != C.TC_RESULT_OK {
 		return IngestResult{}, errorFrom(r, &e)
 	}
 	return IngestResult{
@@ -212,7 +228,8 @@ func (g *Engine) Tick(now time.Time) (uint64, error) {
 	}
 	var n C.uint64_t
 	var e C.tc_error
-	if r := C.tc_engine_tick(g.ptr, nanos(now), &n, &e); r != C.TC_RESULT_OK {
+	wall, mono := g.clocks(now)
+	if r := C.tc_engine_tick(g.ptr, wall, mono, &n, &e); r != C.TC_RESULT_OK {
 		return 0, errorFrom(r, &e)
 	}
 	return uint64(n), nil
@@ -226,7 +243,8 @@ func (g *Engine) Shutdown(now time.Time) (uint64, error) {
 	}
 	var n C.uint64_t
 	var e C.tc_error
-	if r := C.tc_engine_shutdown(g.ptr, nanos(now), &n, &e); r != C.TC_RESULT_OK {
+	wall, mono := g.clocks(now)
+	if r := C.tc_engine_shutdown(g.ptr, wall, mono, &n, &e); r != C.TC_RESULT_OK {
 		return 0, errorFrom(r, &e)
 	}
 	return uint64(n), nil
@@ -330,7 +348,8 @@ func (g *Engine) Recover(now time.Time) (Recovery, error) {
 	}
 	var r C.tc_recovery
 	detail := make([]byte, 8192)
-	if rc := C.tc_engine_recover(g.ptr, nanos(now), &r, (*C.char)(unsafe.Pointer(&detail[0])), C.size_t(len(detail))); rc != C.TC_RESULT_OK {
+	wall, mono := g.clocks(now)
+	if rc := C.tc_engine_recover(g.ptr, wall, mono, &r, (*C.char)(unsafe.Pointer(&detail[0])), C.size_t(len(detail))); rc != C.TC_RESULT_OK {
 		return Recovery{}, &Error{Code: Code(rc), Message: "tc_engine_recover failed"}
 	}
 	return Recovery{

@@ -728,6 +728,11 @@ typedef struct {
    `handoff.key` (or with no key set): the marker was stripped and not honoured.
    */
   uint64_t handoff_untrusted_spans;
+  /*
+   Spans taken by a drain that failed with an internal error (a panic) before handing
+   them out: lost, their write-ahead log keys resolved.
+   */
+  uint64_t drain_lost_spans;
 } tc_stats;
 
 #ifdef __cplusplus
@@ -761,12 +766,15 @@ void tc_engine_free(tc_engine *engine);
 /*
  Ingests `len` bytes at `data`: one serialized OTLP `ExportTraceServiceRequest`. The bytes
  are copied as needed during the call and not kept. `now_unix_nano` is the caller's wall
- clock. On success writes `*out` (may be NULL). Thread-safe.
+ clock (HLC stamps); `now_mono_nano` its monotonic clock, nanoseconds from any origin
+ fixed for the engine's life (every timer: quiet period, idle timeout, max age). On
+ success writes `*out` (may be NULL). Thread-safe.
  */
 tc_result tc_engine_ingest(const tc_engine *engine,
                            const uint8_t *data,
                            size_t len,
                            uint64_t now_unix_nano,
+                           uint64_t now_mono_nano,
                            tc_ingest_result *out,
                            tc_error *err);
 
@@ -777,20 +785,24 @@ tc_result tc_engine_ingest(const tc_engine *engine,
 tc_result tc_engine_hlc_start(const tc_engine *engine, tc_hlc_start *out);
 
 /*
- Releases what is due at `now_unix_nano` into the ready queue and writes the number of
- spans ready to `*ready_spans_out` (may be NULL). Thread-safe.
+ Releases what is due at `now_mono_nano` (the monotonic clock of `tc_engine_ingest`;
+ `now_unix_nano` is the wall clock) into the ready queue and writes the number of spans
+ ready to `*ready_spans_out` (may be NULL). Thread-safe.
  */
 tc_result tc_engine_tick(const tc_engine *engine,
                          uint64_t now_unix_nano,
+                         uint64_t now_mono_nano,
                          uint64_t *ready_spans_out,
                          tc_error *err);
 
 /*
  Releases everything buffered (reason shutdown); spans ingested afterwards are released at
- once. Drain until `tc_engine_drain` gives NULL to collect them. Thread-safe.
+ once. Drain until `tc_engine_drain` gives NULL to collect them. Clocks as in
+ `tc_engine_tick`. Thread-safe.
  */
 tc_result tc_engine_shutdown(const tc_engine *engine,
                              uint64_t now_unix_nano,
+                             uint64_t now_mono_nano,
                              uint64_t *ready_spans_out,
                              tc_error *err);
 
@@ -831,10 +843,12 @@ tc_result tc_engine_delivered(const tc_engine *engine, uint64_t delivery_token);
  Replays the write-ahead log (once; later calls report nothing): call after `tc_engine_new`
  and before the first `tc_engine_ingest`. Writes the counts to `*out` and a description of
  any damage found (one line per problem, naming the file; NUL-terminated, truncated to
- `detail_len`) to `detail` (may be NULL). Without a log: zeros. Thread-safe.
+ `detail_len`) to `detail` (may be NULL). Without a log: zeros. Clocks as in
+ `tc_engine_tick`. Thread-safe.
  */
 tc_result tc_engine_recover(const tc_engine *engine,
                             uint64_t now_unix_nano,
+                            uint64_t now_mono_nano,
                             tc_recovery *out,
                             char *detail,
                             size_t detail_len);

@@ -303,6 +303,8 @@ type Stats struct {
 	WALRedeliveredSpans     uint64
 	MemoryWALBytes          uint64
 	HandoffUntrustedSpans   uint64
+	// DrainLostSpans: spans a drain took and lost to an internal error (a panic).
+	DrainLostSpans uint64
 }
 
 // MemoryParts lists the engine's memory by part, with the names used in metrics.
