@@ -546,7 +546,7 @@ fn a_drain_that_panics_counts_what_it_took_as_lost_and_releases_counters_and_log
 #[test]
 fn a_hand_off_drain_that_panics_is_counted_too() {
     let dir = TempDir::new("handoff-panic");
-    let e = Engine::new(Config { handoff_on_shutdown: true, ..cfg(&dir.0) }).unwrap();
+    let e = Engine::new(Config { handoff_on_shutdown: true, handoff_key: Some("the test tier's shared key".into()), ..cfg(&dir.0) }).unwrap();
     e.recover(T0);
     e.ingest(&req(children(0xA)), T0).unwrap();
     e.shutdown(T0 + SEC);
