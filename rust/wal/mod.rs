@@ -188,6 +188,9 @@ pub struct Wal {
     syncer: Mutex<Option<(Arc<(Mutex<bool>, Condvar)>, JoinHandle<()>)>>,
     #[cfg(test)]
     pub fail_writes: std::sync::atomic::AtomicBool,
+    /// Cutting a failed write away fails too (tests).
+    #[cfg(test)]
+    pub fail_truncate: std::sync::atomic::AtomicBool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -319,7 +322,11 @@ impl Wal {
         }
         let disk: u64 = segments.iter().map(|s| s.len).sum();
         let segment_bytes = (cfg.max_bytes / 16).clamp(MIN_SEGMENT_BYTES, MAX_SEGMENT_BYTES);
-        // New records go to a new segment: a torn tail is never appended to.
+        // New records go to a new segment: a torn tail is never appended to. An empty last
+        // segment (a run that logged nothing) is that new segment: it is not tracked twice.
+        if segments.back().is_some_and(|s: &Segment| s.len == 0 && s.base == end) {
+            segments.pop_back();
+        }
         let file = create_segment(&dir, end).map_err(|e| format!("wal.directory {d}: a new segment cannot be created: {e}"))?;
         segments.push_back(Segment { base: end, len: 0 });
         let wal = Wal {
@@ -336,6 +343,8 @@ impl Wal {
             cfg,
             #[cfg(test)]
             fail_writes: std::sync::atomic::AtomicBool::new(false),
+            #[cfg(test)]
+            fail_truncate: std::sync::atomic::AtomicBool::new(false),
         };
         Ok((wal, opened))
     }
@@ -430,7 +439,8 @@ impl Wal {
         let mut w = lock(&self.w);
         let seg_len = w.pos - w.base;
         if seg_len > 0 && seg_len + rec.len() > self.segment_bytes {
-            self.rotate(&mut w).map_err(|e| {
+            let at = w.pos;
+            self.rotate(&mut w, at).map_err(|e| {
                 self.c.write_errors.fetch_add(1, Ordering::Relaxed);
                 AppendError::Io(e)
             })?;
@@ -439,9 +449,10 @@ impl Wal {
         if let Err(e) = self.write(&w.file, rec) {
             self.c.write_errors.fetch_add(1, Ordering::Relaxed);
             // Cut what part of the record was written, so the segment stays readable; if even
-            // that fails, later records go to a new segment (the reader skips the damage).
-            if w.file.set_len(pos - w.base).is_err() || seek_end(&w.file).is_err() {
-                let _ = self.rotate(&mut w);
+            // that fails, later records go to a new segment (the reader skips the damage),
+            // which starts past whatever the failed write may have left.
+            if self.cut(&w.file, pos - w.base).is_err() || seek_end(&w.file).is_err() {
+                let _ = self.rotate(&mut w, pos + rec.len());
             }
             return Err(AppendError::Io(e));
         }
@@ -473,19 +484,40 @@ impl Wal {
         f.write_all(rec.tail)
     }
 
-    /// Starts a new segment at the current position; the old one is fsync'd first.
-    fn rotate(&self, w: &mut Writer) -> io::Result<()> {
+    fn cut(&self, f: &File, len: u64) -> io::Result<()> {
+        #[cfg(test)]
+        if self.fail_truncate.load(Ordering::Relaxed) {
+            return Err(io::Error::from_raw_os_error(libc::EIO));
+        }
+        f.set_len(len)
+    }
+
+    /// Starts a new segment at `base` (at least the current position, past the current
+    /// segment's first byte: never the same file); the old one is fsync'd first.
+    fn rotate(&self, w: &mut Writer, base: u64) -> io::Result<()> {
+        let base = base.max(w.pos).max(w.base + 1);
         let t0 = Instant::now();
         w.file.sync_data()?;
         self.record_fsync(t0.elapsed());
-        let file = create_segment(&self.cfg.directory, w.pos)?;
+        let file = create_segment(&self.cfg.directory, base)?;
+        // Bytes a failed write left between the last record and the new base count as the
+        // old segment's (an upper bound: what it holds on disk).
+        let gap = base - w.pos;
         w.file = Arc::new(file);
-        w.base = w.pos;
+        w.base = base;
+        w.pos = base;
         {
             let mut c = lock(&self.commit);
-            c.synced = c.synced.max(w.pos);
+            c.synced = c.synced.max(base);
         }
-        self.track().segments.push_back(Segment { base: w.pos, len: 0 });
+        {
+            let mut t = self.track();
+            if let Some(s) = t.segments.back_mut() {
+                s.len += gap;
+            }
+            t.segments.push_back(Segment { base, len: 0 });
+        }
+        self.disk_bytes.fetch_add(gap, Ordering::Relaxed);
         Ok(())
     }
 
