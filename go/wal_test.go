@@ -30,7 +30,19 @@ func withWAL(dir string, more ...func(*Config)) func(*Config) {
 // A shutdown that cannot deliver (the next consumer hangs) leaves the spans in the log, not
 // lost: the next start replays them, and the trace leaves whole, marked recovered.
 func TestWALKeepsWhatShutdownCouldNotDeliverForTheNextStart(t *testing.T) {
+	keepsWhatShutdownCouldNotDeliver(t, t.TempDir())
+}
+
+// The same after a run that logged nothing (a restart before traffic): that run's empty
+// segment is the one the next run writes to, and it must stay on disk.
+func TestWALKeepsWhatShutdownCouldNotDeliverAfterAnIdleRun(t *testing.T) {
 	dir := t.TempDir()
+	idle := newHarness(t, withWAL(dir))
+	require.NoError(t, idle.p.Shutdown(context.Background()))
+	keepsWhatShutdownCouldNotDeliver(t, dir)
+}
+
+func keepsWhatShutdownCouldNotDeliver(t *testing.T, dir string) {
 	h := newHarness(t, withWAL(dir, func(c *Config) { c.ShutdownTimeout = 200 * time.Millisecond }), consumer.Traces(&blockingConsumer{}))
 	h.consume(makeTraces(threeSpanTrace(1)...))
 	h.consume(makeTraces(threeSpanTrace(2)[:2]...)) // trace 2 waits for its last child
