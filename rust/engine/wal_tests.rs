@@ -522,3 +522,83 @@ fn a_rotation_after_a_failed_cut_keeps_every_segment_and_its_positions() {
         assert_eq!(traces, if first_ok { vec![1, 3] } else { vec![3] }, "first_ok {first_ok}");
     }
 }
+
+/// Fails the first fsync (after calling `first`), lets every later one run.
+fn fail_first_fsync(w: &Wal, mut first: impl FnMut() + Send + 'static) {
+    let mut calls = 0u32;
+    *w.sync_hook.lock().unwrap() = Some(Box::new(move || {
+        calls += 1;
+        if calls == 1 {
+            first();
+            return Err(std::io::Error::from_raw_os_error(libc::EIO));
+        }
+        Ok(())
+    }));
+}
+
+#[test]
+fn after_a_failed_fsync_a_later_one_does_not_make_earlier_records_durable() {
+    let dir = TempDir::new("fsyncgate");
+    let mut c = cfg(&dir.0);
+    c.wal_sync = SyncMode::None;
+    let e = Engine::new(c).unwrap();
+    e.recover(T0);
+    let w = e.wal.as_ref().unwrap();
+    e.ingest(&req(children(1)), T0).unwrap();
+    let good = w.written();
+    w.sync_now().unwrap();
+    e.ingest(&req(children(2)), T0).unwrap();
+    let upto = w.written();
+    let before = segment_files(&dir.0);
+    assert_eq!(before.len(), 1);
+    let bad_len = std::fs::metadata(&before[0]).unwrap().len();
+    fail_first_fsync(w, || {});
+    assert!(w.sync_now().is_err());
+    // Linux reports a writeback error to one fsync; the next one succeeds although the pages
+    // never reached the disk. It must not count.
+    assert!(w.wait_durable(upto).is_err(), "the record written before the failed fsync is not durable");
+    assert!(w.wait_durable(good).is_ok(), "what the last good fsync covered stays durable");
+    assert!(e.stats().wal_write_errors >= 1);
+    // The segment is not written to again: the next record goes to a new file.
+    e.ingest(&req(children(3)), T0).unwrap();
+    let after = segment_files(&dir.0);
+    assert_eq!(after.len(), 2, "{after:?}");
+    assert_eq!(std::fs::metadata(&before[0]).unwrap().len(), bad_len, "nothing more written to the failed segment");
+    assert!(std::fs::metadata(&after[1]).unwrap().len() > 0);
+    w.sync_now().unwrap();
+}
+
+#[test]
+fn a_failed_group_commit_fsync_fails_every_batch_that_waited_for_it() {
+    let dir = TempDir::new("fsyncgate-group");
+    let e = Engine::new(cfg(&dir.0)).unwrap();
+    e.recover(T0);
+    let w = e.wal.as_ref().unwrap().clone();
+    let weak = Arc::downgrade(&w);
+    let (in_sync, in_sync_rx) = std::sync::mpsc::channel();
+    // The first fsync (batch A's) fails once batch B is written and waiting for it.
+    fail_first_fsync(&w, move || {
+        let w = weak.upgrade().unwrap();
+        let at = w.written();
+        in_sync.send(()).unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while w.written() == at {
+            assert!(std::time::Instant::now() < deadline, "batch B was never written");
+            std::thread::yield_now();
+        }
+    });
+    std::thread::scope(|sc| {
+        let a = sc.spawn(|| e.ingest(&req(children(1)), T0));
+        in_sync_rx.recv_timeout(std::time::Duration::from_secs(10)).unwrap();
+        let b = sc.spawn(|| e.ingest(&req(children(2)), T0));
+        let (ra, rb) = (a.join().unwrap(), b.join().unwrap());
+        assert!(matches!(ra, Err(IngestError::Wal(_))), "{ra:?}");
+        assert!(matches!(rb, Err(IngestError::Wal(_))), "B was written before the fsync that failed: {rb:?}");
+    });
+    let s = e.stats();
+    assert_eq!((s.buffered_spans, s.spans_received), (0, 0), "nothing of either batch kept");
+    assert_eq!(w.outstanding(), vec![]);
+    // The log goes on in a new segment.
+    e.ingest(&req(children(3)), T0).unwrap();
+    assert_eq!(e.stats().buffered_spans, 2);
+}

@@ -28,7 +28,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -111,8 +111,23 @@ impl Segment {
     }
 }
 
+/// The segment being written.
+struct SegmentFile {
+    file: File,
+    /// An fsync of it failed. Linux reports a writeback error to one fsync and marks the
+    /// pages clean, so a later fsync's success proves nothing: the file is never fsync'd
+    /// again, nor written to.
+    failed: AtomicBool,
+}
+
+impl SegmentFile {
+    fn new(file: File) -> Arc<SegmentFile> {
+        Arc::new(SegmentFile { file, failed: AtomicBool::new(false) })
+    }
+}
+
 struct Writer {
-    file: Arc<File>,
+    file: Arc<SegmentFile>,
     /// Base of the current segment.
     base: u64,
     /// Global position of the next byte (current base + its length).
@@ -121,9 +136,18 @@ struct Writer {
 
 #[derive(Default)]
 struct Commit {
-    /// Every byte before this position is on disk.
+    /// Every byte before this position is on disk, except in `lost`.
     synced: u64,
     syncing: bool,
+    /// Positions written to a segment after its last good fsync when a later one failed:
+    /// never durable. (Pruned once the segment is deleted: no waiter is left in it then.)
+    lost: Vec<std::ops::Range<u64>>,
+}
+
+impl Commit {
+    fn lost(&self, upto: u64) -> bool {
+        self.lost.iter().any(|r| r.start < upto && upto <= r.end)
+    }
 }
 
 /// Undelivered keys and the segments on disk.
@@ -179,6 +203,9 @@ pub struct Wal {
     w: Mutex<Writer>,
     commit: Mutex<Commit>,
     commit_cv: Condvar,
+    /// Held during every fsync: two at once on one file could split a writeback error
+    /// between them, one reporting success for pages that never reached the disk.
+    sync_lock: Mutex<()>,
     track: Mutex<Track>,
     /// [`Track::bytes`] as of the last change.
     track_mem: AtomicU64,
@@ -191,7 +218,13 @@ pub struct Wal {
     /// Cutting a failed write away fails too (tests).
     #[cfg(test)]
     pub fail_truncate: std::sync::atomic::AtomicBool,
+    /// Called before every fsync; an error is that fsync's result (tests).
+    #[cfg(test)]
+    pub sync_hook: SyncHook,
 }
+
+#[cfg(test)]
+pub type SyncHook = Mutex<Option<Box<dyn FnMut() -> io::Result<()> + Send>>>;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // Every critical section leaves plain values consistent.
@@ -332,9 +365,10 @@ impl Wal {
         let wal = Wal {
             segment_bytes,
             _lock: lock_file,
-            w: Mutex::new(Writer { file: Arc::new(file), base: end, pos: end }),
-            commit: Mutex::new(Commit { synced: end, syncing: false }),
+            w: Mutex::new(Writer { file: SegmentFile::new(file), base: end, pos: end }),
+            commit: Mutex::new(Commit { synced: end, ..Commit::default() }),
             commit_cv: Condvar::new(),
+            sync_lock: Mutex::new(()),
             track: Mutex::new(Track { segments, ..Track::default() }),
             track_mem: AtomicU64::new(0),
             disk_bytes: AtomicU64::new(disk),
@@ -345,6 +379,8 @@ impl Wal {
             fail_writes: std::sync::atomic::AtomicBool::new(false),
             #[cfg(test)]
             fail_truncate: std::sync::atomic::AtomicBool::new(false),
+            #[cfg(test)]
+            sync_hook: Mutex::new(None),
         };
         Ok((wal, opened))
     }
@@ -438,7 +474,9 @@ impl Wal {
     fn append(&self, rec: &Encoded<'_>, keys: Option<u32>) -> Result<(u64, u64), AppendError> {
         let mut w = lock(&self.w);
         let seg_len = w.pos - w.base;
-        if seg_len > 0 && seg_len + rec.len() > self.segment_bytes {
+        // A segment whose fsync failed is never written to again (if no new one could be
+        // created then, it is tried again here).
+        if w.file.failed.load(Ordering::Relaxed) || (seg_len > 0 && seg_len + rec.len() > self.segment_bytes) {
             let at = w.pos;
             self.rotate(&mut w, at).map_err(|e| {
                 self.c.write_errors.fetch_add(1, Ordering::Relaxed);
@@ -446,12 +484,12 @@ impl Wal {
             })?;
         }
         let pos = w.pos;
-        if let Err(e) = self.write(&w.file, rec) {
+        if let Err(e) = self.write(&w.file.file, rec) {
             self.c.write_errors.fetch_add(1, Ordering::Relaxed);
             // Cut what part of the record was written, so the segment stays readable; if even
             // that fails, later records go to a new segment (the reader skips the damage),
             // which starts past whatever the failed write may have left.
-            if self.cut(&w.file, pos - w.base).is_err() || seek_end(&w.file).is_err() {
+            if self.cut(&w.file.file, pos - w.base).is_err() || seek_end(&w.file.file).is_err() {
                 let _ = self.rotate(&mut w, pos + rec.len());
             }
             return Err(AppendError::Io(e));
@@ -484,6 +522,14 @@ impl Wal {
         f.write_all(rec.tail)
     }
 
+    fn sync_file(&self, f: &File) -> io::Result<()> {
+        #[cfg(test)]
+        if let Some(h) = lock(&self.sync_hook).as_mut() {
+            h()?;
+        }
+        f.sync_data()
+    }
+
     fn cut(&self, f: &File, len: u64) -> io::Result<()> {
         #[cfg(test)]
         if self.fail_truncate.load(Ordering::Relaxed) {
@@ -493,17 +539,24 @@ impl Wal {
     }
 
     /// Starts a new segment at `base` (at least the current position, past the current
-    /// segment's first byte: never the same file); the old one is fsync'd first.
+    /// segment's first byte: never the same file); the old one is fsync'd first. If that
+    /// fsync fails, what the old segment holds past its last good fsync is lost (its waiters
+    /// fail) and the new segment is started all the same.
     fn rotate(&self, w: &mut Writer, base: u64) -> io::Result<()> {
         let base = base.max(w.pos).max(w.base + 1);
-        let t0 = Instant::now();
-        w.file.sync_data()?;
-        self.record_fsync(t0.elapsed());
+        if self.fsync(&w.file, w.pos).is_err() {
+            let mut c = lock(&self.commit);
+            let from = c.synced.max(w.base);
+            if from < w.pos && !c.lost(w.pos) {
+                c.lost.push(from..w.pos);
+            }
+            self.commit_cv.notify_all();
+        }
         let file = create_segment(&self.cfg.directory, base)?;
         // Bytes a failed write left between the last record and the new base count as the
         // old segment's (an upper bound: what it holds on disk).
         let gap = base - w.pos;
-        w.file = Arc::new(file);
+        w.file = SegmentFile::new(file);
         w.base = base;
         w.pos = base;
         {
@@ -521,6 +574,30 @@ impl Wal {
         Ok(())
     }
 
+    /// Fsyncs `seg` (one fsync at a time); on success every byte before `upto` is on disk.
+    /// Once an fsync of a segment failed, it is not tried again: the result stays a failure.
+    fn fsync(&self, seg: &SegmentFile, upto: u64) -> io::Result<()> {
+        let _one = lock(&self.sync_lock);
+        if seg.failed.load(Ordering::Relaxed) {
+            return Err(io::Error::other("an earlier fsync of this write-ahead log segment failed"));
+        }
+        let t0 = Instant::now();
+        let r = self.sync_file(&seg.file);
+        self.record_fsync(t0.elapsed());
+        match r {
+            Ok(()) => {
+                let mut c = lock(&self.commit);
+                c.synced = c.synced.max(upto);
+                Ok(())
+            }
+            Err(e) => {
+                seg.failed.store(true, Ordering::Relaxed);
+                self.c.write_errors.fetch_add(1, Ordering::Relaxed);
+                Err(e)
+            }
+        }
+    }
+
     fn record_fsync(&self, d: Duration) {
         self.c.fsyncs.fetch_add(1, Ordering::Relaxed);
         let us = d.as_micros().max(1) as u64;
@@ -529,10 +606,15 @@ impl Wal {
     }
 
     /// Returns once every byte before `upto` is on disk. Concurrent callers share fsyncs: one
-    /// runs it for everything written so far while the others wait for its result.
+    /// runs it for everything written so far while the others wait for its result. After a
+    /// failed fsync, every record written to that segment since its last good fsync fails
+    /// here, whoever waits for it and whenever; the segment is left for a new one.
     pub fn wait_durable(&self, upto: u64) -> io::Result<()> {
         let mut c = lock(&self.commit);
         loop {
+            if c.lost(upto) {
+                return Err(io::Error::other("an fsync of the write-ahead log failed before this record was known to be on disk"));
+            }
             if c.synced >= upto {
                 return Ok(());
             }
@@ -546,19 +628,20 @@ impl Wal {
                 let w = lock(&self.w);
                 (w.file.clone(), w.pos)
             };
-            let t0 = Instant::now();
-            let r = file.sync_data();
-            self.record_fsync(t0.elapsed());
+            let r = self.fsync(&file, target);
+            if r.is_err() {
+                // Leave the segment (unless that was done meanwhile): what it holds past its
+                // last good fsync is marked lost before the waiters are woken.
+                let mut w = lock(&self.w);
+                if Arc::ptr_eq(&w.file, &file) {
+                    let at = w.pos;
+                    let _ = self.rotate(&mut w, at);
+                }
+            }
             c = lock(&self.commit);
             c.syncing = false;
             self.commit_cv.notify_all();
-            match r {
-                Ok(()) => c.synced = c.synced.max(target),
-                Err(e) => {
-                    self.c.write_errors.fetch_add(1, Ordering::Relaxed);
-                    return Err(e);
-                }
-            }
+            r?;
         }
     }
 
@@ -641,12 +724,21 @@ impl Wal {
                 gone.push((base, len));
             }
         }
+        if let Some(&(base, len)) = gone.last() {
+            lock(&self.commit).lost.retain(|r| r.start >= base + len);
+        }
         for (base, len) in gone {
             // A file that cannot be removed is left behind: its records are all delivered, so
             // a restart reads it and replays nothing from it.
             let _ = fs::remove_file(Segment::path(&self.cfg.directory, base));
             self.disk_bytes.fetch_sub(len, Ordering::Relaxed);
         }
+    }
+
+    /// The position the next record is written at (for tests).
+    #[cfg(test)]
+    pub fn written(&self) -> u64 {
+        lock(&self.w).pos
     }
 
     /// Undelivered batch positions (for tests).
