@@ -602,3 +602,40 @@ fn a_failed_group_commit_fsync_fails_every_batch_that_waited_for_it() {
     e.ingest(&req(children(3)), T0).unwrap();
     assert_eq!(e.stats().buffered_spans, 2);
 }
+
+#[test]
+fn a_log_freed_by_its_own_syncer_thread_still_makes_its_final_sync() {
+    let dir = TempDir::new("selfjoin");
+    let (wal, _) = Wal::open(WalConfig {
+        directory: dir.0.clone(),
+        sync: SyncMode::Interval,
+        sync_interval: std::time::Duration::from_millis(1),
+        max_bytes: crate::config::MIN_WAL_MAX_BYTES as u64,
+    })
+    .unwrap();
+    let wal = Arc::new(wal);
+    let weak = Arc::downgrade(&wal);
+    let (fsynced, fsyncs) = std::sync::mpsc::channel();
+    let mut calls = 0u32;
+    *wal.sync_hook.lock().unwrap() = Some(Box::new(move || {
+        calls += 1;
+        let _ = fsynced.send(calls);
+        if calls == 1 {
+            // The syncer holds the log while the engine lets go of it.
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            while weak.strong_count() > 1 {
+                assert!(std::time::Instant::now() < deadline, "the log was never let go of");
+                std::thread::yield_now();
+            }
+        }
+        Ok(())
+    }));
+    wal.append_batch(&[SpanStamp::default()], b"one", 1).unwrap();
+    wal.start_syncer();
+    let wait = std::time::Duration::from_secs(10);
+    assert_eq!(fsyncs.recv_timeout(wait), Ok(1), "the syncer's fsync");
+    // Written after that fsync started: only the final sync at free covers it.
+    wal.append_batch(&[SpanStamp::default()], b"two", 1).unwrap();
+    drop(wal);
+    assert_eq!(fsyncs.recv_timeout(wait), Ok(2), "the final sync ran on the syncer thread");
+}

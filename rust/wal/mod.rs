@@ -778,7 +778,11 @@ impl Drop for Wal {
         if let Some((stop, h)) = lock(&self.syncer).take() {
             *lock(&stop.0) = true;
             stop.1.notify_all();
-            let _ = h.join();
+            // The syncer itself may hold the last reference (it upgrades its own for each
+            // sync): then it is running this, and ends when this returns.
+            if h.thread().id() != std::thread::current().id() {
+                let _ = h.join();
+            }
         }
         let _ = self.sync_now();
         // A log with nothing undelivered left is removed down to one empty segment.
