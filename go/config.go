@@ -187,8 +187,9 @@ type WALConfig struct {
 
 	// MaxBytes bounds the log on disk. Near it, the traces holding its oldest segment are
 	// released early (reason wal_full); at it, batches are refused with a retryable error
-	// until delivered data frees space. At most max_buffered_bytes (a restart replays the log
-	// into memory).
+	// until delivered data frees space; a batch larger than the log can ever hold is refused
+	// with a permanent error. At most max_buffered_bytes (a restart replays the log into
+	// memory).
 	MaxBytes int64 `mapstructure:"max_bytes"`
 }
 

@@ -5,6 +5,7 @@ package traceconsistencyprocessor
 import (
 	"context"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -112,4 +113,18 @@ func TestWALAcknowledgesOnlyAcceptedOrCountedReleases(t *testing.T) {
 	assert.Empty(t, h2.sink.AllTraces())
 	_, err := h2.tel.GetMetric("otelcol_processor_traceconsistency_wal_spans_replayed")
 	require.ErrorContains(t, err, "not found", "neither the delivered nor the lost release is replayed")
+}
+
+// A batch larger than wal.max_bytes can never be logged: a permanent refusal, not one the
+// sender retries forever.
+func TestWALRefusesABatchLargerThanTheLogForGood(t *testing.T) {
+	h := newHarness(t, withWAL(t.TempDir(), func(c *Config) { c.WAL.MaxBytes = 8 << 20 }))
+	td := makeTraces(threeSpanTrace(1)...)
+	td.ResourceSpans().At(0).ScopeSpans().At(0).Spans().At(0).Attributes().PutStr("payload", strings.Repeat("x", 9<<20))
+	err := h.p.ConsumeTraces(context.Background(), td)
+	require.Error(t, err)
+	assert.True(t, consumererror.IsPermanent(err), "%v", err)
+	assert.ErrorContains(t, err, "wal.max_bytes")
+	h.tick(time.Second)
+	metadatatest.AssertEqualProcessorTraceconsistencyBatchesRefused(t, h.tel, []metricdata.DataPoint[int64]{{Value: 1}}, noTimes)
 }

@@ -82,15 +82,15 @@ pub enum IngestError {
     /// The write-ahead log could not take the batch (at `wal.max_bytes`, disk full, an I/O
     /// error): retry later. Nothing was kept or acknowledged.
     Wal(String),
-    /// The batch alone is larger than a write-ahead log record may be: it can never be
-    /// logged.
+    /// The batch alone is larger than the write-ahead log can ever hold (`wal.max_bytes`) or
+    /// than a record may be: it can never be logged (a permanent refusal).
     TooLarge(String),
 }
 
 impl From<AppendError> for IngestError {
     fn from(e: AppendError) -> IngestError {
         match e {
-            AppendError::TooLarge(_) => IngestError::TooLarge(e.to_string()),
+            AppendError::TooLarge { .. } => IngestError::TooLarge(e.to_string()),
             _ => IngestError::Wal(e.to_string()),
         }
     }
@@ -454,7 +454,12 @@ impl Engine {
             (Some(w), None) => {
                 let stamps: Vec<SpanStamp> =
                     batch.spans.iter().map(|s| SpanStamp { wall: s.hlc_wall, logical: s.hlc_logical, findings: s.findings }).collect();
-                Some(w.append_batch(&stamps, data, keys).map_err(IngestError::from)?)
+                Some(w.append_batch(&stamps, data, keys).map_err(|e| {
+                    if matches!(e, AppendError::TooLarge { .. }) {
+                        self.c.add(stat!(batches_refused), 1);
+                    }
+                    IngestError::from(e)
+                })?)
             }
             _ => None,
         };

@@ -639,3 +639,48 @@ fn a_log_freed_by_its_own_syncer_thread_still_makes_its_final_sync() {
     drop(wal);
     assert_eq!(fsyncs.recv_timeout(wait), Ok(2), "the final sync ran on the syncer thread");
 }
+
+#[test]
+fn a_batch_larger_than_the_log_can_hold_is_refused_for_good() {
+    let dir = TempDir::new("toolarge");
+    let mut c = cfg(&dir.0);
+    c.wal_max_bytes = crate::config::MIN_WAL_MAX_BYTES; // 8 MiB
+    let e = Engine::new(c).unwrap();
+    e.recover(T0);
+    let mut spans = children(1);
+    spans[0].name = "x".repeat(9 << 20);
+    let err = e.ingest(&req(spans), T0).unwrap_err();
+    assert!(matches!(err, IngestError::TooLarge(_)), "a permanent refusal, not a retryable one: {err:?}");
+    assert!(err.to_string().contains("wal.max_bytes") && !err.to_string().contains("retry"), "{err}");
+    let s = e.stats();
+    assert_eq!((s.batches_refused, s.wal_full_refusals, s.buffered_spans, s.wal_bytes), (1, 0, 0, 0));
+}
+
+#[test]
+fn a_batch_that_fits_an_empty_log_is_taken_once_the_current_segment_is_delivered() {
+    let dir = TempDir::new("fitsempty");
+    let mut c = cfg(&dir.0);
+    c.wal_max_bytes = crate::config::MIN_WAL_MAX_BYTES; // 8 MiB, 1 MiB segments
+    let e = Engine::new(c).unwrap();
+    e.recover(T0);
+    // 880 kB of whole traces in the current segment, all delivered.
+    let mut spans = Vec::new();
+    for t in 1..=8u64 {
+        let mut tr = children(t);
+        tr.extend(root(t));
+        tr[0].name = "x".repeat(110_000);
+        spans.extend(tr);
+    }
+    e.ingest(&req(spans), T0).unwrap();
+    e.tick(T0 + 2 * SEC);
+    assert_eq!(drain(&e, true).len(), 24);
+    assert_eq!(e.stats().wal_segments, 1);
+    // 7.6 MB: more than the bound minus the current segment, less than the bound. Nothing is
+    // undelivered, so the log must take it rather than refuse it for now forever.
+    let mut big = children(100);
+    big[0].name = "x".repeat(7_600_000);
+    e.ingest(&req(big), T0 + 2 * SEC).expect("the log holds nothing undelivered: the batch must fit");
+    let s = e.stats();
+    assert_eq!(s.wal_full_refusals, 0);
+    assert!(s.wal_bytes <= crate::config::MIN_WAL_MAX_BYTES as u64, "{}", s.wal_bytes);
+}

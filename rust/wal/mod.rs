@@ -72,8 +72,9 @@ pub enum AppendError {
     Full { bytes: u64, bound: u64 },
     /// A write or an fsync failed (disk full, I/O error): retry later.
     Io(io::Error),
-    /// The record alone is larger than a record may be.
-    TooLarge(u64),
+    /// The record alone is larger than the log can ever hold (`wal.max_bytes`) or than a
+    /// record may be: a permanent refusal.
+    TooLarge { bytes: u64, bound: u64 },
 }
 
 impl std::fmt::Display for AppendError {
@@ -84,7 +85,11 @@ impl std::fmt::Display for AppendError {
                 "write-ahead log full ({bytes} bytes on disk, wal.max_bytes {bound}); the oldest traces are being released to free it"
             ),
             AppendError::Io(e) => write!(f, "write-ahead log write failed: {e}"),
-            AppendError::TooLarge(n) => write!(f, "batch of {n} bytes is larger than a write-ahead log record may be"),
+            AppendError::TooLarge { bytes, bound } => write!(
+                f,
+                "batch of {bytes} bytes (as logged) can never fit in the write-ahead log (wal.max_bytes {bound}, at most {} bytes per record): refused for good; send smaller batches or raise wal.max_bytes",
+                record::MAX_BODY
+            ),
         }
     }
 }
@@ -450,10 +455,13 @@ impl Wal {
     pub fn append_batch(&self, stamps: &[SpanStamp], data: &[u8], keys: u32) -> Result<u64, AppendError> {
         let rec = record::encode_batch(stamps, data);
         let size = rec.len();
-        if size > record::MAX_BODY as u64 {
-            return Err(AppendError::TooLarge(size));
+        if size > record::MAX_BODY as u64 || size > self.cfg.max_bytes {
+            return Err(AppendError::TooLarge { bytes: size, bound: self.cfg.max_bytes });
         }
-        let bytes = self.disk_bytes();
+        let mut bytes = self.disk_bytes();
+        if bytes + size > self.cfg.max_bytes && self.leave_delivered_segment() {
+            bytes = self.disk_bytes();
+        }
         if bytes + size > self.cfg.max_bytes {
             self.c.full_refusals.fetch_add(1, Ordering::Relaxed);
             return Err(AppendError::Full { bytes, bound: self.cfg.max_bytes });
@@ -468,6 +476,21 @@ impl Wal {
             }
         }
         Ok(pos)
+    }
+
+    /// When the current segment holds nothing undelivered, starts a new one so that the old
+    /// one can be deleted: a record that fits in an empty log is never refused for lack of
+    /// room that only the current segment takes. Returns whether it did.
+    fn leave_delivered_segment(&self) -> bool {
+        let mut w = lock(&self.w);
+        if w.pos == w.base || self.track().outstanding.range(w.base..).next().is_some() {
+            return false;
+        }
+        let at = w.pos;
+        let left = self.rotate(&mut w, at).is_ok();
+        drop(w);
+        self.reclaim();
+        left
     }
 
     /// Writes one record; registers `keys` for a batch. Returns (position, end).
