@@ -397,6 +397,18 @@ fn a_second_engine_cannot_open_a_log_in_use() {
 }
 
 #[test]
+fn a_second_engine_cannot_share_the_hlc_state_file() {
+    let dir = TempDir::new("hlclock");
+    let mut c = cfg(&dir.0);
+    c.wal_directory = None;
+    c.hlc_restart = RestartStrategy::Persist;
+    c.hlc_state_file = Some(dir.0.join("hlc.state").to_str().unwrap().to_string());
+    let _first = Engine::new(c.clone()).unwrap();
+    let err = Engine::new(c).err().expect("the second must fail");
+    assert!(err.0.starts_with("hlc.state_file") && err.0.contains("in use by another process"), "{err}");
+}
+
+#[test]
 fn a_directory_that_cannot_be_created_names_the_key() {
     let dir = TempDir::new("nodir");
     let file = dir.0.join("a-file");
