@@ -696,3 +696,39 @@ fn a_batch_that_fits_an_empty_log_is_taken_once_the_current_segment_is_delivered
     assert_eq!(s.wal_full_refusals, 0);
     assert!(s.wal_bytes <= crate::config::MIN_WAL_MAX_BYTES as u64, "{}", s.wal_bytes);
 }
+
+#[test]
+fn the_log_is_private_to_its_owner() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let dir = TempDir::new("modes");
+    let log = dir.0.join("a").join("wal");
+    let mut c = cfg(&dir.0);
+    c.wal_directory = Some(log.to_str().unwrap().to_string());
+    {
+        let e = Engine::new(c.clone()).unwrap();
+        e.recover(T0);
+        e.ingest(&req(children(1)), T0).unwrap();
+    }
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&log), 0o700, "the directory is created 0700");
+    let files: Vec<PathBuf> = std::fs::read_dir(&log).unwrap().map(|e| e.unwrap().path()).collect();
+    assert!(files.len() >= 2, "{files:?}");
+    for f in &files {
+        assert_eq!(mode(f), 0o600, "{}", f.display());
+    }
+    // A directory others may write to, owned by someone else, is refused.
+    let shared = dir.0.join("shared");
+    std::fs::create_dir(&shared).unwrap();
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let other = if unsafe { libc::geteuid() } == 0 { 65534 } else { 0 };
+    // SAFETY: a valid C string; only root can give a file away (else the owner stays ours).
+    let p = std::ffi::CString::new(shared.to_str().unwrap()).unwrap();
+    if unsafe { libc::chown(p.as_ptr(), other, other) } != 0 {
+        eprintln!("cannot chown as this user: the refusal of a directory owned by someone else is not tested");
+        return;
+    }
+    assert_eq!(std::fs::metadata(&shared).unwrap().uid(), other);
+    c.wal_directory = Some(shared.to_str().unwrap().to_string());
+    let err = Engine::new(c).err().expect("refused");
+    assert!(err.0.starts_with("wal.directory") && err.0.contains("writable"), "{err}");
+}

@@ -26,6 +26,7 @@ pub mod record;
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -259,6 +260,30 @@ pub struct Opened {
     pub problems: Vec<String>,
 }
 
+/// Creates the log's directory (0700, and any missing parent) or checks the one there:
+/// spans can carry personal data and tokens, and whoever can write the directory can replace
+/// the log. A directory that its group or others may write to is refused unless it is ours.
+fn private_dir(dir: &Path) -> Result<(), String> {
+    let d = dir.display();
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| format!("wal.directory {d} cannot be created: {e}"))?;
+    let m = fs::metadata(dir).map_err(|e| format!("wal.directory {d} cannot be used: {e}"))?;
+    // SAFETY: geteuid has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    if m.mode() & 0o022 != 0 && m.uid() != me {
+        return Err(format!(
+            "wal.directory {d} is writable by its group or by others (mode {:o}) and owned by another user (uid {}): \
+             anyone who can write it could replace the log; use a directory of the collector's own user (it is created 0700)",
+            m.mode() & 0o7777,
+            m.uid()
+        ));
+    }
+    Ok(())
+}
+
 fn fsync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
@@ -271,11 +296,12 @@ impl Wal {
     pub fn open(cfg: WalConfig) -> Result<(Wal, Opened), String> {
         let dir = cfg.directory.clone();
         let d = dir.display();
-        fs::create_dir_all(&dir).map_err(|e| format!("wal.directory {d} cannot be created: {e}"))?;
+        private_dir(&dir)?;
         let lock_file = OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
+            .mode(0o600)
             .open(dir.join("LOCK"))
             .map_err(|e| format!("wal.directory {d} cannot be used: {e}"))?;
         // SAFETY: a valid open descriptor.
@@ -787,7 +813,7 @@ fn seek_end(mut f: &File) -> io::Result<u64> {
 
 fn create_segment(dir: &Path, base: u64) -> io::Result<File> {
     let path = Segment::path(dir, base);
-    let f = OpenOptions::new().create(true).append(true).open(&path)?;
+    let f = OpenOptions::new().create(true).append(true).mode(0o600).open(&path)?;
     // A crash may leave an empty file of this name from an earlier run: start it over.
     if f.metadata()?.len() > 0 {
         f.set_len(0)?;
