@@ -5,7 +5,7 @@
 use super::*;
 use crate::testutil::*;
 use crate::wal::SyncMode;
-use opentelemetry_proto::tonic::common::v1::any_value;
+use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
 use opentelemetry_proto::tonic::trace::v1::Span;
 use std::path::{Path, PathBuf};
 
@@ -731,4 +731,99 @@ fn the_log_is_private_to_its_owner() {
     c.wal_directory = Some(shared.to_str().unwrap().to_string());
     let err = Engine::new(c).err().expect("refused");
     assert!(err.0.starts_with("wal.directory") && err.0.contains("writable"), "{err}");
+}
+
+/// A record as the previous format wrote it (CRC-32 of length and body, no key).
+fn legacy_record(body: &[u8]) -> Vec<u8> {
+    let len = (body.len() as u32).to_le_bytes();
+    let mut h = crc32fast::Hasher::new();
+    h.update(&len);
+    h.update(body);
+    let mut v = b"TCW1".to_vec();
+    v.extend_from_slice(&len);
+    v.extend_from_slice(&h.finalize().to_le_bytes());
+    v.extend_from_slice(body);
+    v
+}
+
+/// A batch record's body: kind, span count, per span wall u64, logical u32, findings u32,
+/// then the request.
+fn batch_body(walls: &[u64], data: &[u8]) -> Vec<u8> {
+    let mut b = vec![1u8];
+    b.extend_from_slice(&(walls.len() as u32).to_le_bytes());
+    for w in walls {
+        b.extend_from_slice(&w.to_le_bytes());
+        b.extend_from_slice(&[0; 8]);
+    }
+    b.extend_from_slice(data);
+    b
+}
+
+#[test]
+fn a_record_planted_in_a_clients_bytes_does_not_erase_another_clients_spans() {
+    let dir = TempDir::new("forged");
+    {
+        let e = Engine::new(cfg(&dir.0)).unwrap();
+        e.recover(T0);
+        e.ingest(&req(children(0xA)), T0).unwrap(); // the victim, at position 0
+        let carrier_at = std::fs::metadata(&segment_files(&dir.0)[0]).unwrap().len() as usize;
+        // A "delivered" record naming the victim's key, in the bytes of an attribute: in the
+        // previous format (anyone can compute a CRC) and in the current one with a guessed key.
+        let mut body = vec![2u8];
+        body.extend_from_slice(&1u32.to_le_bytes());
+        body.extend_from_slice(&0u64.to_le_bytes());
+        body.extend_from_slice(&u128::from_be_bytes(tid(0xA).try_into().unwrap()).to_le_bytes());
+        let mut planted = legacy_record(&body);
+        let mut guessed = b"TCW2".to_vec();
+        guessed.extend_from_slice(&(body.len() as u32).to_le_bytes());
+        guessed.extend_from_slice(&0x5eed_u64.to_le_bytes());
+        guessed.extend_from_slice(&body);
+        planted.extend(guessed);
+        let mut s = span(0xB, 1, 0, T0 - SEC, T0);
+        s.attributes.push(KeyValue {
+            key: "blob".into(),
+            value: Some(AnyValue { value: Some(any_value::Value::BytesValue(planted)) }),
+            ..Default::default()
+        });
+        e.ingest(&req(vec![s]), T0).unwrap();
+        drop(e); // a crash
+        // The carrier's header is damaged (a flipped bit): the reader resynchronises.
+        let seg = &segment_files(&dir.0)[0];
+        let mut bytes = std::fs::read(seg).unwrap();
+        bytes[carrier_at + 9] ^= 1;
+        std::fs::write(seg, &bytes).unwrap();
+    }
+    let e = Engine::new(cfg(&dir.0)).unwrap();
+    let rep = e.recover(T0);
+    assert_eq!((rep.spans, rep.traces), (2, 1), "the victim's spans replay: {rep:?}");
+    e.shutdown(T0);
+    assert!(drain(&e, false).iter().all(|s| s.trace() == 0xA));
+}
+
+#[test]
+fn a_log_of_the_previous_format_is_read_and_stamps_far_ahead_are_not_replayed() {
+    let dir = TempDir::new("legacy");
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64;
+    let far = now + 10 * 365 * 24 * 3600 * SEC;
+    let b = now - 60 * SEC;
+    let ok = req(vec![span(0xD, 2, 1, b, b + SEC), span(0xD, 3, 1, b, b + SEC)]);
+    let ahead = req(vec![span(0xC, 2, 1, b, b + SEC), span(0xC, 3, 1, b, b + SEC)]);
+    let seg = [legacy_record(&batch_body(&[far, far], &ahead)), legacy_record(&batch_body(&[now, now], &ok))].concat();
+    std::fs::write(dir.0.join(format!("{:020}.wal", 0)), &seg).unwrap();
+    let mut c = cfg(&dir.0);
+    c.hlc_enabled = true;
+    for round in 0..2 {
+        let e = Engine::new(c.clone()).unwrap();
+        let rep = e.recover(now);
+        assert!(e.hlc_last().unwrap().wall < now + 24 * 3600 * SEC, "round {round}: the clock did not jump ahead");
+        assert_eq!(rep.corrupt_records, 1, "round {round}: {rep:?}");
+        assert!(rep.problems.iter().any(|p| p.contains("ahead of the wall clock")), "{:?}", rep.problems);
+        let want = if round == 0 { 2 } else { 4 };
+        assert_eq!(rep.spans, want, "round {round}: the old format's in-bound batch replays (and, after, the new one): {rep:?}");
+        if round == 0 {
+            // New records are keyed, in a new segment; the old one is still read as before.
+            e.ingest(&req(children(0xE)), now).unwrap();
+            assert!(dir.0.join("KEY").exists());
+        }
+    }
 }

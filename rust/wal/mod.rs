@@ -34,7 +34,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use record::{Body, Encoded, Key, SpanStamp, KIND_DELIVERED, KIND_DRAINED};
+use record::{Body, Encoded, Key, LogKey, SpanStamp, KIND_DELIVERED, KIND_DRAINED};
 
 /// When a record counts as durable (`wal.sync`). Exported to C as `tc_wal_sync`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -206,6 +206,8 @@ pub struct Wal {
     cfg: WalConfig,
     segment_bytes: u64,
     _lock: File,
+    /// The secret every record's tag is keyed with.
+    key: LogKey,
     w: Mutex<Writer>,
     commit: Mutex<Commit>,
     commit_cv: Condvar,
@@ -323,6 +325,9 @@ impl Wal {
             }
         }
         bases.sort_unstable();
+        // The records' key; a log without one was written by the previous format (read with
+        // its check: the key made below starts after its end).
+        let found = LogKey::load(&dir).map_err(|e| format!("wal.directory {d}: {e}; remove the directory's files to start a new log"))?;
         let mut opened = Opened::default();
         let mut segments = VecDeque::new();
         let mut delivered: HashMap<u64, HashSet<u128>> = HashMap::new();
@@ -333,7 +338,8 @@ impl Wal {
             let buf = fs::read(&path).map_err(|e| format!("wal.directory: segment {} cannot be read: {e}", path.display()))?;
             // Segments never overlap; a base below the previous end means a damaged name.
             let base = base.max(end);
-            let (recs, damage) = record::read_segment(&buf);
+            let check = found.as_ref().map_or(record::Check::Legacy, |k| k.check_for(base));
+            let (recs, damage) = record::read_segment(&buf, check);
             for r in &damage.corrupt {
                 opened.corrupt_records += 1;
                 opened.problems.push(format!(
@@ -391,11 +397,16 @@ impl Wal {
         if segments.back().is_some_and(|s: &Segment| s.len == 0 && s.base == end) {
             segments.pop_back();
         }
+        let key = match found {
+            Some(k) => k,
+            None => LogKey::create(&dir, end).map_err(|e| format!("wal.directory {d}: the log's key cannot be written: {e}"))?,
+        };
         let file = create_segment(&dir, end).map_err(|e| format!("wal.directory {d}: a new segment cannot be created: {e}"))?;
         segments.push_back(Segment { base: end, len: 0 });
         let wal = Wal {
             segment_bytes,
             _lock: lock_file,
+            key,
             w: Mutex::new(Writer { file: SegmentFile::new(file), base: end, pos: end }),
             commit: Mutex::new(Commit { synced: end, ..Commit::default() }),
             commit_cv: Condvar::new(),
@@ -479,7 +490,7 @@ impl Wal {
     /// Appends a batch record with `keys` undelivered keys; returns its position. With
     /// `wal.sync: batch`, returns once it is on disk.
     pub fn append_batch(&self, stamps: &[SpanStamp], data: &[u8], keys: u32) -> Result<u64, AppendError> {
-        let rec = record::encode_batch(stamps, data);
+        let rec = record::encode_batch(&self.key, stamps, data);
         let size = rec.len();
         if size > record::MAX_BODY as u64 || size > self.cfg.max_bytes {
             return Err(AppendError::TooLarge { bytes: size, bound: self.cfg.max_bytes });
@@ -727,7 +738,7 @@ impl Wal {
         if keys.is_empty() {
             return 0;
         }
-        let _ = self.append(&record::encode_keys(KIND_DRAINED, &keys), None);
+        let _ = self.append(&record::encode_keys(&self.key, KIND_DRAINED, &keys), None);
         let mut t = self.track();
         t.next_token += 1;
         let token = t.next_token;
@@ -746,7 +757,7 @@ impl Wal {
             t.pending_keys -= keys.len() as u64;
             keys
         };
-        let _ = self.append(&record::encode_keys(KIND_DELIVERED, &keys), None);
+        let _ = self.append(&record::encode_keys(&self.key, KIND_DELIVERED, &keys), None);
         {
             let mut t = self.track();
             for &(pos, _) in &keys {
