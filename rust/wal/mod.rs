@@ -3,8 +3,9 @@
 //! downstream accepted it; a restart replays what was not delivered (docs/DESIGN.md,
 //! "Write-ahead log").
 //!
-//! Layout: a directory holding `LOCK` (an exclusive `flock` for the process that owns the
-//! log) and segment files `<base>.wal`, `base` being the log position of the segment's first
+//! Layout: a directory (0700, files 0600) holding `LOCK` (an exclusive `flock` for the
+//! process that owns the log), `KEY` (the secret records are tagged with, [`LogKey`]) and
+//! segment files `<base>.wal`, `base` being the log position of the segment's first
 //! byte (20 decimal digits). Records ([`record`]) are appended to the newest segment; a new
 //! segment starts once the current one would pass `wal.max_bytes / 16` (at least 1 MiB, at
 //! most 16 MiB). A record's position (segment base + offset) is its log sequence number.
@@ -20,6 +21,9 @@
 //! fsync'd by a background thread at most every `wal.sync_interval`; a crash loses at most
 //! that much acknowledged data. `none` — the OS writes back when it likes. Delivered and
 //! drained records never wait for an fsync: losing one re-delivers spans, never loses them.
+//! After a failed fsync, the records written to that segment since its last good one are
+//! never acknowledged (a later fsync's success proves nothing) and the log moves to a new
+//! segment.
 
 pub mod record;
 
