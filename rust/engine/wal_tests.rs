@@ -827,3 +827,25 @@ fn a_log_of_the_previous_format_is_read_and_stamps_far_ahead_are_not_replayed() 
         }
     }
 }
+
+#[test]
+fn a_failed_fsync_at_rotation_loses_what_the_old_segment_held_since_its_last_good_one() {
+    let dir = TempDir::new("fsyncgate-rotate");
+    let mut c = cfg(&dir.0);
+    c.wal_sync = SyncMode::None;
+    c.wal_max_bytes = crate::config::MIN_WAL_MAX_BYTES; // 1 MiB segments
+    let e = Engine::new(c).unwrap();
+    e.recover(T0);
+    let w = e.wal.as_ref().unwrap();
+    e.ingest(&req(children(1)), T0).unwrap();
+    let a_end = w.written();
+    fail_first_fsync(w, || {});
+    // Too large for the current segment: the old one is fsync'd first, and that fails.
+    let mut big = children(2);
+    big[0].name = "x".repeat(1_100_000);
+    e.ingest(&req(big), T0).expect("the new segment takes the batch");
+    assert!(w.wait_durable(a_end).is_err(), "the old segment's unsynced record is not durable");
+    w.sync_now().expect("the new segment syncs");
+    assert_eq!(segment_files(&dir.0).len(), 2);
+    assert!(e.stats().wal_write_errors >= 1);
+}
