@@ -142,7 +142,8 @@ type HLCConfig struct {
 	// state_file).
 	RestartStrategy string `mapstructure:"restart_strategy"`
 
-	// StateFile is the file the persist strategy writes; required with "persist".
+	// StateFile is the file the persist strategy writes; required with "persist". One
+	// collector per file (it holds a lock on <file>.lock): a second one fails at start.
 	StateFile string `mapstructure:"state_file"`
 }
 
@@ -181,7 +182,8 @@ func (h HandoffConfig) enabled() bool { return h.OnShutdown || h.OnIdle }
 // once the next consumer accepted it, and a restart replays what was not delivered.
 type WALConfig struct {
 	// Directory holds the log's segment files; empty (the default) turns the log off. One
-	// collector per directory (it is locked).
+	// collector per directory (it is locked). Created 0700, its files 0600; a directory its
+	// group or others may write to and owned by another user is refused at start.
 	Directory string `mapstructure:"directory"`
 
 	// Sync is when a batch counts as written: "batch" (ConsumeTraces returns once it is
@@ -195,8 +197,9 @@ type WALConfig struct {
 
 	// MaxBytes bounds the log on disk. Near it, the traces holding its oldest segment are
 	// released early (reason wal_full); at it, batches are refused with a retryable error
-	// until delivered data frees space. At most max_buffered_bytes (a restart replays the log
-	// into memory).
+	// until delivered data frees space; a batch larger than the log can ever hold is refused
+	// with a permanent error. At most max_buffered_bytes (a restart replays the log into
+	// memory).
 	MaxBytes int64 `mapstructure:"max_bytes"`
 }
 

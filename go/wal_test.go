@@ -5,6 +5,7 @@ package traceconsistencyprocessor
 import (
 	"context"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -30,7 +31,19 @@ func withWAL(dir string, more ...func(*Config)) func(*Config) {
 // A shutdown that cannot deliver (the next consumer hangs) leaves the spans in the log, not
 // lost: the next start replays them, and the trace leaves whole, marked recovered.
 func TestWALKeepsWhatShutdownCouldNotDeliverForTheNextStart(t *testing.T) {
+	keepsWhatShutdownCouldNotDeliver(t, t.TempDir())
+}
+
+// The same after a run that logged nothing (a restart before traffic): that run's empty
+// segment is the one the next run writes to, and it must stay on disk.
+func TestWALKeepsWhatShutdownCouldNotDeliverAfterAnIdleRun(t *testing.T) {
 	dir := t.TempDir()
+	idle := newHarness(t, withWAL(dir))
+	require.NoError(t, idle.p.Shutdown(context.Background()))
+	keepsWhatShutdownCouldNotDeliver(t, dir)
+}
+
+func keepsWhatShutdownCouldNotDeliver(t *testing.T, dir string) {
 	h := newHarness(t, withWAL(dir, func(c *Config) { c.ShutdownTimeout = 200 * time.Millisecond }), consumer.Traces(&blockingConsumer{}))
 	h.consume(makeTraces(threeSpanTrace(1)...))
 	h.consume(makeTraces(threeSpanTrace(2)[:2]...)) // trace 2 waits for its last child
@@ -100,4 +113,18 @@ func TestWALAcknowledgesOnlyAcceptedOrCountedReleases(t *testing.T) {
 	assert.Empty(t, h2.sink.AllTraces())
 	_, err := h2.tel.GetMetric("otelcol_processor_traceconsistency_wal_spans_replayed")
 	require.ErrorContains(t, err, "not found", "neither the delivered nor the lost release is replayed")
+}
+
+// A batch larger than wal.max_bytes can never be logged: a permanent refusal, not one the
+// sender retries forever.
+func TestWALRefusesABatchLargerThanTheLogForGood(t *testing.T) {
+	h := newHarness(t, withWAL(t.TempDir(), func(c *Config) { c.WAL.MaxBytes = 8 << 20 }))
+	td := makeTraces(threeSpanTrace(1)...)
+	td.ResourceSpans().At(0).ScopeSpans().At(0).Spans().At(0).Attributes().PutStr("payload", strings.Repeat("x", 9<<20))
+	err := h.p.ConsumeTraces(context.Background(), td)
+	require.Error(t, err)
+	assert.True(t, consumererror.IsPermanent(err), "%v", err)
+	assert.ErrorContains(t, err, "wal.max_bytes")
+	h.tick(time.Second)
+	metadatatest.AssertEqualProcessorTraceconsistencyBatchesRefused(t, h.tel, []metricdata.DataPoint[int64]{{Value: 1}}, noTimes)
 }

@@ -2,7 +2,8 @@
 //! `traceconsistency::engine::Engine` (what `tc_engine_new` and `tc_engine_recover` call).
 //!
 //! The first input byte picks the mode. Even: the rest is written as the log's only segment
-//! file, as is. Odd: a real log is written first — an engine with the log on ingests 1–4
+//! file, as is — with bit 1 clear into a log that has its key (an engine made it first), with
+//! bit 1 set into a directory without one (a log of the previous, unkeyed format). Odd: a real log is written first — an engine with the log on ingests 1–4
 //! copies of a valid two-span request (each its own trace) and is dropped without
 //! delivering anything (a crash) — and then damaged as the rest of the input says: a cut of
 //! the file's end (two bytes: how many bytes to keep, modulo the length + 1) and byte flips
@@ -95,6 +96,9 @@ fuzz_target!(|data: &[u8]| {
     let mut ingested = 0u64;
     let mut damaged = false;
     if mode & 1 == 0 {
+        if mode & 2 == 0 {
+            drop(Engine::new(cfg()).unwrap()); // the key, and an empty segment 0
+        }
         std::fs::write(dir().join(format!("{:020}.wal", 0)), rest).unwrap();
         damaged = true;
     } else {

@@ -101,15 +101,15 @@ pub enum IngestError {
     /// The write-ahead log could not take the batch (at `wal.max_bytes`, disk full, an I/O
     /// error): retry later. Nothing was kept or acknowledged.
     Wal(String),
-    /// The batch alone is larger than a write-ahead log record may be: it can never be
-    /// logged.
+    /// The batch alone is larger than the write-ahead log can ever hold (`wal.max_bytes`) or
+    /// than a record may be: it can never be logged (a permanent refusal).
     TooLarge(String),
 }
 
 impl From<AppendError> for IngestError {
     fn from(e: AppendError) -> IngestError {
         match e {
-            AppendError::TooLarge(_) => IngestError::TooLarge(e.to_string()),
+            AppendError::TooLarge { .. } => IngestError::TooLarge(e.to_string()),
             _ => IngestError::Wal(e.to_string()),
         }
     }
@@ -286,6 +286,32 @@ pub struct Engine {
     handoff: Handoff,
 }
 
+/// Leaves out of the replay (counted as damaged, with a problem line) every batch record with
+/// a stamp further ahead of the wall clock than `hlc.state_file`'s bound may be: the clock
+/// would start above it and stamp far in the future. Only a host clock that was far off,
+/// or a record that is not what it says, leaves such a stamp.
+fn keep_stamps_in_bound(opened: &mut crate::wal::Opened, max_offset_ns: u64) {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
+    let limit = now.saturating_add(max_offset_ns).saturating_add(crate::hlc::MAX_BOUND_AHEAD_NS);
+    let (mut skipped, mut problems) = (0, Vec::new());
+    opened.batches.retain(|b| {
+        let top = b.stamps.iter().map(|s| s.wall).max().unwrap_or(0);
+        if top <= limit {
+            return true;
+        }
+        skipped += 1;
+        problems.push(format!(
+            "write-ahead log record at position {}: a stamp {} s ahead of the wall clock (more than hlc.max_offset + 24 h); \
+             not replayed, so that the clock does not stamp far in the future (check the host clock)",
+            b.pos,
+            (top - now) / 1_000_000_000
+        ));
+        false
+    });
+    opened.corrupt_records += skipped;
+    opened.problems.extend(problems);
+}
+
 fn lock(m: &Mutex<Shard>) -> MutexGuard<'_, Shard> {
     // Shard invariants are restored before any code that could panic returns; a poisoned
     // lock still holds usable data.
@@ -347,7 +373,7 @@ impl Engine {
         let (ready_tx, ready_rx) = crossbeam_channel::unbounded();
         let (wal, opened) = match cfg.wal_directory.as_deref().filter(|d| !d.is_empty()) {
             Some(dir) => {
-                let (wal, opened) = Wal::open(WalConfig {
+                let (wal, mut opened) = Wal::open(WalConfig {
                     directory: dir.into(),
                     sync: cfg.wal_sync,
                     sync_interval: std::time::Duration::from_nanos(cfg.wal_sync_interval_ns as u64),
@@ -356,6 +382,7 @@ impl Engine {
                 .map_err(ConfigError)?;
                 // The clock starts above every stamp it gave before the restart.
                 if let Some(h) = &hlc {
+                    keep_stamps_in_bound(&mut opened, cfg.hlc_max_offset_ns as u64);
                     let top = opened.batches.iter().flat_map(|b| b.stamps.iter()).map(|s| Stamp { wall: s.wall, logical: s.logical }).max();
                     if let Some(top) = top {
                         h.advance_to(top);
@@ -536,7 +563,12 @@ impl Engine {
             (Some(w), None) => {
                 let stamps: Vec<SpanStamp> =
                     batch.spans.iter().map(|s| SpanStamp { wall: s.hlc_wall, logical: s.hlc_logical, findings: s.findings }).collect();
-                Some(w.append_batch(&stamps, data, keys).map_err(IngestError::from)?)
+                Some(w.append_batch(&stamps, data, keys).map_err(|e| {
+                    if matches!(e, AppendError::TooLarge { .. }) {
+                        self.c.add(stat!(batches_refused), 1);
+                    }
+                    IngestError::from(e)
+                })?)
             }
             _ => None,
         };

@@ -5,7 +5,7 @@
 use super::*;
 use crate::testutil::*;
 use crate::wal::SyncMode;
-use opentelemetry_proto::tonic::common::v1::any_value;
+use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
 use opentelemetry_proto::tonic::trace::v1::Span;
 use std::path::{Path, PathBuf};
 
@@ -397,6 +397,18 @@ fn a_second_engine_cannot_open_a_log_in_use() {
 }
 
 #[test]
+fn a_second_engine_cannot_share_the_hlc_state_file() {
+    let dir = TempDir::new("hlclock");
+    let mut c = cfg(&dir.0);
+    c.wal_directory = None;
+    c.hlc_restart = RestartStrategy::Persist;
+    c.hlc_state_file = Some(dir.0.join("hlc.state").to_str().unwrap().to_string());
+    let _first = Engine::new(c.clone()).unwrap();
+    let err = Engine::new(c).err().expect("the second must fail");
+    assert!(err.0.starts_with("hlc.state_file") && err.0.contains("in use by another process"), "{err}");
+}
+
+#[test]
 fn a_directory_that_cannot_be_created_names_the_key() {
     let dir = TempDir::new("nodir");
     let file = dir.0.join("a-file");
@@ -557,4 +569,382 @@ fn a_hand_off_drain_that_panics_is_counted_too() {
     assert_eq!((s.ready_spans, s.ready_bytes, s.drain_lost_spans), (0, 0, 2), "{s:?}");
     assert!(e.wal.as_ref().unwrap().outstanding().is_empty());
     assert!(e.drain_handoff(1_000_000).is_none());
+
+fn a_restart_after_an_idle_run_keeps_the_live_segment() {
+    let dir = TempDir::new("idle");
+    // A run that logs nothing leaves one empty segment behind.
+    {
+        let e = Engine::new(cfg(&dir.0)).unwrap();
+        e.recover(T0);
+    }
+    {
+        let e = Engine::new(cfg(&dir.0)).unwrap();
+        e.recover(T0);
+        e.ingest(&req(children(1)), T0).unwrap();
+        let files = segment_files(&dir.0);
+        assert_eq!(files.len(), 1, "{files:?}");
+        assert!(std::fs::metadata(&files[0]).unwrap().len() > 0, "the acknowledged batch is in the file on disk");
+        assert_eq!(e.stats().wal_segments, 1, "one segment tracked, not the same file twice");
+        // Dropped without delivering: a crash.
+    }
+    let e = Engine::new(cfg(&dir.0)).unwrap();
+    let rep = e.recover(T0);
+    assert_eq!((rep.spans, rep.traces), (2, 1), "{rep:?}");
+}
+
+#[test]
+fn a_rotation_after_a_failed_cut_keeps_every_segment_and_its_positions() {
+    // The write fails and so does cutting it away: later records go to a new segment.
+    // First in an empty segment (the new one must not be the same file), then after a
+    // record (the new segment must start past the bytes the failed write left).
+    for first_ok in [false, true] {
+        let dir = TempDir::new("cutfail");
+        {
+            let e = Engine::new(cfg(&dir.0)).unwrap();
+            e.recover(T0);
+            if first_ok {
+                e.ingest(&req(children(1)), T0).unwrap();
+            }
+            let w = e.wal.as_ref().unwrap();
+            w.fail_writes.store(true, Ordering::Relaxed);
+            w.fail_truncate.store(true, Ordering::Relaxed);
+            assert!(matches!(e.ingest(&req(children(2)), T0), Err(IngestError::Wal(_))));
+            w.fail_writes.store(false, Ordering::Relaxed);
+            w.fail_truncate.store(false, Ordering::Relaxed);
+            e.ingest(&req(children(3)), T0).unwrap();
+            // A whole trace, delivered: its segment position must match after a restart.
+            let mut b = children(4);
+            b.extend(root(4));
+            e.ingest(&req(b), T0).unwrap();
+            e.tick(T0 + 2 * SEC);
+            let out = drain(&e, true);
+            assert_eq!(out.len(), 3);
+            assert!(out.iter().all(|s| s.trace() == 4));
+            // Dropped with 1 (if logged) and 3 undelivered: a crash.
+        }
+        let e = Engine::new(cfg(&dir.0)).unwrap();
+        let rep = e.recover(T0);
+        let want = if first_ok { 4 } else { 2 };
+        assert_eq!(rep.spans, want, "first_ok {first_ok}: traces 1 and 3 replay, 4 (delivered) does not: {rep:?}");
+        e.shutdown(T0);
+        let mut traces: Vec<u64> = drain(&e, false).iter().map(|s| s.trace()).collect();
+        traces.sort();
+        traces.dedup();
+        assert_eq!(traces, if first_ok { vec![1, 3] } else { vec![3] }, "first_ok {first_ok}");
+    }
+}
+
+/// Fails the first fsync (after calling `first`), lets every later one run.
+fn fail_first_fsync(w: &Wal, mut first: impl FnMut() + Send + 'static) {
+    let mut calls = 0u32;
+    *w.sync_hook.lock().unwrap() = Some(Box::new(move || {
+        calls += 1;
+        if calls == 1 {
+            first();
+            return Err(std::io::Error::from_raw_os_error(libc::EIO));
+        }
+        Ok(())
+    }));
+}
+
+#[test]
+fn after_a_failed_fsync_a_later_one_does_not_make_earlier_records_durable() {
+    let dir = TempDir::new("fsyncgate");
+    let mut c = cfg(&dir.0);
+    c.wal_sync = SyncMode::None;
+    let e = Engine::new(c).unwrap();
+    e.recover(T0);
+    let w = e.wal.as_ref().unwrap();
+    e.ingest(&req(children(1)), T0).unwrap();
+    let good = w.written();
+    w.sync_now().unwrap();
+    e.ingest(&req(children(2)), T0).unwrap();
+    let upto = w.written();
+    let before = segment_files(&dir.0);
+    assert_eq!(before.len(), 1);
+    let bad_len = std::fs::metadata(&before[0]).unwrap().len();
+    fail_first_fsync(w, || {});
+    assert!(w.sync_now().is_err());
+    // Linux reports a writeback error to one fsync; the next one succeeds although the pages
+    // never reached the disk. It must not count.
+    assert!(w.wait_durable(upto).is_err(), "the record written before the failed fsync is not durable");
+    assert!(w.wait_durable(good).is_ok(), "what the last good fsync covered stays durable");
+    assert!(e.stats().wal_write_errors >= 1);
+    // The segment is not written to again: the next record goes to a new file.
+    e.ingest(&req(children(3)), T0).unwrap();
+    let after = segment_files(&dir.0);
+    assert_eq!(after.len(), 2, "{after:?}");
+    assert_eq!(std::fs::metadata(&before[0]).unwrap().len(), bad_len, "nothing more written to the failed segment");
+    assert!(std::fs::metadata(&after[1]).unwrap().len() > 0);
+    w.sync_now().unwrap();
+}
+
+#[test]
+fn a_failed_group_commit_fsync_fails_every_batch_that_waited_for_it() {
+    let dir = TempDir::new("fsyncgate-group");
+    let e = Engine::new(cfg(&dir.0)).unwrap();
+    e.recover(T0);
+    let w = e.wal.as_ref().unwrap().clone();
+    let weak = Arc::downgrade(&w);
+    let (in_sync, in_sync_rx) = std::sync::mpsc::channel();
+    // The first fsync (batch A's) fails once batch B is written and waiting for it.
+    fail_first_fsync(&w, move || {
+        let w = weak.upgrade().unwrap();
+        let at = w.written();
+        in_sync.send(()).unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while w.written() == at {
+            assert!(std::time::Instant::now() < deadline, "batch B was never written");
+            std::thread::yield_now();
+        }
+    });
+    std::thread::scope(|sc| {
+        let a = sc.spawn(|| e.ingest(&req(children(1)), T0));
+        in_sync_rx.recv_timeout(std::time::Duration::from_secs(10)).unwrap();
+        let b = sc.spawn(|| e.ingest(&req(children(2)), T0));
+        let (ra, rb) = (a.join().unwrap(), b.join().unwrap());
+        assert!(matches!(ra, Err(IngestError::Wal(_))), "{ra:?}");
+        assert!(matches!(rb, Err(IngestError::Wal(_))), "B was written before the fsync that failed: {rb:?}");
+    });
+    let s = e.stats();
+    assert_eq!((s.buffered_spans, s.spans_received), (0, 0), "nothing of either batch kept");
+    assert_eq!(w.outstanding(), vec![]);
+    // The log goes on in a new segment.
+    e.ingest(&req(children(3)), T0).unwrap();
+    assert_eq!(e.stats().buffered_spans, 2);
+}
+
+#[test]
+fn a_log_freed_by_its_own_syncer_thread_still_makes_its_final_sync() {
+    let dir = TempDir::new("selfjoin");
+    let (wal, _) = Wal::open(WalConfig {
+        directory: dir.0.clone(),
+        sync: SyncMode::Interval,
+        sync_interval: std::time::Duration::from_millis(1),
+        max_bytes: crate::config::MIN_WAL_MAX_BYTES as u64,
+    })
+    .unwrap();
+    let wal = Arc::new(wal);
+    let weak = Arc::downgrade(&wal);
+    let (fsynced, fsyncs) = std::sync::mpsc::channel();
+    let mut calls = 0u32;
+    *wal.sync_hook.lock().unwrap() = Some(Box::new(move || {
+        calls += 1;
+        let _ = fsynced.send(calls);
+        if calls == 1 {
+            // The syncer holds the log while the engine lets go of it.
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            while weak.strong_count() > 1 {
+                assert!(std::time::Instant::now() < deadline, "the log was never let go of");
+                std::thread::yield_now();
+            }
+        }
+        Ok(())
+    }));
+    wal.append_batch(&[SpanStamp::default()], b"one", 1).unwrap();
+    wal.start_syncer();
+    let wait = std::time::Duration::from_secs(10);
+    assert_eq!(fsyncs.recv_timeout(wait), Ok(1), "the syncer's fsync");
+    // Written after that fsync started: only the final sync at free covers it.
+    wal.append_batch(&[SpanStamp::default()], b"two", 1).unwrap();
+    drop(wal);
+    assert_eq!(fsyncs.recv_timeout(wait), Ok(2), "the final sync ran on the syncer thread");
+}
+
+#[test]
+fn a_batch_larger_than_the_log_can_hold_is_refused_for_good() {
+    let dir = TempDir::new("toolarge");
+    let mut c = cfg(&dir.0);
+    c.wal_max_bytes = crate::config::MIN_WAL_MAX_BYTES; // 8 MiB
+    let e = Engine::new(c).unwrap();
+    e.recover(T0);
+    let mut spans = children(1);
+    spans[0].name = "x".repeat(9 << 20);
+    let err = e.ingest(&req(spans), T0).unwrap_err();
+    assert!(matches!(err, IngestError::TooLarge(_)), "a permanent refusal, not a retryable one: {err:?}");
+    assert!(err.to_string().contains("wal.max_bytes") && !err.to_string().contains("retry"), "{err}");
+    let s = e.stats();
+    assert_eq!((s.batches_refused, s.wal_full_refusals, s.buffered_spans, s.wal_bytes), (1, 0, 0, 0));
+}
+
+#[test]
+fn a_batch_that_fits_an_empty_log_is_taken_once_the_current_segment_is_delivered() {
+    let dir = TempDir::new("fitsempty");
+    let mut c = cfg(&dir.0);
+    c.wal_max_bytes = crate::config::MIN_WAL_MAX_BYTES; // 8 MiB, 1 MiB segments
+    let e = Engine::new(c).unwrap();
+    e.recover(T0);
+    // 880 kB of whole traces in the current segment, all delivered.
+    let mut spans = Vec::new();
+    for t in 1..=8u64 {
+        let mut tr = children(t);
+        tr.extend(root(t));
+        tr[0].name = "x".repeat(110_000);
+        spans.extend(tr);
+    }
+    e.ingest(&req(spans), T0).unwrap();
+    e.tick(T0 + 2 * SEC);
+    assert_eq!(drain(&e, true).len(), 24);
+    assert_eq!(e.stats().wal_segments, 1);
+    // 7.6 MB: more than the bound minus the current segment, less than the bound. Nothing is
+    // undelivered, so the log must take it rather than refuse it for now forever.
+    let mut big = children(100);
+    big[0].name = "x".repeat(7_600_000);
+    e.ingest(&req(big), T0 + 2 * SEC).expect("the log holds nothing undelivered: the batch must fit");
+    let s = e.stats();
+    assert_eq!(s.wal_full_refusals, 0);
+    assert!(s.wal_bytes <= crate::config::MIN_WAL_MAX_BYTES as u64, "{}", s.wal_bytes);
+}
+
+#[test]
+fn the_log_is_private_to_its_owner() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let dir = TempDir::new("modes");
+    let log = dir.0.join("a").join("wal");
+    let mut c = cfg(&dir.0);
+    c.wal_directory = Some(log.to_str().unwrap().to_string());
+    {
+        let e = Engine::new(c.clone()).unwrap();
+        e.recover(T0);
+        e.ingest(&req(children(1)), T0).unwrap();
+    }
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&log), 0o700, "the directory is created 0700");
+    let files: Vec<PathBuf> = std::fs::read_dir(&log).unwrap().map(|e| e.unwrap().path()).collect();
+    assert!(files.len() >= 2, "{files:?}");
+    for f in &files {
+        assert_eq!(mode(f), 0o600, "{}", f.display());
+    }
+    // A directory others may write to, owned by someone else, is refused.
+    let shared = dir.0.join("shared");
+    std::fs::create_dir(&shared).unwrap();
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let other = if unsafe { libc::geteuid() } == 0 { 65534 } else { 0 };
+    // SAFETY: a valid C string; only root can give a file away (else the owner stays ours).
+    let p = std::ffi::CString::new(shared.to_str().unwrap()).unwrap();
+    if unsafe { libc::chown(p.as_ptr(), other, other) } != 0 {
+        eprintln!("cannot chown as this user: the refusal of a directory owned by someone else is not tested");
+        return;
+    }
+    assert_eq!(std::fs::metadata(&shared).unwrap().uid(), other);
+    c.wal_directory = Some(shared.to_str().unwrap().to_string());
+    let err = Engine::new(c).err().expect("refused");
+    assert!(err.0.starts_with("wal.directory") && err.0.contains("writable"), "{err}");
+}
+
+/// A record as the previous format wrote it (CRC-32 of length and body, no key).
+fn legacy_record(body: &[u8]) -> Vec<u8> {
+    let len = (body.len() as u32).to_le_bytes();
+    let mut h = crc32fast::Hasher::new();
+    h.update(&len);
+    h.update(body);
+    let mut v = b"TCW1".to_vec();
+    v.extend_from_slice(&len);
+    v.extend_from_slice(&h.finalize().to_le_bytes());
+    v.extend_from_slice(body);
+    v
+}
+
+/// A batch record's body: kind, span count, per span wall u64, logical u32, findings u32,
+/// then the request.
+fn batch_body(walls: &[u64], data: &[u8]) -> Vec<u8> {
+    let mut b = vec![1u8];
+    b.extend_from_slice(&(walls.len() as u32).to_le_bytes());
+    for w in walls {
+        b.extend_from_slice(&w.to_le_bytes());
+        b.extend_from_slice(&[0; 8]);
+    }
+    b.extend_from_slice(data);
+    b
+}
+
+#[test]
+fn a_record_planted_in_a_clients_bytes_does_not_erase_another_clients_spans() {
+    let dir = TempDir::new("forged");
+    {
+        let e = Engine::new(cfg(&dir.0)).unwrap();
+        e.recover(T0);
+        e.ingest(&req(children(0xA)), T0).unwrap(); // the victim, at position 0
+        let carrier_at = std::fs::metadata(&segment_files(&dir.0)[0]).unwrap().len() as usize;
+        // A "delivered" record naming the victim's key, in the bytes of an attribute: in the
+        // previous format (anyone can compute a CRC) and in the current one with a guessed key.
+        let mut body = vec![2u8];
+        body.extend_from_slice(&1u32.to_le_bytes());
+        body.extend_from_slice(&0u64.to_le_bytes());
+        body.extend_from_slice(&u128::from_be_bytes(tid(0xA).try_into().unwrap()).to_le_bytes());
+        let mut planted = legacy_record(&body);
+        let mut guessed = b"TCW2".to_vec();
+        guessed.extend_from_slice(&(body.len() as u32).to_le_bytes());
+        guessed.extend_from_slice(&0x5eed_u64.to_le_bytes());
+        guessed.extend_from_slice(&body);
+        planted.extend(guessed);
+        let mut s = span(0xB, 1, 0, T0 - SEC, T0);
+        s.attributes.push(KeyValue {
+            key: "blob".into(),
+            value: Some(AnyValue { value: Some(any_value::Value::BytesValue(planted)) }),
+            ..Default::default()
+        });
+        e.ingest(&req(vec![s]), T0).unwrap();
+        drop(e); // a crash
+        // The carrier's header is damaged (a flipped bit): the reader resynchronises.
+        let seg = &segment_files(&dir.0)[0];
+        let mut bytes = std::fs::read(seg).unwrap();
+        bytes[carrier_at + 9] ^= 1;
+        std::fs::write(seg, &bytes).unwrap();
+    }
+    let e = Engine::new(cfg(&dir.0)).unwrap();
+    let rep = e.recover(T0);
+    assert_eq!((rep.spans, rep.traces), (2, 1), "the victim's spans replay: {rep:?}");
+    e.shutdown(T0);
+    assert!(drain(&e, false).iter().all(|s| s.trace() == 0xA));
+}
+
+#[test]
+fn a_log_of_the_previous_format_is_read_and_stamps_far_ahead_are_not_replayed() {
+    let dir = TempDir::new("legacy");
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64;
+    let far = now + 10 * 365 * 24 * 3600 * SEC;
+    let b = now - 60 * SEC;
+    let ok = req(vec![span(0xD, 2, 1, b, b + SEC), span(0xD, 3, 1, b, b + SEC)]);
+    let ahead = req(vec![span(0xC, 2, 1, b, b + SEC), span(0xC, 3, 1, b, b + SEC)]);
+    let seg = [legacy_record(&batch_body(&[far, far], &ahead)), legacy_record(&batch_body(&[now, now], &ok))].concat();
+    std::fs::write(dir.0.join(format!("{:020}.wal", 0)), &seg).unwrap();
+    let mut c = cfg(&dir.0);
+    c.hlc_enabled = true;
+    for round in 0..2 {
+        let e = Engine::new(c.clone()).unwrap();
+        let rep = e.recover(now);
+        assert!(e.hlc_last().unwrap().wall < now + 24 * 3600 * SEC, "round {round}: the clock did not jump ahead");
+        assert_eq!(rep.corrupt_records, 1, "round {round}: {rep:?}");
+        assert!(rep.problems.iter().any(|p| p.contains("ahead of the wall clock")), "{:?}", rep.problems);
+        let want = if round == 0 { 2 } else { 4 };
+        assert_eq!(rep.spans, want, "round {round}: the old format's in-bound batch replays (and, after, the new one): {rep:?}");
+        if round == 0 {
+            // New records are keyed, in a new segment; the old one is still read as before.
+            e.ingest(&req(children(0xE)), now).unwrap();
+            assert!(dir.0.join("KEY").exists());
+        }
+    }
+}
+
+#[test]
+fn a_failed_fsync_at_rotation_loses_what_the_old_segment_held_since_its_last_good_one() {
+    let dir = TempDir::new("fsyncgate-rotate");
+    let mut c = cfg(&dir.0);
+    c.wal_sync = SyncMode::None;
+    c.wal_max_bytes = crate::config::MIN_WAL_MAX_BYTES; // 1 MiB segments
+    let e = Engine::new(c).unwrap();
+    e.recover(T0);
+    let w = e.wal.as_ref().unwrap();
+    e.ingest(&req(children(1)), T0).unwrap();
+    let a_end = w.written();
+    fail_first_fsync(w, || {});
+    // Too large for the current segment: the old one is fsync'd first, and that fails.
+    let mut big = children(2);
+    big[0].name = "x".repeat(1_100_000);
+    e.ingest(&req(big), T0).expect("the new segment takes the batch");
+    assert!(w.wait_durable(a_end).is_err(), "the old segment's unsynced record is not durable");
+    w.sync_now().expect("the new segment syncs");
+    assert_eq!(segment_files(&dir.0).len(), 2);
+    assert!(e.stats().wal_write_errors >= 1);
 }

@@ -150,6 +150,8 @@ pub const PERSIST_WINDOW_NS: u64 = 10_000_000_000;
 #[derive(Debug)]
 struct Persist {
     path: PathBuf,
+    /// The state file's lock (`<file>.lock`), held as long as the clock lives.
+    _lock: std::fs::File,
 }
 
 /// A hybrid logical clock. Thread-safe (`Sync`); share it by reference.
@@ -191,6 +193,7 @@ impl Hlc {
     /// A bound more than [`MAX_BOUND_AHEAD_NS`] (plus the max offset) ahead of `now`, an
     /// unparsable file and an unwritable path are errors naming `hlc.state_file`.
     pub fn with_persisted_bound(max_offset_ns: u64, path: &Path, now: u64) -> io::Result<Hlc> {
+        let lock = persist::lock(path)?;
         let start = persist::read_start(path, now, max_offset_ns)?;
         let wall = match start {
             PersistStart::Resumed { bound } => bound,
@@ -205,7 +208,7 @@ impl Hlc {
                 durable: wall,
                 persist_error: None,
             }),
-            persist: Some(Mutex::new(Persist { path: path.to_path_buf() })),
+            persist: Some(Mutex::new(Persist { path: path.to_path_buf(), _lock: lock })),
             start: Some(start),
         };
         // Write the first bound now so an unwritable path fails at start.
@@ -540,12 +543,45 @@ mod tests {
     }
 
     #[test]
+    fn a_state_file_in_use_by_another_clock_is_a_clear_error() {
+        let dir = state_dir("locked");
+        let path = dir.join("hlc.state");
+        let first = Hlc::with_persisted_bound(500 * MS, &path, T0).unwrap();
+        let err = Hlc::with_persisted_bound(500 * MS, &path, T0).unwrap_err();
+        assert!(err.to_string().contains("in use by another process"), "{err}");
+        drop(first);
+        Hlc::with_persisted_bound(500 * MS, &path, T0).expect("free again once the first is gone");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn the_temp_file_never_follows_a_symlink_and_a_stale_one_is_replaced() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = state_dir("symlink");
+        let path = dir.join("hlc.state");
+        let victim = dir.join("victim");
+        std::fs::write(&victim, "precious").unwrap();
+        std::os::unix::fs::symlink(&victim, persist::tmp_path(&path)).unwrap();
+        persist::write_bound(&path, 42).unwrap();
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious", "the link's target is untouched");
+        assert_eq!(read_bound(&path), 42);
+        assert!(std::fs::symlink_metadata(persist::tmp_path(&path)).is_err(), "no temp file left");
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        // A stale temp file (a crash during a write) is replaced.
+        std::fs::write(persist::tmp_path(&path), "stale").unwrap();
+        persist::write_bound(&path, 43).unwrap();
+        assert_eq!(read_bound(&path), 43);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
     fn unparsable_state_file_is_a_clear_error() {
         let path = std::env::temp_dir().join(format!("tc-hlc-bad-{}", std::process::id()));
         std::fs::write(&path, "not a number").unwrap();
         let err = Hlc::with_persisted_bound(500 * MS, &path, 0).unwrap_err();
         assert!(err.to_string().contains("hlc.state_file"), "{err}");
         let _ = std::fs::remove_file(&path);
+        let _ = std::fs::remove_file(path.with_extension("lock"));
     }
 
     /// A fresh directory for one test's state file.
@@ -634,9 +670,11 @@ mod tests {
         assert!(PersistStart::Empty.needs_wait());
         assert_eq!(c.now(T0), Stamp { wall: T0, logical: 0 }, "starts from the wall clock, as wait does");
         assert!(read_bound(&path) > T0, "a bound is written at once");
+        drop(c); // one clock at a time on a state file
         std::fs::write(&path, " \n").unwrap();
         let c = Hlc::with_persisted_bound(500 * MS, &path, T0).unwrap();
         assert_eq!(c.persist_start(), Some(PersistStart::Empty));
+        drop(c);
         // A bound resumes, no wait.
         let c = Hlc::with_persisted_bound(500 * MS, &path, T0).unwrap();
         assert!(matches!(c.persist_start(), Some(PersistStart::Resumed { .. })));

@@ -1,15 +1,19 @@
 //! The `persist` restart strategy's state file: one decimal number, the upper bound of the
 //! wall part of every stamp issued, followed by a newline.
 //!
-//! Written durably: the bound goes to `<file>.tmp`, which is fsync'd, renamed over the file,
-//! and the directory is fsync'd, so after a crash the file holds either the old bound or the
-//! new one, never less. Read at start: a missing or empty file (a first start, or a crash on
+//! Written durably: the bound goes to `<file>.tmp` (created new, mode 0600, never through a
+//! symlink; a stale one left by a crash is removed first), which is fsync'd, renamed over the
+//! file, and the directory is fsync'd, so after a crash the file holds either the old bound
+//! or the new one, never less. One process at a time: it holds an exclusive `flock` on
+//! `<file>.lock` for as long as it uses the file. Read at start: a missing or empty file (a first start, or a crash on
 //! a file system that lost the write) leaves the caller to wait `hlc.max_offset` as the `wait`
 //! strategy does; a bound absurdly far ahead of the wall clock is refused.
 
 use std::ffi::OsString;
-use std::fs::{self, File};
+use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 
 /// A bound further than this (plus `hlc.max_offset`) ahead of the wall clock at start is
@@ -70,11 +74,49 @@ pub fn read_start(path: &Path, now: u64, max_offset_ns: u64) -> io::Result<Persi
     Ok(PersistStart::Resumed { bound })
 }
 
+fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
+    let mut s = OsString::from(path.as_os_str());
+    s.push(suffix);
+    PathBuf::from(s)
+}
+
 /// The temporary file a bound is written to before it is renamed over `path`.
 pub(super) fn tmp_path(path: &Path) -> PathBuf {
-    let mut s = OsString::from(path.as_os_str());
-    s.push(".tmp");
-    PathBuf::from(s)
+    with_suffix(path, ".tmp")
+}
+
+/// Takes the exclusive lock of the state file `path` (an `flock` on `<path>.lock`, held as
+/// long as the returned file is open): two processes writing one state file would each
+/// believe their own bound.
+pub fn lock(path: &Path) -> io::Result<File> {
+    let lock_path = with_suffix(path, ".lock");
+    let f = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&lock_path)?;
+    // SAFETY: a valid open descriptor.
+    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let e = io::Error::last_os_error();
+        return Err(if e.kind() == io::ErrorKind::WouldBlock {
+            io::Error::new(
+                io::ErrorKind::WouldBlock,
+                format!(
+                    "it is in use by another process (which holds {}); two collectors cannot share one state file",
+                    lock_path.display()
+                ),
+            )
+        } else {
+            e
+        });
+    }
+    Ok(f)
+}
+
+fn create_tmp(tmp: &Path) -> io::Result<File> {
+    OpenOptions::new().write(true).create_new(true).mode(0o600).custom_flags(libc::O_NOFOLLOW).open(tmp)
 }
 
 #[cfg(test)]
@@ -93,7 +135,15 @@ fn step(_name: &'static str) {
 pub fn write_bound(path: &Path, bound: u64) -> io::Result<()> {
     let tmp = tmp_path(path);
     let written = (|| {
-        let mut f = File::create(&tmp)?;
+        let mut f = match create_tmp(&tmp) {
+            // Left by a crash during a write (or planted): removing it unlinks a symlink, never
+            // its target.
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                fs::remove_file(&tmp)?;
+                create_tmp(&tmp)?
+            }
+            r => r?,
+        };
         f.write_all(format!("{bound}\n").as_bytes())?;
         step("write");
         f.sync_all()?;

@@ -3,8 +3,9 @@
 //! downstream accepted it; a restart replays what was not delivered (docs/DESIGN.md,
 //! "Write-ahead log").
 //!
-//! Layout: a directory holding `LOCK` (an exclusive `flock` for the process that owns the
-//! log) and segment files `<base>.wal`, `base` being the log position of the segment's first
+//! Layout: a directory (0700, files 0600) holding `LOCK` (an exclusive `flock` for the
+//! process that owns the log), `KEY` (the secret records are tagged with, [`LogKey`]) and
+//! segment files `<base>.wal`, `base` being the log position of the segment's first
 //! byte (20 decimal digits). Records ([`record`]) are appended to the newest segment; a new
 //! segment starts once the current one would pass `wal.max_bytes / 16` (at least 1 MiB, at
 //! most 16 MiB). A record's position (segment base + offset) is its log sequence number.
@@ -20,20 +21,24 @@
 //! fsync'd by a background thread at most every `wal.sync_interval`; a crash loses at most
 //! that much acknowledged data. `none` — the OS writes back when it likes. Delivered and
 //! drained records never wait for an fsync: losing one re-delivers spans, never loses them.
+//! After a failed fsync, the records written to that segment since its last good one are
+//! never acknowledged (a later fsync's success proves nothing) and the log moves to a new
+//! segment.
 
 pub mod record;
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use record::{Body, Encoded, Key, SpanStamp, KIND_DELIVERED, KIND_DRAINED};
+use record::{Body, Encoded, Key, LogKey, SpanStamp, KIND_DELIVERED, KIND_DRAINED};
 
 /// When a record counts as durable (`wal.sync`). Exported to C as `tc_wal_sync`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -72,8 +77,9 @@ pub enum AppendError {
     Full { bytes: u64, bound: u64 },
     /// A write or an fsync failed (disk full, I/O error): retry later.
     Io(io::Error),
-    /// The record alone is larger than a record may be.
-    TooLarge(u64),
+    /// The record alone is larger than the log can ever hold (`wal.max_bytes`) or than a
+    /// record may be: a permanent refusal.
+    TooLarge { bytes: u64, bound: u64 },
 }
 
 impl std::fmt::Display for AppendError {
@@ -84,7 +90,11 @@ impl std::fmt::Display for AppendError {
                 "write-ahead log full ({bytes} bytes on disk, wal.max_bytes {bound}); the oldest traces are being released to free it"
             ),
             AppendError::Io(e) => write!(f, "write-ahead log write failed: {e}"),
-            AppendError::TooLarge(n) => write!(f, "batch of {n} bytes is larger than a write-ahead log record may be"),
+            AppendError::TooLarge { bytes, bound } => write!(
+                f,
+                "batch of {bytes} bytes (as logged) can never fit in the write-ahead log (wal.max_bytes {bound}, at most {} bytes per record): refused for good; send smaller batches or raise wal.max_bytes",
+                record::MAX_BODY
+            ),
         }
     }
 }
@@ -111,8 +121,23 @@ impl Segment {
     }
 }
 
+/// The segment being written.
+struct SegmentFile {
+    file: File,
+    /// An fsync of it failed. Linux reports a writeback error to one fsync and marks the
+    /// pages clean, so a later fsync's success proves nothing: the file is never fsync'd
+    /// again, nor written to.
+    failed: AtomicBool,
+}
+
+impl SegmentFile {
+    fn new(file: File) -> Arc<SegmentFile> {
+        Arc::new(SegmentFile { file, failed: AtomicBool::new(false) })
+    }
+}
+
 struct Writer {
-    file: Arc<File>,
+    file: Arc<SegmentFile>,
     /// Base of the current segment.
     base: u64,
     /// Global position of the next byte (current base + its length).
@@ -121,9 +146,18 @@ struct Writer {
 
 #[derive(Default)]
 struct Commit {
-    /// Every byte before this position is on disk.
+    /// Every byte before this position is on disk, except in `lost`.
     synced: u64,
     syncing: bool,
+    /// Positions written to a segment after its last good fsync when a later one failed:
+    /// never durable. (Pruned once the segment is deleted: no waiter is left in it then.)
+    lost: Vec<std::ops::Range<u64>>,
+}
+
+impl Commit {
+    fn lost(&self, upto: u64) -> bool {
+        self.lost.iter().any(|r| r.start < upto && upto <= r.end)
+    }
 }
 
 /// Undelivered keys and the segments on disk.
@@ -176,9 +210,14 @@ pub struct Wal {
     cfg: WalConfig,
     segment_bytes: u64,
     _lock: File,
+    /// The secret every record's tag is keyed with.
+    key: LogKey,
     w: Mutex<Writer>,
     commit: Mutex<Commit>,
     commit_cv: Condvar,
+    /// Held during every fsync: two at once on one file could split a writeback error
+    /// between them, one reporting success for pages that never reached the disk.
+    sync_lock: Mutex<()>,
     track: Mutex<Track>,
     /// [`Track::bytes`] as of the last change.
     track_mem: AtomicU64,
@@ -188,7 +227,16 @@ pub struct Wal {
     syncer: Mutex<Option<(Arc<(Mutex<bool>, Condvar)>, JoinHandle<()>)>>,
     #[cfg(test)]
     pub fail_writes: std::sync::atomic::AtomicBool,
+    /// Cutting a failed write away fails too (tests).
+    #[cfg(test)]
+    pub fail_truncate: std::sync::atomic::AtomicBool,
+    /// Called before every fsync; an error is that fsync's result (tests).
+    #[cfg(test)]
+    pub sync_hook: SyncHook,
 }
+
+#[cfg(test)]
+pub type SyncHook = Mutex<Option<Box<dyn FnMut() -> io::Result<()> + Send>>>;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // Every critical section leaves plain values consistent.
@@ -218,6 +266,30 @@ pub struct Opened {
     pub problems: Vec<String>,
 }
 
+/// Creates the log's directory (0700, and any missing parent) or checks the one there:
+/// spans can carry personal data and tokens, and whoever can write the directory can replace
+/// the log. A directory that its group or others may write to is refused unless it is ours.
+fn private_dir(dir: &Path) -> Result<(), String> {
+    let d = dir.display();
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| format!("wal.directory {d} cannot be created: {e}"))?;
+    let m = fs::metadata(dir).map_err(|e| format!("wal.directory {d} cannot be used: {e}"))?;
+    // SAFETY: geteuid has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    if m.mode() & 0o022 != 0 && m.uid() != me {
+        return Err(format!(
+            "wal.directory {d} is writable by its group or by others (mode {:o}) and owned by another user (uid {}): \
+             anyone who can write it could replace the log; use a directory of the collector's own user (it is created 0700)",
+            m.mode() & 0o7777,
+            m.uid()
+        ));
+    }
+    Ok(())
+}
+
 fn fsync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
@@ -230,11 +302,12 @@ impl Wal {
     pub fn open(cfg: WalConfig) -> Result<(Wal, Opened), String> {
         let dir = cfg.directory.clone();
         let d = dir.display();
-        fs::create_dir_all(&dir).map_err(|e| format!("wal.directory {d} cannot be created: {e}"))?;
+        private_dir(&dir)?;
         let lock_file = OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
+            .mode(0o600)
             .open(dir.join("LOCK"))
             .map_err(|e| format!("wal.directory {d} cannot be used: {e}"))?;
         // SAFETY: a valid open descriptor.
@@ -256,6 +329,9 @@ impl Wal {
             }
         }
         bases.sort_unstable();
+        // The records' key; a log without one was written by the previous format (read with
+        // its check: the key made below starts after its end).
+        let found = LogKey::load(&dir).map_err(|e| format!("wal.directory {d}: {e}; remove the directory's files to start a new log"))?;
         let mut opened = Opened::default();
         let mut segments = VecDeque::new();
         let mut delivered: HashMap<u64, HashSet<u128>> = HashMap::new();
@@ -266,7 +342,8 @@ impl Wal {
             let buf = fs::read(&path).map_err(|e| format!("wal.directory: segment {} cannot be read: {e}", path.display()))?;
             // Segments never overlap; a base below the previous end means a damaged name.
             let base = base.max(end);
-            let (recs, damage) = record::read_segment(&buf);
+            let check = found.as_ref().map_or(record::Check::Legacy, |k| k.check_for(base));
+            let (recs, damage) = record::read_segment(&buf, check);
             for r in &damage.corrupt {
                 opened.corrupt_records += 1;
                 opened.problems.push(format!(
@@ -319,15 +396,25 @@ impl Wal {
         }
         let disk: u64 = segments.iter().map(|s| s.len).sum();
         let segment_bytes = (cfg.max_bytes / 16).clamp(MIN_SEGMENT_BYTES, MAX_SEGMENT_BYTES);
-        // New records go to a new segment: a torn tail is never appended to.
+        // New records go to a new segment: a torn tail is never appended to. An empty last
+        // segment (a run that logged nothing) is that new segment: it is not tracked twice.
+        if segments.back().is_some_and(|s: &Segment| s.len == 0 && s.base == end) {
+            segments.pop_back();
+        }
+        let key = match found {
+            Some(k) => k,
+            None => LogKey::create(&dir, end).map_err(|e| format!("wal.directory {d}: the log's key cannot be written: {e}"))?,
+        };
         let file = create_segment(&dir, end).map_err(|e| format!("wal.directory {d}: a new segment cannot be created: {e}"))?;
         segments.push_back(Segment { base: end, len: 0 });
         let wal = Wal {
             segment_bytes,
             _lock: lock_file,
-            w: Mutex::new(Writer { file: Arc::new(file), base: end, pos: end }),
-            commit: Mutex::new(Commit { synced: end, syncing: false }),
+            key,
+            w: Mutex::new(Writer { file: SegmentFile::new(file), base: end, pos: end }),
+            commit: Mutex::new(Commit { synced: end, ..Commit::default() }),
             commit_cv: Condvar::new(),
+            sync_lock: Mutex::new(()),
             track: Mutex::new(Track { segments, ..Track::default() }),
             track_mem: AtomicU64::new(0),
             disk_bytes: AtomicU64::new(disk),
@@ -336,6 +423,10 @@ impl Wal {
             cfg,
             #[cfg(test)]
             fail_writes: std::sync::atomic::AtomicBool::new(false),
+            #[cfg(test)]
+            fail_truncate: std::sync::atomic::AtomicBool::new(false),
+            #[cfg(test)]
+            sync_hook: Mutex::new(None),
         };
         Ok((wal, opened))
     }
@@ -403,12 +494,15 @@ impl Wal {
     /// Appends a batch record with `keys` undelivered keys; returns its position. With
     /// `wal.sync: batch`, returns once it is on disk.
     pub fn append_batch(&self, stamps: &[SpanStamp], data: &[u8], keys: u32) -> Result<u64, AppendError> {
-        let rec = record::encode_batch(stamps, data);
+        let rec = record::encode_batch(&self.key, stamps, data);
         let size = rec.len();
-        if size > record::MAX_BODY as u64 {
-            return Err(AppendError::TooLarge(size));
+        if size > record::MAX_BODY as u64 || size > self.cfg.max_bytes {
+            return Err(AppendError::TooLarge { bytes: size, bound: self.cfg.max_bytes });
         }
-        let bytes = self.disk_bytes();
+        let mut bytes = self.disk_bytes();
+        if bytes + size > self.cfg.max_bytes && self.leave_delivered_segment() {
+            bytes = self.disk_bytes();
+        }
         if bytes + size > self.cfg.max_bytes {
             self.c.full_refusals.fetch_add(1, Ordering::Relaxed);
             return Err(AppendError::Full { bytes, bound: self.cfg.max_bytes });
@@ -425,23 +519,42 @@ impl Wal {
         Ok(pos)
     }
 
+    /// When the current segment holds nothing undelivered, starts a new one so that the old
+    /// one can be deleted: a record that fits in an empty log is never refused for lack of
+    /// room that only the current segment takes. Returns whether it did.
+    fn leave_delivered_segment(&self) -> bool {
+        let mut w = lock(&self.w);
+        if w.pos == w.base || self.track().outstanding.range(w.base..).next().is_some() {
+            return false;
+        }
+        let at = w.pos;
+        let left = self.rotate(&mut w, at).is_ok();
+        drop(w);
+        self.reclaim();
+        left
+    }
+
     /// Writes one record; registers `keys` for a batch. Returns (position, end).
     fn append(&self, rec: &Encoded<'_>, keys: Option<u32>) -> Result<(u64, u64), AppendError> {
         let mut w = lock(&self.w);
         let seg_len = w.pos - w.base;
-        if seg_len > 0 && seg_len + rec.len() > self.segment_bytes {
-            self.rotate(&mut w).map_err(|e| {
+        // A segment whose fsync failed is never written to again (if no new one could be
+        // created then, it is tried again here).
+        if w.file.failed.load(Ordering::Relaxed) || (seg_len > 0 && seg_len + rec.len() > self.segment_bytes) {
+            let at = w.pos;
+            self.rotate(&mut w, at).map_err(|e| {
                 self.c.write_errors.fetch_add(1, Ordering::Relaxed);
                 AppendError::Io(e)
             })?;
         }
         let pos = w.pos;
-        if let Err(e) = self.write(&w.file, rec) {
+        if let Err(e) = self.write(&w.file.file, rec) {
             self.c.write_errors.fetch_add(1, Ordering::Relaxed);
             // Cut what part of the record was written, so the segment stays readable; if even
-            // that fails, later records go to a new segment (the reader skips the damage).
-            if w.file.set_len(pos - w.base).is_err() || seek_end(&w.file).is_err() {
-                let _ = self.rotate(&mut w);
+            // that fails, later records go to a new segment (the reader skips the damage),
+            // which starts past whatever the failed write may have left.
+            if self.cut(&w.file.file, pos - w.base).is_err() || seek_end(&w.file.file).is_err() {
+                let _ = self.rotate(&mut w, pos + rec.len());
             }
             return Err(AppendError::Io(e));
         }
@@ -473,20 +586,80 @@ impl Wal {
         f.write_all(rec.tail)
     }
 
-    /// Starts a new segment at the current position; the old one is fsync'd first.
-    fn rotate(&self, w: &mut Writer) -> io::Result<()> {
-        let t0 = Instant::now();
-        w.file.sync_data()?;
-        self.record_fsync(t0.elapsed());
-        let file = create_segment(&self.cfg.directory, w.pos)?;
-        w.file = Arc::new(file);
-        w.base = w.pos;
+    fn sync_file(&self, f: &File) -> io::Result<()> {
+        #[cfg(test)]
+        if let Some(h) = lock(&self.sync_hook).as_mut() {
+            h()?;
+        }
+        f.sync_data()
+    }
+
+    fn cut(&self, f: &File, len: u64) -> io::Result<()> {
+        #[cfg(test)]
+        if self.fail_truncate.load(Ordering::Relaxed) {
+            return Err(io::Error::from_raw_os_error(libc::EIO));
+        }
+        f.set_len(len)
+    }
+
+    /// Starts a new segment at `base` (at least the current position, past the current
+    /// segment's first byte: never the same file); the old one is fsync'd first. If that
+    /// fsync fails, what the old segment holds past its last good fsync is lost (its waiters
+    /// fail) and the new segment is started all the same.
+    fn rotate(&self, w: &mut Writer, base: u64) -> io::Result<()> {
+        let base = base.max(w.pos).max(w.base + 1);
+        if self.fsync(&w.file, w.pos).is_err() {
+            let mut c = lock(&self.commit);
+            let from = c.synced.max(w.base);
+            if from < w.pos && !c.lost(w.pos) {
+                c.lost.push(from..w.pos);
+            }
+            self.commit_cv.notify_all();
+        }
+        let file = create_segment(&self.cfg.directory, base)?;
+        // Bytes a failed write left between the last record and the new base count as the
+        // old segment's (an upper bound: what it holds on disk).
+        let gap = base - w.pos;
+        w.file = SegmentFile::new(file);
+        w.base = base;
+        w.pos = base;
         {
             let mut c = lock(&self.commit);
-            c.synced = c.synced.max(w.pos);
+            c.synced = c.synced.max(base);
         }
-        self.track().segments.push_back(Segment { base: w.pos, len: 0 });
+        {
+            let mut t = self.track();
+            if let Some(s) = t.segments.back_mut() {
+                s.len += gap;
+            }
+            t.segments.push_back(Segment { base, len: 0 });
+        }
+        self.disk_bytes.fetch_add(gap, Ordering::Relaxed);
         Ok(())
+    }
+
+    /// Fsyncs `seg` (one fsync at a time); on success every byte before `upto` is on disk.
+    /// Once an fsync of a segment failed, it is not tried again: the result stays a failure.
+    fn fsync(&self, seg: &SegmentFile, upto: u64) -> io::Result<()> {
+        let _one = lock(&self.sync_lock);
+        if seg.failed.load(Ordering::Relaxed) {
+            return Err(io::Error::other("an earlier fsync of this write-ahead log segment failed"));
+        }
+        let t0 = Instant::now();
+        let r = self.sync_file(&seg.file);
+        self.record_fsync(t0.elapsed());
+        match r {
+            Ok(()) => {
+                let mut c = lock(&self.commit);
+                c.synced = c.synced.max(upto);
+                Ok(())
+            }
+            Err(e) => {
+                seg.failed.store(true, Ordering::Relaxed);
+                self.c.write_errors.fetch_add(1, Ordering::Relaxed);
+                Err(e)
+            }
+        }
     }
 
     fn record_fsync(&self, d: Duration) {
@@ -497,10 +670,15 @@ impl Wal {
     }
 
     /// Returns once every byte before `upto` is on disk. Concurrent callers share fsyncs: one
-    /// runs it for everything written so far while the others wait for its result.
+    /// runs it for everything written so far while the others wait for its result. After a
+    /// failed fsync, every record written to that segment since its last good fsync fails
+    /// here, whoever waits for it and whenever; the segment is left for a new one.
     pub fn wait_durable(&self, upto: u64) -> io::Result<()> {
         let mut c = lock(&self.commit);
         loop {
+            if c.lost(upto) {
+                return Err(io::Error::other("an fsync of the write-ahead log failed before this record was known to be on disk"));
+            }
             if c.synced >= upto {
                 return Ok(());
             }
@@ -514,19 +692,20 @@ impl Wal {
                 let w = lock(&self.w);
                 (w.file.clone(), w.pos)
             };
-            let t0 = Instant::now();
-            let r = file.sync_data();
-            self.record_fsync(t0.elapsed());
+            let r = self.fsync(&file, target);
+            if r.is_err() {
+                // Leave the segment (unless that was done meanwhile): what it holds past its
+                // last good fsync is marked lost before the waiters are woken.
+                let mut w = lock(&self.w);
+                if Arc::ptr_eq(&w.file, &file) {
+                    let at = w.pos;
+                    let _ = self.rotate(&mut w, at);
+                }
+            }
             c = lock(&self.commit);
             c.syncing = false;
             self.commit_cv.notify_all();
-            match r {
-                Ok(()) => c.synced = c.synced.max(target),
-                Err(e) => {
-                    self.c.write_errors.fetch_add(1, Ordering::Relaxed);
-                    return Err(e);
-                }
-            }
+            r?;
         }
     }
 
@@ -554,7 +733,7 @@ impl Wal {
         if keys.is_empty() {
             return;
         }
-        let _ = self.append(&record::encode_keys(KIND_DELIVERED, keys), None);
+        let _ = self.append(&record::encode_keys(&self.key, KIND_DELIVERED, keys), None);
         let mut t = self.track();
         for &(pos, _) in keys {
             dec(&mut t.outstanding, pos);
@@ -569,7 +748,7 @@ impl Wal {
         if keys.is_empty() {
             return 0;
         }
-        let _ = self.append(&record::encode_keys(KIND_DRAINED, &keys), None);
+        let _ = self.append(&record::encode_keys(&self.key, KIND_DRAINED, &keys), None);
         let mut t = self.track();
         t.next_token += 1;
         let token = t.next_token;
@@ -588,7 +767,7 @@ impl Wal {
             t.pending_keys -= keys.len() as u64;
             keys
         };
-        let _ = self.append(&record::encode_keys(KIND_DELIVERED, &keys), None);
+        let _ = self.append(&record::encode_keys(&self.key, KIND_DELIVERED, &keys), None);
         {
             let mut t = self.track();
             for &(pos, _) in &keys {
@@ -615,12 +794,21 @@ impl Wal {
                 gone.push((base, len));
             }
         }
+        if let Some(&(base, len)) = gone.last() {
+            lock(&self.commit).lost.retain(|r| r.start >= base + len);
+        }
         for (base, len) in gone {
             // A file that cannot be removed is left behind: its records are all delivered, so
             // a restart reads it and replays nothing from it.
             let _ = fs::remove_file(Segment::path(&self.cfg.directory, base));
             self.disk_bytes.fetch_sub(len, Ordering::Relaxed);
         }
+    }
+
+    /// The position the next record is written at (for tests).
+    #[cfg(test)]
+    pub fn written(&self) -> u64 {
+        lock(&self.w).pos
     }
 
     /// Undelivered batch positions (for tests).
@@ -646,7 +834,7 @@ fn seek_end(mut f: &File) -> io::Result<u64> {
 
 fn create_segment(dir: &Path, base: u64) -> io::Result<File> {
     let path = Segment::path(dir, base);
-    let f = OpenOptions::new().create(true).append(true).open(&path)?;
+    let f = OpenOptions::new().create(true).append(true).mode(0o600).open(&path)?;
     // A crash may leave an empty file of this name from an earlier run: start it over.
     if f.metadata()?.len() > 0 {
         f.set_len(0)?;
@@ -660,7 +848,11 @@ impl Drop for Wal {
         if let Some((stop, h)) = lock(&self.syncer).take() {
             *lock(&stop.0) = true;
             stop.1.notify_all();
-            let _ = h.join();
+            // The syncer itself may hold the last reference (it upgrades its own for each
+            // sync): then it is running this, and ends when this returns.
+            if h.thread().id() != std::thread::current().id() {
+                let _ = h.join();
+            }
         }
         let _ = self.sync_now();
         // A log with nothing undelivered left is removed down to one empty segment.

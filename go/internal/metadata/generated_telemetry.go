@@ -102,7 +102,7 @@ func NewTelemetryBuilder(settings component.TelemetrySettings, options ...Teleme
 	var err, errs error
 	builder.ProcessorTraceconsistencyBatchesRefused, err = builder.meter.Int64Counter(
 		"otelcol_processor_traceconsistency_batches_refused",
-		metric.WithDescription("Incoming batches refused as a whole (malformed or empty); the caller got a permanent error. [Alpha]"),
+		metric.WithDescription("Incoming batches refused as a whole (malformed, empty, or larger than the write-ahead log can hold); the caller got a permanent error. [Alpha]"),
 		metric.WithUnit("{batch}"),
 	)
 	errs = errors.Join(errs, err)

@@ -24,7 +24,7 @@ func NewSettings(tt *componenttest.Telemetry) processor.Settings {
 func AssertEqualProcessorTraceconsistencyBatchesRefused(t *testing.T, tt *componenttest.Telemetry, dps []metricdata.DataPoint[int64], opts ...metricdatatest.Option) {
 	want := metricdata.Metrics{
 		Name:        "otelcol_processor_traceconsistency_batches_refused",
-		Description: "Incoming batches refused as a whole (malformed or empty); the caller got a permanent error. [Alpha]",
+		Description: "Incoming batches refused as a whole (malformed, empty, or larger than the write-ahead log can hold); the caller got a permanent error. [Alpha]",
 		Unit:        "{batch}",
 		Data: metricdata.Sum[int64]{
 			Temporality: metricdata.CumulativeTemporality,
