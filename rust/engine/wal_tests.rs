@@ -569,7 +569,9 @@ fn a_hand_off_drain_that_panics_is_counted_too() {
     assert_eq!((s.ready_spans, s.ready_bytes, s.drain_lost_spans), (0, 0, 2), "{s:?}");
     assert!(e.wal.as_ref().unwrap().outstanding().is_empty());
     assert!(e.drain_handoff(1_000_000).is_none());
+}
 
+#[test]
 fn a_restart_after_an_idle_run_keeps_the_live_segment() {
     let dir = TempDir::new("idle");
     // A run that logs nothing leaves one empty segment behind.
