@@ -31,8 +31,11 @@ type output struct {
 	take func(g *engine.Engine, maxSpans uint64) (*engine.Release, error)
 	// record counts what one drain took.
 	record func(ctx context.Context, rel *engine.Release)
-	// slots holds one token per call to next in progress; its capacity bounds them.
+	// slots holds one token per sender (each makes one call to next at a time); its
+	// capacity bounds the calls in progress.
 	slots chan struct{}
+	// background counts the senders the release loop started (kick).
+	background sync.WaitGroup
 
 	// inflight is the span count of the calls in progress, for the count of what is left
 	// when shutdown cannot wait for them.
@@ -188,7 +191,35 @@ func (p *tracesProcessor) drainTo(o *output, ctx, nextCtx context.Context, wait 
 	return own
 }
 
-// send1 is one sender of drainTo: it holds one of o's slots (released when it returns) and
+// kick starts senders on o's free slots, in the background: each drains until nothing is
+// ready, so the release loop goes on ticking (and recording metrics) while calls to a next
+// consumer that answers only after delivery wait for the backend. Only the release loop
+// calls it; the caller holds p.mu for reading.
+func (p *tracesProcessor) kick(o *output) {
+	if o == nil {
+		return
+	}
+	for {
+		select {
+		case o.slots <- struct{}{}:
+		default:
+			return // every slot has a sender, and each drains until nothing is ready
+		}
+		o.background.Add(1)
+		go func() {
+			defer o.background.Done()
+			p.mu.RLock()
+			defer p.mu.RUnlock()
+			if p.eng == nil {
+				<-o.slots // shut down meanwhile
+				return
+			}
+			_ = p.send1(o, p.sendCtx, p.sendCtx)
+		}()
+	}
+}
+
+// send1 is one sender of drainTo and kick: it holds one of o's slots (released when it returns) and
 // passes batches on, one call at a time, until nothing is ready, a refused batch waits for
 // its backoff, or ctx is done.
 func (p *tracesProcessor) send1(o *output, ctx, nextCtx context.Context) error {

@@ -181,3 +181,32 @@ func TestWALAcknowledgesEachInFlightReleaseByItsOwnCall(t *testing.T) {
 	assert.Equal(t, map[byte]int{1: 3}, replayed, "only the release whose call never returned is replayed")
 	metadatatest.AssertEqualProcessorTraceconsistencyWalSpansReplayed(t, h2.tel, []metricdata.DataPoint[int64]{{Value: 3}}, noTimes)
 }
+
+// The release loop never waits for the next consumer: while a call waits for the backend,
+// ticks go on releasing what is due (other senders pass it on) and recording metrics.
+func TestReleaseLoopGoesOnWhileACallWaits(t *testing.T) {
+	next := &gatedConsumer{held: map[byte]bool{1: true}}
+	h := newHarness(t, withWAL(t.TempDir(), func(c *Config) {
+		c.MaxReleaseBatchSpans = 3
+		c.ShutdownTimeout = 300 * time.Millisecond
+	}), next)
+	tick := func() {
+		t.Helper()
+		h.clock.Advance(2 * time.Second)
+		done := make(chan struct{})
+		go func() { h.p.releaseTick(); close(done) }() // what the loop does on each tick
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			t.Fatal("a tick waited for the next consumer")
+		}
+	}
+	h.consume(makeTraces(threeSpanTrace(1)...))
+	tick()
+	require.Eventually(t, func() bool { return next.held1() == 1 }, 5*time.Second, time.Millisecond)
+	h.consume(makeTraces(threeSpanTrace(2)...))
+	tick()
+	require.Eventually(t, func() bool { return spanCount(next.sink.AllTraces()) == 3 }, 5*time.Second, time.Millisecond,
+		"trace 2 is released and passed on while trace 1's call waits")
+	metadatatest.AssertEqualProcessorTraceconsistencySpansReceived(t, h.tel, []metricdata.DataPoint[int64]{{Value: 6}}, noTimes)
+}
