@@ -86,7 +86,11 @@ GEN_PID=""
 BACKEND_PID=""
 cleanup() {
   [[ -n "$GEN_PID" ]] && kill "$GEN_PID" 2>/dev/null || true
-  [[ -n "$BACKEND_PID" ]] && kill -KILL "$BACKEND_PID" 2>/dev/null || true
+  if [[ -n "$BACKEND_PID" ]]; then
+    kill -TERM "$BACKEND_PID" 2>/dev/null || true
+    for _ in $(seq 50); do kill -0 "$BACKEND_PID" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$BACKEND_PID" 2>/dev/null || true
+  fi
   if [[ -n "$COL_PID" ]]; then
     kill -TERM "$COL_PID" 2>/dev/null || true
     for _ in $(seq 50); do kill -0 "$COL_PID" 2>/dev/null || break; sleep 0.1; done
@@ -308,6 +312,7 @@ service:
 EOF
   "${GEN_PIN[@]}" "$BIN" --config "$TMP/backend.yaml" >"$TMP/backend.log" 2>&1 &
   BACKEND_PID=$!
+  disown "$BACKEND_PID" # stopped by cleanup; no job report
   ok=0
   for _ in $(seq 300); do
     if curl -sf --max-time 1 "http://127.0.0.1:$BACKEND_HEALTH_PORT/" >/dev/null 2>&1; then ok=1; break; fi
