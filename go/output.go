@@ -191,15 +191,15 @@ func (p *tracesProcessor) drainTo(o *output, ctx, nextCtx context.Context, wait 
 	return own
 }
 
-// kick starts senders on o's free slots, in the background: each drains until nothing is
-// ready, so the release loop goes on ticking (and recording metrics) while calls to a next
-// consumer that answers only after delivery wait for the backend. Only the release loop
-// calls it; the caller holds p.mu for reading.
-func (p *tracesProcessor) kick(o *output) {
+// kick starts up to n senders on o's free slots, in the background: each drains until
+// nothing is ready, so the release loop goes on ticking (and recording metrics) while calls
+// to a next consumer that answers only after delivery wait for the backend. Only the
+// release loop calls it; the caller holds p.mu for reading.
+func (p *tracesProcessor) kick(o *output, n int) {
 	if o == nil {
 		return
 	}
-	for {
+	for range max(n, 1) {
 		select {
 		case o.slots <- struct{}{}:
 		default:

@@ -303,8 +303,12 @@ func (p *tracesProcessor) releaseTick() {
 		p.logger.Error("engine tick failed", zap.Error(err))
 	}
 	for _, o := range []*output{p.send, p.handoff} {
+		if o == nil {
+			continue
+		}
 		if waiting, _ := o.waiting(); ready > 0 || waiting {
-			p.kick(o)
+			// One sender per release that is ready (about max_release_batch_spans each).
+			p.kick(o, int(min(ready/uint64(p.cfg.MaxReleaseBatchSpans)+1, uint64(cap(o.slots)))))
 		}
 	}
 	p.recordStats(ctx)
