@@ -69,7 +69,7 @@ func soakExporterYAML(endpoint string) string {
     enabled: true
     initial_interval: 100ms
     max_interval: 1s
-    max_elapsed_time: 0s
+    max_elapsed_time: 10s
 `, endpoint, 2*soakSends, soakSends)
 }
 
@@ -296,7 +296,7 @@ func TestSoakAcknowledgedMeansDelivered(t *testing.T) {
 	}
 
 	startClients()
-	sigterms, kills := 0, 0
+	sigterms, kills, killsQueued := 0, 0, 0
 	for cycle := 1; cycle <= cycles; cycle++ {
 		time.Sleep(soakUp)
 		backendDown()
@@ -336,6 +336,9 @@ func TestSoakAcknowledgedMeansDelivered(t *testing.T) {
 			stopClients()
 			endGateway(gw)
 			kills++
+			if queued > 0 {
+				killsQueued++
+			}
 			t.Logf("kill -9 with %v requests in the exporter's queue", queued)
 			gw = startGateway()
 			restart("kill -9")
@@ -447,6 +450,9 @@ func TestSoakAcknowledgedMeansDelivered(t *testing.T) {
 	if peak > bound {
 		t.Errorf("peak RSS %d MiB is over the documented bound %d MiB (idle %d MiB + 2 × max_buffered_bytes + max_concurrent_sends × max_release_batch_spans × 2 KiB)",
 			peak>>20, bound>>20, baseRSS>>20)
+	}
+	if kills > 0 && killsQueued == 0 {
+		t.Errorf("none of the %d kill -9 caught the exporter holding queued calls", kills)
 	}
 	if replayed == 0 {
 		t.Errorf("no span was replayed after %d SIGTERM and %d kill -9: the restarts did not catch undelivered data", sigterms, kills)
