@@ -29,7 +29,7 @@ VERSION ?= v$(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
 # check-prebuilt and test-module-cache).
 export GOFLAGS := $(strip $(shell $(GO) env GOFLAGS) -tags=tc_from_source)
 
-.PHONY: all lib header prebuilt check-prebuilt dist test-module-cache otelcol run test test-rust test-c test-go check-generated test-observability test-e2e bench bench-engine bench-processor bench-collector bench-collector-pooling bench-tailsampling clean fuzz fuzz-smoke fuzz-tools
+.PHONY: all lib header prebuilt check-prebuilt dist test-module-cache otelcol run test test-rust test-c test-go check-generated test-observability test-e2e bench bench-engine bench-processor bench-collector bench-collector-pooling bench-collector-wait bench-tailsampling soak clean fuzz fuzz-smoke fuzz-tools
 
 all: otelcol
 
@@ -155,7 +155,14 @@ fuzz-smoke: fuzz-tools
 test-e2e: otelcol
 	cd tests && $(GO) vet ./... && E2E_REQUIRED=1 OTELCOL_BIN=$(CURDIR)/$(OTELCOL) $(GO) test -count=1 -race -timeout 20m ./...
 
-bench: bench-engine bench-processor bench-collector bench-collector-pooling bench-tailsampling
+## The long soak of "acknowledged means delivered" (tests/e2e/soak_test.go; its short
+## schedule runs in test-e2e): TC_SOAK_DURATION of backend outages, SIGTERMs and kill -9s.
+TC_SOAK_DURATION ?= 10m
+soak: otelcol
+	cd tests && E2E_REQUIRED=1 OTELCOL_BIN=$(CURDIR)/$(OTELCOL) TC_SOAK_DURATION=$(TC_SOAK_DURATION) \
+	  $(GO) test -count=1 -race -timeout 6h -v -run '^TestSoakAcknowledgedMeansDelivered$$' ./e2e/
+
+bench: bench-engine bench-processor bench-collector bench-collector-pooling bench-collector-wait bench-tailsampling
 
 bench-engine:
 	$(CARGO) bench --locked --bench engine
@@ -172,6 +179,11 @@ bench-collector: otelcol
 ## The same with the collector's pdata.useProtoPooling feature gate (alpha, off by default).
 bench-collector-pooling: otelcol
 	REPEAT=3 LOADERS=replay FEATURE_GATES=pdata.useProtoPooling bash scripts/bench-collector.sh
+
+## Waited-for sends (sending_queue.wait_for_result, the README's safe exporter) against the
+## exporter's default in-memory queue, both with the write-ahead log, to a backend collector.
+bench-collector-wait: otelcol
+	REPEAT=3 LOADERS=replay CONFIGS="ours-otlp-queue ours-otlp-wait" bash scripts/bench-collector.sh
 
 ## tail_sampling alone (decision_wait 30s) vs groupbytrace -> tail_sampling vs
 ## traceconsistency -> tail_sampling (decision_wait 1s), saturation and a fixed load.

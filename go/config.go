@@ -52,6 +52,12 @@ type Config struct {
 	// ConsumeTraces call. Whole traces are never split, so one large trace may exceed it.
 	MaxReleaseBatchSpans int `mapstructure:"max_release_batch_spans"`
 
+	// MaxConcurrentSends bounds the ConsumeTraces calls to the next consumer in progress at
+	// once (and, in the connector form, to the hand-off output). A next consumer that answers
+	// only once the data is delivered (an exporter with sending_queue.wait_for_result) needs
+	// several in flight to keep up; keep it at least the exporter's num_consumers.
+	MaxConcurrentSends int `mapstructure:"max_concurrent_sends"`
+
 	// ShutdownTimeout bounds how long Shutdown keeps trying to pass buffered and released
 	// traces on (a shorter deadline from the collector wins). What is left then is counted
 	// and logged as lost.
@@ -199,7 +205,7 @@ type WALConfig struct {
 	// released early (reason wal_full); at it, batches are refused with a retryable error
 	// until delivered data frees space; a batch larger than the log can ever hold is refused
 	// with a permanent error. At most max_buffered_bytes (a restart replays the log into
-	// memory).
+	// memory); 0 (the default) picks 256 MiB or max_buffered_bytes, whichever is less.
 	MaxBytes int64 `mapstructure:"max_bytes"`
 }
 
@@ -250,6 +256,9 @@ func (cfg *Config) Validate() error {
 	}
 	if cfg.MaxReleaseBatchSpans <= 0 {
 		return fmt.Errorf("max_release_batch_spans must be greater than zero, got %d", cfg.MaxReleaseBatchSpans)
+	}
+	if cfg.MaxConcurrentSends <= 0 || cfg.MaxConcurrentSends > maxConcurrentSends {
+		return fmt.Errorf("max_concurrent_sends must be between 1 and %d, got %d", maxConcurrentSends, cfg.MaxConcurrentSends)
 	}
 	if cfg.Checks.MaxServiceNames <= 0 {
 		return fmt.Errorf("checks.max_service_names must be greater than zero, got %d", cfg.Checks.MaxServiceNames)
@@ -341,8 +350,17 @@ func (cfg *Config) engineConfig() (engine.Config, error) {
 		WALDirectory:      cfg.WAL.Directory,
 		WALSync:           walSync,
 		WALSyncInterval:   cfg.WAL.SyncInterval,
-		WALMaxBytes:       cfg.WAL.MaxBytes,
+		WALMaxBytes:       cfg.WAL.maxBytes(cfg.MaxBufferedBytes),
 	}, nil
+}
+
+// maxBytes is the log's disk bound: wal.max_bytes, or when it is 0 the default bound
+// lowered to max_buffered_bytes so that it fits what a restart replays into memory.
+func (w *WALConfig) maxBytes(maxBufferedBytes int64) int64 {
+	if w.MaxBytes != 0 {
+		return w.MaxBytes
+	}
+	return min(int64(defaultWALMaxBytes), maxBufferedBytes)
 }
 
 // parseEnum maps one enum string to its value; the error names the key and the choices.

@@ -40,6 +40,7 @@ func TestLoadConfig(t *testing.T) {
 				MaxBufferedBytes:     256 << 20,
 				MaxSpansPerTrace:     10_000,
 				MaxReleaseBatchSpans: 4096,
+				MaxConcurrentSends:   4,
 				ShutdownTimeout:      5 * time.Second,
 				LateSpans:            LateSpansConfig{Policy: "drop", CacheSize: 50_000},
 				Duplicates:           DuplicatesConfig{ConflictPolicy: "keep_latest"},
@@ -117,6 +118,8 @@ func TestValidateNamesTheKey(t *testing.T) {
 		{"max_spans_per_trace over max_buffered_spans", func(c *Config) { c.MaxSpansPerTrace = 2_000_000 }, "max_spans_per_trace", "must not exceed max_buffered_spans", true},
 		{"zero shutdown_timeout", func(c *Config) { c.ShutdownTimeout = 0 }, "shutdown_timeout", "positive duration", false},
 		{"zero max_release_batch_spans", func(c *Config) { c.MaxReleaseBatchSpans = 0 }, "max_release_batch_spans", "greater than zero", false},
+		{"zero max_concurrent_sends", func(c *Config) { c.MaxConcurrentSends = 0 }, "max_concurrent_sends", "between 1 and 1024, got 0", false},
+		{"too many max_concurrent_sends", func(c *Config) { c.MaxConcurrentSends = 5000 }, "max_concurrent_sends", "between 1 and 1024", false},
 		{"bad late_spans.policy", func(c *Config) { c.LateSpans.Policy = "keep" }, "late_spans.policy", `one of forward, drop, got "keep"`, false},
 		{"zero late_spans.cache_size", func(c *Config) { c.LateSpans.CacheSize = 0 }, "late_spans.cache_size", "greater than zero", true},
 		{"bad duplicates.conflict_policy", func(c *Config) { c.Duplicates.ConflictPolicy = "newest" }, "duplicates.conflict_policy", `one of keep_both, keep_latest, got "newest"`, false},
@@ -186,6 +189,28 @@ func TestValidConfigs(t *testing.T) {
 			require.NoError(t, cfg.Validate())
 		})
 	}
+}
+
+// The log's default disk bound fits a smaller max_buffered_bytes instead of refusing it; an
+// explicit wal.max_bytes is kept (and checked against max_buffered_bytes).
+func TestWALMaxBytesDefaultFitsMaxBufferedBytes(t *testing.T) {
+	cfg := createDefaultConfig().(*Config)
+	cfg.WAL.Directory = "/var/lib/otelcol/wal"
+	cfg.MaxBufferedBytes = 64 << 20
+	require.NoError(t, cfg.Validate(), "max_buffered_bytes: 64MiB with the log on and wal.max_bytes unset")
+	ec, err := cfg.engineConfig()
+	require.NoError(t, err)
+	assert.EqualValues(t, 64<<20, ec.WALMaxBytes)
+
+	cfg.MaxBufferedBytes = 1 << 30
+	ec, err = cfg.engineConfig()
+	require.NoError(t, err)
+	assert.EqualValues(t, 256<<20, ec.WALMaxBytes, "the default bound is 256 MiB when max_buffered_bytes is larger")
+
+	cfg.WAL.MaxBytes = 32 << 20
+	ec, err = cfg.engineConfig()
+	require.NoError(t, err)
+	assert.EqualValues(t, 32<<20, ec.WALMaxBytes, "an explicit wal.max_bytes is kept")
 }
 
 func TestGoDefaultsMatchRustDefaults(t *testing.T) {

@@ -28,6 +28,7 @@ const (
 	defaultMaxSpansPerTrace     = 20_000
 	defaultMaxReleaseBatchSpans = 8192
 	defaultShutdownTimeout      = 20 * time.Second
+	defaultMaxConcurrentSends   = 10
 	defaultLatePolicy           = latePolicyForward
 	defaultLateCacheSize        = 100_000
 	defaultConflictPolicy       = conflictKeepBoth
@@ -44,7 +45,11 @@ const (
 	defaultHandoffMaxHops       = 1
 	defaultWALSync              = walSyncBatch
 	defaultWALSyncInterval      = 100 * time.Millisecond
-	defaultWALMaxBytes          = 256 << 20
+	// defaultWALMaxBytes is the disk bound of the log when wal.max_bytes is 0, lowered to
+	// max_buffered_bytes when that is less.
+	defaultWALMaxBytes = 256 << 20
+	// maxConcurrentSends is the largest max_concurrent_sends.
+	maxConcurrentSends = 1024
 )
 
 // NewFactory returns the factory of the traceconsistency processor.
@@ -68,6 +73,7 @@ func createDefaultConfig() component.Config {
 		MaxSpansPerTrace:     defaultMaxSpansPerTrace,
 		MaxReleaseBatchSpans: defaultMaxReleaseBatchSpans,
 		ShutdownTimeout:      defaultShutdownTimeout,
+		MaxConcurrentSends:   defaultMaxConcurrentSends,
 		LateSpans: LateSpansConfig{
 			Policy:    defaultLatePolicy,
 			CacheSize: defaultLateCacheSize,
@@ -99,7 +105,6 @@ func createDefaultConfig() component.Config {
 		WAL: WALConfig{
 			Sync:         defaultWALSync,
 			SyncInterval: defaultWALSyncInterval,
-			MaxBytes:     defaultWALMaxBytes,
 		},
 	}
 }

@@ -32,7 +32,7 @@ func (p *tracesProcessor) newHandoffOutput(next consumer.Traces) *output {
 		engine.ReasonShutdown:    attr(handoffCauseShutdown),
 		engine.ReasonIdleTimeout: attr(handoffCauseIdle),
 	}
-	return &output{what: "hand-off output", next: next, take: (*engine.Engine).DrainHandoff, record: p.recordHandoff}
+	return newOutput("hand-off output", next, p.cfg.MaxConcurrentSends, (*engine.Engine).DrainHandoff, p.recordHandoff)
 }
 
 // recordHandoff counts the traces and spans of one hand-off drain by cause.

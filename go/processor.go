@@ -125,7 +125,7 @@ type tracesProcessor struct {
 	cancelSend context.CancelFunc
 
 	// send is the next consumer, where released traces go.
-	send output
+	send *output
 
 	// handoff is the hand-off output (connector form with handoff.pipelines); nil otherwise.
 	handoff *output
@@ -173,7 +173,7 @@ func newTracesProcessor(set processor.Settings, cfg *Config, next consumer.Trace
 		p.lostAttrs[c] = metric.WithAttributeSet(attribute.NewSet(attribute.String("cause", c)))
 	}
 	p.sendCtx, p.cancelSend = context.WithCancel(context.Background())
-	p.send.what, p.send.next, p.send.take, p.send.record = "next consumer", next, (*engine.Engine).Drain, p.recordRelease
+	p.send = newOutput("next consumer", next, cfg.MaxConcurrentSends, (*engine.Engine).Drain, p.recordRelease)
 	for _, r := range engine.Reasons() {
 		p.reasonAttrs = append(p.reasonAttrs, metric.WithAttributeSet(attribute.NewSet(attribute.String("reason", r.String()))))
 	}
@@ -273,14 +273,25 @@ func (p *tracesProcessor) run(t ticker) {
 		case <-t.C():
 			p.releaseTick()
 			if p.afterTick != nil {
+				// Tests see a tick once what it released has been passed on and counted
+				// (the release loop itself records what the senders did at its next tick).
+				p.send.background.Wait()
+				if p.handoff != nil {
+					p.handoff.background.Wait()
+				}
+				p.mu.RLock()
+				if p.eng != nil {
+					p.recordStats(context.Background())
+				}
+				p.mu.RUnlock()
 				p.afterTick()
 			}
 		}
 	}
 }
 
-// releaseTick asks the engine for due traces at the current time, passes them on, and
-// records the engine's counters and gauges.
+// releaseTick asks the engine for due traces at the current time, starts senders to pass
+// them on (without waiting for them), and records the engine's counters and gauges.
 func (p *tracesProcessor) releaseTick() {
 	ctx := context.Background()
 	p.mu.RLock()
@@ -292,9 +303,13 @@ func (p *tracesProcessor) releaseTick() {
 	if err != nil {
 		p.logger.Error("engine tick failed", zap.Error(err))
 	}
-	for _, o := range []*output{&p.send, p.handoff} {
+	for _, o := range []*output{p.send, p.handoff} {
+		if o == nil {
+			continue
+		}
 		if waiting, _ := o.waiting(); ready > 0 || waiting {
-			_ = p.drainTo(o, ctx, p.sendCtx, true, 0)
+			// One sender per release that is ready (about max_release_batch_spans each).
+			p.kick(o, int(min(ready/uint64(p.cfg.MaxReleaseBatchSpans)+1, uint64(cap(o.slots)))))
 		}
 	}
 	p.recordStats(ctx)
@@ -354,7 +369,7 @@ func (p *tracesProcessor) consumeBytes(ctx context.Context, data []byte, spans i
 		// them), and stops when its context ends; the rest leaves from the release loop. Only
 		// a permanent refusal of forwarded spans is this caller's business; anything else
 		// stays with the processor.
-		if err := p.drainTo(&p.send, ctx, p.sendCtx, false, res.ReadySpans); consumererror.IsPermanent(err) {
+		if err := p.drainTo(p.send, ctx, p.sendCtx, false, res.ReadySpans); consumererror.IsPermanent(err) {
 			return err
 		}
 	}
@@ -364,7 +379,7 @@ func (p *tracesProcessor) consumeBytes(ctx context.Context, data []byte, spans i
 // drain passes released traces on to the next consumer (see drainTo). The caller holds
 // p.mu for reading.
 func (p *tracesProcessor) drain(ctx, nextCtx context.Context, wait bool) error {
-	return p.drainTo(&p.send, ctx, nextCtx, wait, 0)
+	return p.drainTo(p.send, ctx, nextCtx, wait, 0)
 }
 
 // lose counts and logs spans that cannot be delivered.
@@ -526,6 +541,9 @@ func (p *tracesProcessor) shutdown(ctx context.Context) error {
 			// Stuck in a next consumer that ignores cancellation: freeing the engine under
 			// it is not safe.
 			p.logLeftAtShutdown(context.Background(), ctx.Err())
+			if p.keptInLog() {
+				return nil // the engine is not freed under the call, but nothing is lost
+			}
 			return fmt.Errorf("traceconsistency shutdown: the release loop did not stop: %w", ctx.Err())
 		}
 	}
@@ -562,6 +580,9 @@ func (p *tracesProcessor) shutdown(ctx context.Context) error {
 	default:
 		p.logLeftAtShutdown(context.Background(), ctx.Err())
 		go func() { <-locked; p.eng.Close(); p.eng = nil; p.mu.Unlock() }()
+		if p.keptInLog() {
+			return errs
+		}
 		return errors.Join(errs, fmt.Errorf("traceconsistency shutdown: waiting for in-flight batches: %w", ctx.Err()))
 	}
 	defer p.mu.Unlock()
@@ -575,6 +596,11 @@ func (p *tracesProcessor) shutdown(ctx context.Context) error {
 	return errs
 }
 
+// keptInLog reports whether what a shutdown could not deliver stays in the write-ahead log
+// for the next start: such a shutdown is not a failure (it returns no error for the
+// deadline, and the collector does not exit with an error for it).
+func (p *tracesProcessor) keptInLog() bool { return p.cfg.WAL.Directory != "" }
+
 // drainAtShutdown passes on everything released, retrying refused releases after their
 // backoff, until nothing is left or ctx ends. The caller holds p.mu.
 func (p *tracesProcessor) drainAtShutdown(ctx context.Context) error {
@@ -586,6 +612,9 @@ func (p *tracesProcessor) drainAtShutdown(ctx context.Context) error {
 			return err
 		}
 		if ctx.Err() != nil {
+			if p.keptInLog() {
+				return nil // logged by logLeftAtShutdown; replayed at the next start
+			}
 			return fmt.Errorf("traceconsistency shutdown: %w", ctx.Err())
 		}
 		pending, retryAt := p.send.waiting()
@@ -602,6 +631,9 @@ func (p *tracesProcessor) drainAtShutdown(ctx context.Context) error {
 			continue
 		}
 		if err := p.sleep(ctx, retryAt.Sub(p.now())); err != nil {
+			if p.keptInLog() {
+				return nil
+			}
 			return fmt.Errorf("traceconsistency shutdown: %w", err)
 		}
 		// The wait was the backoff: retry now.
@@ -622,8 +654,8 @@ func (p *tracesProcessor) logLeftAtShutdown(ctx context.Context, cause error) {
 	if spans == 0 {
 		return
 	}
-	if p.cfg.WAL.Directory != "" {
-		p.logger.Warn("shutdown ended before these acknowledged spans could be delivered; they stay in the write-ahead log and are replayed at the next start",
+	if p.keptInLog() {
+		p.logger.Warn("shutdown ended before these acknowledged spans could be delivered; they are not lost: they stay in the write-ahead log and are replayed at the next start",
 			zap.Int("spans", spans), zap.Int("buffered_traces_and_pending_traces", traces),
 			zap.String("wal.directory", p.cfg.WAL.Directory), zap.Error(cause))
 		return

@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -13,6 +14,8 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.opentelemetry.io/collector/consumer"
 	"go.opentelemetry.io/collector/consumer/consumererror"
+	"go.opentelemetry.io/collector/consumer/consumertest"
+	"go.opentelemetry.io/collector/pdata/ptrace"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 
@@ -47,7 +50,7 @@ func keepsWhatShutdownCouldNotDeliver(t *testing.T, dir string) {
 	h := newHarness(t, withWAL(dir, func(c *Config) { c.ShutdownTimeout = 200 * time.Millisecond }), consumer.Traces(&blockingConsumer{}))
 	h.consume(makeTraces(threeSpanTrace(1)...))
 	h.consume(makeTraces(threeSpanTrace(2)[:2]...)) // trace 2 waits for its last child
-	require.Error(t, h.p.Shutdown(context.Background()))
+	require.NoError(t, h.p.Shutdown(context.Background()), "a shutdown that keeps what it could not deliver in the log is not a failure")
 	_, err := h.tel.GetMetric("otelcol_processor_traceconsistency_spans_lost")
 	require.ErrorContains(t, err, "not found", "kept in the log, not lost")
 
@@ -127,4 +130,110 @@ func TestWALRefusesABatchLargerThanTheLogForGood(t *testing.T) {
 	assert.ErrorContains(t, err, "wal.max_bytes")
 	h.tick(time.Second)
 	metadatatest.AssertEqualProcessorTraceconsistencyBatchesRefused(t, h.tel, []metricdata.DataPoint[int64]{{Value: 1}}, noTimes)
+}
+
+// gatedConsumer holds every call whose batch carries a trace in held until its context
+// ends (answering with the context's error, as an exporter with wait_for_result does when
+// the backend is down), and accepts the others into sink.
+type gatedConsumer struct {
+	held    map[byte]bool
+	sink    consumertest.TracesSink
+	mu      sync.Mutex
+	waiting int
+}
+
+func (*gatedConsumer) Capabilities() consumer.Capabilities { return consumer.Capabilities{} }
+
+func (g *gatedConsumer) ConsumeTraces(ctx context.Context, td ptrace.Traces) error {
+	for id := range traceIDsOf(td) {
+		if g.held[id] {
+			g.mu.Lock()
+			g.waiting++
+			g.mu.Unlock()
+			<-ctx.Done()
+			return ctx.Err()
+		}
+	}
+	return g.sink.ConsumeTraces(ctx, td)
+}
+
+func (g *gatedConsumer) held1() int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.waiting
+}
+
+// Several releases are in flight at once, and each is acknowledged to the log by its own
+// call: while the call holding trace 1 waits (undelivered), traces 2 and 3 are passed on
+// and acknowledged; at the shutdown that cannot deliver trace 1, it alone stays in the log,
+// and the next start replays it, and nothing delivered.
+func TestWALAcknowledgesEachInFlightReleaseByItsOwnCall(t *testing.T) {
+	dir := t.TempDir()
+	next := &gatedConsumer{held: map[byte]bool{1: true}}
+	h := newHarness(t, withWAL(dir, func(c *Config) {
+		c.MaxReleaseBatchSpans = 3 // one trace per release
+		c.MaxConcurrentSends = 4
+		c.ShutdownTimeout = 300 * time.Millisecond
+	}), next)
+	for id := byte(1); id <= 3; id++ {
+		h.consume(makeTraces(threeSpanTrace(id)...))
+	}
+	h.clock.Advance(2 * time.Second)
+	h.ticker.c <- h.clock.Now() // the tick's senders: one waits in the call holding trace 1
+	require.Eventually(t, func() bool { return next.held1() == 1 && spanCount(next.sink.AllTraces()) == 6 },
+		5*time.Second, time.Millisecond, "traces 2 and 3 pass while trace 1's call waits")
+	got := map[byte]int{}
+	for _, td := range next.sink.AllTraces() {
+		for id, n := range traceIDsOf(td) {
+			got[id] += n
+		}
+	}
+	require.Equal(t, map[byte]int{2: 3, 3: 3}, got)
+
+	done := make(chan error, 1)
+	go func() { done <- h.p.Shutdown(context.Background()) }()
+	<-h.ticked // the tick ends once shutdown cancelled the waiting call
+	require.NoError(t, <-done)
+	_, err := h.tel.GetMetric("otelcol_processor_traceconsistency_spans_lost")
+	require.ErrorContains(t, err, "not found", "trace 1 is kept in the log, not lost")
+
+	h2 := newHarness(t, withWAL(dir))
+	h2.tick(2 * time.Second)
+	replayed := map[byte]int{}
+	for _, td := range h2.sink.AllTraces() {
+		for id, n := range traceIDsOf(td) {
+			replayed[id] += n
+		}
+	}
+	assert.Equal(t, map[byte]int{1: 3}, replayed, "only the release whose call never returned is replayed")
+	metadatatest.AssertEqualProcessorTraceconsistencyWalSpansReplayed(t, h2.tel, []metricdata.DataPoint[int64]{{Value: 3}}, noTimes)
+}
+
+// The release loop never waits for the next consumer: while a call waits for the backend,
+// ticks go on releasing what is due (other senders pass it on) and recording metrics.
+func TestReleaseLoopGoesOnWhileACallWaits(t *testing.T) {
+	next := &gatedConsumer{held: map[byte]bool{1: true}}
+	h := newHarness(t, withWAL(t.TempDir(), func(c *Config) {
+		c.MaxReleaseBatchSpans = 3
+		c.ShutdownTimeout = 300 * time.Millisecond
+	}), next)
+	tick := func() {
+		t.Helper()
+		h.clock.Advance(2 * time.Second)
+		done := make(chan struct{})
+		go func() { h.p.releaseTick(); close(done) }() // what the loop does on each tick
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			t.Fatal("a tick waited for the next consumer")
+		}
+	}
+	h.consume(makeTraces(threeSpanTrace(1)...))
+	tick()
+	require.Eventually(t, func() bool { return next.held1() == 1 }, 5*time.Second, time.Millisecond)
+	h.consume(makeTraces(threeSpanTrace(2)...))
+	tick()
+	require.Eventually(t, func() bool { return spanCount(next.sink.AllTraces()) == 3 }, 5*time.Second, time.Millisecond,
+		"trace 2 is released and passed on while trace 1's call waits")
+	metadatatest.AssertEqualProcessorTraceconsistencySpansReceived(t, h.tel, []metricdata.DataPoint[int64]{{Value: 6}}, noTimes)
 }

@@ -36,7 +36,13 @@
 #   DURATION=20s  load per configuration   STREAMS=4  concurrent gRPC streams
 #   WAIT=1s       quiet_period / wait_duration      CONFIGS="none groupbytrace ours"
 #                 (also: ours-wal-batch, ours-wal-interval: ours with the write-ahead log in
-#                 the temp dir, wal.sync batch / interval 100ms; ratios against ours)
+#                 the temp dir, wal.sync batch / interval 100ms; ratios against ours;
+#                 ours-otlp-queue, ours-otlp-wait: ours with the log (wal.sync batch)
+#                 exporting through otlp_grpc to a backend collector (otlp receiver ->
+#                 file /dev/null, started once, on the load source's core), with the
+#                 exporter's default in-memory queue / with the README's safe settings
+#                 (sending_queue.wait_for_result, max_concurrent_sends 10 calls in
+#                 flight); ratio wait / queue against the target 0.9)
 #   REPEAT=1      runs per configuration (the table shows the median by spans/s)
 #   PIN=1         taskset pinning                   BENCH_EXPORTER=file|debug
 #   LOADERS="tracegen replay"  load sources to run, in order (LOADER=x runs only x)
@@ -62,6 +68,9 @@ FEATURE_GATES="${FEATURE_GATES:-}"
 OTLP_PORT=$((PORT_BASE + 317))
 METRICS_PORT=$((PORT_BASE + 888))
 HEALTH_PORT=$((PORT_BASE + 133))
+BACKEND_OTLP_PORT=$((PORT_BASE + 1317))
+BACKEND_HEALTH_PORT=$((PORT_BASE + 1133))
+BACKEND_METRICS_PORT=$((PORT_BASE + 1888))
 if [[ -z "${PIN:-}" ]]; then
   if command -v taskset >/dev/null && [[ "$(nproc)" -ge 2 ]]; then PIN=1; else PIN=0; fi
 fi
@@ -74,8 +83,14 @@ fi
 TMP="$(mktemp -d /tmp/bench-collector.XXXXXX)"
 COL_PID=""
 GEN_PID=""
+BACKEND_PID=""
 cleanup() {
   [[ -n "$GEN_PID" ]] && kill "$GEN_PID" 2>/dev/null || true
+  if [[ -n "$BACKEND_PID" ]]; then
+    kill -TERM "$BACKEND_PID" 2>/dev/null || true
+    for _ in $(seq 50); do kill -0 "$BACKEND_PID" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$BACKEND_PID" 2>/dev/null || true
+  fi
   if [[ -n "$COL_PID" ]]; then
     kill -TERM "$COL_PID" 2>/dev/null || true
     for _ in $(seq 50); do kill -0 "$COL_PID" 2>/dev/null || break; sleep 0.1; done
@@ -87,7 +102,7 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-for p in "$OTLP_PORT" "$METRICS_PORT" "$HEALTH_PORT"; do
+for p in "$OTLP_PORT" "$METRICS_PORT" "$HEALTH_PORT" "$BACKEND_OTLP_PORT" "$BACKEND_HEALTH_PORT" "$BACKEND_METRICS_PORT"; do
   if port_busy "$p"; then echo "bench-collector: 127.0.0.1:$p is in use; set PORT_BASE" >&2; exit 1; fi
 done
 
@@ -98,11 +113,13 @@ loader_args() { # loader -> args
 }
 
 write_config() { # name file
-  local name="$1" file="$2" procs exporter
+  local name="$1" file="$2" procs exporter exporter_id="$EXPORTER"
   case "$name" in
     ours) procs="[traceconsistency]" ;;
     ours-wal-batch) procs="[traceconsistency/walbatch]" ;;
     ours-wal-interval) procs="[traceconsistency/walinterval]" ;;
+    ours-otlp-queue) procs="[traceconsistency/walbatch]"; exporter_id=otlp_grpc/queue ;;
+    ours-otlp-wait) procs="[traceconsistency/walbatch]"; exporter_id=otlp_grpc/wait ;;
     groupbytrace) procs="[groupbytrace]" ;;
     none) procs="[]" ;;
     *) echo "unknown config $name" >&2; exit 2 ;;
@@ -136,6 +153,15 @@ processors:
     wait_duration: $WAIT
 exporters:
   $exporter
+  otlp_grpc/queue:
+    endpoint: 127.0.0.1:$BACKEND_OTLP_PORT
+    tls: {insecure: true}
+  otlp_grpc/wait:
+    endpoint: 127.0.0.1:$BACKEND_OTLP_PORT
+    tls: {insecure: true}
+    timeout: 5s
+    sending_queue: {enabled: true, wait_for_result: true, sizer: requests, queue_size: 20, num_consumers: 10}
+    retry_on_failure: {enabled: true, initial_interval: 100ms, max_interval: 1s, max_elapsed_time: 10s}
 extensions:
   health_check:
     endpoint: 127.0.0.1:$HEALTH_PORT
@@ -145,7 +171,7 @@ service:
     traces:
       receivers: [otlp]
       processors: $procs
-      exporters: [${EXPORTER}]
+      exporters: [${exporter_id}]
   telemetry:
     logs:
       level: warn
@@ -252,6 +278,50 @@ run_one() { # loader name run
   COL_PID=""
 }
 
+# The backend of the ours-otlp-* configurations: started once, pinned with the load source.
+if [[ " $CONFIGS " == *" ours-otlp-"* ]]; then
+  cat >"$TMP/backend.yaml" <<EOF
+receivers:
+  otlp:
+    protocols:
+      grpc:
+        endpoint: 127.0.0.1:$BACKEND_OTLP_PORT
+exporters:
+  file:
+    path: /dev/null
+    format: proto
+extensions:
+  health_check:
+    endpoint: 127.0.0.1:$BACKEND_HEALTH_PORT
+service:
+  extensions: [health_check]
+  pipelines:
+    traces:
+      receivers: [otlp]
+      exporters: [file]
+  telemetry:
+    logs:
+      level: warn
+    metrics:
+      readers:
+        - pull:
+            exporter:
+              prometheus:
+                host: 127.0.0.1
+                port: $BACKEND_METRICS_PORT
+EOF
+  "${GEN_PIN[@]}" "$BIN" --config "$TMP/backend.yaml" >"$TMP/backend.log" 2>&1 &
+  BACKEND_PID=$!
+  disown "$BACKEND_PID" # stopped by cleanup; no job report
+  ok=0
+  for _ in $(seq 300); do
+    if curl -sf --max-time 1 "http://127.0.0.1:$BACKEND_HEALTH_PORT/" >/dev/null 2>&1; then ok=1; break; fi
+    kill -0 "$BACKEND_PID" 2>/dev/null || break
+    sleep 0.1
+  done
+  if [[ "$ok" != 1 ]]; then echo "bench-collector: the backend did not become healthy:" >&2; cat "$TMP/backend.log" >&2; exit 1; fi
+fi
+
 echo "bench-collector: $(nproc) CPUs ($(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)), pin=$PIN, loaders=$LOADERS, duration=$DURATION, streams=$STREAMS, wait=$WAIT, exporter=$EXPORTER${FEATURE_GATES:+, feature gates $FEATURE_GATES}"
 echo "  collector: $BIN"
 for loader in $LOADERS; do
@@ -287,6 +357,10 @@ for loader in $LOADERS; do
       }
       if (("ours" in med) && ("groupbytrace" in med) && med["groupbytrace"] > 0)
         printf "target ours / groupbytrace spans/s >= 2: %s\n", (med["ours"] / med["groupbytrace"] >= 2) ? "met" : "NOT met"
+      if (("ours-otlp-wait" in med) && ("ours-otlp-queue" in med) && med["ours-otlp-queue"] > 0 && cpu["ours-otlp-queue"] > 0) {
+        printf "ours-otlp-wait / ours-otlp-queue  spans/s %.3f   cpu/span %.3f   peak RSS %.3f\n", med["ours-otlp-wait"] / med["ours-otlp-queue"], cpu["ours-otlp-wait"] / cpu["ours-otlp-queue"], rss["ours-otlp-wait"] / rss["ours-otlp-queue"]
+        printf "target ours-otlp-wait / ours-otlp-queue spans/s >= 0.9: %s\n", (med["ours-otlp-wait"] / med["ours-otlp-queue"] >= 0.9) ? "met" : "NOT met"
+      }
       split("ours-wal-batch ours-wal-interval", ws, " ")
       for (o = 1; o <= 2; o++) {
         w = ws[o]

@@ -699,6 +699,9 @@ func runMemoryBound(t *testing.T, shape memShape) {
 		"max_buffered_spans: 10000000",
 		"quiet_period: 5m", "idle_timeout: 5m", "max_age: 10m",
 		"max_release_batch_spans: 256",
+		// One call at a time: this bounds the engine's memory; what concurrent calls add
+		// on the Go side (README, "Sizing memory") is bounded by the soak's RSS check.
+		"max_concurrent_sends: 1",
 		NoRestartWait)
 	pid := c.cmd.Process.Pid
 	pad := bytes.Repeat([]byte("x"), memPad)
