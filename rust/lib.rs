@@ -31,3 +31,15 @@ pub mod wire;
 #[cfg(test)]
 pub mod testutil;
 
+// The allocator of every Rust allocation in the library (the collector's Go side and C code
+// keep theirs). Tests wrap it to count (`testutil::counting`).
+#[cfg(feature = "alloc-mimalloc")]
+pub(crate) use mimalloc::MiMalloc as ALLOCATOR;
+#[cfg(feature = "alloc-jemalloc")]
+pub(crate) use tikv_jemallocator::Jemalloc as ALLOCATOR;
+#[cfg(not(any(feature = "alloc-mimalloc", feature = "alloc-jemalloc")))]
+pub(crate) use std::alloc::System as ALLOCATOR;
+
+#[cfg(not(test))]
+#[global_allocator]
+static GLOBAL: ALLOCATOR = ALLOCATOR;
