@@ -31,15 +31,21 @@ pub mod wire;
 #[cfg(test)]
 pub mod testutil;
 
-// The allocator of every Rust allocation in the library (the collector's Go side and C code
-// keep theirs). Tests wrap it to count (`testutil::counting`).
-#[cfg(feature = "alloc-mimalloc")]
-pub(crate) use mimalloc::MiMalloc as ALLOCATOR;
-#[cfg(feature = "alloc-jemalloc")]
+// The allocator of every Rust allocation in the library (the collector's Go side keeps its
+// own): jemalloc, its symbols prefixed so that it does not replace the process's malloc.
+// Engine calls run on whatever OS thread Go picks, so memory is freed on other threads than
+// it was allocated on; glibc's malloc kept two to three times the engine's count in its
+// per-thread arenas (BENCHMARKS.md, "The allocator"). Freed pages go back to the OS at once
+// (no decay delay): the engine frees in large runs (released traces), rarely page by page.
+// Tests wrap it to count (`testutil::counting`).
 pub(crate) use tikv_jemallocator::Jemalloc as ALLOCATOR;
-#[cfg(not(any(feature = "alloc-mimalloc", feature = "alloc-jemalloc")))]
-pub(crate) use std::alloc::System as ALLOCATOR;
 
 #[cfg(not(test))]
 #[global_allocator]
 static GLOBAL: ALLOCATOR = ALLOCATOR;
+
+/// jemalloc's options, read once at its start: the prefixed build's `const char *malloc_conf`
+/// (a thin pointer to a NUL-terminated string).
+#[used]
+#[export_name = "_rjem_malloc_conf"]
+pub static MALLOC_CONF: &[u8; 34] = b"dirty_decay_ms:0,muzzy_decay_ms:0\0";
