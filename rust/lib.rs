@@ -37,6 +37,8 @@ pub mod testutil;
 // it was allocated on; glibc's malloc kept two to three times the engine's count in its
 // per-thread arenas (BENCHMARKS.md, "The allocator"). Freed pages go back to the OS at once
 // (no decay delay): the engine frees in large runs (released traces), rarely page by page.
+// Per-thread caches keep only objects up to 4 KiB: a thread Go no longer schedules engine
+// calls on would otherwise keep the larger ones (span buffers, resource entries) cached.
 // Tests wrap it to count (`testutil::counting`).
 pub(crate) use tikv_jemallocator::Jemalloc as ALLOCATOR;
 
@@ -48,4 +50,4 @@ static GLOBAL: ALLOCATOR = ALLOCATOR;
 /// (a thin pointer to a NUL-terminated string).
 #[used]
 #[export_name = "_rjem_malloc_conf"]
-pub static MALLOC_CONF: &[u8; 34] = b"dirty_decay_ms:0,muzzy_decay_ms:0\0";
+pub static MALLOC_CONF: &[u8; 50] = b"dirty_decay_ms:0,muzzy_decay_ms:0,tcache_max:4096\0";
