@@ -535,3 +535,21 @@ fn replaying_a_log_four_times_the_bound_keeps_to_the_bound() {
     }
     assert_eq!(out_spans, batches * per);
 }
+
+#[test]
+fn a_log_with_empty_segments_replays_what_the_others_hold() {
+    let dir = TempDir::new("empty-segments");
+    {
+        let e = Engine::new(cfg(&dir.0)).unwrap();
+        e.recover(T0);
+        e.ingest(&req(children(0xA)), T0).unwrap();
+    }
+    // Two starts that log nothing: each leaves an empty segment behind the first.
+    for _ in 0..2 {
+        let e = Engine::new(cfg(&dir.0)).unwrap();
+        let _ = e.recover(T0);
+    }
+    let e = Engine::new(cfg(&dir.0)).unwrap();
+    let rep = e.recover(T0);
+    assert_eq!((rep.spans, rep.traces, rep.more), (2, 1, false), "{rep:?}");
+}

@@ -273,12 +273,11 @@ impl Replayer {
                 let (base, name) = self.todo.pop_front()?;
                 let path = Segment::path(&self.dir, name);
                 match read_records(&path) {
+                    // Checked for records at the top (a segment may hold none).
                     Ok((buf, recs, _)) => self.current = Some(Loaded { base, buf, recs, next: 0 }),
-                    Err(e) => {
-                        self.problems.push(format!("write-ahead log segment {} cannot be read again to replay it: {e}", path.display()));
-                        continue;
-                    }
+                    Err(e) => self.problems.push(format!("write-ahead log segment {} cannot be read again to replay it: {e}", path.display())),
                 }
+                continue;
             }
             let c = self.current.as_mut()?;
             let (off, start, len) = c.recs[c.next];
