@@ -39,8 +39,12 @@ pub mod testutil;
 // (no decay delay): the engine frees in large runs (released traces), rarely page by page.
 // Per-thread caches keep only objects up to 4 KiB: a thread Go no longer schedules engine
 // calls on would otherwise keep the larger ones (span buffers, resource entries) cached.
-// Tests wrap it to count (`testutil::counting`).
+// Tests wrap it to count (`testutil::counting`); fuzz builds use the system allocator, which
+// the address sanitizer replaces, so that it sees Rust's allocations too.
+#[cfg(not(fuzzing))]
 pub(crate) use tikv_jemallocator::Jemalloc as ALLOCATOR;
+#[cfg(fuzzing)]
+pub(crate) use std::alloc::System as ALLOCATOR;
 
 #[cfg(not(test))]
 #[global_allocator]
