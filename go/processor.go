@@ -199,7 +199,7 @@ func (p *tracesProcessor) Start(ctx context.Context, _ component.Host) error {
 	lib := engine.Library()
 	p.logger.Info("traceconsistency engine started", zap.String("library_version", lib.Version),
 		zap.Uint32("abi_version", lib.ABIVersion), zap.String("source_hash", lib.SourceHash))
-	if err := p.recover(eng); err != nil {
+	if err := p.recover(ctx, eng); err != nil {
 		eng.Close()
 		return err
 	}
@@ -238,14 +238,31 @@ func (p *tracesProcessor) Start(ctx context.Context, _ component.Host) error {
 }
 
 // recover replays the write-ahead log, before any receiver can send: spans acknowledged
-// before a crash or a shutdown that could not deliver them are buffered again.
-func (p *tracesProcessor) recover(eng *engine.Engine) error {
+// before a crash or a shutdown that could not deliver them are buffered again. The replay
+// keeps to max_buffered_bytes: when released data fills it, the replay pauses and what was
+// released is passed on (the next consumer is started before us) before it goes on.
+func (p *tracesProcessor) recover(ctx context.Context, eng *engine.Engine) error {
 	if p.cfg.WAL.Directory == "" {
 		return nil
 	}
-	rec, err := eng.Recover(p.now())
-	if err != nil {
-		return fmt.Errorf("replaying wal.directory %s: %w", p.cfg.WAL.Directory, err)
+	var rec engine.Recovery
+	for {
+		var err error
+		rec, err = eng.Recover(p.now())
+		if err != nil {
+			return fmt.Errorf("replaying wal.directory %s: %w", p.cfg.WAL.Directory, err)
+		}
+		if !rec.More {
+			break
+		}
+		p.mu.Lock()
+		p.eng = eng
+		err = p.drainAll(ctx, "replaying wal.directory "+p.cfg.WAL.Directory, false)
+		p.eng = nil
+		p.mu.Unlock()
+		if err != nil {
+			return err
+		}
 	}
 	fields := []zap.Field{
 		zap.String("wal.directory", p.cfg.WAL.Directory), zap.Uint64("records", rec.Records),
@@ -553,7 +570,7 @@ func (p *tracesProcessor) shutdown(ctx context.Context) error {
 	if _, err := p.eng.Shutdown(p.now()); err != nil {
 		errs = errors.Join(errs, err)
 	}
-	errs = errors.Join(errs, p.drainAtShutdown(ctx))
+	errs = errors.Join(errs, p.drainAll(ctx, "traceconsistency shutdown", p.keptInLog()))
 	p.mu.RUnlock()
 
 	// Free the engine once no ConsumeTraces call uses it any more. Calls that ingested
@@ -586,7 +603,7 @@ func (p *tracesProcessor) shutdown(ctx context.Context) error {
 		return errors.Join(errs, fmt.Errorf("traceconsistency shutdown: waiting for in-flight batches: %w", ctx.Err()))
 	}
 	defer p.mu.Unlock()
-	errs = errors.Join(errs, p.drainAtShutdown(ctx))
+	errs = errors.Join(errs, p.drainAll(ctx, "traceconsistency shutdown", p.keptInLog()))
 	p.recordStats(context.Background())
 	if ctx.Err() != nil {
 		p.logLeftAtShutdown(context.Background(), ctx.Err())
@@ -601,9 +618,12 @@ func (p *tracesProcessor) shutdown(ctx context.Context) error {
 // deadline, and the collector does not exit with an error for it).
 func (p *tracesProcessor) keptInLog() bool { return p.cfg.WAL.Directory != "" }
 
-// drainAtShutdown passes on everything released, retrying refused releases after their
-// backoff, until nothing is left or ctx ends. The caller holds p.mu.
-func (p *tracesProcessor) drainAtShutdown(ctx context.Context) error {
+// drainAll passes on everything released, retrying refused releases after their backoff,
+// until nothing is left or ctx ends (at shutdown, and between the steps of a replay); what
+// names the caller in errors. With kept (a shutdown with a write-ahead log), what ctx's end
+// leaves stays in the log for the next start, and the end is not an error. The caller holds
+// p.mu.
+func (p *tracesProcessor) drainAll(ctx context.Context, what string, kept bool) error {
 	for {
 		if err := p.drain(ctx, ctx, true); err != nil && ctx.Err() == nil && !consumererror.IsPermanent(err) {
 			return err
@@ -612,10 +632,10 @@ func (p *tracesProcessor) drainAtShutdown(ctx context.Context) error {
 			return err
 		}
 		if ctx.Err() != nil {
-			if p.keptInLog() {
+			if kept {
 				return nil // logged by logLeftAtShutdown; replayed at the next start
 			}
-			return fmt.Errorf("traceconsistency shutdown: %w", ctx.Err())
+			return fmt.Errorf("%s: %w", what, ctx.Err())
 		}
 		pending, retryAt := p.send.waiting()
 		if hp, hAt := p.handoff.waiting(); hp {
@@ -631,10 +651,10 @@ func (p *tracesProcessor) drainAtShutdown(ctx context.Context) error {
 			continue
 		}
 		if err := p.sleep(ctx, retryAt.Sub(p.now())); err != nil {
-			if p.keptInLog() {
+			if kept {
 				return nil
 			}
-			return fmt.Errorf("traceconsistency shutdown: %w", err)
+			return fmt.Errorf("%s: %w", what, err)
 		}
 		// The wait was the backoff: retry now.
 		p.send.retryNow()

@@ -4,6 +4,7 @@ package traceconsistencyprocessor
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"strings"
 	"sync"
@@ -15,6 +16,7 @@ import (
 	"go.opentelemetry.io/collector/consumer"
 	"go.opentelemetry.io/collector/consumer/consumererror"
 	"go.opentelemetry.io/collector/consumer/consumertest"
+	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/ptrace"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
@@ -236,4 +238,70 @@ func TestReleaseLoopGoesOnWhileACallWaits(t *testing.T) {
 	require.Eventually(t, func() bool { return spanCount(next.sink.AllTraces()) == 3 }, 5*time.Second, time.Millisecond,
 		"trace 2 is released and passed on while trace 1's call waits")
 	metadatatest.AssertEqualProcessorTraceconsistencySpansReceived(t, h.tel, []metricdata.DataPoint[int64]{{Value: 6}}, noTimes)
+}
+
+// paddedTraces: one-span traces first..first+n, each span with a 4 KiB attribute.
+func paddedTraces(first, n int) ptrace.Traces {
+	td := ptrace.NewTraces()
+	ss := td.ResourceSpans().AppendEmpty().ScopeSpans().AppendEmpty()
+	pad := strings.Repeat("p", 4096)
+	now := time.Now()
+	for i := first; i < first+n; i++ {
+		s := ss.Spans().AppendEmpty()
+		var tid [16]byte
+		binary.BigEndian.PutUint64(tid[8:], uint64(i+1))
+		s.SetTraceID(pcommon.TraceID(tid))
+		var sid [8]byte
+		binary.BigEndian.PutUint64(sid[:], uint64(i+1))
+		s.SetSpanID(pcommon.SpanID(sid))
+		s.SetName("op")
+		s.SetStartTimestamp(pcommon.NewTimestampFromTime(now.Add(-time.Second)))
+		s.SetEndTimestamp(pcommon.NewTimestampFromTime(now))
+		s.Attributes().PutStr("pad", pad)
+	}
+	return td
+}
+
+// A log holding more than the restarted engine may buffer (the bound was lowered) is
+// replayed within it: Start passes releases on while it replays, and every span leaves once.
+func TestWALReplayLargerThanTheBoundPassesReleasesOnDuringStart(t *testing.T) {
+	dir := t.TempDir()
+	long := func(c *Config) {
+		c.QuietPeriod, c.IdleTimeout, c.MaxAge = time.Hour, time.Hour, 2*time.Hour
+		c.MaxBufferedSpans = 10_000_000
+	}
+	const traces = 5000 // ~21 MiB of spans
+	h := newHarness(t, withWAL(dir, long, func(c *Config) {
+		c.MaxBufferedBytes, c.WAL.MaxBytes = 64<<20, 32<<20
+		c.ShutdownTimeout = 200 * time.Millisecond
+	}), consumer.Traces(&blockingConsumer{}))
+	for first := 0; first < traces; first += 100 {
+		h.consume(paddedTraces(first, 100))
+	}
+	require.Error(t, h.p.Shutdown(context.Background()))
+
+	h2 := newHarness(t, withWAL(dir, long, func(c *Config) { c.MaxBufferedBytes, c.WAL.MaxBytes = 8<<20, 8<<20 }))
+	during := spanCount(h2.sink.AllTraces())
+	assert.Greater(t, during, 0, "released during the replay and passed on before Start returned")
+	require.NoError(t, h2.p.Shutdown(context.Background()))
+	seen := map[pcommon.SpanID]int{}
+	for _, td := range h2.sink.AllTraces() {
+		rss := td.ResourceSpans()
+		for i := 0; i < rss.Len(); i++ {
+			sss := rss.At(i).ScopeSpans()
+			for j := 0; j < sss.Len(); j++ {
+				spans := sss.At(j).Spans()
+				for k := 0; k < spans.Len(); k++ {
+					seen[spans.At(k).SpanID()]++
+				}
+			}
+		}
+	}
+	assert.Len(t, seen, traces, "every span out (%d of them during the replay)", during)
+	for id, n := range seen {
+		if n != 1 {
+			t.Errorf("span %v out %d times", id, n)
+		}
+	}
+	metadatatest.AssertEqualProcessorTraceconsistencyWalSpansReplayed(t, h2.tel, []metricdata.DataPoint[int64]{{Value: traces}}, noTimes)
 }

@@ -540,6 +540,12 @@ typedef struct {
    Batch records that no longer decode, skipped.
    */
   uint64_t unreadable_batches;
+  /*
+   1: the replay paused because released data fills `max_buffered_bytes`; drain
+   (`tc_engine_drain`, `tc_engine_drain_handoff`) and call `tc_engine_recover` again. The
+   counts are those so far; the last call (0 here) reports them all.
+   */
+  uint64_t more;
 } tc_recovery;
 
 /*
@@ -841,7 +847,8 @@ tc_result tc_engine_delivered(const tc_engine *engine, uint64_t delivery_token);
 
 /*
  Replays the write-ahead log (once; later calls report nothing): call after `tc_engine_new`
- and before the first `tc_engine_ingest`. Writes the counts to `*out` and a description of
+ and before the first `tc_engine_ingest`. The replay keeps to `max_buffered_bytes`: while
+ `out->more` is 1 it paused for drains; drain both queues and call again. Writes the counts to `*out` and a description of
  any damage found (one line per problem, naming the file; NUL-terminated, truncated to
  `detail_len`) to `detail` (may be NULL). Without a log: zeros. Clocks as in
  `tc_engine_tick`. Thread-safe.

@@ -214,6 +214,10 @@ pub struct tc_recovery {
     pub redelivered_spans: u64,
     /// Batch records that no longer decode, skipped.
     pub unreadable_batches: u64,
+    /// 1: the replay paused because released data fills `max_buffered_bytes`; drain
+    /// (`tc_engine_drain`, `tc_engine_drain_handoff`) and call `tc_engine_recover` again. The
+    /// counts are those so far; the last call (0 here) reports them all.
+    pub more: u64,
 }
 
 /// A tail-assembly engine. Under the hood a `Box<Engine>`. Created by `tc_engine_new`, freed
@@ -660,7 +664,8 @@ pub extern "C" fn tc_engine_delivered(engine: *const tc_engine, delivery_token: 
 }
 
 /// Replays the write-ahead log (once; later calls report nothing): call after `tc_engine_new`
-/// and before the first `tc_engine_ingest`. Writes the counts to `*out` and a description of
+/// and before the first `tc_engine_ingest`. The replay keeps to `max_buffered_bytes`: while
+/// `out->more` is 1 it paused for drains; drain both queues and call again. Writes the counts to `*out` and a description of
 /// any damage found (one line per problem, naming the file; NUL-terminated, truncated to
 /// `detail_len`) to `detail` (may be NULL). Without a log: zeros. Clocks as in
 /// `tc_engine_tick`. Thread-safe.
@@ -686,6 +691,7 @@ pub extern "C" fn tc_engine_recover(
             torn_records: r.torn_records,
             redelivered_spans: r.redelivered_spans,
             unreadable_batches: r.unreadable_batches,
+            more: u64::from(r.more),
         };
         // SAFETY: non-null, caller promises writable memory.
         unsafe { out.write(c) };

@@ -31,3 +31,27 @@ pub mod wire;
 #[cfg(test)]
 pub mod testutil;
 
+// The allocator of every Rust allocation in the library (the collector's Go side keeps its
+// own): jemalloc, its symbols prefixed so that it does not replace the process's malloc.
+// Engine calls run on whatever OS thread Go picks, so memory is freed on other threads than
+// it was allocated on; glibc's malloc kept two to three times the engine's count in its
+// per-thread arenas (BENCHMARKS.md, "The allocator"). Freed pages go back to the OS at once
+// (no decay delay): the engine frees in large runs (released traces), rarely page by page.
+// Per-thread caches keep only objects up to 4 KiB: a thread Go no longer schedules engine
+// calls on would otherwise keep the larger ones (span buffers, resource entries) cached.
+// Tests wrap it to count (`testutil::counting`); fuzz builds use the system allocator, which
+// the address sanitizer replaces, so that it sees Rust's allocations too.
+#[cfg(not(fuzzing))]
+pub(crate) use tikv_jemallocator::Jemalloc as ALLOCATOR;
+#[cfg(fuzzing)]
+pub(crate) use std::alloc::System as ALLOCATOR;
+
+#[cfg(not(test))]
+#[global_allocator]
+static GLOBAL: ALLOCATOR = ALLOCATOR;
+
+/// jemalloc's options, read once at its start: the prefixed build's `const char *malloc_conf`
+/// (a thin pointer to a NUL-terminated string).
+#[used]
+#[export_name = "_rjem_malloc_conf"]
+pub static MALLOC_CONF: &[u8; 50] = b"dirty_decay_ms:0,muzzy_decay_ms:0,tcache_max:4096\0";

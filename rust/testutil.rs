@@ -174,3 +174,64 @@ pub fn structural_span_count(otlp: &[u8]) -> Result<u64, String> {
     }
     Ok(spans)
 }
+
+/// The test binary's allocator: the engine's, counting per thread the bytes it allocates
+/// minus those it frees, and the peak of that since [`alloc_peak_reset`]. A test that runs
+/// engine calls on one thread measures what they hold at most.
+pub mod counting {
+    use std::alloc::{GlobalAlloc, Layout};
+    use std::cell::Cell;
+
+    pub struct Counting;
+
+    thread_local! {
+        static LIVE: Cell<i64> = const { Cell::new(0) };
+        static PEAK: Cell<i64> = const { Cell::new(0) };
+    }
+
+    fn note(delta: i64) {
+        let _ = LIVE.try_with(|l| {
+            let v = l.get() + delta;
+            l.set(v);
+            let _ = PEAK.try_with(|p| p.set(p.get().max(v)));
+        });
+    }
+
+    // SAFETY: forwards to the engine's allocator unchanged; the counters use no allocation.
+    unsafe impl GlobalAlloc for Counting {
+        unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+            note(l.size() as i64);
+            crate::ALLOCATOR.alloc(l)
+        }
+        unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+            note(-(l.size() as i64));
+            crate::ALLOCATOR.dealloc(p, l)
+        }
+        unsafe fn alloc_zeroed(&self, l: Layout) -> *mut u8 {
+            note(l.size() as i64);
+            crate::ALLOCATOR.alloc_zeroed(l)
+        }
+        unsafe fn realloc(&self, p: *mut u8, l: Layout, new: usize) -> *mut u8 {
+            note(new as i64 - l.size() as i64);
+            crate::ALLOCATOR.realloc(p, l, new)
+        }
+    }
+
+    #[global_allocator]
+    static GLOBAL: Counting = Counting;
+
+    /// Bytes this thread allocated and has not freed (relative to its start).
+    pub fn alloc_live() -> i64 {
+        LIVE.with(Cell::get)
+    }
+
+    /// Starts a new peak at the current level.
+    pub fn alloc_peak_reset() {
+        PEAK.with(|p| p.set(alloc_live()));
+    }
+
+    /// The highest [`alloc_live`] since the last reset.
+    pub fn alloc_peak() -> i64 {
+        PEAK.with(Cell::get)
+    }
+}

@@ -73,18 +73,28 @@ fn request(copy: u8) -> Vec<u8> {
 /// Replays the directory, shuts down and drains; returns the report and the spans out.
 fn replay() -> (Recovery, u64) {
     let e = Engine::new(cfg()).expect("an engine always starts on a damaged log");
-    let rep = e.recover(T0);
+    let mut out = 0u64;
+    let drain = |out: &mut u64| {
+        while let Some(r) = e.drain(1000) {
+            let req = decode_lax(&r.otlp).expect("a release decodes");
+            let n = spans(&req).count() as u64;
+            assert_eq!(n, r.spans);
+            *out += n;
+        }
+    };
+    // The replay pauses for drains when released data fills the bound.
+    let rep = loop {
+        let rep = e.recover(T0);
+        if !rep.more {
+            break rep;
+        }
+        drain(&mut out);
+    };
     let s = e.stats();
     assert_eq!(s.wal_spans_replayed, rep.spans);
     assert_eq!(s.spans_received, 0);
     e.shutdown(T0);
-    let mut out = 0u64;
-    while let Some(r) = e.drain(1000) {
-        let req = decode_lax(&r.otlp).expect("a release decodes");
-        let n = spans(&req).count() as u64;
-        assert_eq!(n, r.spans);
-        out += n;
-    }
+    drain(&mut out);
     let s = e.stats();
     assert_eq!(out, rep.spans - s.duplicates_dropped - s.conflicts_dropped, "{rep:?}");
     (rep, out)

@@ -137,3 +137,44 @@ fn forty_thousand_crafted_trace_ids_do_not_pile_into_one_bucket() {
     assert_eq!(out, N);
     assert_bounded("40,000 crafted trace IDs", t, base);
 }
+
+#[test]
+fn accounted_memory_covers_what_the_engine_allocates() {
+    use crate::testutil::counting::alloc_live;
+    let bound: u64 = 32 << 20;
+    let e = Engine::new(Config {
+        quiet_period_ns: 300 * SEC as i64,
+        idle_timeout_ns: 300 * SEC as i64,
+        max_age_ns: 600 * SEC as i64,
+        max_buffered_bytes: bound as i64,
+        max_buffered_spans: 10_000_000,
+        ..cfg()
+    })
+    .unwrap();
+    let base = alloc_live();
+    let pad = "x".repeat(4096);
+    let (mut worst, mut at_accounted, mut out) = (0i64, 0u64, 0u64);
+    for b in 0..300u64 {
+        let groups: Vec<(String, Vec<Span>)> =
+            (0..100u64).map(|i| (format!("{}{pad}", b * 100 + i), vec![span(b * 100 + i + 1, 1, 0, T0 - SEC, T0 - SEC / 2)])).collect();
+        let r = request(groups.iter().map(|(s, v)| (s.as_str(), v.clone())).collect());
+        loop {
+            let live = alloc_live() - base - r.capacity() as i64;
+            let acc = e.stats().memory_total_bytes;
+            if live - acc as i64 > worst {
+                (worst, at_accounted) = (live - acc as i64, acc);
+            }
+            match e.ingest(&r, T0) {
+                Ok(_) => break,
+                Err(IngestError::Full { .. }) => {
+                    while let Some(rel) = e.drain(256) {
+                        out += rel.spans;
+                    }
+                }
+                Err(err) => panic!("{err}"),
+            }
+        }
+    }
+    eprintln!("allocated beyond the count at worst: {} KiB with {} KiB accounted; {out} spans out", worst >> 10, at_accounted >> 10);
+    assert!(worst <= (at_accounted / 4) as i64 + (1 << 20), "{} KiB allocated beyond {} KiB accounted", worst >> 10, at_accounted >> 10);
+}

@@ -196,6 +196,26 @@ pub struct Recovery {
     pub unreadable_batches: u64,
     /// One line per problem found, naming the file.
     pub problems: Vec<String>,
+    /// The replay paused because released data fills `max_buffered_bytes`: drain the queues,
+    /// then call [`Engine::recover`] again. The counts so far are in this report; the last
+    /// call's report has them all.
+    pub more: bool,
+}
+
+/// A replay in progress: the log read one segment at a time, and the report so far.
+struct Replaying {
+    log: crate::wal::Replayer,
+    rep: Recovery,
+    /// Trace IDs with replayed spans.
+    traces: HashSet<u128>,
+    spans_before: u64,
+    redelivered_before: u64,
+}
+
+impl Replaying {
+    fn memory_bytes(&self) -> u64 {
+        self.log.memory_bytes() + self.traces.capacity() as u64 * memory::set_slot::<u128>()
+    }
 }
 
 /// What one shard's part of an ingest did with spans of released traces.
@@ -215,6 +235,8 @@ struct Replay<'a> {
     stamps: &'a [SpanStamp],
     delivered: &'a HashSet<u128>,
     in_flight: &'a HashSet<u128>,
+    /// Collects the trace IDs replayed.
+    traces: &'a mut HashSet<u128>,
 }
 
 /// Time limits, in nanoseconds, and the global bounds.
@@ -281,35 +303,11 @@ pub struct Engine {
     c: Counters,
     trim: Trim,
     wal: Option<Arc<Wal>>,
-    /// What opening the log found, until [`Engine::recover`] replays it.
-    to_replay: Mutex<Option<crate::wal::Opened>>,
+    /// What opening the log found, until [`Engine::recover`] replayed all of it.
+    to_replay: Mutex<Option<Replaying>>,
+    /// Bytes the replay in progress holds ([`Replaying::memory_bytes`]).
+    replay_bytes: std::sync::atomic::AtomicU64,
     handoff: Handoff,
-}
-
-/// Leaves out of the replay (counted as damaged, with a problem line) every batch record with
-/// a stamp further ahead of the wall clock than `hlc.state_file`'s bound may be: the clock
-/// would start above it and stamp far in the future. Only a host clock that was far off,
-/// or a record that is not what it says, leaves such a stamp.
-fn keep_stamps_in_bound(opened: &mut crate::wal::Opened, max_offset_ns: u64) {
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
-    let limit = now.saturating_add(max_offset_ns).saturating_add(crate::hlc::MAX_BOUND_AHEAD_NS);
-    let (mut skipped, mut problems) = (0, Vec::new());
-    opened.batches.retain(|b| {
-        let top = b.stamps.iter().map(|s| s.wall).max().unwrap_or(0);
-        if top <= limit {
-            return true;
-        }
-        skipped += 1;
-        problems.push(format!(
-            "write-ahead log record at position {}: a stamp {} s ahead of the wall clock (more than hlc.max_offset + 24 h); \
-             not replayed, so that the clock does not stamp far in the future (check the host clock)",
-            b.pos,
-            (top - now) / 1_000_000_000
-        ));
-        false
-    });
-    opened.corrupt_records += skipped;
-    opened.problems.extend(problems);
 }
 
 fn lock(m: &Mutex<Shard>) -> MutexGuard<'_, Shard> {
@@ -373,22 +371,37 @@ impl Engine {
         let (ready_tx, ready_rx) = crossbeam_channel::unbounded();
         let (wal, opened) = match cfg.wal_directory.as_deref().filter(|d| !d.is_empty()) {
             Some(dir) => {
-                let (wal, mut opened) = Wal::open(WalConfig {
+                let (wal, opened) = Wal::open(WalConfig {
                     directory: dir.into(),
                     sync: cfg.wal_sync,
                     sync_interval: std::time::Duration::from_nanos(cfg.wal_sync_interval_ns as u64),
                     max_bytes: cfg.wal_max_bytes as u64,
+                    // Bounded as the state file's bound is: a stamp further ahead is damage.
+                    stamp_limit: if hlc.is_some() {
+                        crate::wal::wall_now().saturating_add(cfg.hlc_max_offset_ns as u64).saturating_add(crate::hlc::MAX_BOUND_AHEAD_NS)
+                    } else {
+                        u64::MAX
+                    },
                 })
                 .map_err(ConfigError)?;
                 // The clock starts above every stamp it gave before the restart.
-                if let Some(h) = &hlc {
-                    keep_stamps_in_bound(&mut opened, cfg.hlc_max_offset_ns as u64);
-                    let top = opened.batches.iter().flat_map(|b| b.stamps.iter()).map(|s| Stamp { wall: s.wall, logical: s.logical }).max();
-                    if let Some(top) = top {
-                        h.advance_to(top);
-                    }
+                if let (Some(h), Some((wall, logical))) = (&hlc, opened.top_stamp) {
+                    h.advance_to(Stamp { wall, logical });
                 }
-                (Some(Arc::new(wal)), Some(opened))
+                let replaying = Replaying {
+                    log: opened.replay,
+                    rep: Recovery {
+                        records: opened.records,
+                        corrupt_records: opened.corrupt_records,
+                        torn_records: opened.torn_records,
+                        problems: opened.problems,
+                        ..Recovery::default()
+                    },
+                    traces: HashSet::new(),
+                    spans_before: 0,
+                    redelivered_before: 0,
+                };
+                (Some(Arc::new(wal)), Some(replaying))
             }
             None => (None, None),
         };
@@ -409,6 +422,7 @@ impl Engine {
             trim: Trim::default(),
             wal,
             to_replay: Mutex::new(opened),
+            replay_bytes: Default::default(),
             handoff,
         };
         for m in engine.shards.iter() {
@@ -431,8 +445,9 @@ impl Engine {
         self.c.get(stat!(ready_bytes)) + self.interner.bytes() + self.c.get(stat!(memory_late_cache_bytes)) + self.wal_memory()
     }
 
+    /// The log's bookkeeping, and while replaying, what the replay holds.
     fn wal_memory(&self) -> u64 {
-        self.wal.as_ref().map_or(0, |w| w.memory_bytes())
+        self.wal.as_ref().map_or(0, |w| w.memory_bytes()) + self.replay_bytes.load(Ordering::Relaxed)
     }
 
     /// Ingests the bytes of one `ExportTraceServiceRequest`. On error nothing was kept. With a
@@ -468,7 +483,7 @@ impl Engine {
         }
         // Backpressure: when the data that cannot be released early (it is released already)
         // fills the bound, the caller must wait for drains rather than grow memory. (Replay
-        // at start holds at most `wal.max_bytes`, no more than the bound.)
+        // pauses before that point instead: `recover`.)
         let held = self.held_outside_traces();
         if replay.is_none() && held >= self.limits.max_buffered_bytes {
             self.c.add(stat!(batches_throttled), 1);
@@ -510,6 +525,7 @@ impl Engine {
             }
         }
 
+        let mut replay = replay;
         let mut out = IngestOutcome::default();
         // Spans that cannot be assembled go out at once, with their finding. Replay leaves
         // out what was delivered before the restart.
@@ -573,7 +589,8 @@ impl Engine {
             _ => None,
         };
         let recovered = replay.is_some();
-        if let Some(r) = &replay {
+        if let Some(r) = &mut replay {
+            r.traces.extend(keyed.iter().map(|k| k.0));
             let in_flight = |id: u128| r.in_flight.contains(&id);
             let redelivered = keyed.iter().filter(|k| in_flight(k.0)).count() + if in_flight(0) { unassembled.len() } else { 0 };
             self.c.add(stat!(wal_redelivered_spans), redelivered as u64);
@@ -807,6 +824,11 @@ impl Engine {
     /// report): the spans are buffered again with their original stamps, their traces go on
     /// assembling with spans that arrive later, and are released marked
     /// `consistency.trace.recovered`. Call before ingesting. Without a log: an empty report.
+    ///
+    /// The log is read one segment at a time and replay keeps to `max_buffered_bytes` as
+    /// ingest does: buffered traces are released early (`memory_pressure`) to make room, and
+    /// when released data waiting to be drained fills the bound, the replay pauses and
+    /// returns with [`Recovery::more`] set: drain both queues, then call again.
     pub fn recover(&self, now: u64) -> Recovery {
         self.recover_at(Clocks::same(now))
     }
@@ -814,48 +836,63 @@ impl Engine {
     /// [`Engine::recover`] at `now` on each clock: replayed traces start their timers on the
     /// monotonic clock.
     pub fn recover_at(&self, now: Clocks) -> Recovery {
-        let Some(opened) = self.to_replay.lock().unwrap_or_else(|p| p.into_inner()).take() else {
+        let mut guard = self.to_replay.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(st) = guard.as_mut() else {
             return Recovery::default();
         };
-        let mut rep = Recovery {
-            records: opened.records,
-            corrupt_records: opened.corrupt_records,
-            torn_records: opened.torn_records,
-            problems: opened.problems,
-            ..Recovery::default()
-        };
-        let spans_before = self.c.get(stat!(wal_spans_replayed));
-        let redelivered_before = self.c.get(stat!(wal_redelivered_spans));
-        let mut traces: HashSet<u128> = HashSet::new();
-        for b in &opened.batches {
-            let r = Replay { pos: b.pos, stamps: &b.stamps, delivered: &b.delivered, in_flight: &b.in_flight };
-            match self.ingest_with(&b.data, now, Some(r)) {
+        let bound = self.limits.max_buffered_bytes;
+        loop {
+            // Paused only while a drain can free what fills the bound.
+            if self.held_outside_traces() >= bound && self.c.get(stat!(ready_spans)) > 0 {
+                self.note_replay(st);
+                let mut rep = st.rep.clone();
+                rep.more = true;
+                return rep;
+            }
+            let Some(b) = st.log.next_batch() else { break };
+            let r = Replay { pos: b.pos, stamps: &b.stamps, delivered: &b.delivered, in_flight: &b.in_flight, traces: &mut st.traces };
+            match self.ingest_with(b.data, now, Some(r)) {
                 Ok(o) => {
                     if o.buffered + o.unassembled + o.late_forwarded > 0 {
-                        rep.batches += 1;
+                        st.rep.batches += 1;
                     }
                 }
                 Err(e) => {
-                    rep.unreadable_batches += 1;
-                    rep.problems.push(format!("write-ahead log record at position {} cannot be replayed: {e}", b.pos));
+                    st.rep.unreadable_batches += 1;
+                    st.rep.problems.push(format!("write-ahead log record at position {} cannot be replayed: {e}", b.pos));
                 }
             }
+            self.replay_bytes.store(st.memory_bytes(), Ordering::Relaxed);
+            if let Some(w) = &self.wal {
+                w.replayed_to(st.log.replayed_to());
+            }
         }
-        for m in self.shards.iter() {
-            traces.extend(lock(m).recovered_ids());
-        }
-        rep.spans = self.c.get(stat!(wal_spans_replayed)) - spans_before;
-        rep.redelivered_spans = self.c.get(stat!(wal_redelivered_spans)) - redelivered_before;
-        rep.traces = traces.len() as u64;
+        self.note_replay(st);
+        let Some(mut st) = guard.take() else { return Recovery::default() };
+        drop(guard);
+        st.rep.problems.append(&mut st.log.problems);
+        let rep = st.rep;
+        drop(st.log);
+        drop(st.traces);
+        self.replay_bytes.store(0, Ordering::Relaxed);
         self.c.add(stat!(wal_records_replayed), rep.records);
         self.c.add(stat!(wal_traces_recovered), rep.traces);
         self.c.add(stat!(wal_corrupt_records), rep.corrupt_records);
         self.c.add(stat!(wal_torn_records), rep.torn_records);
         if let Some(w) = &self.wal {
+            w.replayed_to(u64::MAX);
             w.reclaim(); // segments whose every batch was delivered before the restart
             w.start_syncer();
         }
         rep
+    }
+
+    /// Brings a replay's report up to date.
+    fn note_replay(&self, st: &mut Replaying) {
+        st.rep.spans = self.c.get(stat!(wal_spans_replayed)) - st.spans_before;
+        st.rep.redelivered_spans = self.c.get(stat!(wal_redelivered_spans)) - st.redelivered_before;
+        st.rep.traces = st.traces.len() as u64;
+        self.replay_bytes.store(st.memory_bytes(), Ordering::Relaxed);
     }
 
     /// How many times freed memory was handed back to the OS.

@@ -359,11 +359,6 @@ impl Shard {
         ids.into_iter().map(|(_, id)| id).collect()
     }
 
-    /// Buffered traces holding replayed spans.
-    pub fn recovered_ids(&self) -> Vec<u128> {
-        self.traces.iter().filter(|(_, t)| t.wal.as_ref().is_some_and(|w| w.recovered)).map(|(&id, _)| id).collect()
-    }
-
     /// Traces holding spans of write-ahead log batches before `pos` (oldest first): they keep
     /// the log's oldest segment. Touches every buffered trace; runs only while the log is
     /// near its bound.

@@ -724,6 +724,7 @@ fn a_log_freed_by_its_own_syncer_thread_still_makes_its_final_sync() {
         sync: SyncMode::Interval,
         sync_interval: std::time::Duration::from_millis(1),
         max_bytes: crate::config::MIN_WAL_MAX_BYTES as u64,
+        stamp_limit: u64::MAX,
     })
     .unwrap();
     let wal = Arc::new(wal);
@@ -949,4 +950,100 @@ fn a_failed_fsync_at_rotation_loses_what_the_old_segment_held_since_its_last_goo
     w.sync_now().expect("the new segment syncs");
     assert_eq!(segment_files(&dir.0).len(), 2);
     assert!(e.stats().wal_write_errors >= 1);
+}
+
+/// One-span traces with a 1 KiB attribute each, `n` per request, trace IDs from `first`.
+fn padded_req(first: u64, n: u64) -> Vec<u8> {
+    let b = T0 - 5 * SEC;
+    let pad = "p".repeat(1024);
+    let spans = (first..first + n)
+        .map(|t| {
+            let mut s = span(t, t, 0, b, b + MS);
+            s.attributes.push(kv("pad", &pad));
+            s
+        })
+        .collect();
+    req(spans)
+}
+
+#[test]
+fn replaying_a_log_four_times_the_bound_keeps_to_the_bound() {
+    use crate::testutil::counting::{alloc_live, alloc_peak, alloc_peak_reset};
+    let dir = TempDir::new("replay-bound");
+    let held = |bound: i64| Config {
+        quiet_period_ns: 3600 * SEC as i64,
+        idle_timeout_ns: 3600 * SEC as i64,
+        max_age_ns: 7200 * SEC as i64,
+        max_buffered_bytes: bound,
+        max_buffered_spans: 10_000_000,
+        wal_sync: SyncMode::None,
+        ..cfg(&dir.0)
+    };
+    // A run that buffered ~28 MiB of spans and crashed with none of it delivered.
+    let (batches, per) = (400u64, 64u64);
+    {
+        let mut c = held(64 << 20);
+        c.wal_max_bytes = 32 << 20;
+        let e = Engine::new(c).unwrap();
+        e.recover(T0);
+        for i in 0..batches {
+            e.ingest(&padded_req(1 + i * per, per), T0).unwrap();
+        }
+        assert_eq!(e.stats().buffered_spans, batches * per);
+        assert!(e.stats().wal_bytes > 27 << 20, "{}", e.stats().wal_bytes);
+    }
+    // The restart, with an 8 MiB bound: the log holds four times what the engine may.
+    let bound = 8i64 << 20;
+    let mut c = held(bound);
+    c.wal_max_bytes = bound;
+    let e = Engine::new(c).unwrap();
+    let base = alloc_live();
+    alloc_peak_reset();
+    let (mut steps, mut out_spans, mut peak_accounted) = (0, 0u64, 0u64);
+    let rep = loop {
+        let rep = e.recover(T0 + SEC);
+        steps += 1;
+        peak_accounted = peak_accounted.max(e.stats().memory_total_bytes);
+        if !rep.more {
+            break rep;
+        }
+        while let Some(r) = e.drain(256) {
+            out_spans += r.spans;
+            assert!(e.delivered(r.token));
+        }
+    };
+    let peak = alloc_peak() - base;
+    eprintln!("replay in {steps} steps: peak allocated {} KiB, peak accounted {} KiB (bound {} KiB)", peak >> 10, peak_accounted >> 10, bound >> 10);
+    assert_eq!(rep.spans, batches * per, "{rep:?}");
+    assert_eq!(rep.traces, batches * per, "{rep:?}");
+    assert!(steps > 2, "the replay paused for drains: {steps} steps");
+    // What the engine holds: a full buffer and a full backlog at most (plus a batch).
+    assert!(peak_accounted <= 2 * bound as u64 + (1 << 20), "accounted {peak_accounted} bytes, bound {bound}");
+    // Everything Rust allocated during the replay (the engine, the segment read, the keys).
+    assert!(peak <= 2 * bound + (4 << 20), "replay allocated {peak} bytes at its peak, bound {bound}");
+    // Every replayed span leaves once: early (memory_pressure) during the replay, or now.
+    e.shutdown(T0 + 2 * SEC);
+    while let Some(r) = e.drain(256) {
+        out_spans += r.spans;
+        assert!(e.delivered(r.token));
+    }
+    assert_eq!(out_spans, batches * per);
+}
+
+#[test]
+fn a_log_with_empty_segments_replays_what_the_others_hold() {
+    let dir = TempDir::new("empty-segments");
+    {
+        let e = Engine::new(cfg(&dir.0)).unwrap();
+        e.recover(T0);
+        e.ingest(&req(children(0xA)), T0).unwrap();
+    }
+    // Two starts that log nothing: each leaves an empty segment behind the first.
+    for _ in 0..2 {
+        let e = Engine::new(cfg(&dir.0)).unwrap();
+        let _ = e.recover(T0);
+    }
+    let e = Engine::new(cfg(&dir.0)).unwrap();
+    let rep = e.recover(T0);
+    assert_eq!((rep.spans, rep.traces, rep.more), (2, 1, false), "{rep:?}");
 }

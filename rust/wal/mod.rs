@@ -68,6 +68,10 @@ pub struct WalConfig {
     pub sync: SyncMode,
     pub sync_interval: Duration,
     pub max_bytes: u64,
+    /// Batches holding a stamp whose wall time is past this are not replayed (counted as
+    /// corrupt, with a problem line): a damaged or planted stamp must not push the clock far
+    /// ahead. `u64::MAX`: no limit.
+    pub stamp_limit: u64,
 }
 
 /// Why a record could not be appended.
@@ -170,6 +174,8 @@ struct Track {
     pending: HashMap<u64, Vec<Key>>,
     next_token: u64,
     pending_keys: u64,
+    /// Segments past this position are not replayed yet: they are never deleted.
+    replayed_to: u64,
 }
 
 impl Track {
@@ -243,11 +249,11 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// One batch record found at start, to replay.
-pub struct ReplayBatch {
+/// One batch record to replay: borrowed from the segment being replayed (never copied).
+pub struct ReplayBatch<'a> {
     pub pos: u64,
     pub stamps: Vec<SpanStamp>,
-    pub data: Vec<u8>,
+    pub data: &'a [u8],
     /// Trace IDs (0: spans not assembled) whose spans of this batch were delivered.
     pub delivered: HashSet<u128>,
     /// Trace IDs whose spans of this batch were handed out for sending and not acknowledged:
@@ -255,15 +261,126 @@ pub struct ReplayBatch {
     pub in_flight: HashSet<u128>,
 }
 
-/// What opening the log found.
+/// What opening the log found: the counts of a first pass over every segment (which reads
+/// only the keys of delivered and drained records and the highest stamp), and the batches
+/// to replay, read one segment at a time.
 #[derive(Default)]
 pub struct Opened {
-    pub batches: Vec<ReplayBatch>,
     pub records: u64,
     pub corrupt_records: u64,
     pub torn_records: u64,
     /// One line per problem: the file, the byte range, what was skipped.
     pub problems: Vec<String>,
+    /// The highest stamp logged (the clock starts above it).
+    pub top_stamp: Option<(u64, u32)>,
+    pub replay: Replayer,
+}
+
+/// The batches of the log, read back one segment at a time: only the segment being
+/// replayed is in memory, with the keys of delivered and drained records that the batches
+/// not replayed yet still need.
+#[derive(Default)]
+pub struct Replayer {
+    dir: PathBuf,
+    /// Segments not replayed yet: (position of the first byte, base in the file name).
+    todo: VecDeque<(u64, u64)>,
+    delivered: HashMap<u64, HashSet<u128>>,
+    drained: HashMap<u64, HashSet<u128>>,
+    /// Keys in `delivered` and `drained`.
+    keys: u64,
+    current: Option<Loaded>,
+    /// Segments that could be read at open and not at replay.
+    pub problems: Vec<String>,
+    /// The log's key (`None`: a log of the previous format only).
+    key: Option<LogKey>,
+    /// Positions of batches not to replay (a stamp past [`WalConfig::stamp_limit`]).
+    skip: HashSet<u64>,
+}
+
+/// The segment being replayed: its bytes and where its records are.
+struct Loaded {
+    base: u64,
+    buf: Vec<u8>,
+    /// (offset, body start, body length) of each valid record.
+    recs: Vec<(u64, usize, usize)>,
+    next: usize,
+}
+
+/// Reads a segment file: its bytes, where its valid records are (checked with `key`, or the
+/// previous format's check below the position it keys from), and its damage.
+fn read_records(path: &Path, key: Option<&LogKey>, base: u64) -> io::Result<(Vec<u8>, Vec<(u64, usize, usize)>, record::Damage)> {
+    let buf = fs::read(path)?;
+    let check = key.map_or(record::Check::Legacy, |k| k.check_for(base));
+    let (recs, damage) = record::read_segment(&buf, check);
+    let at = buf.as_ptr() as usize;
+    let recs = recs.into_iter().map(|(off, body)| (off, body.as_ptr() as usize - at, body.len())).collect();
+    Ok((buf, recs, damage))
+}
+
+impl Replayer {
+    /// The next batch record in log order, `None` once every segment was replayed. Delivered
+    /// batches are returned too (the caller scans them and finds nothing to keep): whether
+    /// every key of a batch was delivered is known only from its spans.
+    pub fn next_batch(&mut self) -> Option<ReplayBatch<'_>> {
+        // Find the next batch record first, then borrow it.
+        let (pos, start, len, delivered, in_flight) = loop {
+            if self.current.as_ref().is_some_and(|c| c.next >= c.recs.len()) {
+                self.current = None;
+            }
+            if self.current.is_none() {
+                let (base, name) = self.todo.pop_front()?;
+                let path = Segment::path(&self.dir, name);
+                match read_records(&path, self.key.as_ref(), base) {
+                    // Checked for records at the top (a segment may hold none).
+                    Ok((buf, recs, _)) => self.current = Some(Loaded { base, buf, recs, next: 0 }),
+                    Err(e) => self.problems.push(format!("write-ahead log segment {} cannot be read again to replay it: {e}", path.display())),
+                }
+                continue;
+            }
+            let c = self.current.as_mut()?;
+            let (off, start, len) = c.recs[c.next];
+            c.next += 1;
+            if c.buf.get(start) != Some(&record::KIND_BATCH) {
+                continue;
+            }
+            let pos = c.base + off;
+            if self.skip.contains(&pos) {
+                continue;
+            }
+            let delivered = self.delivered.remove(&pos).unwrap_or_default();
+            let in_flight: HashSet<u128> = match self.drained.remove(&pos) {
+                Some(d) => {
+                    self.keys = self.keys.saturating_sub(d.len() as u64);
+                    d.difference(&delivered).copied().collect()
+                }
+                None => HashSet::new(),
+            };
+            self.keys = self.keys.saturating_sub(delivered.len() as u64);
+            break (pos, start, len, delivered, in_flight);
+        };
+        let c = self.current.as_ref()?;
+        match record::decode_body(&c.buf[start..start + len]) {
+            Some(Body::Batch { stamps, data }) => Some(ReplayBatch { pos, stamps, data, delivered, in_flight }),
+            // Checked when the segment was read: cannot happen.
+            _ => None,
+        }
+    }
+
+    /// Every segment that ends at or before this position was replayed.
+    pub fn replayed_to(&self) -> u64 {
+        match (&self.current, self.todo.front()) {
+            (Some(c), _) => c.base,
+            (None, Some(&(base, _))) => base,
+            (None, None) => u64::MAX,
+        }
+    }
+
+    /// Bytes held: the segment being replayed and the keys batches still to replay need
+    /// (estimated per entry: set slot with slack, map entry).
+    pub fn memory_bytes(&self) -> u64 {
+        let seg = self.current.as_ref().map_or(0, |c| c.buf.capacity() + c.recs.capacity() * 24) as u64;
+        seg + self.keys * 40 + (self.delivered.len() + self.drained.len()) as u64 * 96
+    }
 }
 
 /// Creates the log's directory (0700, and any missing parent) or checks the one there:
@@ -288,6 +405,11 @@ fn private_dir(dir: &Path) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// The wall clock, ns since the Unix epoch.
+pub fn wall_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
 }
 
 fn fsync_dir(dir: &Path) -> io::Result<()> {
@@ -334,16 +456,17 @@ impl Wal {
         let found = LogKey::load(&dir).map_err(|e| format!("wal.directory {d}: {e}; remove the directory's files to start a new log"))?;
         let mut opened = Opened::default();
         let mut segments = VecDeque::new();
-        let mut delivered: HashMap<u64, HashSet<u128>> = HashMap::new();
-        let mut drained: HashMap<u64, HashSet<u128>> = HashMap::new();
+        let mut replay = Replayer { dir: dir.clone(), key: found, ..Replayer::default() };
         let mut end = 0u64;
-        for (i, &base) in bases.iter().enumerate() {
-            let path = Segment::path(&dir, base);
-            let buf = fs::read(&path).map_err(|e| format!("wal.directory: segment {} cannot be read: {e}", path.display()))?;
+        // First pass: the keys of delivered and drained records, the highest stamp and the
+        // damage, one segment in memory at a time. The batches are read again, one segment
+        // at a time, when they are replayed.
+        for (i, &name) in bases.iter().enumerate() {
+            let path = Segment::path(&dir, name);
             // Segments never overlap; a base below the previous end means a damaged name.
-            let base = base.max(end);
-            let check = found.as_ref().map_or(record::Check::Legacy, |k| k.check_for(base));
-            let (recs, damage) = record::read_segment(&buf, check);
+            let base = name.max(end);
+            let (buf, recs, damage) = read_records(&path, found.as_ref(), base)
+                .map_err(|e| format!("wal.directory: segment {} cannot be read: {e}", path.display()))?;
             for r in &damage.corrupt {
                 opened.corrupt_records += 1;
                 opened.problems.push(format!(
@@ -364,36 +487,41 @@ impl Wal {
                     if last { "a write cut short by a crash" } else { "damage" }
                 ));
             }
-            for (off, body) in recs {
+            for &(off, start, len) in &recs {
                 opened.records += 1;
-                match record::decode_body(body) {
-                    Some(Body::Batch { stamps, data }) => opened.batches.push(ReplayBatch {
-                        pos: base + off,
-                        stamps,
-                        data: data.to_vec(),
-                        delivered: HashSet::new(),
-                        in_flight: HashSet::new(),
-                    }),
+                match record::decode_body(&buf[start..start + len]) {
+                    Some(Body::Batch { stamps, .. }) => {
+                        let Some(top) = stamps.iter().map(|s| (s.wall, s.logical)).max() else { continue };
+                        if top.0 > cfg.stamp_limit {
+                            replay.skip.insert(base + off);
+                            opened.corrupt_records += 1;
+                            opened.problems.push(format!(
+                                "write-ahead log record at position {}: a stamp {} s ahead of the wall clock (more than hlc.max_offset + 24 h); \
+                                 not replayed, so that the clock does not stamp far in the future (check the host clock)",
+                                base + off,
+                                top.0.saturating_sub(wall_now()) / 1_000_000_000
+                            ));
+                            continue;
+                        }
+                        opened.top_stamp = opened.top_stamp.max(Some(top));
+                    }
                     Some(Body::Keys { kind, keys }) => {
-                        let into = if kind == KIND_DELIVERED { &mut delivered } else { &mut drained };
+                        let into = if kind == KIND_DELIVERED { &mut replay.delivered } else { &mut replay.drained };
                         for (pos, id) in keys {
-                            into.entry(pos).or_default().insert(id);
+                            if into.entry(pos).or_default().insert(id) {
+                                replay.keys += 1;
+                            }
                         }
                     }
                     None => {}
                 }
             }
+            replay.todo.push_back((base, name));
             segments.push_back(Segment { base, len: buf.len() as u64 });
             end = base + buf.len() as u64;
         }
-        for b in opened.batches.iter_mut() {
-            if let Some(d) = delivered.remove(&b.pos) {
-                b.delivered = d;
-            }
-            if let Some(d) = drained.remove(&b.pos) {
-                b.in_flight = d.difference(&b.delivered).copied().collect();
-            }
-        }
+        let replay_floor = replay.replayed_to();
+        opened.replay = replay;
         let disk: u64 = segments.iter().map(|s| s.len).sum();
         let segment_bytes = (cfg.max_bytes / 16).clamp(MIN_SEGMENT_BYTES, MAX_SEGMENT_BYTES);
         // New records go to a new segment: a torn tail is never appended to. An empty last
@@ -415,7 +543,7 @@ impl Wal {
             commit: Mutex::new(Commit { synced: end, ..Commit::default() }),
             commit_cv: Condvar::new(),
             sync_lock: Mutex::new(()),
-            track: Mutex::new(Track { segments, ..Track::default() }),
+            track: Mutex::new(Track { segments, replayed_to: replay_floor, ..Track::default() }),
             track_mem: AtomicU64::new(0),
             disk_bytes: AtomicU64::new(disk),
             c: WalCounters::default(),
@@ -718,6 +846,12 @@ impl Wal {
         self.wait_durable(pos)
     }
 
+    /// Records how far replay got ([`Replayer::replayed_to`]): segments before it may be
+    /// deleted once delivered; those after it not yet.
+    pub fn replayed_to(&self, pos: u64) {
+        self.track().replayed_to = pos;
+    }
+
     /// Registers a replayed batch: `keys` of it are still undelivered.
     pub fn register(&self, pos: u64, keys: u32) {
         if keys > 0 {
@@ -787,7 +921,7 @@ impl Wal {
             while t.segments.len() > 1 {
                 let s = &t.segments[0];
                 let (base, len) = (s.base, s.len);
-                if t.outstanding.range(base..base + len).next().is_some() {
+                if base + len > t.replayed_to || t.outstanding.range(base..base + len).next().is_some() {
                     break;
                 }
                 t.segments.pop_front();
@@ -855,9 +989,10 @@ impl Drop for Wal {
             }
         }
         let _ = self.sync_now();
-        // A log with nothing undelivered left is removed down to one empty segment.
+        // A log with nothing undelivered left is removed down to one empty segment (not when
+        // the replay did not finish: what it did not reach is not registered).
         let t = self.track();
-        if t.outstanding.is_empty() && t.pending.is_empty() {
+        if t.outstanding.is_empty() && t.pending.is_empty() && t.replayed_to == u64::MAX {
             let current = lock(&self.w).base;
             for s in t.segments.iter().filter(|s| s.base != current) {
                 let _ = fs::remove_file(Segment::path(&self.cfg.directory, s.base));

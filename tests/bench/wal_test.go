@@ -17,8 +17,8 @@ import (
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 
-	tc "github.com/traceconsistency/traceconsistencyprocessor"
 	"github.com/traceconsistency/traceconsistency/tests/tracegen"
+	tc "github.com/traceconsistency/traceconsistencyprocessor"
 )
 
 // The write-ahead log's cost: the same workload through our processor with wal.directory
@@ -250,4 +250,3 @@ func printWAL(w io.Writer) {
 			r.d.cpuUsPerSpan(), ratioStr(r.d.cpuUsPerSpan(), off.d.cpuUsPerSpan()), r.fsyncsPerSec, r.diskBytesPerSp, r.refusals)
 	}
 }
-

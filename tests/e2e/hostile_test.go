@@ -672,10 +672,12 @@ func procStatusKB(pid int, field string) (int64, error) {
 const mib = 1 << 20
 
 // TestEngineMemoryBoundHoldsRSS: with max_buffered_bytes 32 MiB and traces
-// that stay buffered (quiet_period and idle_timeout of minutes), 80,000
+// that stay buffered (quiet_period and idle_timeout of minutes), 40,000
 // one-span traces each under its own 8 KiB resource (and, second case, in
-// its own 8 KiB scope) grow the collector's RSS by at most 2 × 32 MiB +
-// memOverhead: the engine releases early (memory_pressure) and refuses
+// its own 8 KiB scope; third, 80,000 under their own resources) grow the
+// collector's RSS by at most 2 × 32 MiB + memLargeOverhead (it also logs the
+// growth outside the Go runtime against the engine's count): the engine
+// releases early (memory_pressure) and refuses
 // batches with 503 while released data fills the bound. With the earlier engine the
 // resource and scope entries were not counted and RSS grew by ~700 MiB.
 // Every acknowledged span must arrive in the output (503 answers are
@@ -686,14 +688,34 @@ const mib = 1 << 20
 func TestEngineMemoryBoundHoldsRSS(t *testing.T) {
 	requireProcessor(t)
 	for _, tc := range []struct {
-		name  string
-		shape memShape
-	}{{"tiny", shapeTiny}, {"resources", shapeResources}, {"scopes", shapeScopes}} {
-		t.Run(tc.name, func(t *testing.T) { runMemoryBound(t, tc.shape) })
+		name   string
+		shape  memShape
+		traces int
+	}{{"tiny", shapeTiny, memTraces}, {"resources", shapeResources, memTraces}, {"scopes", shapeScopes, memTraces},
+		{"resources_80k", shapeResources, 2 * memTraces}} {
+		t.Run(tc.name, func(t *testing.T) { runMemoryBound(t, tc.shape, tc.traces) })
 	}
 }
 
-func runMemoryBound(t *testing.T, shape memShape) {
+// memNativeFactor and memNativeSlack: what the process should hold outside the
+// Go runtime at most, against the engine's own count: RSS growth minus the Go
+// runtime's growth within memNativeFactor × engine memory + memNativeSlack.
+// The replay test asserts it (against 2 × the bound); here it is logged at its
+// worst sample (scrape, then RSS), not asserted: with 8 KiB resources or
+// scopes it still reaches ~2 × the engine's count at the engine's peak
+// (BENCHMARKS.md, "The allocator").
+const (
+	memNativeFactor = 1.25
+	memNativeSlack  = 16 << 20
+)
+
+// memLargeOverhead is the overhead allowed over 2 × memBound for the shapes
+// with 8 KiB resources or scopes: with jemalloc as the engine's allocator
+// growth measured 76-84 MiB in all (the 80,000-trace case included); with
+// glibc's malloc and malloc_trim 103-125 MiB.
+const memLargeOverhead = 32 << 20
+
+func runMemoryBound(t *testing.T, shape memShape, memTraces int) {
 	c, url := startHTTPCollector(t, nil,
 		fmt.Sprintf("max_buffered_bytes: %d", memBound),
 		"max_buffered_spans: 10000000",
@@ -740,7 +762,15 @@ func runMemoryBound(t *testing.T, shape memShape) {
 
 	// For the log: the engine's own count and the Go runtime's, at their
 	// peaks (the collector's metrics, scraped while sending).
-	var peakEngine, peakHeap, peakGoSys atomic.Int64
+	// The native share: RSS growth minus the Go runtime's growth, against the
+	// engine's count, from one scrape and the RSS read right after it.
+	m0, err := c.ScrapeMetrics()
+	if err != nil {
+		t.Fatal(err)
+	}
+	goSysBase := int64(m0.Sum("otelcol_process_runtime_total_sys_memory_bytes"))
+	var peakEngine, peakHeap, peakGoSys, worstNative, worstNativeEngine, worstExcess atomic.Int64
+	worstExcess.Store(math.MinInt64)
 	scrapeDone := make(chan struct{})
 	go func() {
 		defer close(scrapeDone)
@@ -756,6 +786,15 @@ func runMemoryBound(t *testing.T, shape memShape) {
 					{&peakGoSys, "otelcol_process_runtime_total_sys_memory_bytes"}} {
 					if v := int64(m.Sum(p.name)); v > p.v.Load() {
 						p.v.Store(v)
+					}
+				}
+				if rss, err := procStatusKB(pid, "VmRSS"); err == nil {
+					engine := int64(m.Sum("otelcol_processor_traceconsistency_memory"))
+					native := (rss - base) - (int64(m.Sum("otelcol_process_runtime_total_sys_memory_bytes")) - goSysBase)
+					if excess := native - int64(memNativeFactor*float64(engine)); excess > worstExcess.Load() {
+						worstExcess.Store(excess)
+						worstNative.Store(native)
+						worstNativeEngine.Store(engine)
 					}
 				}
 			}
@@ -788,6 +827,7 @@ func runMemoryBound(t *testing.T, shape memShape) {
 	}
 	sendTime := time.Since(t0)
 	time.Sleep(200 * time.Millisecond)
+
 	close(stopPoll)
 	<-pollDone
 	<-scrapeDone
@@ -836,7 +876,7 @@ func runMemoryBound(t *testing.T, shape memShape) {
 		}
 	}
 
-	limit := int64(2*memBound + memOverhead)
+	limit := int64(2*memBound + memLargeOverhead)
 	if shape == shapeTiny {
 		limit = memOverhead
 	}
@@ -844,9 +884,11 @@ func runMemoryBound(t *testing.T, shape memShape) {
 		acked, float64(sentBytes)/1e6, sendTime.Round(time.Millisecond), throttled, throttledBatches,
 		base/mib, max(polled, hwm)/mib, polled/mib, hwm/mib, growth/mib, limit/mib,
 		peakEngine.Load()/mib, peakHeap.Load()/mib, peakGoSys.Load()/mib, lost, dup, other)
+	t.Logf("RSS growth minus the Go runtime's growth at its worst sample: %d MiB with engine memory %d MiB (target %.2f × engine + %d MiB)",
+		worstNative.Load()/mib, worstNativeEngine.Load()/mib, memNativeFactor, memNativeSlack/mib)
 	if growth > limit {
-		t.Errorf("RSS grew by %d MiB, more than %d MiB (2 × max_buffered_bytes %d MiB + overhead %d MiB)",
-			growth/mib, limit/mib, memBound/mib, memOverhead/mib)
+		t.Errorf("RSS grew by %d MiB, more than %d MiB (2 × max_buffered_bytes %d MiB + overhead)",
+			growth/mib, limit/mib, memBound/mib)
 	}
 	if lost > 0 {
 		t.Errorf("%d of %d acknowledged spans are missing from the output", lost, acked)
@@ -917,5 +959,114 @@ func TestHandEncodedOTLPDecodes(t *testing.T) {
 	}
 	if want := []string{"01", "02", "03"}; !slices.Equal(got, want) {
 		t.Errorf("scanner saw %q, want %q", got, want)
+	}
+}
+
+// walBytes is the size of the log's segment files in dir.
+func walBytes(t *testing.T, dir string) int64 {
+	t.Helper()
+	var n int64
+	for _, p := range walSegments(t, dir) {
+		if info, err := os.Stat(p); err == nil {
+			n += info.Size()
+		}
+	}
+	return n
+}
+
+// TestReplayOfAFullLogHoldsRSS: a gateway buffering ~48 MiB of one-span traces under
+// their own 8 KiB resources (max_buffered_bytes and wal.max_bytes 64 MiB) is
+// killed with SIGKILL; it restarts with max_buffered_bytes and wal.max_bytes 8 MiB, so
+// the log holds more than the engine may. Replay reads one segment at a time and
+// pauses for drains when released data fills the bound: the restarted process's peak
+// RSS, less the Go runtime's growth, stays within memNativeFactor × 2 × 8 MiB +
+// memNativeSlack of an identical start with an empty log.
+// Replay used to copy every batch of the log and bypass the bound. Every acknowledged
+// span is in the output of one run or the other.
+func TestReplayOfAFullLogHoldsRSS(t *testing.T) {
+	requireProcessor(t)
+	walDir := filepath.Join(t.TempDir(), "wal")
+	const traces = 6_000
+	knobs := func(bound int, dir string) []string {
+		return []string{fmt.Sprintf("max_buffered_bytes: %d", bound), "max_buffered_spans: 10000000",
+			"quiet_period: 5m", "idle_timeout: 5m", "max_age: 10m", "max_release_batch_spans: 256", NoRestartWait,
+			fmt.Sprintf("wal: {directory: %s, sync: none, max_bytes: %d}", dir, bound)}
+	}
+	pad := bytes.Repeat([]byte("x"), memPad)
+	c1, url := startHTTPCollector(t, nil, knobs(64<<20, walDir)...)
+	deadline := time.Now().Add(60 * time.Second)
+	for first := 0; first < traces; first += memBatch {
+		if _, err := postWithRetry(url, memRequest(shapeResources, first, memBatch, pad), deadline); err != nil {
+			t.Fatalf("request of traces %d..%d: %v", first, first+memBatch, err)
+		}
+	}
+	logged := walBytes(t, walDir)
+	kill9(c1)
+	if logged < 40<<20 {
+		t.Fatalf("the log holds %d MiB, want 40 MiB or more", logged/mib)
+	}
+
+	// The same start with an empty log: the reference peak.
+	const bound = 8 << 20
+	goSys := func(c *Collector) int64 {
+		m, err := c.ScrapeMetrics()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return int64(m.Sum("otelcol_process_runtime_total_sys_memory_bytes"))
+	}
+	c0, _ := startHTTPCollector(t, nil, knobs(bound, filepath.Join(t.TempDir(), "empty-wal"))...)
+	time.Sleep(500 * time.Millisecond)
+	ref, err := procStatusKB(c0.cmd.Process.Pid, "VmHWM")
+	if err != nil {
+		t.Fatal(err)
+	}
+	refGo := goSys(c0)
+	if err := c0.Stop(); err != nil {
+		t.Errorf("stop: %v", err)
+	}
+
+	c2, _ := startHTTPCollector(t, nil, knobs(bound, walDir)...)
+	m := c2.WaitForMetrics(30*time.Second, "the replay counted", func(m Metrics) bool { return m.Has(metricWALSpansReplayed) })
+	time.Sleep(500 * time.Millisecond)
+	hwm, err := procStatusKB(c2.cmd.Process.Pid, "VmHWM")
+	if err != nil {
+		t.Fatal(err)
+	}
+	replayed := m.Sum(metricWALSpansReplayed)
+	goGrowth := goSys(c2) - refGo
+	if err := c2.Stop(); err != nil {
+		t.Errorf("stop: %v", err)
+	}
+	// Outside the Go runtime (whose growth is the releases passed on during the replay),
+	// the engine may hold a full buffer and a full backlog: 2 × bound.
+	native := hwm - ref - goGrowth
+	limit := int64(memNativeFactor*2*bound) + memNativeSlack
+	t.Logf("log of %d MiB replayed (%.0f spans) under max_buffered_bytes %d MiB: peak RSS %d MiB, %d MiB with an empty log; Go runtime +%d MiB; the rest +%d MiB, limit %d MiB",
+		logged/mib, replayed, bound/mib, hwm/mib, ref/mib, goGrowth/mib, native/mib, limit/mib)
+	if native > limit {
+		t.Errorf("replay grew the peak RSS outside the Go runtime by %d MiB, more than %d MiB (%.2f × 2 × max_buffered_bytes + %d MiB)",
+			native/mib, limit/mib, memNativeFactor, memNativeSlack/mib)
+	}
+
+	seen := make([]uint8, traces)
+	for _, c := range []*Collector{c1, c2} {
+		sc := &outputScanner{path: c.OutputPath}
+		if err := sc.poll("spanId", func(v []byte, _ time.Time) {
+			if id, err := strconv.ParseUint(string(v), 16, 64); err == nil && id >= 1 && id <= traces {
+				seen[id-1] = 1
+			}
+		}); err != nil {
+			t.Fatalf("reading output: %v", err)
+		}
+	}
+	lost := 0
+	for i := range seen {
+		if seen[i] == 0 {
+			lost++
+		}
+	}
+	if lost > 0 {
+		t.Errorf("%d of %d acknowledged spans are in neither run's output", lost, traces)
 	}
 }

@@ -341,7 +341,9 @@ func (g *Engine) Delivered(token uint64) {
 }
 
 // Recover replays the write-ahead log (once): call after New and before the first Ingest.
-// Without a log it reports nothing.
+// Without a log it reports nothing. The replay keeps to max_buffered_bytes: while the result
+// has More set, it paused because released data fills the bound; drain (Drain, DrainHandoff)
+// and call again.
 func (g *Engine) Recover(now time.Time) (Recovery, error) {
 	if g.ptr == nil {
 		return Recovery{}, errClosed
@@ -361,6 +363,7 @@ func (g *Engine) Recover(now time.Time) (Recovery, error) {
 		TornRecords:       uint64(r.torn_records),
 		RedeliveredSpans:  uint64(r.redelivered_spans),
 		UnreadableBatches: uint64(r.unreadable_batches),
+		More:              r.more != 0,
 		Problems:          C.GoString((*C.char)(unsafe.Pointer(&detail[0]))),
 	}, nil
 }

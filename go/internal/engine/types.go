@@ -251,6 +251,8 @@ type Recovery struct {
 	TornRecords       uint64
 	RedeliveredSpans  uint64
 	UnreadableBatches uint64
+	// More: the replay paused for drains; the counts are those so far.
+	More bool
 	// Problems describes the damage found, one line per problem, naming the file.
 	Problems string
 }
