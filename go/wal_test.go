@@ -278,7 +278,7 @@ func TestWALReplayLargerThanTheBoundPassesReleasesOnDuringStart(t *testing.T) {
 	for first := 0; first < traces; first += 100 {
 		h.consume(paddedTraces(first, 100))
 	}
-	require.Error(t, h.p.Shutdown(context.Background()))
+	require.NoError(t, h.p.Shutdown(context.Background()), "what shutdown could not deliver stays in the log")
 
 	h2 := newHarness(t, withWAL(dir, long, func(c *Config) { c.MaxBufferedBytes, c.WAL.MaxBytes = 8<<20, 8<<20 }))
 	during := spanCount(h2.sink.AllTraces())
