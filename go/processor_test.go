@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -651,16 +652,15 @@ func TestALateSpanCallerPassesOnNoMoreThanWasReadyWithItsBatch(t *testing.T) {
 
 func TestAnEngineDrainFailingWithAPanicDoesNotHoldBackWhatIsBehindIt(t *testing.T) {
 	h := newHarness(t, func(c *Config) { c.MaxReleaseBatchSpans = 3 })
-	failed := false
+	var failed atomic.Bool // senders drain in parallel
 	h.p.send.take = func(g *engine.Engine, maxSpans uint64) (*engine.Release, error) {
-		if !failed {
-			failed = true
+		if failed.CompareAndSwap(false, true) {
 			return nil, &engine.Error{Code: engine.CodePanic, Message: "internal error (panic): injected"}
 		}
 		return g.Drain(maxSpans)
 	}
 	h.consume(makeTraces(append(threeSpanTrace(1), threeSpanTrace(2)...)...))
 	h.tick(time.Second)
-	assert.True(t, failed)
+	assert.True(t, failed.Load())
 	assert.Equal(t, 6, spanCount(h.sink.AllTraces()), "the drain goes on after the failed one")
 }
