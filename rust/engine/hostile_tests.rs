@@ -176,5 +176,8 @@ fn accounted_memory_covers_what_the_engine_allocates() {
         }
     }
     eprintln!("allocated beyond the count at worst: {} KiB with {} KiB accounted; {out} spans out", worst >> 10, at_accounted >> 10);
-    assert!(worst <= (at_accounted / 4) as i64 + (1 << 20), "{} KiB allocated beyond {} KiB accounted", worst >> 10, at_accounted >> 10);
+    // The slack covers transients the count does not follow: while a shard's table grows,
+    // the old one and its doubled successor are both live (which shard grows when depends
+    // on the random hash keys).
+    assert!(worst <= (at_accounted / 4) as i64 + (4 << 20), "{} KiB allocated beyond {} KiB accounted", worst >> 10, at_accounted >> 10);
 }
