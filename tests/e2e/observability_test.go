@@ -104,6 +104,7 @@ var absentCounters = map[string]string{
 	names.MetricPrefix + "handoff_spans_received":    "needs spans handed off by a collector in the connector form",
 	names.MetricPrefix + "handoff_spans_merged":      "needs spans handed off by a collector in the connector form",
 	names.MetricPrefix + "handoff_traces_incomplete": "needs spans handed off by a collector in the connector form",
+	names.MetricPrefix + "handoff_spans_untrusted":   "needs spans carrying a hand-off marker without a valid proof; this test's clients write none",
 }
 
 // absentLabelValues are label matchers no client can provoke either: a dashboard
