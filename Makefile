@@ -5,7 +5,7 @@
 #               drift, prebuilt-library drift, a user's ocb build from the module cache, end to
 #               end against the built collector
 #   make bench  benchmarks (not part of make test); results go in BENCHMARKS.md
-#   make prebuilt  refresh go/lib/linux_amd64/libtraceconsistency.a (commit it after Rust changes)
+#   make prebuilt  refresh traceconsistencyprocessor/lib/linux_amd64/libtraceconsistency.a (commit it after Rust changes)
 #   make dist VERSION=vX.Y.Z  release artifacts in build/dist (module proxy tree, library, header)
 
 SHELL := /bin/bash
@@ -18,8 +18,8 @@ OTELCOL := build/otelcol/otelcol-traceconsistency
 RUST_SRCS := $(shell find rust -name '*.rs') Cargo.toml Cargo.lock build.rs cbindgen.toml
 # What the Go module ships: the header (so it builds from the module cache) and, per platform,
 # the prebuilt library in a module of its own. Both are committed.
-GO_HEADER := go/internal/engine/traceconsistency.h
-PREBUILT := go/lib/linux_amd64/libtraceconsistency.a
+GO_HEADER := traceconsistencyprocessor/internal/engine/traceconsistency.h
+PREBUILT := traceconsistencyprocessor/lib/linux_amd64/libtraceconsistency.a
 VERSION ?= v$(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
 
 # In this repository every Go build (go test, ocb via examples/builder-config.yaml, tests/)
@@ -95,15 +95,15 @@ test-c: $(LIB)
 	ASAN_OPTIONS=detect_leaks=1 ./build/abi_test_asan
 
 test-go: $(LIB)
-	cd go && CGO_ENABLED=1 $(GO) test -race -count=1 ./...
-	cd go && CGO_ENABLED=0 $(GO) build ./...
+	cd traceconsistencyprocessor && CGO_ENABLED=1 $(GO) test -race -count=1 ./...
+	cd traceconsistencyprocessor && CGO_ENABLED=0 $(GO) build ./...
 
-## mdatagen output committed in go/ must match what mdatagen generates now.
+## mdatagen output committed in traceconsistencyprocessor/ must match what mdatagen generates now.
 check-generated:
-	bash go/tools/check-generated.sh
+	bash traceconsistencyprocessor/tools/check-generated.sh
 
 ## Prometheus rules and Grafana dashboard (examples/observability): promtool check and unit
-## tests, threshold mutations, scrape config, metric names against go/metadata.yaml.
+## tests, threshold mutations, scrape config, metric names against traceconsistencyprocessor/metadata.yaml.
 ## Installs Debian's prometheus package (promtool, and prometheus for the end-to-end test in
 ## tests/e2e/observability_test.go, run by test-e2e) when either is missing.
 test-observability:

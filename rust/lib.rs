@@ -1,5 +1,5 @@
 //! traceconsistency: tail assembly, hybrid logical clock stamping and consistency checks for
-//! OTLP traces, behind a C ABI (see `ffi`) for the OpenTelemetry Collector component in `go/`.
+//! OTLP traces, behind a C ABI (see `ffi`) for the OpenTelemetry Collector component in `traceconsistencyprocessor/`.
 //!
 //! Layers, bottom up:
 //! - [`wire`]: just enough protobuf to scan and splice OTLP bytes without decoding, and

@@ -5,7 +5,7 @@
 # Assumes the Rust static library is already built (cargo build --release in
 # the repo root): with the manifest's build tag tc_from_source the
 # traceconsistency processor links it through cgo (without the tag it links
-# the prebuilt go/lib/linux_amd64/libtraceconsistency.a instead).
+# the prebuilt traceconsistencyprocessor/lib/linux_amd64/libtraceconsistency.a instead).
 # Safe to run again: ocb regenerates the sources, go reuses its build cache.
 #
 # Environment:
@@ -43,11 +43,11 @@ LIB="target/release/libtraceconsistency.a"
 
 # Our processor (if enabled in the manifest) links a Rust static library via
 # cgo: with the build tag tc_from_source (examples/builder-config.yaml sets it)
-# $LIB built from this clone, else the prebuilt go/lib/linux_amd64 one. Fail
+# $LIB built from this clone, else the prebuilt traceconsistencyprocessor/lib/linux_amd64 one. Fail
 # early with a clear message instead of a long link error.
-if grep -qE '^[[:space:]]*-[[:space:]]*gomod:[[:space:]]*github.com/traceconsistency/traceconsistencyprocessor' "$BUILDER_CONFIG"; then
-  [[ -f go/go.mod ]] || { echo "build-otelcol: go/go.mod missing (processor module)" >&2; exit 1; }
-  linked=go/lib/linux_amd64/libtraceconsistency.a
+if grep -qE '^[[:space:]]*-[[:space:]]*gomod:[[:space:]]*github.com/traceconsistency/traceconsistency/traceconsistencyprocessor' "$BUILDER_CONFIG"; then
+  [[ -f traceconsistencyprocessor/go.mod ]] || { echo "build-otelcol: traceconsistencyprocessor/go.mod missing (processor module)" >&2; exit 1; }
+  linked=traceconsistencyprocessor/lib/linux_amd64/libtraceconsistency.a
   if grep -qE '^[[:space:]]*build_tags:.*tc_from_source' "$BUILDER_CONFIG" || [[ "${GOFLAGS:-}" == *tc_from_source* ]]; then
     linked="$LIB"
     if [[ ! -f "$LIB" ]]; then
@@ -56,7 +56,7 @@ if grep -qE '^[[:space:]]*-[[:space:]]*gomod:[[:space:]]*github.com/traceconsist
     fi
   fi
   # Go's build cache hashes the files inside a package's directory (the C
-  # header go/internal/engine/traceconsistency.h included), not the files its
+  # header traceconsistencyprocessor/internal/engine/traceconsistency.h included), not the files its
   # #cgo LDFLAGS name elsewhere: the static library is read only by the final
   # link, so drop the binary when the library is newer and go build links
   # again (~5 s) instead of silently keeping a stale binary.

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Fails when what the Go module ships has drifted from the sources (part of `make test`):
-#   1. go/internal/engine/traceconsistency.h (the header the Go module carries, so that it
+#   1. traceconsistencyprocessor/internal/engine/traceconsistency.h (the header the Go module carries, so that it
 #      builds from the module cache) must equal include/traceconsistency.h;
-#   2. the prebuilt go/lib/linux_amd64/libtraceconsistency.a must have been built from the
+#   2. the prebuilt traceconsistencyprocessor/lib/linux_amd64/libtraceconsistency.a must have been built from the
 #      current Rust sources: the hash it reports (tc_source_hash, computed by build.rs) must
 #      equal the hash of the sources now (same recipe as build.rs, with coreutils);
 #   3. it must be stripped of debug information.
@@ -11,12 +11,12 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
-PREBUILT=go/lib/linux_amd64/libtraceconsistency.a
+PREBUILT=traceconsistencyprocessor/lib/linux_amd64/libtraceconsistency.a
 status=0
 
-if ! cmp -s include/traceconsistency.h go/internal/engine/traceconsistency.h; then
-  diff -u include/traceconsistency.h go/internal/engine/traceconsistency.h | head -20 >&2 || true
-  echo "check-prebuilt: go/internal/engine/traceconsistency.h differs from include/traceconsistency.h; run 'make header'" >&2
+if ! cmp -s include/traceconsistency.h traceconsistencyprocessor/internal/engine/traceconsistency.h; then
+  diff -u include/traceconsistency.h traceconsistencyprocessor/internal/engine/traceconsistency.h | head -20 >&2 || true
+  echo "check-prebuilt: traceconsistencyprocessor/internal/engine/traceconsistency.h differs from include/traceconsistency.h; run 'make header'" >&2
   status=1
 fi
 

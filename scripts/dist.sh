@@ -4,8 +4,8 @@
 # Writes into OUT (default build/dist):
 #   goproxy/                    a Go module proxy tree (GOPROXY=file://$OUT/goproxy reads it)
 #                               with every module of ours a user's ocb manifest needs:
-#                                 github.com/traceconsistency/traceconsistencyprocessor@VERSION
-#                                 github.com/traceconsistency/traceconsistencyprocessor/lib/linux_amd64@VERSION
+#                                 github.com/traceconsistency/traceconsistency/traceconsistencyprocessor@VERSION
+#                                 github.com/traceconsistency/traceconsistency/traceconsistencyprocessor/lib/linux_amd64@VERSION
 #                               (serve it over HTTP, or copy it onto a module proxy/Athens)
 #   lib/linux_amd64/libtraceconsistency.a   the library, stripped of debug information
 #   include/traceconsistency.h              its header
@@ -17,7 +17,7 @@
 #
 # Environment:
 #   DIST_LIB             library to ship (default: the committed prebuilt
-#                        go/lib/linux_amd64/libtraceconsistency.a, which must then be current:
+#                        traceconsistencyprocessor/lib/linux_amd64/libtraceconsistency.a, which must then be current:
 #                        scripts/check-prebuilt.sh runs first). scripts/test-module-cache.sh
 #                        passes a freshly stripped target/release build here.
 #   DIST_TIME            version time for the .info files (RFC 3339; default: HEAD's commit time)
@@ -34,20 +34,20 @@ OUT="${2:-build/dist}"
 }
 OUT="$(mkdir -p "$OUT" && cd "$OUT" && pwd)"
 
-MOD=github.com/traceconsistency/traceconsistencyprocessor
-PLATFORMS=(linux_amd64)  # a module go/lib/<platform> each
+MOD=github.com/traceconsistency/traceconsistency/traceconsistencyprocessor
+PLATFORMS=(linux_amd64)  # a module traceconsistencyprocessor/lib/<platform> each
 
 if [[ -z "${DIST_LIB:-}" ]]; then
   bash scripts/check-prebuilt.sh
-  DIST_LIB=go/lib/linux_amd64/libtraceconsistency.a
+  DIST_LIB=traceconsistencyprocessor/lib/linux_amd64/libtraceconsistency.a
 fi
 [[ -f "$DIST_LIB" ]] || { echo "dist: $DIST_LIB missing" >&2; exit 1; }
 if objdump -h "$DIST_LIB" | grep -qE '[[:space:]]\.debug_'; then
   echo "dist: $DIST_LIB carries debug information; strip it (strip --strip-debug)" >&2
   exit 1
 fi
-cmp -s include/traceconsistency.h go/internal/engine/traceconsistency.h || {
-  echo "dist: go/internal/engine/traceconsistency.h differs from include/traceconsistency.h; run 'make header'" >&2
+cmp -s include/traceconsistency.h traceconsistencyprocessor/internal/engine/traceconsistency.h || {
+  echo "dist: traceconsistencyprocessor/internal/engine/traceconsistency.h differs from include/traceconsistency.h; run 'make header'" >&2
   exit 1
 }
 DIST_TIME="${DIST_TIME:-$(git log -1 --format=%cI 2>/dev/null || date -u +%Y-%m-%dT%H:%M:%SZ)}"
@@ -65,12 +65,12 @@ stage_files() {
     | xargs -0 -r cp --parents -t "$stage"
 }
 
-stage_files go
+stage_files traceconsistencyprocessor
 # The platform modules are their own modules (modzip leaves nested modules out of the
 # processor's zip anyway); ship DIST_LIB as the linux/amd64 library.
-cp "$DIST_LIB" "$stage/go/lib/linux_amd64/libtraceconsistency.a"
+cp "$DIST_LIB" "$stage/traceconsistencyprocessor/lib/linux_amd64/libtraceconsistency.a"
 for p in "${PLATFORMS[@]}"; do
-  [[ -f "$stage/go/lib/$p/libtraceconsistency.a" ]] || { echo "dist: go/lib/$p has no library" >&2; exit 1; }
+  [[ -f "$stage/traceconsistencyprocessor/lib/$p/libtraceconsistency.a" ]] || { echo "dist: traceconsistencyprocessor/lib/$p has no library" >&2; exit 1; }
 done
 # The released go.mod: platform modules at this version, no replaces (a replace would be
 # ignored in a dependency anyway; leaving it out keeps the .mod honest).
@@ -78,18 +78,18 @@ edits=()
 for p in "${PLATFORMS[@]}"; do
   edits+=("-require=$MOD/lib/$p@$VERSION" "-dropreplace=$MOD/lib/$p")
 done
-(cd "$stage/go" && go mod edit "${edits[@]}")
-if grep -q '^replace\|^[[:space:]]*=>' "$stage/go/go.mod"; then
-  echo "dist: go/go.mod has replace directives a release cannot keep:" >&2
-  grep -n 'replace\|=>' "$stage/go/go.mod" >&2
+(cd "$stage/traceconsistencyprocessor" && go mod edit "${edits[@]}")
+if grep -q '^replace\|^[[:space:]]*=>' "$stage/traceconsistencyprocessor/go.mod"; then
+  echo "dist: traceconsistencyprocessor/go.mod has replace directives a release cannot keep:" >&2
+  grep -n 'replace\|=>' "$stage/traceconsistencyprocessor/go.mod" >&2
   exit 1
 fi
 
 modzip="$stage/modzip"
 (cd scripts/modzip && GOFLAGS=-buildvcs=false go build -o "$modzip" .)
-"$modzip" -dir "$stage/go" -version "$VERSION" -out "$OUT/goproxy" -time "$DIST_TIME"
+"$modzip" -dir "$stage/traceconsistencyprocessor" -version "$VERSION" -out "$OUT/goproxy" -time "$DIST_TIME"
 for p in "${PLATFORMS[@]}"; do
-  "$modzip" -dir "$stage/go/lib/$p" -version "$VERSION" -out "$OUT/goproxy" -time "$DIST_TIME"
+  "$modzip" -dir "$stage/traceconsistencyprocessor/lib/$p" -version "$VERSION" -out "$OUT/goproxy" -time "$DIST_TIME"
 done
 
 mkdir -p "$OUT/lib/linux_amd64" "$OUT/include"

@@ -25,7 +25,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 OCB_VERSION="${OCB_VERSION:-v0.165.0}"
 LIB=target/release/libtraceconsistency.a
-MOD=github.com/traceconsistency/traceconsistencyprocessor
+MOD=github.com/traceconsistency/traceconsistency/traceconsistencyprocessor
 # Collector modules of the test manifest: the versions our module is built against
 # (examples/builder-config.yaml, examples/VERSIONS.md).
 CORE=v0.165.0
@@ -55,7 +55,7 @@ trap cleanup EXIT
 
 # 1. The proxy tree.
 strip --strip-debug -o "$TMP/libtraceconsistency.a" "$LIB"
-content="$({ git ls-files -z --cached --others --exclude-standard -- go \
+content="$({ git ls-files -z --cached --others --exclude-standard -- traceconsistencyprocessor \
   | while IFS= read -r -d '' f; do [[ -f "$f" && "$f" != *.a ]] && printf '%s\0' "$f"; done \
   | xargs -0 sha256sum; sha256sum <"$TMP/libtraceconsistency.a"; } | sha256sum | cut -c1-12)"
 VERSION="v0.0.0-modcache.h$content"

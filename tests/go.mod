@@ -4,7 +4,7 @@ go 1.26.0
 
 require (
 	github.com/open-telemetry/opentelemetry-collector-contrib/processor/groupbytraceprocessor v0.165.1
-	github.com/traceconsistency/traceconsistencyprocessor v0.0.0-00010101000000-000000000000
+	github.com/traceconsistency/traceconsistency/traceconsistencyprocessor v0.0.0-00010101000000-000000000000
 	go.opentelemetry.io/collector/component v1.71.0
 	go.opentelemetry.io/collector/component/componenttest v0.165.0
 	go.opentelemetry.io/collector/consumer v1.71.0
@@ -59,9 +59,9 @@ require (
 	google.golang.org/protobuf v1.36.12
 )
 
-replace github.com/traceconsistency/traceconsistencyprocessor => ../go
+replace github.com/traceconsistency/traceconsistency/traceconsistencyprocessor => ../traceconsistencyprocessor
 
-replace github.com/traceconsistency/traceconsistencyprocessor/lib/linux_amd64 => ../go/lib/linux_amd64
+replace github.com/traceconsistency/traceconsistency/traceconsistencyprocessor/lib/linux_amd64 => ../traceconsistencyprocessor/lib/linux_amd64
 
 require (
 	github.com/go-viper/mapstructure/v2 v2.5.0 // indirect
@@ -71,7 +71,7 @@ require (
 	github.com/knadh/koanf/v2 v2.4.1 // indirect
 	github.com/mitchellh/copystructure v1.2.0 // indirect
 	github.com/mitchellh/reflectwalk v1.0.2 // indirect
-	github.com/traceconsistency/traceconsistencyprocessor/lib/linux_amd64 v0.1.0 // indirect
+	github.com/traceconsistency/traceconsistency/traceconsistencyprocessor/lib/linux_amd64 v0.1.0 // indirect
 	go.opentelemetry.io/collector/config/configopaque v1.71.0 // indirect
 	go.opentelemetry.io/collector/confmap v1.71.0 // indirect
 	go.opentelemetry.io/collector/connector v0.165.0 // indirect

@@ -1,4 +1,4 @@
-package traceconsistencyprocessor // import "github.com/traceconsistency/traceconsistencyprocessor"
+package traceconsistencyprocessor // import "github.com/traceconsistency/traceconsistency/traceconsistencyprocessor"
 
 import (
 	"errors"
@@ -11,7 +11,7 @@ import (
 	"go.opentelemetry.io/collector/config/configopaque"
 	"go.opentelemetry.io/collector/pipeline"
 
-	"github.com/traceconsistency/traceconsistencyprocessor/internal/engine"
+	"github.com/traceconsistency/traceconsistency/traceconsistencyprocessor/internal/engine"
 )
 
 // Config is the configuration of the traceconsistency processor. Knobs that the Rust engine

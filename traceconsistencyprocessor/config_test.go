@@ -12,8 +12,8 @@ import (
 	"go.opentelemetry.io/collector/confmap/confmaptest"
 	"go.opentelemetry.io/collector/pipeline"
 
-	"github.com/traceconsistency/traceconsistencyprocessor/internal/engine"
-	"github.com/traceconsistency/traceconsistencyprocessor/internal/metadata"
+	"github.com/traceconsistency/traceconsistency/traceconsistencyprocessor/internal/engine"
+	"github.com/traceconsistency/traceconsistency/traceconsistencyprocessor/internal/metadata"
 )
 
 func TestLoadConfig(t *testing.T) {

@@ -4,7 +4,7 @@
 // traces and releases each one whole as soon as it is complete, stamps every span with a
 // hybrid logical clock, and checks every trace for consistency. Its core is a Rust static
 // library reached through cgo (internal/engine).
-package traceconsistencyprocessor // import "github.com/traceconsistency/traceconsistencyprocessor"
+package traceconsistencyprocessor // import "github.com/traceconsistency/traceconsistency/traceconsistencyprocessor"
 
 import (
 	"time"
@@ -13,7 +13,7 @@ import (
 	"go.opentelemetry.io/collector/pipeline"
 	"go.opentelemetry.io/collector/processor"
 
-	"github.com/traceconsistency/traceconsistencyprocessor/internal/metadata"
+	"github.com/traceconsistency/traceconsistency/traceconsistencyprocessor/internal/metadata"
 )
 
 // Defaults (the Rust engine's tc_config_default agrees; a test checks it).

@@ -1,6 +1,6 @@
 //go:build cgo
 
-package traceconsistencyprocessor // import "github.com/traceconsistency/traceconsistencyprocessor"
+package traceconsistencyprocessor // import "github.com/traceconsistency/traceconsistency/traceconsistencyprocessor"
 
 import (
 	"context"

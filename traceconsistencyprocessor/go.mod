@@ -1,4 +1,4 @@
-module github.com/traceconsistency/traceconsistencyprocessor
+module github.com/traceconsistency/traceconsistency/traceconsistencyprocessor
 
 go 1.26.0
 
@@ -6,7 +6,7 @@ require (
 	github.com/open-telemetry/opentelemetry-collector-contrib/pkg/golden v0.165.1
 	github.com/open-telemetry/opentelemetry-collector-contrib/pkg/pdatatest v0.165.1
 	github.com/stretchr/testify v1.12.1
-	github.com/traceconsistency/traceconsistencyprocessor/lib/linux_amd64 v0.1.0
+	github.com/traceconsistency/traceconsistency/traceconsistencyprocessor/lib/linux_amd64 v0.1.0
 	go.opentelemetry.io/collector/component v1.71.0
 	go.opentelemetry.io/collector/component/componenttest v0.165.0
 	go.opentelemetry.io/collector/config/configopaque v1.71.0
@@ -70,4 +70,4 @@ require (
 // The prebuilt library for linux/amd64 is a module of its own (go/lib/linux_amd64), released
 // at the same version as this one; in this repository it comes from the working tree.
 // (A replace in a dependency's go.mod is ignored: users get the released version.)
-replace github.com/traceconsistency/traceconsistencyprocessor/lib/linux_amd64 => ./lib/linux_amd64
+replace github.com/traceconsistency/traceconsistency/traceconsistencyprocessor/lib/linux_amd64 => ./lib/linux_amd64

@@ -1,4 +1,4 @@
-package traceconsistencyprocessor // import "github.com/traceconsistency/traceconsistencyprocessor"
+package traceconsistencyprocessor // import "github.com/traceconsistency/traceconsistency/traceconsistencyprocessor"
 
 // Hand-off: traces that leave through a second output instead of being released, so that
 // the balancing tier routes them to the collector that owns their trace ID now (see
@@ -13,7 +13,7 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
 
-	"github.com/traceconsistency/traceconsistencyprocessor/internal/engine"
+	"github.com/traceconsistency/traceconsistency/traceconsistencyprocessor/internal/engine"
 )
 
 // Causes of a hand-off (the handoff metrics' cause attribute).

@@ -27,8 +27,8 @@ import (
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 	"go.uber.org/zap/zaptest"
 
-	"github.com/traceconsistency/traceconsistencyprocessor/internal/metadata"
-	"github.com/traceconsistency/traceconsistencyprocessor/internal/metadatatest"
+	"github.com/traceconsistency/traceconsistency/traceconsistencyprocessor/internal/metadata"
+	"github.com/traceconsistency/traceconsistency/traceconsistencyprocessor/internal/metadatatest"
 )
 
 var (

@@ -16,7 +16,7 @@ import (
 	"go.opentelemetry.io/collector/pdata/ptrace"
 	"go.uber.org/zap/zaptest"
 
-	"github.com/traceconsistency/traceconsistencyprocessor/internal/metadatatest"
+	"github.com/traceconsistency/traceconsistency/traceconsistencyprocessor/internal/metadatatest"
 )
 
 // t0 is the fake wall clock's start: every test sees the same times, so HLC stamps are

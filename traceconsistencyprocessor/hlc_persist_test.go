@@ -13,7 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.opentelemetry.io/collector/consumer/consumererror"
 
-	"github.com/traceconsistency/traceconsistencyprocessor/internal/engine"
+	"github.com/traceconsistency/traceconsistency/traceconsistencyprocessor/internal/engine"
 )
 
 func persistTo(path string) func(*Config) {

@@ -1,4 +1,4 @@
-package traceconsistencyprocessor // import "github.com/traceconsistency/traceconsistencyprocessor"
+package traceconsistencyprocessor // import "github.com/traceconsistency/traceconsistency/traceconsistencyprocessor"
 
 import (
 	"context"
@@ -12,7 +12,7 @@ import (
 	"go.opentelemetry.io/collector/consumer/consumererror"
 	"go.uber.org/zap"
 
-	"github.com/traceconsistency/traceconsistencyprocessor/internal/engine"
+	"github.com/traceconsistency/traceconsistency/traceconsistencyprocessor/internal/engine"
 )
 
 // output is one destination of what the engine drains — the next consumer (released

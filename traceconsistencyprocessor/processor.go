@@ -1,4 +1,4 @@
-package traceconsistencyprocessor // import "github.com/traceconsistency/traceconsistencyprocessor"
+package traceconsistencyprocessor // import "github.com/traceconsistency/traceconsistency/traceconsistencyprocessor"
 
 import (
 	"context"
@@ -17,8 +17,8 @@ import (
 	"go.opentelemetry.io/otel/metric"
 	"go.uber.org/zap"
 
-	"github.com/traceconsistency/traceconsistencyprocessor/internal/engine"
-	"github.com/traceconsistency/traceconsistencyprocessor/internal/metadata"
+	"github.com/traceconsistency/traceconsistency/traceconsistencyprocessor/internal/engine"
+	"github.com/traceconsistency/traceconsistency/traceconsistencyprocessor/internal/metadata"
 )
 
 // otherService is the service_name of findings once checks.max_service_names is reached.

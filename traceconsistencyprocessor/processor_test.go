@@ -22,8 +22,8 @@ import (
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata/metricdatatest"
 
-	"github.com/traceconsistency/traceconsistencyprocessor/internal/engine"
-	"github.com/traceconsistency/traceconsistencyprocessor/internal/metadatatest"
+	"github.com/traceconsistency/traceconsistency/traceconsistencyprocessor/internal/engine"
+	"github.com/traceconsistency/traceconsistency/traceconsistencyprocessor/internal/metadatatest"
 )
 
 var noTimes = metricdatatest.IgnoreTimestamp()

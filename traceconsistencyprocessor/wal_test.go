@@ -21,7 +21,7 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 
-	"github.com/traceconsistency/traceconsistencyprocessor/internal/metadatatest"
+	"github.com/traceconsistency/traceconsistency/traceconsistencyprocessor/internal/metadatatest"
 )
 
 func withWAL(dir string, more ...func(*Config)) func(*Config) {

@@ -6,7 +6,7 @@ Checks, with the Python 3.11 standard library only:
     (Prometheus), a `service_name` variable filled by label_values(), unique panel ids,
     every panel with a Prometheus query on the `${datasource}` data source;
   * every metric name in every dashboard query and every rule expression is either a
-    metric the collector exports (derived from go/metadata.yaml) or a recording rule of
+    metric the collector exports (derived from traceconsistencyprocessor/metadata.yaml) or a recording rule of
     rules.yaml; every label in a selector is an attribute of that metric, under the name
     it is exported with (`name_override`, e.g. handoff_cause as cause), or job, instance,
     le; label values of enum attributes (reason, policy, cause: per metric) and finding
@@ -18,7 +18,7 @@ Exported names. The collector serves its own metrics through its Prometheus read
 collector v0.155 (open-telemetry/opentelemetry-collector#15027) that reader defaults to
 without_type_suffix, without_units and without_scope_info also when the reader is
 configured explicitly (as in examples/collector.yaml). So the names are exactly
-`otelcol_` + the key in go/metadata.yaml: no `_total` on counters, no unit suffix
+`otelcol_` + the key in traceconsistencyprocessor/metadata.yaml: no `_total` on counters, no unit suffix
 (`_bytes`, `_seconds`, `_nanoseconds`); a histogram adds `_bucket`, `_sum` and `_count`.
 tests/e2e relies on the same names (e.g. ..._release_age_count), and so does
 scripts/bench-collector.sh (otelcol_receiver_accepted_spans).
@@ -33,7 +33,7 @@ import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.normpath(os.path.join(HERE, "..", ".."))
-METADATA = os.path.join(ROOT, "go", "metadata.yaml")
+METADATA = os.path.join(ROOT, "traceconsistencyprocessor", "metadata.yaml")
 README = os.path.join(ROOT, "README.md")
 RULES = os.path.join(HERE, "rules.yaml")
 RULES_TEST = os.path.join(HERE, "rules_test.yaml")
@@ -363,7 +363,7 @@ class Checker:
                         hint = f" (the collector exports it as {sel.name[: -len(suffix)]})"
                 self.errors.append(
                     f"{where}: metric {sel.name} is neither exported by the collector "
-                    f"(go/metadata.yaml) nor recorded in rules.yaml{hint}")
+                    f"(traceconsistencyprocessor/metadata.yaml) nor recorded in rules.yaml{hint}")
                 continue
             for label, op, value in sel.matchers:
                 if label not in allowed:
@@ -530,7 +530,7 @@ def main():
         sys.exit(1)
     unused = sorted(n for n in exported if n not in checker.used)
     print(f"metric names: {len(rules)} rules and {n_queries} dashboard queries use only the "
-          f"{len(exported)} exported names (go/metadata.yaml) and {len(recorded)} recording rules")
+          f"{len(exported)} exported names (traceconsistencyprocessor/metadata.yaml) and {len(recorded)} recording rules")
     if unused:
         print("  not shown anywhere (fine, for information): " + ", ".join(unused))
 

@@ -18,7 +18,7 @@ import (
 	"go.opentelemetry.io/collector/processor/processortest"
 	"go.opentelemetry.io/otel/metric"
 
-	tc "github.com/traceconsistency/traceconsistencyprocessor"
+	tc "github.com/traceconsistency/traceconsistency/traceconsistencyprocessor"
 )
 
 // Kinds of processor under test.

@@ -18,7 +18,7 @@ import (
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 
 	"github.com/traceconsistency/traceconsistency/tests/tracegen"
-	tc "github.com/traceconsistency/traceconsistencyprocessor"
+	tc "github.com/traceconsistency/traceconsistency/traceconsistencyprocessor"
 )
 
 // The write-ahead log's cost: the same workload through our processor with wal.directory

@@ -22,7 +22,7 @@ receivers:
       module: go.opentelemetry.io/collector/receiver/otlpreceiver v0.165.0
 processors:
     - name: traceconsistency
-      module: github.com/traceconsistency/traceconsistencyprocessor v0.0.0
+      module: github.com/traceconsistency/traceconsistency/traceconsistencyprocessor v0.0.0
 exporters:
     - name: file
     - name: debug

@@ -881,12 +881,12 @@ var (
 	declared     map[string]bool
 )
 
-// declaredMetric reports whether go/metadata.yaml declares the metric (exported as
+// declaredMetric reports whether traceconsistencyprocessor/metadata.yaml declares the metric (exported as
 // otelcol_<key>).
 func declaredMetric(name string) bool {
 	declaredOnce.Do(func() {
 		declared = map[string]bool{}
-		b, err := os.ReadFile(filepath.Join(RepoRoot(), "go", "metadata.yaml"))
+		b, err := os.ReadFile(filepath.Join(RepoRoot(), "traceconsistencyprocessor", "metadata.yaml"))
 		if err != nil {
 			return
 		}

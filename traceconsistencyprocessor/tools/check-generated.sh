@@ -1,27 +1,43 @@
 #!/usr/bin/env bash
-# Fails (exit 1) when the committed mdatagen output in go/ differs from what mdatagen makes of
-# go/metadata.yaml now. Generates into a temporary copy; go/ itself is not touched.
+# Fails (exit 1) when the committed mdatagen output of a component (see components.sh)
+# differs from what mdatagen makes of its metadata.yaml now. mdatagen runs in place
+# (mdatagen.sh); the files found before are kept aside and put back afterwards, so the
+# working tree ends as it was.
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-TOOLS="$(dirname "${BASH_SOURCE[0]}")"
+TOOLS="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 TMP="$(mktemp -d)"
-trap 'rm -rf "$TMP"' EXIT
+# $TMP/{before,fresh}/<n>: the generated files of the n-th component folder.
+key() { "$TOOLS/components.sh" | grep -nxF "$1" | cut -d: -f1; }
 
-"$TOOLS/mdatagen.sh" "$TMP/fresh"
+# Keep aside what is there now: per component, its generated files.
+for dir in $("$TOOLS/components.sh"); do
+  mkdir -p "$TMP/before/$(key "$dir")" "$TMP/fresh/$(key "$dir")"
+  "$TOOLS/generated-files.sh" "$HERE/$dir" | (cd "$HERE/$dir" && xargs -r cp -R --parents -t "$TMP/before/$(key "$dir")")
+done
+restore() {
+  for dir in $("$TOOLS/components.sh"); do
+    "$TOOLS/generated-files.sh" "$HERE/$dir" | (cd "$HERE/$dir" && xargs -r rm -rf)
+    (cd "$TMP/before/$(key "$dir")" && cp -R . "$HERE/$dir/")
+  done
+  rm -rf "$TMP"
+}
+trap restore EXIT
 
-status=0
-# Compare both ways: changed, missing and stale generated files.
-{ "$TOOLS/generated-files.sh" "$HERE"; "$TOOLS/generated-files.sh" "$TMP/fresh"; } | sort -u | while read -r f; do
-  if ! diff -ru "$HERE/$f" "$TMP/fresh/$f"; then
-    echo "check-generated: $f is out of date" >&2
-    echo drift >>"$TMP/drift"
+"$TOOLS/mdatagen.sh"
+
+: >"$TMP/drift"
+for dir in $("$TOOLS/components.sh"); do
+  "$TOOLS/generated-files.sh" "$HERE/$dir" | (cd "$HERE/$dir" && xargs -r cp -R --parents -t "$TMP/fresh/$(key "$dir")")
+  # Compare both ways: changed, missing and stale generated files.
+  if ! (cd "$TMP" && diff -ru "before/$(key "$dir")" "fresh/$(key "$dir")"); then
+    echo "check-generated: the mdatagen output in $dir is out of date" >&2
+    echo "$dir" >>"$TMP/drift"
   fi
 done
-if [[ -e "$TMP/drift" ]]; then
-  echo "check-generated: mdatagen output drifted; run go/tools/mdatagen.sh (or go generate ./...) in go/" >&2
-  status=1
-else
-  echo "check-generated: generated files are up to date"
+if [[ -s "$TMP/drift" ]]; then
+  echo "check-generated: mdatagen output drifted; run traceconsistencyprocessor/tools/mdatagen.sh (or go generate ./...)" >&2
+  exit 1
 fi
-exit $status
+echo "check-generated: generated files are up to date"

@@ -1,12 +1,10 @@
 #!/usr/bin/env bash
-# Runs mdatagen on go/metadata.yaml and writes the generated files (documentation.md,
-# generated_*_test.go, internal/metadata/generated_*.go, internal/metadatatest/) into the
-# directory given as $1 (default: go/ itself).
-#
-# Why not plain `mdatagen metadata.yaml`: mdatagen names the Go package after the directory
-# holding metadata.yaml, and this module lives in a directory called "go", which would give
-# `package go`. So the module is copied to a temporary directory named after the package,
-# generated there, and the generated files are copied back.
+# Runs mdatagen in place on each component's metadata.yaml: the processor's
+# (traceconsistencyprocessor/metadata.yaml) and the connector's
+# (traceconsistencyprocessor/traceconsistencyconnector/metadata.yaml). Each folder is named
+# after its Go package, so mdatagen's output (documentation.md, generated_*_test.go,
+# internal/metadata/generated_*.go, internal/metadatatest/) lands where it belongs, as in
+# contrib.
 #
 # Environment:
 #   MDATAGEN          the mdatagen binary (default: $(go env GOPATH)/bin/mdatagen, installed
@@ -18,11 +16,9 @@
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-OUT="${1:-$HERE}"
 GOPATH_FIRST="$(go env GOPATH)"
 MDATAGEN_VERSION="${MDATAGEN_VERSION:-v0.159.0}"
 MDATAGEN="${MDATAGEN:-${GOPATH_FIRST%%:*}/bin/mdatagen}"
-PKG=traceconsistencyprocessor
 
 if [[ ! -x "$MDATAGEN" ]] || ! "$MDATAGEN" --version 2>/dev/null | grep -qF "$MDATAGEN_VERSION"; then
   echo "mdatagen.sh: installing mdatagen $MDATAGEN_VERSION as $MDATAGEN" >&2
@@ -40,19 +36,10 @@ if [[ ! -x "$MDATAGEN" ]] || ! "$MDATAGEN" --version 2>/dev/null | grep -qF "$MD
   rm -rf "$INSTALL"
 fi
 
-TMP="$(mktemp -d)"
-trap 'rm -rf "$TMP"' EXIT
-WORK="$TMP/$PKG"
-mkdir -p "$WORK"
-# The module without what mdatagen generates, so that stale generated files show up.
-(cd "$HERE" && tar --exclude=./testdata --exclude=./tools -cf - .) | (cd "$WORK" && tar -xf -)
-"$(dirname "${BASH_SOURCE[0]}")/generated-files.sh" "$WORK" | (cd "$WORK" && xargs -r rm -rf)
-
-(cd "$WORK" && "$MDATAGEN" metadata.yaml)
-
-mkdir -p "$OUT"
-"$(dirname "${BASH_SOURCE[0]}")/generated-files.sh" "$WORK" | while read -r f; do
-  rm -rf "${OUT:?}/$f"
-  mkdir -p "$OUT/$(dirname "$f")"
-  cp -R "$WORK/$f" "$OUT/$f"
+# The component folders, relative to the module (also used by check-generated.sh).
+# What mdatagen made before is removed first, so that a file it no longer makes goes too.
+TOOLS="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+for dir in $("$TOOLS/components.sh"); do
+  "$TOOLS/generated-files.sh" "$HERE/$dir" | (cd "$HERE/$dir" && xargs -r rm -rf)
+  (cd "$HERE/$dir" && "$MDATAGEN" metadata.yaml)
 done

@@ -4,14 +4,14 @@
 // In an ocb manifest:
 //
 //	connectors:
-//	  - gomod: github.com/traceconsistency/traceconsistencyprocessor vX.Y.Z
-//	    import: github.com/traceconsistency/traceconsistencyprocessor/traceconsistencyconnector
-package traceconsistencyconnector // import "github.com/traceconsistency/traceconsistencyprocessor/traceconsistencyconnector"
+//	  - gomod: github.com/traceconsistency/traceconsistency/traceconsistencyprocessor vX.Y.Z
+//	    import: github.com/traceconsistency/traceconsistency/traceconsistencyprocessor/traceconsistencyconnector
+package traceconsistencyconnector // import "github.com/traceconsistency/traceconsistency/traceconsistencyprocessor/traceconsistencyconnector"
 
 import (
 	"go.opentelemetry.io/collector/connector"
 
-	traceconsistencyprocessor "github.com/traceconsistency/traceconsistencyprocessor"
+	traceconsistencyprocessor "github.com/traceconsistency/traceconsistency/traceconsistencyprocessor"
 )
 
 // NewFactory returns the factory of the traceconsistency connector.

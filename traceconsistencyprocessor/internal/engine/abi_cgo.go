@@ -19,8 +19,8 @@ var library = checkLibrary(LibraryInfo{
 func checkLibrary(l LibraryInfo) LibraryInfo {
 	if l.ABIVersion != ABIVersion {
 		panic(fmt.Sprintf("traceconsistency: the linked Rust library (version %s, source %.12s) has C ABI version %d, "+
-			"this Go package expects %d: use the modules github.com/traceconsistency/traceconsistencyprocessor and "+
-			"github.com/traceconsistency/traceconsistencyprocessor/lib/<os>_<arch> at the same version, or rebuild "+
+			"this Go package expects %d: use the modules github.com/traceconsistency/traceconsistency/traceconsistencyprocessor and "+
+			"github.com/traceconsistency/traceconsistency/traceconsistencyprocessor/lib/<os>_<arch> at the same version, or rebuild "+
 			"the library from the same commit (make prebuilt, or cargo build --release with the tag tc_from_source)",
 			l.Version, l.SourceHash, l.ABIVersion, ABIVersion))
 	}

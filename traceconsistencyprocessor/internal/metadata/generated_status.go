@@ -10,7 +10,7 @@ import (
 
 var (
 	Type      = component.MustNewType("traceconsistency")
-	ScopeName = "github.com/traceconsistency/traceconsistencyprocessor"
+	ScopeName = "github.com/traceconsistency/traceconsistency/traceconsistencyprocessor"
 )
 
 const (

@@ -13,11 +13,11 @@ import (
 )
 
 func Meter(settings component.TelemetrySettings) metric.Meter {
-	return settings.MeterProvider.Meter("github.com/traceconsistency/traceconsistencyprocessor")
+	return settings.MeterProvider.Meter("github.com/traceconsistency/traceconsistency/traceconsistencyprocessor")
 }
 
 func Tracer(settings component.TelemetrySettings) trace.Tracer {
-	return settings.TracerProvider.Tracer("github.com/traceconsistency/traceconsistencyprocessor")
+	return settings.TracerProvider.Tracer("github.com/traceconsistency/traceconsistency/traceconsistencyprocessor")
 }
 
 // TelemetryBuilder provides an interface for components to report telemetry

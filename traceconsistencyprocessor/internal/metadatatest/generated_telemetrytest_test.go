@@ -10,7 +10,7 @@ import (
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata/metricdatatest"
 
-	"github.com/traceconsistency/traceconsistencyprocessor/internal/metadata"
+	"github.com/traceconsistency/traceconsistency/traceconsistencyprocessor/internal/metadata"
 	"go.opentelemetry.io/collector/component/componenttest"
 )
 

@@ -1,0 +1,3 @@
+#!/usr/bin/env bash
+# Lists, relative to the module directory, the folders holding a component's metadata.yaml.
+echo .
