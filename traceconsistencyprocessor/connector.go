@@ -1,4 +1,4 @@
-package traceconsistencyprocessor // import "github.com/traceconsistency/traceconsistencyprocessor"
+package traceconsistencyprocessor // import "github.com/traceconsistency/traceconsistency/traceconsistencyprocessor"
 
 // The connector form: the same component type and configuration as the processor, as a
 // traces-to-traces connector whose output pipelines are split in two: those named in
@@ -19,17 +19,24 @@ import (
 	"go.opentelemetry.io/collector/pipeline"
 	"go.opentelemetry.io/collector/processor"
 
-	"github.com/traceconsistency/traceconsistencyprocessor/internal/metadata"
+	"github.com/traceconsistency/traceconsistency/traceconsistencyprocessor/internal/metadata"
 )
 
 // NewConnectorFactory returns the factory of the traceconsistency connector (component type
-// traceconsistency, traces to traces). Package traceconsistencyconnector offers it as
-// NewFactory, for the collector builder.
+// traceconsistency, traces to traces, alpha). Package traceconsistencyconnector offers it as
+// NewFactory, for the collector builder, with the type and stability of its own
+// metadata.yaml (a test there checks that they agree with these).
 func NewConnectorFactory() connector.Factory {
+	return NewConnectorFactoryOf(metadata.Type, component.StabilityLevelAlpha)
+}
+
+// NewConnectorFactoryOf returns the connector factory with the given component type and
+// traces-to-traces stability.
+func NewConnectorFactoryOf(typ component.Type, stability component.StabilityLevel) connector.Factory {
 	return connector.NewFactory(
-		metadata.Type,
+		typ,
 		createDefaultConfig,
-		connector.WithTracesToTraces(createTracesToTraces, component.StabilityLevelAlpha),
+		connector.WithTracesToTraces(createTracesToTraces, stability),
 	)
 }
 
