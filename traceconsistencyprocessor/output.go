@@ -99,11 +99,11 @@ func (o *output) left() (spans, traces int) {
 // errRetryLater ends a sender whose output waits out the backoff of a refused batch.
 var errRetryLater = errors.New("a refused batch waits for its next attempt")
 
-// nextRelease gives the batch a sender passes on next: the oldest refused one once its
+// nextBatch gives the batch a sender passes on next: the oldest refused one once its
 // backoff is over, else what the engine drains (nil when nothing is ready). While a refused
 // batch waits for its backoff it returns errRetryLater: nothing newer is drained meanwhile,
 // so the engine's memory fills and clients are pushed back.
-func (p *tracesProcessor) nextRelease(o *output, ctx context.Context) (*engine.Release, error) {
+func (p *tracesProcessor) nextBatch(o *output, ctx context.Context) (*engine.Release, error) {
 	o.mu.Lock()
 	if len(o.pending) > 0 {
 		defer o.mu.Unlock()
@@ -239,7 +239,7 @@ func (p *tracesProcessor) send1(o *output, ctx, nextCtx context.Context, budget 
 		if budget > 0 && sent >= budget {
 			return own
 		}
-		rel, err := p.nextRelease(o, ctx)
+		rel, err := p.nextBatch(o, ctx)
 		if errors.Is(err, errRetryLater) {
 			return own
 		}

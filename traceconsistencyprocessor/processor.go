@@ -13,23 +13,11 @@ import (
 	"go.opentelemetry.io/collector/consumer/consumererror"
 	"go.opentelemetry.io/collector/pdata/ptrace"
 	"go.opentelemetry.io/collector/processor"
-	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
 	"go.uber.org/zap"
 
 	"github.com/traceconsistency/traceconsistency/traceconsistencyprocessor/internal/engine"
 	"github.com/traceconsistency/traceconsistency/traceconsistencyprocessor/internal/metadata"
-)
-
-// otherService is the service_name of findings once checks.max_service_names is reached.
-const otherService = "_other"
-
-// Causes of lost spans (the spans_lost metric's cause attribute).
-const (
-	lostDownstreamPermanent = "downstream_permanent"
-	lostDecodeFailed        = "decode_failed"
-	lostShutdownTimeout     = "shutdown_timeout"
-	lostEnginePanic         = "engine_panic"
 )
 
 // Backoff of a release the next consumer refused with a retryable error: doubling from
@@ -38,10 +26,6 @@ const (
 	retryInitial = 50 * time.Millisecond
 	retryMax     = 5 * time.Second
 )
-
-// shutdownGrace is how long Shutdown still waits, after its deadline cancelled every call to
-// the next consumer, for in-flight batches to return before it gives up freeing the engine.
-const shutdownGrace = time.Second
 
 func retryDelay(attempt int) time.Duration {
 	d := retryInitial
@@ -132,6 +116,9 @@ type tracesProcessor struct {
 	// handoffCause are the cause attributes of the hand-off metrics, by unit reason.
 	handoffCause map[engine.Reason]metric.MeasurementOption
 
+	// Telemetry (metrics.go): the instruments, their attribute sets, and what the engine's
+	// cumulative counters were at the last recordStats.
+	//
 	// statsMu serialises metric updates from the engine's cumulative counters.
 	statsMu sync.Mutex
 	last    engine.Stats
@@ -152,31 +139,19 @@ func newTracesProcessor(set processor.Settings, cfg *Config, next consumer.Trace
 	if err != nil {
 		return nil, err
 	}
-	tb, err := metadata.NewTelemetryBuilder(set.TelemetrySettings)
-	if err != nil {
+	p := &tracesProcessor{
+		cfg:       cfg,
+		engCfg:    engCfg,
+		logger:    set.Logger,
+		now:       time.Now,
+		sleep:     sleepCtx,
+		newTicker: newTimeTicker,
+	}
+	if err := p.initTelemetry(set.TelemetrySettings); err != nil {
 		return nil, err
 	}
-	p := &tracesProcessor{
-		cfg:           cfg,
-		engCfg:        engCfg,
-		logger:        set.Logger,
-		tb:            tb,
-		now:           time.Now,
-		sleep:         sleepCtx,
-		newTicker:     newTimeTicker,
-		services:      make(map[string]struct{}),
-		lateForwarded: metric.WithAttributeSet(attribute.NewSet(attribute.String("policy", "forwarded"))),
-		lateDropped:   metric.WithAttributeSet(attribute.NewSet(attribute.String("policy", "dropped"))),
-	}
-	p.lostAttrs = map[string]metric.MeasurementOption{}
-	for _, c := range []string{lostDownstreamPermanent, lostDecodeFailed, lostShutdownTimeout, lostEnginePanic} {
-		p.lostAttrs[c] = metric.WithAttributeSet(attribute.NewSet(attribute.String("cause", c)))
-	}
 	p.sendCtx, p.cancelSend = context.WithCancel(context.Background())
-	p.send = newOutput("next consumer", next, cfg.MaxConcurrentSends, (*engine.Engine).Drain, p.recordRelease)
-	for _, r := range engine.Reasons() {
-		p.reasonAttrs = append(p.reasonAttrs, metric.WithAttributeSet(attribute.NewSet(attribute.String("reason", r.String()))))
-	}
+	p.send = newOutput("next consumer", next, cfg.MaxConcurrentSends, (*engine.Engine).Drain, p.recordBatch)
 	for _, o := range opts {
 		o(p)
 	}
@@ -397,290 +372,4 @@ func (p *tracesProcessor) consumeBytes(ctx context.Context, data []byte, spans i
 // p.mu for reading.
 func (p *tracesProcessor) drain(ctx, nextCtx context.Context, wait bool) error {
 	return p.drainTo(p.send, ctx, nextCtx, wait, 0)
-}
-
-// lose counts and logs spans that cannot be delivered.
-func (p *tracesProcessor) lose(ctx context.Context, cause string, spans int, err error) {
-	if spans > 0 {
-		p.tb.ProcessorTraceconsistencySpansLost.Add(ctx, int64(spans), p.lostAttrs[cause])
-	}
-	p.logger.Error("acknowledged spans are lost", zap.String("cause", cause), zap.Int("spans", spans), zap.Error(err))
-}
-
-// recordRelease counts what one drain released: traces and spans by reason, release ages,
-// and findings by kind and service.
-func (p *tracesProcessor) recordRelease(ctx context.Context, rel *engine.Release) {
-	var traces, spans [16]int64
-	for _, u := range rel.Units {
-		r := int(u.Reason)
-		if r >= len(p.reasonAttrs) {
-			continue
-		}
-		spans[r] += int64(u.Spans)
-		if u.Reason.IsTrace() {
-			traces[r]++
-			p.tb.ProcessorTraceconsistencyReleaseAge.Record(ctx, u.Age.Seconds())
-		}
-	}
-	for r := range p.reasonAttrs {
-		if traces[r] > 0 {
-			p.tb.ProcessorTraceconsistencyTracesReleased.Add(ctx, traces[r], p.reasonAttrs[r])
-		}
-		if spans[r] > 0 {
-			p.tb.ProcessorTraceconsistencySpansReleased.Add(ctx, spans[r], p.reasonAttrs[r])
-		}
-	}
-	for _, f := range rel.Findings {
-		if f.Count == 0 {
-			continue
-		}
-		p.tb.ProcessorTraceconsistencyFindings.Add(ctx, int64(f.Count), metric.WithAttributes(
-			attribute.String("kind", f.Kind),
-			attribute.String("service_name", p.serviceName(f.Service)),
-		))
-	}
-}
-
-// serviceName caps the distinct service names in the findings metric.
-func (p *tracesProcessor) serviceName(s string) string {
-	p.servicesMu.Lock()
-	defer p.servicesMu.Unlock()
-	if _, ok := p.services[s]; ok {
-		return s
-	}
-	if len(p.services) >= p.cfg.Checks.MaxServiceNames {
-		return otherService
-	}
-	p.services[s] = struct{}{}
-	return s
-}
-
-// recordStats turns the engine's cumulative counters into counter increments (deltas since
-// the last call) and records its gauges. The caller holds p.mu for reading.
-func (p *tracesProcessor) recordStats(ctx context.Context) {
-	s, err := p.eng.Stats()
-	if err != nil {
-		p.logger.Error("engine stats failed", zap.Error(err))
-		return
-	}
-	p.statsMu.Lock()
-	defer p.statsMu.Unlock()
-	prev := p.last
-	p.last = s
-	add := func(c metric.Int64Counter, cur, old uint64, opts ...metric.AddOption) {
-		if cur > old {
-			c.Add(ctx, int64(cur-old), opts...)
-		}
-	}
-	tb := p.tb
-	add(tb.ProcessorTraceconsistencySpansReceived, s.SpansReceived, prev.SpansReceived)
-	add(tb.ProcessorTraceconsistencyBatchesRefused, s.BatchesRefused, prev.BatchesRefused)
-	add(tb.ProcessorTraceconsistencyBatchesThrottled, s.BatchesThrottled, prev.BatchesThrottled)
-	add(tb.ProcessorTraceconsistencyDuplicatesDropped, s.DuplicatesDropped, prev.DuplicatesDropped)
-	add(tb.ProcessorTraceconsistencyConflictsDropped, s.ConflictsDropped, prev.ConflictsDropped)
-	add(tb.ProcessorTraceconsistencySpansUnassembled, s.Unassembled, prev.Unassembled)
-	add(tb.ProcessorTraceconsistencyLateSpans, s.LateForwarded, prev.LateForwarded, p.lateForwarded)
-	add(tb.ProcessorTraceconsistencyLateSpans, s.LateDropped, prev.LateDropped, p.lateDropped)
-	add(tb.ProcessorTraceconsistencyHlcFutureTimestamps, s.FutureTimestamps, prev.FutureTimestamps)
-	add(tb.ProcessorTraceconsistencyHlcRefusals, s.HLCRefusals, prev.HLCRefusals)
-	add(tb.ProcessorTraceconsistencyHlcBackwardJumps, s.HLCBackwardJumps, prev.HLCBackwardJumps)
-	add(tb.ProcessorTraceconsistencyHlcLogicalOverflows, s.HLCLogicalOverflows, prev.HLCLogicalOverflows)
-	add(tb.ProcessorTraceconsistencyHlcPersistErrors, s.HLCPersistErrors, prev.HLCPersistErrors)
-	add(tb.ProcessorTraceconsistencyHlcStalledBatches, s.HLCStalledBatches, prev.HLCStalledBatches)
-	if s.DrainLostSpans > prev.DrainLostSpans {
-		// The drain's error (an internal error) was logged where it failed.
-		p.lose(ctx, lostEnginePanic, int(s.DrainLostSpans-prev.DrainLostSpans), errors.New("an engine drain failed with an internal error after taking them"))
-	}
-	tb.ProcessorTraceconsistencySpansBuffered.Record(ctx, int64(s.BufferedSpans))
-	tb.ProcessorTraceconsistencyBytesBuffered.Record(ctx, int64(s.BufferedBytes))
-	tb.ProcessorTraceconsistencyTracesBuffered.Record(ctx, int64(s.BufferedTraces))
-	for _, part := range s.MemoryParts() {
-		tb.ProcessorTraceconsistencyMemory.Record(ctx, int64(part.Bytes), metric.WithAttributeSet(attribute.NewSet(attribute.String("part", part.Name))))
-	}
-	tb.ProcessorTraceconsistencyHlcMaxForwardOffset.Record(ctx, int64(s.HLCMaxForwardOffsetNs))
-	p.recordHandoffStats(ctx, s, prev)
-	if p.cfg.WAL.Directory == "" {
-		return
-	}
-	add(tb.ProcessorTraceconsistencyWalFsyncs, s.WALFsyncs, prev.WALFsyncs)
-	add(tb.ProcessorTraceconsistencyWalFullRefusals, s.WALFullRefusals, prev.WALFullRefusals)
-	add(tb.ProcessorTraceconsistencyWalWriteErrors, s.WALWriteErrors, prev.WALWriteErrors)
-	add(tb.ProcessorTraceconsistencyWalRecordsReplayed, s.WALRecordsReplayed, prev.WALRecordsReplayed)
-	add(tb.ProcessorTraceconsistencyWalSpansReplayed, s.WALSpansReplayed, prev.WALSpansReplayed)
-	add(tb.ProcessorTraceconsistencyWalTracesRecovered, s.WALTracesRecovered, prev.WALTracesRecovered)
-	add(tb.ProcessorTraceconsistencyWalCorruptRecords, s.WALCorruptRecords, prev.WALCorruptRecords)
-	add(tb.ProcessorTraceconsistencyWalTornRecords, s.WALTornRecords, prev.WALTornRecords)
-	add(tb.ProcessorTraceconsistencyWalRedeliveredSpans, s.WALRedeliveredSpans, prev.WALRedeliveredSpans)
-	tb.ProcessorTraceconsistencyWalBytes.Record(ctx, int64(s.WALBytes))
-	tb.ProcessorTraceconsistencyWalSegments.Record(ctx, int64(s.WALSegments))
-	// The engine counts fsyncs in power-of-two microsecond buckets (bucket i: under 2^i µs);
-	// each new one is recorded at its bucket's midpoint.
-	for i, n := range s.WALFsyncBuckets {
-		mid := 0.75 * float64(uint64(1)<<i) / 1e6
-		for range n - prev.WALFsyncBuckets[i] {
-			tb.ProcessorTraceconsistencyWalFsyncDuration.Record(ctx, mid)
-		}
-	}
-}
-
-// Shutdown stops the release loop, releases everything still buffered (reason shutdown) to
-// the next consumer within ctx, or hands it off (handoff.on_shutdown), and frees the engine. Safe without Start and when repeated.
-func (p *tracesProcessor) Shutdown(ctx context.Context) error {
-	var err error
-	p.shutdownOnce.Do(func() { err = p.shutdown(ctx) })
-	return err
-}
-
-func (p *tracesProcessor) shutdown(ctx context.Context) error {
-	defer p.tb.Shutdown()
-	defer p.cancelSend()
-	if p.stop == nil {
-		return nil // never started: no engine, no loop
-	}
-	ctx, cancel := context.WithTimeout(ctx, p.cfg.ShutdownTimeout)
-	defer cancel()
-	// When the deadline ends, every call to the next consumer made outside this function
-	// (release loop, callers' releases) is cancelled, so nothing can hold the engine longer.
-	stopSends := context.AfterFunc(ctx, p.cancelSend)
-	defer stopSends()
-
-	close(p.stop)
-	select {
-	case <-p.done:
-	case <-ctx.Done():
-		// The loop's call to the next consumer is cancelled by now; give it a moment to
-		// return (its release is then counted as pending below).
-		grace := time.NewTimer(shutdownGrace)
-		defer grace.Stop()
-		select {
-		case <-p.done:
-		case <-grace.C:
-			// Stuck in a next consumer that ignores cancellation: freeing the engine under
-			// it is not safe.
-			p.logLeftAtShutdown(context.Background(), ctx.Err())
-			if p.keptInLog() {
-				return nil // the engine is not freed under the call, but nothing is lost
-			}
-			return fmt.Errorf("traceconsistency shutdown: the release loop did not stop: %w", ctx.Err())
-		}
-	}
-
-	var errs error
-	p.mu.RLock()
-	if _, err := p.eng.Shutdown(p.now()); err != nil {
-		errs = errors.Join(errs, err)
-	}
-	errs = errors.Join(errs, p.drainAll(ctx, "traceconsistency shutdown", p.keptInLog()))
-	p.mu.RUnlock()
-
-	// Free the engine once no ConsumeTraces call uses it any more. Calls that ingested
-	// after the sweep had their spans released at once: pass them on first.
-	locked := make(chan struct{})
-	go func() {
-		p.mu.Lock()
-		close(locked)
-	}()
-	select {
-	case <-locked:
-	case <-ctx.Done():
-		// Every call to the next consumer is cancelled by now; give in-flight batches a
-		// moment to return before giving up on freeing the engine.
-		grace := time.NewTimer(shutdownGrace)
-		defer grace.Stop()
-		select {
-		case <-locked:
-		case <-grace.C:
-		}
-	}
-	select {
-	case <-locked:
-	default:
-		p.logLeftAtShutdown(context.Background(), ctx.Err())
-		go func() { <-locked; p.eng.Close(); p.eng = nil; p.mu.Unlock() }()
-		if p.keptInLog() {
-			return errs
-		}
-		return errors.Join(errs, fmt.Errorf("traceconsistency shutdown: waiting for in-flight batches: %w", ctx.Err()))
-	}
-	defer p.mu.Unlock()
-	errs = errors.Join(errs, p.drainAll(ctx, "traceconsistency shutdown", p.keptInLog()))
-	p.recordStats(context.Background())
-	if ctx.Err() != nil {
-		p.logLeftAtShutdown(context.Background(), ctx.Err())
-	}
-	p.eng.Close()
-	p.eng = nil
-	return errs
-}
-
-// keptInLog reports whether what a shutdown could not deliver stays in the write-ahead log
-// for the next start: such a shutdown is not a failure (it returns no error for the
-// deadline, and the collector does not exit with an error for it).
-func (p *tracesProcessor) keptInLog() bool { return p.cfg.WAL.Directory != "" }
-
-// drainAll passes on everything released, retrying refused releases after their backoff,
-// until nothing is left or ctx ends (at shutdown, and between the steps of a replay); what
-// names the caller in errors. With kept (a shutdown with a write-ahead log), what ctx's end
-// leaves stays in the log for the next start, and the end is not an error. The caller holds
-// p.mu.
-func (p *tracesProcessor) drainAll(ctx context.Context, what string, kept bool) error {
-	for {
-		if err := p.drain(ctx, ctx, true); err != nil && ctx.Err() == nil && !consumererror.IsPermanent(err) {
-			return err
-		}
-		if err := p.drainTo(p.handoff, ctx, ctx, true, 0); err != nil && ctx.Err() == nil {
-			return err
-		}
-		if ctx.Err() != nil {
-			if kept {
-				return nil // logged by logLeftAtShutdown; replayed at the next start
-			}
-			return fmt.Errorf("%s: %w", what, ctx.Err())
-		}
-		pending, retryAt := p.send.waiting()
-		if hp, hAt := p.handoff.waiting(); hp {
-			if !pending || hAt.Before(retryAt) {
-				retryAt = hAt
-			}
-			pending = true
-		}
-		if !pending {
-			if s, err := p.eng.Stats(); err != nil || s.ReadySpans == 0 {
-				return nil
-			}
-			continue
-		}
-		if err := p.sleep(ctx, retryAt.Sub(p.now())); err != nil {
-			if kept {
-				return nil
-			}
-			return fmt.Errorf("%s: %w", what, err)
-		}
-		// The wait was the backoff: retry now.
-		p.send.retryNow()
-		p.handoff.retryNow()
-	}
-}
-
-// logLeftAtShutdown counts and logs what could not be delivered before shutdown ended.
-func (p *tracesProcessor) logLeftAtShutdown(ctx context.Context, cause error) {
-	spans, traces := p.send.left()
-	hs, ht := p.handoff.left()
-	spans, traces = spans+hs, traces+ht
-	if s, err := p.eng.Stats(); err == nil {
-		spans += int(s.ReadySpans + s.BufferedSpans)
-		traces += int(s.BufferedTraces)
-	}
-	if spans == 0 {
-		return
-	}
-	if p.keptInLog() {
-		p.logger.Warn("shutdown ended before these acknowledged spans could be delivered; they are not lost: they stay in the write-ahead log and are replayed at the next start",
-			zap.Int("spans", spans), zap.Int("buffered_traces_and_pending_traces", traces),
-			zap.String("wal.directory", p.cfg.WAL.Directory), zap.Error(cause))
-		return
-	}
-	p.tb.ProcessorTraceconsistencySpansLost.Add(ctx, int64(spans), p.lostAttrs[lostShutdownTimeout])
-	p.logger.Error("shutdown ended before these acknowledged spans could be delivered; they are lost",
-		zap.Int("spans", spans), zap.Int("buffered_traces_and_pending_traces", traces), zap.Error(cause))
 }
