@@ -19,7 +19,7 @@ import (
 // Causes of a hand-off (the handoff metrics' cause attribute).
 const (
 	handoffCauseShutdown = "shutdown"
-	handoffCauseIdle     = "idle"
+	handoffCauseIdle     = "idle_timeout"
 )
 
 // newHandoffOutput makes the hand-off output of p: handed-off traces go to next, sent like

@@ -161,7 +161,7 @@ func TestIdleHandsOffOnceAndTheReturnIsReleasedWithFindings(t *testing.T) {
 	for id, attrs := range spanAttrs(t, released) {
 		assert.NotContains(t, attrs, "consistency.span.handoff", "span %d: marker stripped", id)
 	}
-	metadatatest.AssertEqualProcessorTraceconsistencyHandoffTraces(t, h.tel, []metricdata.DataPoint[int64]{{Value: 1, Attributes: causeAttr("idle")}}, noTimes)
+	metadatatest.AssertEqualProcessorTraceconsistencyHandoffTraces(t, h.tel, []metricdata.DataPoint[int64]{{Value: 1, Attributes: causeAttr("idle_timeout")}}, noTimes)
 	metadatatest.AssertEqualProcessorTraceconsistencyHandoffSpansReceived(t, h.tel, []metricdata.DataPoint[int64]{{Value: 2}}, noTimes)
 	metadatatest.AssertEqualProcessorTraceconsistencyHandoffTracesIncomplete(t, h.tel, []metricdata.DataPoint[int64]{{Value: 1}}, noTimes)
 }

@@ -38,8 +38,8 @@ func (p *tracesProcessor) initTelemetry(set component.TelemetrySettings) error {
 	}
 	p.tb = tb
 	p.services = make(map[string]struct{})
-	p.lateForwarded = metric.WithAttributeSet(attribute.NewSet(attribute.String("policy", "forwarded")))
-	p.lateDropped = metric.WithAttributeSet(attribute.NewSet(attribute.String("policy", "dropped")))
+	p.lateForwarded = metric.WithAttributeSet(attribute.NewSet(attribute.String("policy", string(latePolicyForward))))
+	p.lateDropped = metric.WithAttributeSet(attribute.NewSet(attribute.String("policy", string(latePolicyDrop))))
 	p.lostAttrs = map[string]metric.MeasurementOption{}
 	for _, c := range []string{lostDownstreamPermanent, lostDecodeFailed, lostShutdownTimeout, lostEnginePanic} {
 		p.lostAttrs[c] = metric.WithAttributeSet(attribute.NewSet(attribute.String("cause", c)))

@@ -172,7 +172,7 @@ func TestLateSpanIsForwardedAtOnceMarked(t *testing.T) {
 
 	h.tick(100 * time.Millisecond)
 	metadatatest.AssertEqualProcessorTraceconsistencyLateSpans(t, h.tel,
-		[]metricdata.DataPoint[int64]{{Value: 1, Attributes: attribute.NewSet(attribute.String("policy", "forwarded"))}}, noTimes)
+		[]metricdata.DataPoint[int64]{{Value: 1, Attributes: attribute.NewSet(attribute.String("policy", "forward"))}}, noTimes)
 	metadatatest.AssertEqualProcessorTraceconsistencySpansReleased(t, h.tel, []metricdata.DataPoint[int64]{
 		{Value: 2, Attributes: reasonAttr("complete")},
 		{Value: 1, Attributes: reasonAttr("late")},
@@ -192,7 +192,7 @@ func TestLateSpanIsDroppedAndCountedWithPolicyDrop(t *testing.T) {
 	h.tick(100 * time.Millisecond)
 	assert.Len(t, h.sink.AllTraces(), 1, "nothing forwarded")
 	metadatatest.AssertEqualProcessorTraceconsistencyLateSpans(t, h.tel,
-		[]metricdata.DataPoint[int64]{{Value: 1, Attributes: attribute.NewSet(attribute.String("policy", "dropped"))}}, noTimes)
+		[]metricdata.DataPoint[int64]{{Value: 1, Attributes: attribute.NewSet(attribute.String("policy", "drop"))}}, noTimes)
 }
 
 func TestShutdownReleasesEverything(t *testing.T) {

@@ -479,7 +479,7 @@ def self_test(exported, kinds, recorded):
         'sum by (service_name, kind) (rate(otelcol_processor_traceconsistency_findings{service_name=~"$service_name", kind="missing_parent"}[$__rate_interval]))',
         'histogram_quantile(0.99, sum by (le) (rate(otelcol_processor_traceconsistency_release_age_bucket[5m])))',
         'otelcol_processor_traceconsistency_traces_released{reason=~"memory_pressure|span_limit"} offset 1h',
-        'sum by (cause) (rate(otelcol_processor_traceconsistency_handoff_traces{cause="idle"}[5m]))',
+        'sum by (cause) (rate(otelcol_processor_traceconsistency_handoff_traces{cause="idle_timeout"}[5m]))',
         'otelcol_processor_traceconsistency_spans_lost{cause="shutdown_timeout"}',
     ]
     for e in good:
@@ -496,9 +496,9 @@ def self_test(exported, kinds, recorded):
         'otelcol_processor_traceconsistency_findings{kind="orphan"}',
         "sum by (pipeline) (otelcol_processor_traceconsistency_spans_buffered)",
         "traceconsistency:no_such_rule",
-        'otelcol_processor_traceconsistency_handoff_traces{handoff_cause="idle"}',
+        'otelcol_processor_traceconsistency_handoff_traces{handoff_cause="idle_timeout"}',
         'otelcol_processor_traceconsistency_handoff_spans{cause="shutdown_timeout"}',
-        'otelcol_processor_traceconsistency_spans_lost{cause="idle"}',
+        'otelcol_processor_traceconsistency_spans_lost{cause="idle_timeout"}',
     ]
     for e in bad:
         c = Checker(exported, kinds, recorded)

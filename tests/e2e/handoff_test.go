@@ -341,7 +341,7 @@ func TestHandoffIncompleteForGood(t *testing.T) {
 			t.Errorf("trace %s: findings %v, want missing_parent first", recs[0].Key.TraceID, f)
 		}
 	}
-	if got := m.Sum(handoffMetric+"traces", "cause", "idle"); got != n {
+	if got := m.Sum(handoffMetric+"traces", "cause", "idle_timeout"); got != n {
 		t.Errorf("traces handed off at idle: %v, want %d (once each)", got, n)
 	}
 	if got := m.Sum(handoffMetric + "spans_received"); got != 2*n {
