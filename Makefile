@@ -2,11 +2,12 @@
 #
 #   make run    build the Rust library and the custom collector, start it on examples/collector.yaml
 #   make test   every test: Rust, header drift, C ABI under valgrind, Go (-race), generated-code
-#               drift, prebuilt-library drift, a user's ocb build from the module cache, end to
-#               end against the built collector
+#               drift, a user's ocb build from a module tree packed from the current sources
+#               (with the library checked against them), end to end against the built collector
 #   make bench  benchmarks (not part of make test); results go in BENCHMARKS.md
-#   make prebuilt  refresh traceconsistencyprocessor/lib/linux_amd64/libtraceconsistency.a (commit it after Rust changes)
-#   make dist VERSION=vX.Y.Z  release artifacts in build/dist (module proxy tree, library, header)
+#   make release VERSION=vX.Y.Z  what a release publishes, in build/release/VERSION (module
+#               proxy tree with the prebuilt library, the library, its SHA-256, the source hash
+#               it reports, the header); the source tree itself carries no library
 
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
@@ -16,20 +17,21 @@ GOBIN := $(shell $(GO) env GOPATH)/bin
 LIB := target/release/libtraceconsistency.a
 OTELCOL := build/otelcol/otelcol-traceconsistency
 RUST_SRCS := $(shell find rust -name '*.rs') Cargo.toml Cargo.lock build.rs cbindgen.toml
-# What the Go module ships: the header (so it builds from the module cache) and, per platform,
-# the prebuilt library in a module of its own. Both are committed.
+# What the Go module ships: the header (so it builds from the module cache; committed) and,
+# per platform, the prebuilt library in a module of its own (release output only: make release).
 GO_HEADER := traceconsistencyprocessor/internal/engine/traceconsistency.h
-PREBUILT := traceconsistencyprocessor/lib/linux_amd64/libtraceconsistency.a
 VERSION ?= v$(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
 
 # In this repository every Go build (go test, ocb via examples/builder-config.yaml, tests/)
 # links the library built from source here, target/release/libtraceconsistency.a, through the
-# build tag tc_from_source; without the tag the Go module links the committed prebuilt copy
-# ($(PREBUILT)), which is what users get from the module cache (checked by
-# check-prebuilt and test-module-cache).
+# build tag tc_from_source. Without the tag the Go module links the prebuilt library of its
+# platform module, which only a release carries (what users get from the module cache,
+# proven by test-module-cache); in this tree such a build stops with
+# traceconsistency_source_tree_has_no_prebuilt_library_build_with_tag_tc_from_source_...
+# (traceconsistencyprocessor/lib/linux_amd64/no_library.go).
 export GOFLAGS := $(strip $(shell $(GO) env GOFLAGS) -tags=tc_from_source)
 
-.PHONY: all lib header prebuilt check-prebuilt dist test-module-cache otelcol run test test-rust test-c test-go check-generated test-observability test-e2e bench bench-engine bench-processor bench-collector bench-collector-pooling bench-collector-wait bench-tailsampling soak clean fuzz fuzz-smoke fuzz-tools
+.PHONY: all lib header check-prebuilt release test-module-cache otelcol run test test-rust test-c test-go check-generated test-observability test-e2e bench bench-engine bench-processor bench-collector bench-collector-pooling bench-collector-wait bench-tailsampling soak clean fuzz fuzz-smoke fuzz-tools
 
 all: otelcol
 
@@ -45,24 +47,26 @@ header: $(LIB)
 	cp "$$(ls -t $$(find target/release/build -name traceconsistency.h) | head -1)" include/traceconsistency.h
 	cp include/traceconsistency.h $(GO_HEADER)
 
-## prebuilt: the library the Go module ships for linux/amd64, built from the current sources
-## and stripped of debug information (commit it); also refreshes the headers. Runs cargo
+## release: what a release of VERSION (default: v<Cargo.toml version>) publishes, in
+## build/release/VERSION: the Go module proxy tree (goproxy/: the processor module and the
+## linux/amd64 library module with the library), the library stripped of debug information,
+## the header, SOURCE_HASH (the source hash the library reports) and SHA256SUMS. Runs cargo
 ## unconditionally (a no-op when up to date): file times can hide a source change from make.
-prebuilt:
+## Publish goproxy/ on a module proxy; nothing of it is committed.
+release:
 	$(CARGO) build --release --locked
-	$(MAKE) --no-print-directory header
-	strip --strip-debug -o $(PREBUILT) $(LIB)
-	bash scripts/check-prebuilt.sh
+	bash scripts/dist.sh $(VERSION) build/release/$(VERSION)
 
-## The committed prebuilt library and header copy must match the current sources.
+## A release's library (default: that of build/release/VERSION; RELEASE_LIB=... for another)
+## and the header copy against the current sources. scripts/dist.sh runs the same check on
+## what it ships, so test-module-cache covers it in make test.
+RELEASE_LIB ?= build/release/$(VERSION)/lib/linux_amd64/libtraceconsistency.a
 check-prebuilt:
-	bash scripts/check-prebuilt.sh
+	bash scripts/check-prebuilt.sh $(RELEASE_LIB)
 
-## Release artifacts for VERSION (default: v<Cargo.toml version>) in build/dist.
-dist:
-	bash scripts/dist.sh $(VERSION) build/dist
-
-## A collector built by ocb from a module proxy tree, without Rust, clone or replaces.
+## A collector built by ocb from a module proxy tree packed from the current sources (the
+## library: target/release, stripped), without Rust, clone or replaces; first, that the source
+## tree refuses a build without tc_from_source with a clear message.
 test-module-cache: $(LIB)
 	bash scripts/test-module-cache.sh
 
@@ -73,7 +77,7 @@ run: otelcol
 	mkdir -p build
 	./$(OTELCOL) --config examples/collector.yaml
 
-test: fuzz-smoke test-rust test-c test-go check-generated check-prebuilt test-module-cache test-observability test-e2e
+test: fuzz-smoke test-rust test-c test-go check-generated test-module-cache test-observability test-e2e
 	@echo "make test: all suites passed"
 
 ## Rust unit and property tests; includes the header drift check (header_is_up_to_date).

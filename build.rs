@@ -14,7 +14,7 @@ fn main() {
     println!("cargo:rerun-if-changed=Cargo.toml");
     println!("cargo:rerun-if-changed=Cargo.lock");
     // The library reports the hash of the sources it was built from (`tc_source_hash`), so
-    // scripts/check-prebuilt.sh can tell whether the committed prebuilt copy is current.
+    // scripts/check-prebuilt.sh can tell whether a release's prebuilt library is built from the current sources.
     println!("cargo:rustc-env=TC_SOURCE_HASH={}", source_hash(&crate_dir));
     let config = cbindgen::Config::from_file(crate_dir.join("cbindgen.toml"))
         .expect("cbindgen.toml must parse");

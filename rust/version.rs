@@ -1,8 +1,8 @@
 //! Identity of the built library, queryable through the C ABI.
 //!
-//! The Go module ships a prebuilt copy of this library (`traceconsistencyprocessor/lib/<os>_<arch>/`); these
+//! A release of the Go module ships a prebuilt copy of this library (`traceconsistencyprocessor/lib/<os>_<arch>/`); these
 //! functions let the Go side refuse a library whose ABI it does not expect, log which build
-//! it runs, and let `scripts/check-prebuilt.sh` tell whether a committed prebuilt library was
+//! it runs, and let `scripts/check-prebuilt.sh` tell whether a released prebuilt library was
 //! built from the current sources.
 
 use std::ffi::{c_char, CStr};

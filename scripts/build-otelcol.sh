@@ -4,8 +4,8 @@
 #
 # Assumes the Rust static library is already built (cargo build --release in
 # the repo root): with the manifest's build tag tc_from_source the
-# traceconsistency processor links it through cgo (without the tag it links
-# the prebuilt traceconsistencyprocessor/lib/linux_amd64/libtraceconsistency.a instead).
+# traceconsistency processor links it through cgo. (Without the tag it would link the
+# prebuilt library of a release, which this source tree does not carry.)
 # Safe to run again: ocb regenerates the sources, go reuses its build cache.
 #
 # Environment:
@@ -43,17 +43,19 @@ LIB="target/release/libtraceconsistency.a"
 
 # Our processor (if enabled in the manifest) links a Rust static library via
 # cgo: with the build tag tc_from_source (examples/builder-config.yaml sets it)
-# $LIB built from this clone, else the prebuilt traceconsistencyprocessor/lib/linux_amd64 one. Fail
-# early with a clear message instead of a long link error.
+# $LIB built from this clone. Without the tag a manifest that replaces our
+# module by this tree has no library to link. Fail early with a clear message
+# instead of a long build error.
 if grep -qE '^[[:space:]]*-[[:space:]]*gomod:[[:space:]]*github.com/traceconsistency/traceconsistency/traceconsistencyprocessor' "$BUILDER_CONFIG"; then
   [[ -f traceconsistencyprocessor/go.mod ]] || { echo "build-otelcol: traceconsistencyprocessor/go.mod missing (processor module)" >&2; exit 1; }
-  linked=traceconsistencyprocessor/lib/linux_amd64/libtraceconsistency.a
-  if grep -qE '^[[:space:]]*build_tags:.*tc_from_source' "$BUILDER_CONFIG" || [[ "${GOFLAGS:-}" == *tc_from_source* ]]; then
-    linked="$LIB"
-    if [[ ! -f "$LIB" ]]; then
-      echo "build-otelcol: $LIB missing; run 'cargo build --release' first" >&2
-      exit 1
-    fi
+  if ! grep -qE '^[[:space:]]*build_tags:.*tc_from_source' "$BUILDER_CONFIG" && [[ "${GOFLAGS:-}" != *tc_from_source* ]]; then
+    echo "build-otelcol: $BUILDER_CONFIG builds our processor without the tag tc_from_source; this source tree has no prebuilt library (release output, make release): set dist.build_tags: tc_from_source" >&2
+    exit 1
+  fi
+  linked="$LIB"
+  if [[ ! -f "$LIB" ]]; then
+    echo "build-otelcol: $LIB missing; run 'cargo build --release' first" >&2
+    exit 1
   fi
   # Go's build cache hashes the files inside a package's directory (the C
   # header traceconsistencyprocessor/internal/engine/traceconsistency.h included), not the files its

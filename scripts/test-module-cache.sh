@@ -12,6 +12,8 @@
 #   3. the collector must list traceconsistency among its components and pass `validate` on
 #      a config that uses it in a traces pipeline, and must carry our modules from the proxy
 #      tree, not from a replace.
+# Before that it checks that the source tree, which carries no library, refuses a build
+# without the tag tc_from_source with the message of lib/linux_amd64/no_library.go.
 #
 # The version is v0.0.0-modcache.h<hash of what is packed>: the module cache never replaces a
 # version it holds, so a fixed version would keep testing the first content it saw. The
@@ -52,6 +54,15 @@ cleanup() {
   if [[ "${KEEP_TMP:-}" == 1 ]]; then echo "test-module-cache: kept $TMP"; else rm -rf "$TMP"; fi
 }
 trap cleanup EXIT
+
+fail() { echo "test-module-cache: $*" >&2; exit 1; }
+
+# 0. No library in the source tree: without tc_from_source the build stops with a clear message.
+if out="$(cd traceconsistencyprocessor && env GOFLAGS= CGO_ENABLED=1 go build ./... 2>&1)"; then
+  fail "the source tree built without the tag tc_from_source (is a library committed in traceconsistencyprocessor/lib?)"
+fi
+grep -q 'traceconsistency_source_tree_has_no_prebuilt_library_build_with_tag_tc_from_source' <<<"$out" \
+  || { echo "$out" >&2; fail "a build of the source tree without tc_from_source fails, but not with the message of lib/linux_amd64/no_library.go"; }
 
 # 1. The proxy tree.
 strip --strip-debug -o "$TMP/libtraceconsistency.a" "$LIB"
@@ -142,7 +153,6 @@ BIN="$user/out/mycollector"
 echo "test-module-cache: ocb built the user's collector in $((SECONDS - build_start))s"
 
 # 3. What the user gets.
-fail() { echo "test-module-cache: $*" >&2; exit 1; }
 mods="$(go version -m "$BIN")"
 grep -qE "^[[:space:]]+dep[[:space:]]+$MOD[[:space:]]+$VERSION([[:space:]]|$)" <<<"$mods" \
   || fail "the collector does not carry $MOD $VERSION: $(grep traceconsistency <<<"$mods")"

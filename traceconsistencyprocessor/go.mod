@@ -67,7 +67,9 @@ require (
 	google.golang.org/protobuf v1.36.12 // indirect
 )
 
-// The prebuilt library for linux/amd64 is a module of its own (go/lib/linux_amd64), released
-// at the same version as this one; in this repository it comes from the working tree.
-// (A replace in a dependency's go.mod is ignored: users get the released version.)
+// The prebuilt library for linux/amd64 is a module of its own (lib/linux_amd64), released
+// at the same version as this one, with the library in it (make release). In this repository
+// the replace points at its folder, which holds no library: builds here link the one built
+// from source (tag tc_from_source). (A replace in a dependency's go.mod is ignored: users get
+// the released version.)
 replace github.com/traceconsistency/traceconsistency/traceconsistencyprocessor/lib/linux_amd64 => ./lib/linux_amd64

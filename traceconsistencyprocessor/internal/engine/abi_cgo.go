@@ -21,7 +21,7 @@ func checkLibrary(l LibraryInfo) LibraryInfo {
 		panic(fmt.Sprintf("traceconsistency: the linked Rust library (version %s, source %.12s) has C ABI version %d, "+
 			"this Go package expects %d: use the modules github.com/traceconsistency/traceconsistency/traceconsistencyprocessor and "+
 			"github.com/traceconsistency/traceconsistency/traceconsistencyprocessor/lib/<os>_<arch> at the same version, or rebuild "+
-			"the library from the same commit (make prebuilt, or cargo build --release with the tag tc_from_source)",
+			"the library from the same commit (make release, or cargo build --release with the tag tc_from_source)",
 			l.Version, l.SourceHash, l.ABIVersion, ABIVersion))
 	}
 	return l

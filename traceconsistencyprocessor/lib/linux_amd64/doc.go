@@ -7,6 +7,9 @@
 // so that only users on this platform download the library, and it must be at the same
 // version as the processor module (the processor refuses a library of another ABI version).
 //
-// The library is rebuilt from the Rust sources of the same commit with `make prebuilt`;
-// `make check-prebuilt` fails when it is not current.
+// The library is release output, not part of the source tree: `make release VERSION=vX.Y.Z`
+// builds it from the Rust sources of the same commit and packs it into this module's
+// released version, checked against those sources (scripts/check-prebuilt.sh). In the
+// source tree the package does not compile without the tag tc_from_source (no_library.go
+// says so).
 package linuxamd64
