@@ -31,7 +31,7 @@ VERSION ?= v$(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
 # (traceconsistencyprocessor/lib/linux_amd64/no_library.go).
 export GOFLAGS := $(strip $(shell $(GO) env GOFLAGS) -tags=tc_from_source)
 
-.PHONY: all lib header check-prebuilt release test-module-cache otelcol run test test-rust test-c test-go check-generated test-observability test-e2e bench bench-engine bench-processor bench-collector bench-collector-pooling bench-collector-wait bench-tailsampling soak clean fuzz fuzz-smoke fuzz-tools
+.PHONY: all lib header check-prebuilt release test-module-cache otelcol run test test-rust test-c test-go check-generated test-observability test-e2e bench bench-engine bench-processor bench-collector bench-collector-pooling bench-collector-wait bench-tailsampling bench-dry soak clean fuzz fuzz-smoke fuzz-tools
 
 all: otelcol
 
@@ -77,7 +77,7 @@ run: otelcol
 	mkdir -p build
 	./$(OTELCOL) --config examples/collector.yaml
 
-test: fuzz-smoke test-rust test-c test-go check-generated test-module-cache test-observability test-e2e
+test: fuzz-smoke test-rust test-c test-go check-generated test-module-cache test-observability test-e2e bench-dry
 	@echo "make test: all suites passed"
 
 ## Rust unit and property tests; includes the header drift check (header_is_up_to_date).
@@ -193,6 +193,13 @@ bench-collector-wait: otelcol
 ## traceconsistency -> tail_sampling (decision_wait 1s), saturation and a fixed load.
 bench-tailsampling: otelcol
 	bash scripts/bench-tailsampling.sh
+
+## The collector benchmarks' dry path (part of make test; measures nothing): their shared setup
+## (scripts/bench-common.sh), the load sources built, every configuration they run validated
+## by the collector, nothing started.
+bench-dry: otelcol
+	DRY_RUN=1 CONFIGS="none groupbytrace ours ours-wal-batch ours-wal-interval ours-otlp-queue ours-otlp-wait" bash scripts/bench-collector.sh
+	DRY_RUN=1 bash scripts/bench-tailsampling.sh
 
 clean:
 	rm -rf target build

@@ -48,14 +48,15 @@
 #   LOADERS="tracegen replay"  load sources to run, in order (LOADER=x runs only x)
 #   FEATURE_GATES=""  passed to the collector as --feature-gates (e.g. pdata.useProtoPooling)
 #   PORT_BASE=47000  OTLP gRPC = PORT_BASE+317, metrics = PORT_BASE+888, health = PORT_BASE+133
+#                    (the backend: +1317, +1888, +1133)
+#   DRY_RUN=0     1: build the load sources, write every config and validate it with the
+#                 collector, start nothing (scripts/bench-common.sh)
 # Builds nothing except `make otelcol` when the collector binary is missing, and the two load
 # sources (go build of tests/cmd/tracegen and tests/bench/cmd/replay into the temp dir).
 # Every process it starts is stopped on exit (trap), and the temp dir removed.
 set -euo pipefail
 
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-cd "$ROOT"
-BIN="${OTELCOL_BIN:-$ROOT/build/otelcol/otelcol-traceconsistency}"
+BENCH=bench-collector
 DURATION="${DURATION:-20s}"
 STREAMS="${STREAMS:-4}"
 WAIT="${WAIT:-1s}"
@@ -65,46 +66,12 @@ EXPORTER="${BENCH_EXPORTER:-file}"
 LOADERS="${LOADERS:-${LOADER:-tracegen replay}}"
 PORT_BASE="${PORT_BASE:-47000}"
 FEATURE_GATES="${FEATURE_GATES:-}"
-OTLP_PORT=$((PORT_BASE + 317))
-METRICS_PORT=$((PORT_BASE + 888))
-HEALTH_PORT=$((PORT_BASE + 133))
+# Setup, ports, placement, cleanup and the measuring helpers (shared with bench-tailsampling.sh).
+source "$(dirname "${BASH_SOURCE[0]}")/bench-common.sh"
 BACKEND_OTLP_PORT=$((PORT_BASE + 1317))
 BACKEND_HEALTH_PORT=$((PORT_BASE + 1133))
 BACKEND_METRICS_PORT=$((PORT_BASE + 1888))
-if [[ -z "${PIN:-}" ]]; then
-  if command -v taskset >/dev/null && [[ "$(nproc)" -ge 2 ]]; then PIN=1; else PIN=0; fi
-fi
-
-if [[ ! -x "$BIN" ]]; then
-  echo "bench-collector: $BIN missing; running make otelcol"
-  make otelcol
-fi
-
-TMP="$(mktemp -d /tmp/bench-collector.XXXXXX)"
-COL_PID=""
-GEN_PID=""
-BACKEND_PID=""
-cleanup() {
-  [[ -n "$GEN_PID" ]] && kill "$GEN_PID" 2>/dev/null || true
-  if [[ -n "$BACKEND_PID" ]]; then
-    kill -TERM "$BACKEND_PID" 2>/dev/null || true
-    for _ in $(seq 50); do kill -0 "$BACKEND_PID" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$BACKEND_PID" 2>/dev/null || true
-  fi
-  if [[ -n "$COL_PID" ]]; then
-    kill -TERM "$COL_PID" 2>/dev/null || true
-    for _ in $(seq 50); do kill -0 "$COL_PID" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$COL_PID" 2>/dev/null || true
-  fi
-  rm -rf "$TMP"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-for p in "$OTLP_PORT" "$METRICS_PORT" "$HEALTH_PORT" "$BACKEND_OTLP_PORT" "$BACKEND_HEALTH_PORT" "$BACKEND_METRICS_PORT"; do
-  if port_busy "$p"; then echo "bench-collector: 127.0.0.1:$p is in use; set PORT_BASE" >&2; exit 1; fi
-done
+bench_ports_free "$OTLP_PORT" "$METRICS_PORT" "$HEALTH_PORT" "$BACKEND_OTLP_PORT" "$BACKEND_HEALTH_PORT" "$BACKEND_METRICS_PORT"
 
 echo "bench-collector: building the load sources ($LOADERS)"
 (cd tests && go build -o "$TMP/tracegen" ./cmd/tracegen && go build -o "$TMP/replay" ./bench/cmd/replay)
@@ -186,39 +153,13 @@ service:
 EOF
 }
 
-# metric NAME: sum of every series of NAME (prometheus text) at the telemetry port.
-metric() {
-  curl -s --max-time 2 "http://127.0.0.1:$METRICS_PORT/metrics" 2>/dev/null |
-    awk -v n="$1" '$1 == n || index($1, n "{") == 1 { s += $NF } END { printf "%.0f\n", s + 0 }'
-}
-
-cpu_ticks() { # utime + stime of PID, in clock ticks
-  awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$1/stat"
-}
-hwm_kb() { awk '/^VmHWM:/ { print $2 }' "/proc/$1/status"; }
-rss_kb() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }
-CLK_TCK="$(getconf CLK_TCK)"
-
-COL_CMD=("$BIN")
-GEN_PIN=()
-if [[ "$PIN" == 1 ]]; then
-  COL_CMD=(taskset -c 0 "$BIN")
-  GEN_PIN=(taskset -c 1)
-fi
-
 run_one() { # loader name run
   local loader="$1" name="$2" run="$3" cfg="$TMP/$2.yaml" log="$TMP/$1.$2.$3.log"
   local RESULTS="$TMP/results.$loader.tsv"
   write_config "$name" "$cfg"
   "${COL_CMD[@]}" --config "$cfg" ${FEATURE_GATES:+"--feature-gates=$FEATURE_GATES"} >"$log" 2>&1 &
   COL_PID=$!
-  local ok=0
-  for _ in $(seq 300); do
-    if curl -sf --max-time 1 "http://127.0.0.1:$HEALTH_PORT/" >/dev/null 2>&1; then ok=1; break; fi
-    kill -0 "$COL_PID" 2>/dev/null || break
-    sleep 0.1
-  done
-  if [[ "$ok" != 1 ]]; then echo "bench-collector: collector ($name) did not become healthy:" >&2; cat "$log" >&2; exit 1; fi
+  wait_healthy "$HEALTH_PORT" "$COL_PID" "$log" "collector ($name)"
   sleep 1 # past our processor's start wait and the first ticks
   local acc0 sent0 cpu0 t0 gen_out
   acc0="$(metric otelcol_receiver_accepted_spans)"
@@ -271,9 +212,7 @@ run_one() { # loader name run
     "$cpu_s" "$cpu_us" "$((hwm / 1024))" "$((avg_rss / 1024))" "$util" >>"$RESULTS"
   printf '  %-8s %-13s run %d: %s spans in %.1fs = %.0f spans/s; accepted %s, exported %s (drain %ss); collector CPU %ss (%s cores) = %s µs/span; peak RSS %d MiB, avg %d MiB\n' \
     "$loader" "$name" "$run" "$spans" "$gsec" "$gsps" "$acc" "$sent" "$drain_s" "$cpu_s" "$util" "$cpu_us" "$((hwm / 1024))" "$((avg_rss / 1024))"
-  kill -TERM "$COL_PID" 2>/dev/null || true
-  for _ in $(seq 100); do kill -0 "$COL_PID" 2>/dev/null || break; sleep 0.1; done
-  kill -KILL "$COL_PID" 2>/dev/null || true
+  stop_pid "$COL_PID" 100
   wait "$COL_PID" 2>/dev/null || true
   COL_PID=""
 }
@@ -310,16 +249,23 @@ service:
                 host: 127.0.0.1
                 port: $BACKEND_METRICS_PORT
 EOF
-  "${GEN_PIN[@]}" "$BIN" --config "$TMP/backend.yaml" >"$TMP/backend.log" 2>&1 &
-  BACKEND_PID=$!
-  disown "$BACKEND_PID" # stopped by cleanup; no job report
-  ok=0
-  for _ in $(seq 300); do
-    if curl -sf --max-time 1 "http://127.0.0.1:$BACKEND_HEALTH_PORT/" >/dev/null 2>&1; then ok=1; break; fi
-    kill -0 "$BACKEND_PID" 2>/dev/null || break
-    sleep 0.1
+  if [[ "$DRY_RUN" == 1 ]]; then
+    validate_config "$TMP/backend.yaml" backend
+  else
+    "${GEN_PIN[@]}" "$BIN" --config "$TMP/backend.yaml" >"$TMP/backend.log" 2>&1 &
+    BACKEND_PID=$!
+    disown "$BACKEND_PID" # stopped by cleanup; no job report
+    wait_healthy "$BACKEND_HEALTH_PORT" "$BACKEND_PID" "$TMP/backend.log" "the backend"
+  fi
+fi
+
+if [[ "$DRY_RUN" == 1 ]]; then
+  for name in $CONFIGS; do
+    write_config "$name" "$TMP/$name.yaml"
+    validate_config "$TMP/$name.yaml" "$name"
   done
-  if [[ "$ok" != 1 ]]; then echo "bench-collector: the backend did not become healthy:" >&2; cat "$TMP/backend.log" >&2; exit 1; fi
+  echo "bench-collector: dry run: load sources built ($LOADERS), configs valid ($CONFIGS); nothing started"
+  exit 0
 fi
 
 echo "bench-collector: $(nproc) CPUs ($(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)), pin=$PIN, loaders=$LOADERS, duration=$DURATION, streams=$STREAMS, wait=$WAIT, exporter=$EXPORTER${FEATURE_GATES:+, feature gates $FEATURE_GATES}"

@@ -41,11 +41,12 @@ COL_PID=""
 GEN_PID=""
 BACKEND_PID=""
 
-# stop_pid PID: SIGTERM, up to 5 s to exit, then SIGKILL.
+# stop_pid PID [TENTHS]: SIGTERM, up to TENTHS tenths of a second (default 50) to exit, then
+# SIGKILL.
 stop_pid() {
   [[ -n "$1" ]] || return 0
   kill -TERM "$1" 2>/dev/null || true
-  for _ in $(seq 50); do kill -0 "$1" 2>/dev/null || break; sleep 0.1; done
+  for _ in $(seq "${2:-50}"); do kill -0 "$1" 2>/dev/null || break; sleep 0.1; done
   kill -KILL "$1" 2>/dev/null || true
 }
 bench_cleanup() {

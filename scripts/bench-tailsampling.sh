@@ -36,12 +36,12 @@
 #   BROKEN=missing_parent,skewed_child,sampled_mismatch  BROKEN_EVERY=20  ERROR_PROBABILITY=0.002
 #   FEATURE_GATES=""  (e.g. pdata.useProtoPooling: passed as --feature-gates to the collector)
 #   PIN=1  PORT_BASE=48000 (OTLP +317, metrics +888, health +133, sink +417)
+#   DRY_RUN=0  1: build the load source, write every config and validate it with the
+#              collector, start nothing (scripts/bench-common.sh)
 # Every process it starts is stopped on exit (trap), and the temp dir removed.
 set -euo pipefail
 
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-cd "$ROOT"
-BIN="${OTELCOL_BIN:-$ROOT/build/otelcol/otelcol-traceconsistency}"
+BENCH=bench-tailsampling
 PIPELINES="${PIPELINES:-ts gbt_ts ours_ts}"
 MODES="${MODES:-saturation fixed}"
 REPEAT="${REPEAT:-3}"
@@ -54,37 +54,10 @@ BROKEN_EVERY="${BROKEN_EVERY:-20}"
 ERROR_PROBABILITY="${ERROR_PROBABILITY:-0.002}"
 FEATURE_GATES="${FEATURE_GATES:-}"
 PORT_BASE="${PORT_BASE:-48000}"
-OTLP_PORT=$((PORT_BASE + 317))
-METRICS_PORT=$((PORT_BASE + 888))
-HEALTH_PORT=$((PORT_BASE + 133))
+# Setup, ports, placement, cleanup and the measuring helpers (shared with bench-collector.sh).
+source "$(dirname "${BASH_SOURCE[0]}")/bench-common.sh"
 SINK_PORT=$((PORT_BASE + 417))
-if [[ -z "${PIN:-}" ]]; then
-  if command -v taskset >/dev/null && [[ "$(nproc)" -ge 2 ]]; then PIN=1; else PIN=0; fi
-fi
-if [[ ! -x "$BIN" ]]; then
-  echo "bench-tailsampling: $BIN missing; running make otelcol"
-  make otelcol
-fi
-
-TMP="$(mktemp -d /tmp/bench-tailsampling.XXXXXX)"
-COL_PID=""
-GEN_PID=""
-cleanup() {
-  [[ -n "$GEN_PID" ]] && kill "$GEN_PID" 2>/dev/null || true
-  if [[ -n "$COL_PID" ]]; then
-    kill -TERM "$COL_PID" 2>/dev/null || true
-    for _ in $(seq 50); do kill -0 "$COL_PID" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$COL_PID" 2>/dev/null || true
-  fi
-  rm -rf "$TMP"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-for p in "$OTLP_PORT" "$METRICS_PORT" "$HEALTH_PORT" "$SINK_PORT"; do
-  if port_busy "$p"; then echo "bench-tailsampling: 127.0.0.1:$p is in use; set PORT_BASE" >&2; exit 1; fi
-done
+bench_ports_free "$OTLP_PORT" "$METRICS_PORT" "$HEALTH_PORT" "$SINK_PORT"
 
 echo "bench-tailsampling: building the load source"
 (cd tests && go build -o "$TMP/replay" ./bench/cmd/replay)
@@ -160,22 +133,6 @@ service:
 EOF
 }
 
-# metric NAME: sum of every series of NAME (with or without _total) at the telemetry port.
-metric() {
-  curl -s --max-time 2 "http://127.0.0.1:$METRICS_PORT/metrics" 2>/dev/null |
-    awk -v n="$1" '$1 == n || $1 == n "_total" || index($1, n "{") == 1 || index($1, n "_total{") == 1 { s += $NF } END { printf "%.0f\n", s + 0 }'
-}
-cpu_ticks() { awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$1/stat"; }
-hwm_kb() { awk '/^VmHWM:/ { print $2 }' "/proc/$1/status"; }
-rss_kb() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }
-CLK_TCK="$(getconf CLK_TCK)"
-
-COL_CMD=("$BIN")
-GEN_PIN=()
-if [[ "$PIN" == 1 ]]; then
-  COL_CMD=(taskset -c 0 "$BIN")
-  GEN_PIN=(taskset -c 1)
-fi
 GATES=()
 [[ -n "$FEATURE_GATES" ]] && GATES=("--feature-gates=$FEATURE_GATES")
 
@@ -187,13 +144,7 @@ run_one() { # mode pipeline run
   write_config "$name" "$cfg"
   "${COL_CMD[@]}" --config "$cfg" "${GATES[@]}" >"$log" 2>&1 &
   COL_PID=$!
-  local ok=0
-  for _ in $(seq 300); do
-    if curl -sf --max-time 1 "http://127.0.0.1:$HEALTH_PORT/" >/dev/null 2>&1; then ok=1; break; fi
-    kill -0 "$COL_PID" 2>/dev/null || break
-    sleep 0.1
-  done
-  if [[ "$ok" != 1 ]]; then echo "bench-tailsampling: collector ($name) did not become healthy:" >&2; cat "$log" >&2; exit 1; fi
+  wait_healthy "$HEALTH_PORT" "$COL_PID" "$log" "collector ($name)"
   sleep 1
   local args=(-endpoint "127.0.0.1:$OTLP_PORT" -traces 8000 -concurrency "$STREAMS" -json
     -sink "127.0.0.1:$SINK_PORT" -sent-file "$TMP/sent.json" -linger 5m
@@ -271,12 +222,19 @@ print(f"  {r['mode']:<10} {r['pipeline']:<8} run {r['run']}: {r['spans']} spans 
       f"out {r['out_traces']} traces; latency complete p50 {c.get('p50',0):.0f} p99 {c.get('p99',0):.0f} max {c.get('max',0):.0f} ms, "
       f"incomplete p50 {i.get('p50',0):.0f} max {i.get('max',0):.0f} ms")
 PY
-  kill -TERM "$COL_PID" 2>/dev/null || true
-  for _ in $(seq 100); do kill -0 "$COL_PID" 2>/dev/null || break; sleep 0.1; done
-  kill -KILL "$COL_PID" 2>/dev/null || true
+  stop_pid "$COL_PID" 100
   wait "$COL_PID" 2>/dev/null || true
   COL_PID=""
 }
+
+if [[ "$DRY_RUN" == 1 ]]; then
+  for name in $PIPELINES; do
+    write_config "$name" "$TMP/$name.yaml"
+    validate_config "$TMP/$name.yaml" "$name"
+  done
+  echo "bench-tailsampling: dry run: load source built, configs valid ($PIPELINES); nothing started"
+  exit 0
+fi
 
 echo "bench-tailsampling: $(nproc) CPUs ($(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)), pin=$PIN, pipelines=$PIPELINES, modes=$MODES, repeat=$REPEAT, rate=$RATE spans/s for $FIXED_DURATION (fixed), $SAT_DURATION (saturation), broken=$BROKEN every $BROKEN_EVERY, error probability $ERROR_PROBABILITY per span${FEATURE_GATES:+, feature gates $FEATURE_GATES}"
 for run in $(seq "$REPEAT"); do
