@@ -3,7 +3,8 @@
 #   make run    build the Rust library and the custom collector, start it on examples/collector.yaml
 #   make test   every test: Rust, header drift, C ABI under valgrind, Go (-race), generated-code
 #               drift, a user's ocb build from a module tree packed from the current sources
-#               (with the library checked against them), end to end against the built collector
+#               (with the library checked against them), end to end against the built collector,
+#               the benchmarks' dry path
 #   make bench  benchmarks (not part of make test); results go in BENCHMARKS.md
 #   make release VERSION=vX.Y.Z  what a release publishes, in build/release/VERSION (module
 #               proxy tree with the prebuilt library, the library, its SHA-256, the source hash
