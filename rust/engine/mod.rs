@@ -26,6 +26,7 @@
 //! - [`bounds`]: the limits, what counts against them, the gauges of each shard;
 //! - [`release`]: the release decision (`take_due`), the ready queue, tick and shutdown;
 //! - [`ingest`]: live ingest, and the buffering that replay shares;
+//! - [`replay`]: one logged batch buffered again with its stamps;
 //! - [`recovery`]: the write-ahead log replayed after a restart;
 //! - [`drain`]: units taken from a queue and emitted, delivery acknowledged;
 //! - this module: the [`Engine`], its construction and its stats.
@@ -50,6 +51,7 @@ mod intern;
 pub mod memory;
 mod recovery;
 mod release;
+mod replay;
 mod shard;
 pub mod stats;
 mod types;
