@@ -1,0 +1,183 @@
+//! The engine configuration as C sees it (`tc_config`), its defaults, its validation, and
+//! its conversion into the crate's [`Config`].
+
+use std::ffi::{c_char, CStr};
+
+use crate::config::{enum_from_u32, Config, DuplicatePolicy, LateSpanPolicy, RestartStrategy, SyncMode};
+
+use super::boundary::{boundary, tc_error, tc_result};
+
+/// Engine configuration. Fill it with `tc_config_default`, then change fields. Durations
+/// are nanoseconds (signed so a negative YAML duration is reported, not wrapped). Field names
+/// mirror the YAML keys named in validation errors.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct tc_config {
+    /// `num_shards`: 0 = four per core.
+    pub num_shards: u32,
+    /// `quiet_period`.
+    pub quiet_period_ns: i64,
+    /// `idle_timeout`.
+    pub idle_timeout_ns: i64,
+    /// `max_age`.
+    pub max_age_ns: i64,
+    /// `max_buffered_spans`.
+    pub max_buffered_spans: i64,
+    /// `max_buffered_bytes`.
+    pub max_buffered_bytes: i64,
+    /// `max_spans_per_trace`.
+    pub max_spans_per_trace: i64,
+    /// `late_spans.policy`: a `tc_late_span_policy` value (a plain integer so that an
+    /// out-of-range value is reported, not undefined behaviour).
+    pub late_span_policy: u32,
+    /// `late_spans.cache_size`.
+    pub late_cache_size: i64,
+    /// `checks.disabled`, as a mask of `1 << tc_finding_kind`.
+    pub checks_disabled: u32,
+    /// `checks.write_attributes`.
+    pub write_attributes: bool,
+    /// `checks.child_tolerance`.
+    pub child_tolerance_ns: i64,
+    /// `checks.skew_correction.enabled`.
+    pub skew_correction: bool,
+    /// `checks.skew_correction.max_adjustment`.
+    pub skew_max_adjustment_ns: i64,
+    /// `duplicates.conflict_policy`: a `tc_duplicate_policy` value.
+    pub duplicate_policy: u32,
+    /// `hlc.enabled`.
+    pub hlc_enabled: bool,
+    /// `hlc.max_offset`.
+    pub hlc_max_offset_ns: i64,
+    /// `hlc.restart_strategy`: a `tc_restart_strategy` value.
+    pub hlc_restart: u32,
+    /// `hlc.state_file`: NUL-terminated path, or NULL. Read during `tc_engine_new` only.
+    pub hlc_state_file: *const c_char,
+    /// `wal.directory`: NUL-terminated path, or NULL / empty for no write-ahead log. Read
+    /// during `tc_engine_new` only.
+    pub wal_directory: *const c_char,
+    /// `wal.sync`: a `tc_wal_sync` value.
+    pub wal_sync: u32,
+    /// `wal.sync_interval`.
+    pub wal_sync_interval_ns: i64,
+    /// `wal.max_bytes`.
+    pub wal_max_bytes: i64,
+    /// `handoff.on_shutdown`.
+    pub handoff_on_shutdown: bool,
+    /// `handoff.on_idle`.
+    pub handoff_on_idle: bool,
+    /// `handoff.max_hops`.
+    pub handoff_max_hops: i64,
+    /// `handoff.key`: NUL-terminated, or NULL / empty for none. Read during `tc_engine_new`
+    /// and `tc_config_validate` only.
+    pub handoff_key: *const c_char,
+}
+
+
+fn bad_enum(key: &str, values: &str, v: u32) -> (tc_result, String) {
+    (tc_result::InvalidConfig, format!("{key} must be {values}, got {v}"))
+}
+
+/// A NUL-terminated string from the config (a path, a key), or `None` for NULL.
+fn string_from(p: *const c_char, key: &str) -> Result<Option<String>, (tc_result, String)> {
+    if p.is_null() {
+        return Ok(None);
+    }
+    // SAFETY: non-null, caller promises a NUL-terminated string valid for the call.
+    let s = unsafe { CStr::from_ptr(p) };
+    Ok(Some(s.to_str().map_err(|_| (tc_result::InvalidConfig, format!("{key} must be valid UTF-8")))?.to_string()))
+}
+
+
+pub(super) fn config_from(c: &tc_config) -> Result<Config, (tc_result, String)> {
+    let state_file = string_from(c.hlc_state_file, "hlc.state_file")?;
+    let wal_directory = string_from(c.wal_directory, "wal.directory")?;
+    let handoff_key = string_from(c.handoff_key, "handoff.key")?;
+    Ok(Config {
+        num_shards: c.num_shards,
+        quiet_period_ns: c.quiet_period_ns,
+        idle_timeout_ns: c.idle_timeout_ns,
+        max_age_ns: c.max_age_ns,
+        max_buffered_spans: c.max_buffered_spans,
+        max_buffered_bytes: c.max_buffered_bytes,
+        max_spans_per_trace: c.max_spans_per_trace,
+        late_span_policy: enum_from_u32(&LateSpanPolicy::ALL, c.late_span_policy, |v| v as u32)
+            .ok_or_else(|| bad_enum("late_spans.policy", "forward or drop", c.late_span_policy))?,
+        late_cache_size: c.late_cache_size,
+        checks_disabled: c.checks_disabled,
+        write_attributes: c.write_attributes,
+        child_tolerance_ns: c.child_tolerance_ns,
+        skew_correction: c.skew_correction,
+        skew_max_adjustment_ns: c.skew_max_adjustment_ns,
+        duplicate_policy: enum_from_u32(&DuplicatePolicy::ALL, c.duplicate_policy, |v| v as u32)
+            .ok_or_else(|| bad_enum("duplicates.conflict_policy", "keep_both or keep_latest", c.duplicate_policy))?,
+        hlc_enabled: c.hlc_enabled,
+        hlc_max_offset_ns: c.hlc_max_offset_ns,
+        hlc_restart: enum_from_u32(&RestartStrategy::ALL, c.hlc_restart, |v| v as u32)
+            .ok_or_else(|| bad_enum("hlc.restart_strategy", "none, wait or persist", c.hlc_restart))?,
+        hlc_state_file: state_file,
+        wal_directory,
+        wal_sync: enum_from_u32(&SyncMode::ALL, c.wal_sync, |v| v as u32)
+            .ok_or_else(|| bad_enum("wal.sync", "batch, interval or none", c.wal_sync))?,
+        wal_sync_interval_ns: c.wal_sync_interval_ns,
+        wal_max_bytes: c.wal_max_bytes,
+        handoff_on_shutdown: c.handoff_on_shutdown,
+        handoff_on_idle: c.handoff_on_idle,
+        handoff_max_hops: c.handoff_max_hops,
+        handoff_key,
+    })
+}
+
+/// Fills `out` with the defaults (the same as the component's YAML defaults).
+/// Thread-safe. `out` must point to writable memory.
+#[no_mangle]
+pub extern "C" fn tc_config_default(out: *mut tc_config) -> tc_result {
+    boundary(std::ptr::null_mut(), || {
+        non_null!(out, "out");
+        let d = Config::default();
+        let c = tc_config {
+            num_shards: d.num_shards,
+            quiet_period_ns: d.quiet_period_ns,
+            idle_timeout_ns: d.idle_timeout_ns,
+            max_age_ns: d.max_age_ns,
+            max_buffered_spans: d.max_buffered_spans,
+            max_buffered_bytes: d.max_buffered_bytes,
+            max_spans_per_trace: d.max_spans_per_trace,
+            late_span_policy: d.late_span_policy as u32,
+            late_cache_size: d.late_cache_size,
+            checks_disabled: d.checks_disabled,
+            write_attributes: d.write_attributes,
+            child_tolerance_ns: d.child_tolerance_ns,
+            skew_correction: d.skew_correction,
+            skew_max_adjustment_ns: d.skew_max_adjustment_ns,
+            duplicate_policy: d.duplicate_policy as u32,
+            hlc_enabled: d.hlc_enabled,
+            hlc_max_offset_ns: d.hlc_max_offset_ns,
+            hlc_restart: d.hlc_restart as u32,
+            hlc_state_file: std::ptr::null(),
+            wal_directory: std::ptr::null(),
+            wal_sync: d.wal_sync as u32,
+            wal_sync_interval_ns: d.wal_sync_interval_ns,
+            wal_max_bytes: d.wal_max_bytes,
+            handoff_on_shutdown: d.handoff_on_shutdown,
+            handoff_on_idle: d.handoff_on_idle,
+            handoff_max_hops: d.handoff_max_hops,
+            handoff_key: std::ptr::null(),
+        };
+        // SAFETY: non-null, caller promises writable memory.
+        unsafe { out.write(c) };
+        Ok(())
+    })
+}
+
+/// Validates `config` without building an engine. On failure the message names the YAML key.
+/// Thread-safe; `config` is only read during the call.
+#[no_mangle]
+pub extern "C" fn tc_config_validate(config: *const tc_config, err: *mut tc_error) -> tc_result {
+    boundary(err, || {
+        non_null!(config, "config");
+        // SAFETY: non-null, caller promises a valid tc_config.
+        let cfg = config_from(unsafe { &*config })?;
+        cfg.validate().map_err(|e| (tc_result::InvalidConfig, e.0))
+    })
+}
+
