@@ -349,10 +349,6 @@ impl Config {
             (cores * 4).clamp(4, 256)
         }
     }
-
-    pub fn check_enabled(&self, kind: FindingKind) -> bool {
-        self.checks_disabled & kind.bit() == 0
-    }
 }
 
 #[cfg(test)]

@@ -13,10 +13,10 @@
 //!   message of the last failure on the calling OS thread is also available through
 //!   `tc_last_error` (cgo callers should prefer `err`: goroutines move between threads).
 //!
-//! Modules: [`boundary`] (the panic boundary, result codes, error messages, the one helper
-//! that copies text into a caller's buffer), [`config`] (`tc_config` and its conversion),
-//! [`engine`] (the engine handle and its calls), [`release`] (drained releases and their
-//! views), [`names`] (names and counts of the crate's enums).
+//! Modules: `boundary` (the panic boundary, result codes, error messages, the one helper
+//! that copies text into a caller's buffer), `config` (`tc_config` and its conversion),
+//! `engine` (the engine handle and its calls), `release` (drained releases and their
+//! views), `names` (names and counts of the crate's enums).
 
 #![allow(non_camel_case_types)]
 // Exported functions take raw pointers from C by design; each is null-checked before use.

@@ -225,10 +225,6 @@ impl Hlc {
         self.start
     }
 
-    pub fn max_offset_ns(&self) -> u64 {
-        self.max_offset_ns
-    }
-
     fn lock(&self) -> MutexGuard<'_, State> {
         lock_ignoring_poison(&self.state)
     }

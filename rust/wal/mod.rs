@@ -25,8 +25,8 @@
 //! never acknowledged (a later fsync's success proves nothing) and the log moves to a new
 //! segment.
 //!
-//! Modules: [`record`] (the record format and its check), [`open`] (opening the log and
-//! reading it back), [`commit`] (appending, rotation, fsync), [`delivery`] (undelivered keys,
+//! Modules: [`record`] (the record format and its check), `open` (opening the log and
+//! reading it back), `commit` (appending, rotation, fsync), `delivery` (undelivered keys,
 //! acknowledgements, deleting segments); this module holds the log's state and its gauges.
 
 pub mod record;

@@ -306,9 +306,9 @@ func takeRelease(rel *C.tc_release, view *C.tc_release_view) (*Release, error) {
 	}
 	if view.units_len > 0 {
 		units := unsafe.Slice(view.units, int(view.units_len))
-		out.Units = make([]Unit, len(units))
+		out.Units = make([]ReleasedUnit, len(units))
 		for i, u := range units {
-			out.Units[i] = Unit{
+			out.Units[i] = ReleasedUnit{
 				Reason:   Reason(u.reason),
 				Spans:    uint32(u.spans),
 				Age:      time.Duration(u.age_ns),

@@ -188,8 +188,9 @@ type IngestResult struct {
 	ReadySpans uint64
 }
 
-// Unit is one released unit of a drain: a whole trace, or late / unassembled spans.
-type Unit struct {
+// ReleasedUnit is one released unit of a drain (tc_released_unit): a whole trace, or late /
+// unassembled spans.
+type ReleasedUnit struct {
 	Reason Reason
 	Spans  uint32
 	// Age from the first span's arrival to the release.
@@ -234,7 +235,7 @@ func (e *DecodeError) Unwrap() error { return e.Err }
 // Release is one drained batch, decoded into Go memory.
 type Release struct {
 	Traces   ptrace.Traces
-	Units    []Unit
+	Units    []ReleasedUnit
 	Findings []FindingCount
 	Spans    uint64
 	// Token acknowledges the release with Engine.Delivered (write-ahead log only; 0: none).
