@@ -29,7 +29,7 @@ VERSION ?= v$(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
 # check-prebuilt and test-module-cache).
 export GOFLAGS := $(strip $(shell $(GO) env GOFLAGS) -tags=tc_from_source)
 
-.PHONY: all lib header prebuilt check-prebuilt dist test-module-cache otelcol run test test-rust test-c test-go check-generated test-observability test-e2e bench bench-engine bench-processor bench-collector bench-collector-pooling bench-collector-wait bench-tailsampling soak clean fuzz fuzz-smoke fuzz-tools
+.PHONY: all lib header vocab prebuilt check-prebuilt dist test-module-cache otelcol run test test-rust test-c test-go check-generated test-observability test-e2e bench bench-engine bench-processor bench-collector bench-collector-pooling bench-collector-wait bench-tailsampling soak clean fuzz fuzz-smoke fuzz-tools
 
 all: otelcol
 
@@ -38,6 +38,13 @@ $(LIB): $(RUST_SRCS)
 	@touch $(LIB)
 
 lib: $(LIB)
+
+## vocab: regenerate the Go side of the crate's vocabulary (rust/vocab: config knobs and
+## defaults, enums and their YAML strings, result codes, release reasons, finding kinds,
+## stats) into go/internal/engine/vocab*_generated.go (commit them; `cargo test` fails when
+## they are stale)
+vocab:
+	TC_WRITE_VOCAB=1 $(CARGO) test --locked --lib vocab::go::go_vocabulary_is_up_to_date
 
 ## header: regenerate include/traceconsistency.h from the crate (cbindgen) and the Go module's
 ## copy of it, $(GO_HEADER) (commit both)

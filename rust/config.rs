@@ -62,11 +62,6 @@ impl RestartStrategy {
     pub const ALL: [RestartStrategy; 3] = [RestartStrategy::None, RestartStrategy::Wait, RestartStrategy::Persist];
 }
 
-/// The value of a C enum field, or `None` when out of range.
-pub fn enum_from_u32<T: Copy>(all: &[T], v: u32, disc: impl Fn(T) -> u32) -> Option<T> {
-    all.iter().copied().find(|&x| disc(x) == v)
-}
-
 /// The engine's configuration. Durations are nanoseconds held as `i64` so that a negative
 /// YAML duration reaches validation instead of wrapping.
 #[derive(Clone, Debug, PartialEq)]

@@ -26,6 +26,7 @@ pub mod hlc;
 pub mod index;
 pub mod schema;
 pub mod version;
+pub mod vocab;
 pub mod wal;
 pub mod wire;
 

@@ -41,6 +41,36 @@ pub enum tc_result {
     TooLarge = 7009,
 }
 
+impl tc_result {
+    /// Every result, in order (the Go vocabulary lists them).
+    pub const ALL: [tc_result; 10] = [
+        tc_result::Ok,
+        tc_result::NullArgument,
+        tc_result::InvalidConfig,
+        tc_result::MalformedInput,
+        tc_result::EmptyInput,
+        tc_result::Panic,
+        tc_result::Full,
+        tc_result::ClockStalled,
+        tc_result::WalUnavailable,
+        tc_result::TooLarge,
+    ];
+}
+
+/// A new result fails to compile here until it is listed in [`tc_result::ALL`] too.
+const _: fn(tc_result) = |r| match r {
+    tc_result::Ok
+    | tc_result::NullArgument
+    | tc_result::InvalidConfig
+    | tc_result::MalformedInput
+    | tc_result::EmptyInput
+    | tc_result::Panic
+    | tc_result::Full
+    | tc_result::ClockStalled
+    | tc_result::WalUnavailable
+    | tc_result::TooLarge => {}
+};
+
 /// Where the message of a failed call is written: a fixed, caller-owned buffer.
 #[repr(C)]
 pub struct tc_error {

@@ -3,7 +3,8 @@
 
 use std::ffi::{c_char, CStr};
 
-use crate::config::{enum_from_u32, Config, DuplicatePolicy, LateSpanPolicy, RestartStrategy, SyncMode};
+use crate::config::Config;
+use crate::vocab::ConfigEnum;
 
 use super::boundary::{boundary, tc_error, tc_result};
 
@@ -73,8 +74,9 @@ pub struct tc_config {
 }
 
 
-fn bad_enum(key: &str, values: &str, v: u32) -> (tc_result, String) {
-    (tc_result::InvalidConfig, format!("{key} must be {values}, got {v}"))
+/// The value of a C enum field, or an error naming its YAML key and strings.
+fn config_enum<T: ConfigEnum>(v: u32) -> Result<T, (tc_result, String)> {
+    T::from_value(v).ok_or_else(|| (tc_result::InvalidConfig, format!("{} must be {}, got {v}", T::KEY, T::choices())))
 }
 
 /// A NUL-terminated string from the config (a path, a key), or `None` for NULL.
@@ -100,24 +102,20 @@ pub(super) fn config_from(c: &tc_config) -> Result<Config, (tc_result, String)> 
         max_buffered_spans: c.max_buffered_spans,
         max_buffered_bytes: c.max_buffered_bytes,
         max_spans_per_trace: c.max_spans_per_trace,
-        late_span_policy: enum_from_u32(&LateSpanPolicy::ALL, c.late_span_policy, |v| v as u32)
-            .ok_or_else(|| bad_enum("late_spans.policy", "forward or drop", c.late_span_policy))?,
+        late_span_policy: config_enum(c.late_span_policy)?,
         late_cache_size: c.late_cache_size,
         checks_disabled: c.checks_disabled,
         write_attributes: c.write_attributes,
         child_tolerance_ns: c.child_tolerance_ns,
         skew_correction: c.skew_correction,
         skew_max_adjustment_ns: c.skew_max_adjustment_ns,
-        duplicate_policy: enum_from_u32(&DuplicatePolicy::ALL, c.duplicate_policy, |v| v as u32)
-            .ok_or_else(|| bad_enum("duplicates.conflict_policy", "keep_both or keep_latest", c.duplicate_policy))?,
+        duplicate_policy: config_enum(c.duplicate_policy)?,
         hlc_enabled: c.hlc_enabled,
         hlc_max_offset_ns: c.hlc_max_offset_ns,
-        hlc_restart: enum_from_u32(&RestartStrategy::ALL, c.hlc_restart, |v| v as u32)
-            .ok_or_else(|| bad_enum("hlc.restart_strategy", "none, wait or persist", c.hlc_restart))?,
+        hlc_restart: config_enum(c.hlc_restart)?,
         hlc_state_file: state_file,
         wal_directory,
-        wal_sync: enum_from_u32(&SyncMode::ALL, c.wal_sync, |v| v as u32)
-            .ok_or_else(|| bad_enum("wal.sync", "batch, interval or none", c.wal_sync))?,
+        wal_sync: config_enum(c.wal_sync)?,
         wal_sync_interval_ns: c.wal_sync_interval_ns,
         wal_max_bytes: c.wal_max_bytes,
         handoff_on_shutdown: c.handoff_on_shutdown,
