@@ -90,40 +90,35 @@ fn string_from(p: *const c_char, key: &str) -> Result<Option<String>, (tc_result
 }
 
 
-pub(super) fn config_from(c: &tc_config) -> Result<Config, (tc_result, String)> {
-    let state_file = string_from(c.hlc_state_file, "hlc.state_file")?;
-    let wal_directory = string_from(c.wal_directory, "wal.directory")?;
-    let handoff_key = string_from(c.handoff_key, "handoff.key")?;
-    Ok(Config {
-        num_shards: c.num_shards,
-        quiet_period_ns: c.quiet_period_ns,
-        idle_timeout_ns: c.idle_timeout_ns,
-        max_age_ns: c.max_age_ns,
-        max_buffered_spans: c.max_buffered_spans,
-        max_buffered_bytes: c.max_buffered_bytes,
-        max_spans_per_trace: c.max_spans_per_trace,
-        late_span_policy: config_enum(c.late_span_policy)?,
-        late_cache_size: c.late_cache_size,
-        checks_disabled: c.checks_disabled,
-        write_attributes: c.write_attributes,
-        child_tolerance_ns: c.child_tolerance_ns,
-        skew_correction: c.skew_correction,
-        skew_max_adjustment_ns: c.skew_max_adjustment_ns,
-        duplicate_policy: config_enum(c.duplicate_policy)?,
-        hlc_enabled: c.hlc_enabled,
-        hlc_max_offset_ns: c.hlc_max_offset_ns,
-        hlc_restart: config_enum(c.hlc_restart)?,
-        hlc_state_file: state_file,
-        wal_directory,
-        wal_sync: config_enum(c.wal_sync)?,
-        wal_sync_interval_ns: c.wal_sync_interval_ns,
-        wal_max_bytes: c.wal_max_bytes,
-        handoff_on_shutdown: c.handoff_on_shutdown,
-        handoff_on_idle: c.handoff_on_idle,
-        handoff_max_hops: c.handoff_max_hops,
-        handoff_key,
-    })
+/// A knob's value from C: enums checked, strings copied.
+macro_rules! from_c {
+    (Enum, $v:expr, $y:literal) => { config_enum($v)? };
+    (Str, $v:expr, $y:literal) => { string_from($v, $y)? };
+    ($k:ident, $v:expr, $y:literal) => { $v };
 }
+
+/// A knob's default for C (strings: NULL, as every default string is unset).
+macro_rules! to_c {
+    (Enum, $v:expr) => { $v as u32 };
+    (Str, $v:expr) => { std::ptr::null() };
+    ($k:ident, $v:expr) => { $v };
+}
+
+macro_rules! conversions {
+    ($($f:ident: $t:ty = $d:expr; $k:ident; $yaml:literal; $go:literal; $doc:literal;)*) => {
+        /// The crate's [`Config`] from a `tc_config`; the error names the YAML key.
+        pub(super) fn config_from(c: &tc_config) -> Result<Config, (tc_result, String)> {
+            Ok(Config { $($f: from_c!($k, c.$f, $yaml),)* })
+        }
+
+        /// `Config::default()` as a `tc_config`.
+        fn c_default() -> tc_config {
+            let d = Config::default();
+            tc_config { $($f: to_c!($k, d.$f),)* }
+        }
+    };
+}
+crate::vocab::for_each_knob!(conversions);
 
 /// Fills `out` with the defaults (the same as the component's YAML defaults).
 /// Thread-safe. `out` must point to writable memory.
@@ -131,36 +126,7 @@ pub(super) fn config_from(c: &tc_config) -> Result<Config, (tc_result, String)> 
 pub extern "C" fn tc_config_default(out: *mut tc_config) -> tc_result {
     boundary(std::ptr::null_mut(), || {
         non_null!(out, "out");
-        let d = Config::default();
-        let c = tc_config {
-            num_shards: d.num_shards,
-            quiet_period_ns: d.quiet_period_ns,
-            idle_timeout_ns: d.idle_timeout_ns,
-            max_age_ns: d.max_age_ns,
-            max_buffered_spans: d.max_buffered_spans,
-            max_buffered_bytes: d.max_buffered_bytes,
-            max_spans_per_trace: d.max_spans_per_trace,
-            late_span_policy: d.late_span_policy as u32,
-            late_cache_size: d.late_cache_size,
-            checks_disabled: d.checks_disabled,
-            write_attributes: d.write_attributes,
-            child_tolerance_ns: d.child_tolerance_ns,
-            skew_correction: d.skew_correction,
-            skew_max_adjustment_ns: d.skew_max_adjustment_ns,
-            duplicate_policy: d.duplicate_policy as u32,
-            hlc_enabled: d.hlc_enabled,
-            hlc_max_offset_ns: d.hlc_max_offset_ns,
-            hlc_restart: d.hlc_restart as u32,
-            hlc_state_file: std::ptr::null(),
-            wal_directory: std::ptr::null(),
-            wal_sync: d.wal_sync as u32,
-            wal_sync_interval_ns: d.wal_sync_interval_ns,
-            wal_max_bytes: d.wal_max_bytes,
-            handoff_on_shutdown: d.handoff_on_shutdown,
-            handoff_on_idle: d.handoff_on_idle,
-            handoff_max_hops: d.handoff_max_hops,
-            handoff_key: std::ptr::null(),
-        };
+        let c = c_default();
         // SAFETY: non-null, caller promises writable memory.
         unsafe { out.write(c) };
         Ok(())

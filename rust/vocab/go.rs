@@ -276,17 +276,6 @@ fn knobs_are_the_fields_of_tc_config() {
     assert_eq!(knobs, fields);
 }
 
-/// Every field of `Config` is a knob.
-#[test]
-fn knobs_are_the_fields_of_config() {
-    let src = include_str!("../config.rs");
-    let body = &src[src.find("pub struct Config {").expect("Config")..];
-    let body = &body[..body.find("\n}").expect("its end")];
-    let fields: Vec<&str> = body.lines().filter_map(|l| l.trim().strip_prefix("pub ")?.split_once(':').map(|f| f.0)).collect();
-    let knobs: Vec<&str> = KNOBS.iter().map(|k| k.field).collect();
-    assert_eq!(knobs, fields);
-}
-
 #[test]
 fn yaml_choices_read_as_a_sentence() {
     assert_eq!(RestartStrategy::choices(), "none, wait or persist");

@@ -5,10 +5,12 @@
 //!
 //! The Go side is generated from it (`go` below, a test: `make vocab` writes
 //! `go/internal/engine/vocab_generated.go` and `vocab_cgo_generated.go`; `cargo test` fails
-//! when the committed files differ). Adding a knob: a field of [`Config`] with its default,
-//! the `tc_config` field of the C ABI (`make header`), and one [`KNOBS`] line; the
-//! conversions on both sides of the ABI follow (Rust: `ffi::config` reads [`KNOBS`] order in
-//! a test; Go: generated).
+//! when the committed files differ).
+//!
+//! Adding a knob: one line in `for_each_knob` (field, type, default, kind, YAML key, Go
+//! field, doc), its `tc_config` field in the C ABI (the generated conversion does not
+//! compile without it; `make header`), `make vocab`; then its validation in
+//! [`Config::validate`] if it has bounds, and its YAML field in the Go component.
 
 use crate::config::{Config, DuplicatePolicy, LateSpanPolicy, RestartStrategy, SyncMode};
 
@@ -116,40 +118,62 @@ pub struct Knob {
     pub doc: &'static str,
 }
 
-fn e<T: ConfigEnum>(v: T) -> &'static str {
-    v.go_name()
+/// The knobs, in `tc_config` order, one line each: the field of [`Config`] (and of
+/// `tc_config`), its type and default; its kind ([`Kind`]); its YAML key; the Go field; what
+/// it does. `Config`, its `Default`, [`KNOBS`], the C ABI's conversions (`ffi::config`) and
+/// the Go side are generated from this list.
+macro_rules! for_each_knob {
+    ($m:ident) => {
+        $m! {
+            num_shards: u32 = 0; Unsigned; "num_shards"; "NumShards"; "0 = four per core";
+            quiet_period_ns: i64 = DEFAULT_QUIET_PERIOD.as_nanos() as i64; Duration; "quiet_period"; "QuietPeriod"; "how long a complete trace waits for more spans";
+            idle_timeout_ns: i64 = DEFAULT_IDLE_TIMEOUT.as_nanos() as i64; Duration; "idle_timeout"; "IdleTimeout"; "an incomplete trace without new spans this long is released";
+            max_age_ns: i64 = DEFAULT_MAX_AGE.as_nanos() as i64; Duration; "max_age"; "MaxAge"; "a trace is released this long after its first span";
+            max_buffered_spans: i64 = DEFAULT_MAX_BUFFERED_SPANS; Count; "max_buffered_spans"; "MaxBufferedSpans"; "bound on buffered spans";
+            max_buffered_bytes: i64 = DEFAULT_MAX_BUFFERED_BYTES; Count; "max_buffered_bytes"; "MaxBufferedBytes"; "bound on the engine's memory";
+            max_spans_per_trace: i64 = DEFAULT_MAX_SPANS_PER_TRACE; Count; "max_spans_per_trace"; "MaxSpansPerTrace"; "a trace reaching it is released (span_limit)";
+            late_span_policy: LateSpanPolicy = LateSpanPolicy::Forward; Enum; "late_spans.policy"; "LateSpanPolicy"; "spans of released traces: forward or drop";
+            late_cache_size: i64 = DEFAULT_LATE_CACHE_SIZE; Count; "late_spans.cache_size"; "LateCacheSize"; "released trace IDs remembered";
+            checks_disabled: u32 = 0; Unsigned; "checks.disabled"; "ChecksDisabled"; "as a mask of 1 << kind (see KindMask): bit set = check off";
+            write_attributes: bool = true; Bool; "checks.write_attributes"; "WriteAttributes"; "write consistency.* attributes";
+            child_tolerance_ns: i64 = 0; Duration; "checks.child_tolerance"; "ChildTolerance"; "how far a child may pass its parent's times";
+            skew_correction: bool = false; Bool; "checks.skew_correction.enabled"; "SkewCorrection"; "correct clock skew between services";
+            skew_max_adjustment_ns: i64 = DEFAULT_SKEW_MAX_ADJUSTMENT.as_nanos() as i64; Duration; "checks.skew_correction.max_adjustment"; "SkewMaxAdjustment"; "the largest correction";
+            duplicate_policy: DuplicatePolicy = DuplicatePolicy::KeepBoth; Enum; "duplicates.conflict_policy"; "DuplicatePolicy"; "spans sharing a span ID: keep_both or keep_latest";
+            hlc_enabled: bool = true; Bool; "hlc.enabled"; "HLCEnabled"; "stamp spans with the hybrid logical clock";
+            hlc_max_offset_ns: i64 = DEFAULT_HLC_MAX_OFFSET.as_nanos() as i64; Duration; "hlc.max_offset"; "HLCMaxOffset"; "the largest clock offset trusted";
+            hlc_restart: RestartStrategy = RestartStrategy::Wait; Enum; "hlc.restart_strategy"; "HLCRestart"; "none, wait or persist";
+            hlc_state_file: Option<String> = None; Str; "hlc.state_file"; "HLCStateFile"; "\"\" = none";
+            wal_directory: Option<String> = None; Str; "wal.directory"; "WALDirectory"; "\"\" = no write-ahead log";
+            wal_sync: SyncMode = SyncMode::Batch; Enum; "wal.sync"; "WALSync"; "batch, interval or none";
+            wal_sync_interval_ns: i64 = DEFAULT_WAL_SYNC_INTERVAL.as_nanos() as i64; Duration; "wal.sync_interval"; "WALSyncInterval"; "the fsync period of sync interval";
+            wal_max_bytes: i64 = DEFAULT_WAL_MAX_BYTES; Count; "wal.max_bytes"; "WALMaxBytes"; "the log's disk bound";
+            handoff_on_shutdown: bool = false; Bool; "handoff.on_shutdown"; "HandoffOnShutdown"; "hand buffered traces off at shutdown instead of releasing them";
+            handoff_on_idle: bool = false; Bool; "handoff.on_idle"; "HandoffOnIdle"; "hand an incomplete trace off once at idle_timeout";
+            handoff_max_hops: i64 = DEFAULT_HANDOFF_MAX_HOPS; Count; "handoff.max_hops"; "HandoffMaxHops"; "no span is handed off more often";
+            handoff_key: Option<String> = None; Str; "handoff.key"; "HandoffKey"; "the secret shared by the collectors of the tier; \"\" = none: no marker is honoured";
+        }
+    };
+}
+pub(crate) use for_each_knob;
+
+/// The [`Kind`] of a knob, its default read from `Config` by field.
+macro_rules! knob_kind {
+    (Duration, $f:ident, $t:ty) => { Kind::Duration(|c| c.$f) };
+    (Count, $f:ident, $t:ty) => { Kind::Count(|c| c.$f) };
+    (Unsigned, $f:ident, $t:ty) => { Kind::Unsigned(|c| c.$f) };
+    (Bool, $f:ident, $t:ty) => { Kind::Bool(|c| c.$f) };
+    (Enum, $f:ident, $t:ty) => { Kind::Enum { go_type: <$t as ConfigEnum>::GO_TYPE, default: |c| c.$f.go_name() } };
+    (Str, $f:ident, $t:ty) => { Kind::Str };
 }
 
-/// Every knob of [`Config`], in `tc_config` order.
-pub const KNOBS: &[Knob] = &[
-    Knob { yaml: "num_shards", field: "num_shards", go: "NumShards", kind: Kind::Unsigned(|c| c.num_shards), doc: "0 = four per core" },
-    Knob { yaml: "quiet_period", field: "quiet_period_ns", go: "QuietPeriod", kind: Kind::Duration(|c| c.quiet_period_ns), doc: "how long a complete trace waits for more spans" },
-    Knob { yaml: "idle_timeout", field: "idle_timeout_ns", go: "IdleTimeout", kind: Kind::Duration(|c| c.idle_timeout_ns), doc: "an incomplete trace without new spans this long is released" },
-    Knob { yaml: "max_age", field: "max_age_ns", go: "MaxAge", kind: Kind::Duration(|c| c.max_age_ns), doc: "a trace is released this long after its first span" },
-    Knob { yaml: "max_buffered_spans", field: "max_buffered_spans", go: "MaxBufferedSpans", kind: Kind::Count(|c| c.max_buffered_spans), doc: "bound on buffered spans" },
-    Knob { yaml: "max_buffered_bytes", field: "max_buffered_bytes", go: "MaxBufferedBytes", kind: Kind::Count(|c| c.max_buffered_bytes), doc: "bound on the engine's memory" },
-    Knob { yaml: "max_spans_per_trace", field: "max_spans_per_trace", go: "MaxSpansPerTrace", kind: Kind::Count(|c| c.max_spans_per_trace), doc: "a trace reaching it is released (span_limit)" },
-    Knob { yaml: "late_spans.policy", field: "late_span_policy", go: "LateSpanPolicy", kind: Kind::Enum { go_type: LateSpanPolicy::GO_TYPE, default: |c| e(c.late_span_policy) }, doc: "spans of released traces: forward or drop" },
-    Knob { yaml: "late_spans.cache_size", field: "late_cache_size", go: "LateCacheSize", kind: Kind::Count(|c| c.late_cache_size), doc: "released trace IDs remembered" },
-    Knob { yaml: "checks.disabled", field: "checks_disabled", go: "ChecksDisabled", kind: Kind::Unsigned(|c| c.checks_disabled), doc: "as a mask of 1 << kind (see KindMask)" },
-    Knob { yaml: "checks.write_attributes", field: "write_attributes", go: "WriteAttributes", kind: Kind::Bool(|c| c.write_attributes), doc: "write consistency.* attributes" },
-    Knob { yaml: "checks.child_tolerance", field: "child_tolerance_ns", go: "ChildTolerance", kind: Kind::Duration(|c| c.child_tolerance_ns), doc: "how far a child may pass its parent's times" },
-    Knob { yaml: "checks.skew_correction.enabled", field: "skew_correction", go: "SkewCorrection", kind: Kind::Bool(|c| c.skew_correction), doc: "correct clock skew between services" },
-    Knob { yaml: "checks.skew_correction.max_adjustment", field: "skew_max_adjustment_ns", go: "SkewMaxAdjustment", kind: Kind::Duration(|c| c.skew_max_adjustment_ns), doc: "the largest correction" },
-    Knob { yaml: "duplicates.conflict_policy", field: "duplicate_policy", go: "DuplicatePolicy", kind: Kind::Enum { go_type: DuplicatePolicy::GO_TYPE, default: |c| e(c.duplicate_policy) }, doc: "spans sharing a span ID: keep_both or keep_latest" },
-    Knob { yaml: "hlc.enabled", field: "hlc_enabled", go: "HLCEnabled", kind: Kind::Bool(|c| c.hlc_enabled), doc: "stamp spans with the hybrid logical clock" },
-    Knob { yaml: "hlc.max_offset", field: "hlc_max_offset_ns", go: "HLCMaxOffset", kind: Kind::Duration(|c| c.hlc_max_offset_ns), doc: "the largest clock offset trusted" },
-    Knob { yaml: "hlc.restart_strategy", field: "hlc_restart", go: "HLCRestart", kind: Kind::Enum { go_type: RestartStrategy::GO_TYPE, default: |c| e(c.hlc_restart) }, doc: "none, wait or persist" },
-    Knob { yaml: "hlc.state_file", field: "hlc_state_file", go: "HLCStateFile", kind: Kind::Str, doc: "\"\" = none" },
-    Knob { yaml: "wal.directory", field: "wal_directory", go: "WALDirectory", kind: Kind::Str, doc: "\"\" = no write-ahead log" },
-    Knob { yaml: "wal.sync", field: "wal_sync", go: "WALSync", kind: Kind::Enum { go_type: SyncMode::GO_TYPE, default: |c| e(c.wal_sync) }, doc: "batch, interval or none" },
-    Knob { yaml: "wal.sync_interval", field: "wal_sync_interval_ns", go: "WALSyncInterval", kind: Kind::Duration(|c| c.wal_sync_interval_ns), doc: "the fsync period of sync interval" },
-    Knob { yaml: "wal.max_bytes", field: "wal_max_bytes", go: "WALMaxBytes", kind: Kind::Count(|c| c.wal_max_bytes), doc: "the log's disk bound" },
-    Knob { yaml: "handoff.on_shutdown", field: "handoff_on_shutdown", go: "HandoffOnShutdown", kind: Kind::Bool(|c| c.handoff_on_shutdown), doc: "hand buffered traces off at shutdown" },
-    Knob { yaml: "handoff.on_idle", field: "handoff_on_idle", go: "HandoffOnIdle", kind: Kind::Bool(|c| c.handoff_on_idle), doc: "hand an incomplete trace off at idle_timeout" },
-    Knob { yaml: "handoff.max_hops", field: "handoff_max_hops", go: "HandoffMaxHops", kind: Kind::Count(|c| c.handoff_max_hops), doc: "no span is handed off more often" },
-    Knob { yaml: "handoff.key", field: "handoff_key", go: "HandoffKey", kind: Kind::Str, doc: "\"\" = none: no marker is honoured" },
-];
+macro_rules! knob_table {
+    ($($f:ident: $t:ty = $d:expr; $k:ident; $yaml:literal; $go:literal; $doc:literal;)*) => {
+        /// Every knob of [`Config`], in `tc_config` order.
+        pub const KNOBS: &[Knob] = &[$(Knob { yaml: $yaml, field: stringify!($f), go: $go, kind: knob_kind!($k, $f, $t), doc: $doc },)*];
+    };
+}
+for_each_knob!(knob_table);
 
 /// Bounds that validation enforces and the Go side reports or uses: (Go constant, value,
 /// what it bounds).

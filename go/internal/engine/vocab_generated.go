@@ -187,7 +187,7 @@ type Config struct {
 	MaxSpansPerTrace  int64           // max_spans_per_trace: a trace reaching it is released (span_limit)
 	LateSpanPolicy    LateSpanPolicy  // late_spans.policy: spans of released traces: forward or drop
 	LateCacheSize     int64           // late_spans.cache_size: released trace IDs remembered
-	ChecksDisabled    uint32          // checks.disabled: as a mask of 1 << kind (see KindMask)
+	ChecksDisabled    uint32          // checks.disabled: as a mask of 1 << kind (see KindMask): bit set = check off
 	WriteAttributes   bool            // checks.write_attributes: write consistency.* attributes
 	ChildTolerance    time.Duration   // checks.child_tolerance: how far a child may pass its parent's times
 	SkewCorrection    bool            // checks.skew_correction.enabled: correct clock skew between services
@@ -201,10 +201,10 @@ type Config struct {
 	WALSync           WALSync         // wal.sync: batch, interval or none
 	WALSyncInterval   time.Duration   // wal.sync_interval: the fsync period of sync interval
 	WALMaxBytes       int64           // wal.max_bytes: the log's disk bound
-	HandoffOnShutdown bool            // handoff.on_shutdown: hand buffered traces off at shutdown
-	HandoffOnIdle     bool            // handoff.on_idle: hand an incomplete trace off at idle_timeout
+	HandoffOnShutdown bool            // handoff.on_shutdown: hand buffered traces off at shutdown instead of releasing them
+	HandoffOnIdle     bool            // handoff.on_idle: hand an incomplete trace off once at idle_timeout
 	HandoffMaxHops    int64           // handoff.max_hops: no span is handed off more often
-	HandoffKey        string          // handoff.key: "" = none: no marker is honoured
+	HandoffKey        string          // handoff.key: the secret shared by the collectors of the tier; "" = none: no marker is honoured
 }
 
 // The engine's defaults (tc_config_default), by Config field.
