@@ -32,7 +32,7 @@ VERSION ?= v$(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
 # (traceconsistencyprocessor/lib/linux_amd64/no_library.go).
 export GOFLAGS := $(strip $(shell $(GO) env GOFLAGS) -tags=tc_from_source)
 
-.PHONY: all lib header check-prebuilt release test-module-cache otelcol run test test-rust test-c test-go check-generated test-observability test-e2e bench bench-engine bench-processor bench-collector bench-collector-pooling bench-collector-wait bench-tailsampling bench-dry soak clean fuzz fuzz-smoke fuzz-tools
+.PHONY: all lib header vocab check-prebuilt release test-module-cache otelcol run test test-rust test-c test-go check-generated test-observability test-e2e bench bench-engine bench-processor bench-collector bench-collector-pooling bench-collector-wait bench-tailsampling bench-dry soak clean fuzz fuzz-smoke fuzz-tools
 
 all: otelcol
 
@@ -41,6 +41,13 @@ $(LIB): $(RUST_SRCS)
 	@touch $(LIB)
 
 lib: $(LIB)
+
+## vocab: regenerate the Go side of the crate's vocabulary (rust/vocab: config knobs and
+## defaults, enums and their YAML strings, result codes, release reasons, finding kinds,
+## stats) into traceconsistencyprocessor/internal/engine/vocab*_generated.go (commit them; `cargo test` fails when
+## they are stale)
+vocab:
+	TC_WRITE_VOCAB=1 $(CARGO) test --locked --lib vocab::go::go_vocabulary_is_up_to_date
 
 ## header: regenerate include/traceconsistency.h from the crate (cbindgen) and the Go module's
 ## copy of it, $(GO_HEADER) (commit both)
