@@ -31,6 +31,7 @@
 
 mod dedupe;
 mod emit;
+mod expect;
 mod handoff;
 mod intern;
 pub mod memory;
