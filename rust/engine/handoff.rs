@@ -35,10 +35,7 @@ use crate::config::Config;
 use crate::findings::ReleaseReason;
 use crate::index::SpanRec;
 
-use super::shard::{is_complete, RunInsert, Shard};
-use super::stats::stat;
 use super::unit::Unit;
-use super::{Engine, Release};
 
 /// The hand-off settings and queue of an engine.
 pub(super) struct Handoff {
@@ -47,7 +44,7 @@ pub(super) struct Handoff {
     max_hops: u32,
     key: Option<ProofKey>,
     tx: Sender<Unit>,
-    rx: Receiver<Unit>,
+    pub(super) rx: Receiver<Unit>,
 }
 
 impl Handoff {
@@ -65,7 +62,7 @@ impl Handoff {
 
     /// Whether a trace that went through `hops` hand-offs and is due for `reason` is handed
     /// off rather than released.
-    fn hands_off(&self, reason: ReleaseReason, hops: u32) -> bool {
+    pub(super) fn hands_off(&self, reason: ReleaseReason, hops: u32) -> bool {
         hops < self.max_hops
             && match reason {
                 ReleaseReason::Shutdown => self.on_shutdown,
@@ -124,45 +121,5 @@ impl ProofKey {
         h.write(&span_id.to_be_bytes());
         h.write(&hops.to_le_bytes());
         h.finish()
-    }
-}
-
-impl Engine {
-    /// Takes trace `id` out of the shard for `reason`: handed off when the hand-off
-    /// settings say so, else released (and counted when it had been handed off and is still
-    /// incomplete).
-    pub(super) fn take_due(&self, shard: &mut Shard, id: u128, reason: ReleaseReason, now: u64) -> Option<Unit> {
-        let hops = shard.hops(id)?;
-        if self.handoff.hands_off(reason, hops) {
-            return shard.hand_off(id, reason, now);
-        }
-        let unit = shard.release(id, reason, now)?;
-        if hops > 0 && reason != ReleaseReason::Complete && !is_complete(&unit.spans) {
-            self.c.add(stat!(handoff_incomplete_traces), 1);
-        }
-        Some(unit)
-    }
-
-    /// Counts the spans of an ingested batch that were handed off to this engine.
-    pub(super) fn note_handoff_received(&self, spans: &[SpanRec]) {
-        let n = spans.iter().filter(|s| s.handoff_hops() > 0).count() as u64;
-        self.c.add(stat!(handoff_received_spans), n);
-    }
-
-    /// Counts handed-off spans that joined a trace buffered here.
-    pub(super) fn note_run(&self, run: RunInsert) {
-        if run.merged {
-            self.c.add(stat!(handoff_merged_spans), run.handed_off);
-        }
-    }
-
-    /// Takes handed-off traces (whole; at least one if any is waiting) up to about
-    /// `max_spans` spans and encodes them as one `ExportTraceServiceRequest`, each span
-    /// with its HLC stamp and its hop count. `None` when nothing is waiting. The units of
-    /// the release say why each trace was handed off (`shutdown` or `idle_timeout`).
-    pub fn drain_handoff(&self, max_spans: u64) -> Option<Release> {
-        // With a write-ahead log, acknowledged once the hand-off output took it: until then
-        // a restart replays these spans here.
-        self.drain_from(&self.handoff.rx, max_spans)
     }
 }

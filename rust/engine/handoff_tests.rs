@@ -2,6 +2,7 @@
 //! read, stripped, bounded), stamps kept across the hand-off, and the counters.
 
 use super::*;
+use crate::findings::ReleaseReason;
 use crate::testutil::*;
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
 use opentelemetry_proto::tonic::trace::v1::Span;

@@ -3,6 +3,8 @@
 //! interleavings.
 
 use super::*;
+use crate::config::LateSpanPolicy;
+use crate::findings::ReleaseReason;
 use crate::config::DuplicatePolicy;
 use crate::index::SpanRec;
 use crate::wire::shift_span_times;

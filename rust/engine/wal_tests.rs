@@ -3,6 +3,9 @@
 //! `wal.max_bytes` bound, the directory lock, and the HLC after a restart.
 
 use super::*;
+use crate::config::LateSpanPolicy;
+use crate::findings::ReleaseReason;
+use crate::wal::record::SpanStamp;
 use crate::testutil::*;
 use crate::wal::SyncMode;
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
