@@ -39,7 +39,10 @@ pub const COLD_LAG_NS: u64 = 5_000_000_000;
 /// Length of one lag window.
 pub const LAG_WINDOW_NS: u64 = 15_000_000_000;
 /// A key learned to have no children is waited for once every this many calls.
-pub const PROBE_EVERY: u16 = 16;
+pub const PROBE_EVERY: u16 = 256;
+/// Calls released without waiting, remembered (by span ID) so that a child arriving late
+/// teaches their key.
+pub const UNWAITED_SLOTS: usize = 4096;
 /// Most call keys remembered (fewer when `max_buffered_bytes` is small).
 pub const MAX_KEYS: usize = 16_384;
 /// Service names are kept (for the metrics) up to this many bytes.
@@ -67,6 +70,7 @@ pub enum Decision {
 pub struct Callout {
     /// Index of the span in the trace's records.
     pub idx: usize,
+    pub span_id: u64,
     pub key: u64,
     /// The span's end time (wall clock of its host, Unix ns).
     pub end_wall: u64,
@@ -180,10 +184,6 @@ impl<T: Slot> Clock<T> {
         self.map.get(&id).map(|&i| &self.slots[i as usize])
     }
 
-    fn get_mut(&mut self, id: u64) -> Option<&mut T> {
-        self.map.get(&id).map(|&i| &mut self.slots[i as usize])
-    }
-
     /// The entry of `id`, made with `make` (evicting one not referenced since the hand last
     /// passed it) when absent.
     fn entry(&mut self, id: u64, make: impl FnOnce() -> T) -> &mut T {
@@ -221,6 +221,9 @@ struct Learned {
     keys: Clock<KeyState>,
     services: Clock<ServiceLag>,
     name_bytes: u64,
+    /// Calls released without a child and without waiting: `(hash of trace and span ID,
+    /// key)`, at a slot chosen by that hash (a newer call takes the slot).
+    unwaited: Vec<(u64, u64)>,
 }
 
 /// The learned state of an engine. Safe to share between threads (one lock, taken once per
@@ -249,7 +252,12 @@ impl Expect {
     /// as that (nothing waits longer).
     pub fn new(max_keys: usize, max_services: usize, idle_timeout_ns: u64) -> Expect {
         Expect {
-            state: Mutex::new(Learned { keys: Clock::new(max_keys), services: Clock::new(max_services), name_bytes: 0 }),
+            state: Mutex::new(Learned {
+                keys: Clock::new(max_keys),
+                services: Clock::new(max_services),
+                name_bytes: 0,
+                unwaited: Vec::new(),
+            }),
             hasher: RandomState::new(),
             bytes: AtomicU64::new(0),
             idle_timeout_ns,
@@ -267,7 +275,8 @@ impl Expect {
 
     fn recount(&self, l: &Learned) {
         let services = l.services.bytes(l.name_bytes);
-        self.bytes.store(l.keys.bytes(0) + services, Ordering::Relaxed);
+        let unwaited = (l.unwaited.capacity() * size_of::<(u64, u64)>()) as u64;
+        self.bytes.store(l.keys.bytes(0) + services + unwaited, Ordering::Relaxed);
     }
 
     pub fn service_hash(&self, name: &str) -> u64 {
@@ -334,12 +343,13 @@ impl Expect {
                     self.service_hash(groups.get(child.group as usize).map_or("", |g| g.resource.service.as_str()))
                 }),
             };
-            out.push(Callout { idx, key: self.call_key(service, s.kind, name, &peers), end_wall: s.end, child_service });
+            out.push(Callout { idx, span_id: s.span_id, key: self.call_key(service, s.kind, name, &peers), end_wall: s.end, child_service });
         }
         out
     }
 
     /// What is known of the call `key` when it has no child.
+    #[cfg(test)]
     pub fn decision(&self, key: u64) -> Decision {
         self.lock().keys.get(key).map_or(Decision::Unknown, KeyState::decision)
     }
@@ -380,9 +390,10 @@ impl Expect {
     /// children until [`Expect::hold_until`]'s time (or `now` is past each call's own due
     /// time, for traces released otherwise). Returns the indexes of the calls whose child was
     /// expected and never came.
-    pub fn learn(&self, calls: &[Callout], waited: bool, now: u64, now_wall: u64) -> Vec<usize> {
+    pub fn learn(&self, trace_id: u128, calls: &[Callout], waited: bool, now: u64, now_wall: u64) -> Vec<usize> {
         let mut l = self.lock();
         let mut missing = Vec::new();
+        let mut remember = Vec::new();
         for c in calls {
             let waited_for = waited || {
                 let d = l.keys.get(c.key).map_or(Decision::Unknown, KeyState::decision);
@@ -405,12 +416,15 @@ impl Expect {
                     k.child_service = svc;
                 }
                 None => match k.decision() {
-                    Decision::NoChild => k.unwaited = k.unwaited.saturating_add(1),
+                    Decision::NoChild => {
+                        k.unwaited = k.unwaited.saturating_add(1);
+                        remember.push((c.span_id, c.key));
+                    }
                     d => {
-                        if let Decision::Expected { .. } = d {
-                            missing.push(c.idx);
-                        }
                         if waited_for {
+                            if let Decision::Expected { .. } = d {
+                                missing.push(c.idx);
+                            }
                             k.p = if k.obs == 0 { 0.0 } else { k.p * (1.0 - DECAY) };
                             k.obs = k.obs.saturating_add(1);
                             k.unwaited = 0;
@@ -419,8 +433,65 @@ impl Expect {
                 },
             }
         }
+        for (span_id, key) in remember {
+            self.remember_unwaited(&mut l, trace_id, span_id, key);
+        }
         self.recount(&l);
         missing
+    }
+
+    /// The identity of span `span_id` of trace `trace_id` in the unwaited calls (never 0),
+    /// and its slot.
+    fn unwaited_slot(&self, trace_id: u128, span_id: u64) -> (u64, usize) {
+        let h = self.hasher.hash_one((trace_id, span_id)) | 1;
+        (h, (h % UNWAITED_SLOTS as u64) as usize)
+    }
+
+    fn remember_unwaited(&self, l: &mut Learned, trace_id: u128, span_id: u64, key: u64) {
+        if l.unwaited.is_empty() {
+            l.unwaited = vec![(0, 0); UNWAITED_SLOTS];
+        }
+        let (h, i) = self.unwaited_slot(trace_id, span_id);
+        l.unwaited[i] = (h, key);
+    }
+
+    /// Learns from late spans `(trace ID, parent span ID, service hash)`: a child of a call
+    /// released without waiting for it shows that its key gets children after all. Returns
+    /// how many keys were taught.
+    pub fn learn_late(&self, children: &[(u128, u64, u64)]) -> u64 {
+        let mut l = self.lock();
+        if l.unwaited.is_empty() {
+            return 0;
+        }
+        let mut taught = 0;
+        for &(trace_id, parent, service) in children {
+            if parent == 0 {
+                continue;
+            }
+            let (h, i) = self.unwaited_slot(trace_id, parent);
+            let (held, key) = l.unwaited[i];
+            if held != h {
+                continue;
+            }
+            l.unwaited[i] = (0, 0);
+            if let Some(&ki) = l.keys.map.get(&key) {
+                let k = &mut l.keys.slots[ki as usize];
+                k.p = k.p.max(EXPECT_FROM);
+                k.obs = k.obs.saturating_add(1);
+                k.unwaited = 0;
+                k.child_service = service;
+                k.referenced = true;
+                taught += 1;
+            }
+        }
+        taught
+    }
+
+    /// Call keys known, and those expecting a child.
+    pub fn counts(&self) -> (u64, u64) {
+        let l = self.lock();
+        let edges = l.keys.slots.iter().filter(|k| matches!(k.decision(), Decision::Expected { .. })).count();
+        (l.keys.slots.len() as u64, edges as u64)
     }
 
     /// What was learned, for the metrics.
@@ -483,7 +554,7 @@ mod tests {
     const MS: u64 = 1_000_000;
 
     fn call(key: u64, end: u64, child: Option<u64>) -> Callout {
-        Callout { idx: 0, key, end_wall: end, child_service: child }
+        Callout { idx: 0, span_id: key ^ 0xabc, key, end_wall: end, child_service: child }
     }
 
     #[test]
@@ -498,44 +569,58 @@ mod tests {
     fn a_call_with_a_child_is_expected_at_once_and_from_that_service() {
         let e = Expect::new(64, 8, 10 * SEC);
         let svc = e.service_hash("backend");
-        e.learn(&[call(7, 0, Some(svc))], false, 0, 0);
+        e.learn(1, &[call(7, 0, Some(svc))], false, 0, 0);
         assert_eq!(e.decision(7), Decision::Expected { service: svc });
     }
 
     #[test]
     fn a_leaf_stops_holding_after_two_waited_calls_and_is_probed_every_so_often() {
         let e = Expect::new(64, 8, 10 * SEC);
-        assert!(e.learn(&[call(3, 0, None)], true, 0, 0).is_empty());
+        assert!(e.learn(1, &[call(3, 0, None)], true, 0, 0).is_empty());
         assert_eq!(e.decision(3), Decision::Unknown);
-        e.learn(&[call(3, 0, None)], true, 0, 0);
+        e.learn(1, &[call(3, 0, None)], true, 0, 0);
         assert_eq!(e.decision(3), Decision::NoChild);
         assert_eq!(e.hold_until(&[call(3, 0, None)], 0, 0, u64::MAX), 0);
         // Released without waiting: no evidence either way, counted towards a probe.
         for _ in 0..PROBE_EVERY {
-            e.learn(&[call(3, 0, None)], false, 0, 0);
+            e.learn(1, &[call(3, 0, None)], false, 0, 0);
         }
         assert_eq!(e.decision(3), Decision::Probe);
-        e.learn(&[call(3, 0, None)], true, 0, 0);
+        e.learn(1, &[call(3, 0, None)], true, 0, 0);
         assert_eq!(e.decision(3), Decision::NoChild);
     }
 
     #[test]
     fn an_expected_child_that_stops_coming_is_unlearned_in_three_calls() {
         let e = Expect::new(64, 8, 10 * SEC);
-        e.learn(&[call(5, 0, Some(9))], false, 0, 0);
+        e.learn(1, &[call(5, 0, Some(9))], false, 0, 0);
         for i in 0..3 {
             assert!(matches!(e.decision(5), Decision::Expected { .. }), "call {i}");
-            assert_eq!(e.learn(&[call(5, 0, None)], true, 0, 0), vec![0], "reported missing");
+            assert_eq!(e.learn(1, &[call(5, 0, None)], true, 0, 0), vec![0], "reported missing");
         }
         assert_eq!(e.decision(5), Decision::NoChild);
     }
 
     #[test]
+    fn a_late_child_of_a_call_released_without_waiting_teaches_its_key() {
+        let e = Expect::new(64, 8, 10 * SEC);
+        e.learn(1, &[call(4, 0, None)], true, 0, 0);
+        e.learn(1, &[call(4, 0, None)], true, 0, 0);
+        assert_eq!(e.decision(4), Decision::NoChild);
+        let released = call(4, 0, None);
+        e.learn(1, &[released.clone()], false, 0, 0);
+        assert_eq!(e.learn_late(&[(1, 12345, 7)]), 0, "a late span of another parent");
+        assert_eq!(e.learn_late(&[(2, released.span_id, 7)]), 0, "of another trace");
+        assert_eq!(e.learn_late(&[(1, released.span_id, 7)]), 1);
+        assert_eq!(e.decision(4), Decision::Expected { service: 7 });
+    }
+
+    #[test]
     fn a_probe_that_finds_a_child_expects_it_again() {
         let e = Expect::new(64, 8, 10 * SEC);
-        e.learn(&[call(4, 0, None)], true, 0, 0);
-        e.learn(&[call(4, 0, None)], true, 0, 0);
-        e.learn(&[call(4, 0, Some(2))], false, 0, 0);
+        e.learn(1, &[call(4, 0, None)], true, 0, 0);
+        e.learn(1, &[call(4, 0, None)], true, 0, 0);
+        e.learn(1, &[call(4, 0, Some(2))], false, 0, 0);
         assert_eq!(e.decision(4), Decision::Expected { service: 2 });
     }
 
@@ -558,7 +643,7 @@ mod tests {
         assert_eq!(lag_of(&e, now), SEC);
         let hold = e.hold_until(&[call(1, now, None)], now, now, u64::MAX);
         assert_eq!(hold, now + SEC + margin(SEC), "unknown: the slowest service known");
-        e.learn(&[call(1, 0, Some(svc))], false, now, now);
+        e.learn(1, &[call(1, 0, Some(svc))], false, now, now);
         let hold = e.hold_until(&[call(1, now, None)], now, now, u64::MAX);
         assert_eq!(hold, now + SEC + margin(SEC), "expected: that callee's lag");
     }
@@ -598,7 +683,7 @@ mod tests {
             x ^= x << 13;
             x ^= x >> 7;
             x ^= x << 17;
-            e.learn(&[call(x, 0, if i % 2 == 0 { Some(1) } else { None })], true, 0, 0);
+            e.learn(1, &[call(x, 0, if i % 2 == 0 { Some(1) } else { None })], true, 0, 0);
             let name = format!("svc-{x:x}");
             e.observe_lags(&[(&name, SEC)], i);
             max_bytes = max_bytes.max(e.bytes());
@@ -613,11 +698,11 @@ mod tests {
     #[test]
     fn a_frequently_used_key_survives_a_flood_of_new_ones() {
         let e = Expect::new(64, 8, 10 * SEC);
-        e.learn(&[call(42, 0, Some(1))], false, 0, 0);
+        e.learn(1, &[call(42, 0, Some(1))], false, 0, 0);
         for i in 0..10_000u64 {
-            e.learn(&[call(1_000_000 + i, 0, None)], true, 0, 0);
+            e.learn(1, &[call(1_000_000 + i, 0, None)], true, 0, 0);
             if i % 16 == 0 {
-                e.learn(&[call(42, 0, Some(1))], false, 0, 0);
+                e.learn(1, &[call(42, 0, Some(1))], false, 0, 0);
             }
         }
         assert_eq!(e.decision(42), Decision::Expected { service: 1 });

@@ -189,6 +189,7 @@ impl Engine {
         } else {
             self.c.add(stat!(spans_received), batch.spans.len() as u64);
             self.note_handoff_received(&batch.spans);
+            self.note_lags(&batch, clocks);
         }
         self.interner.intern(&mut batch.groups);
 
@@ -212,6 +213,7 @@ impl Engine {
                 resolved.extend(late.resolved.iter().map(|&id| (p, id)));
             }
             if !late.spans.is_empty() {
+                self.note_late_children(&batch, &late.spans);
                 let keys: Vec<Key> = wal_pos.map(|p| late.traces.iter().map(|&id| (p, id)).collect()).unwrap_or_default();
                 match self.cfg.late_span_policy {
                     LateSpanPolicy::Forward => {

@@ -60,6 +60,13 @@ pub struct Trace {
     pub wal: Option<Box<TraceWal>>,
     /// The most hand-offs any of its spans went through (see `handoff`).
     pub hops: u32,
+    /// Until when (monotonic) it waits for children of its calls still on their way (see
+    /// `awaited`); 0: not looked at since its last span arrived.
+    pub hold_until: u64,
+    /// When (monotonic) `hold_until` was computed.
+    pub hold_checked: u64,
+    /// It waited for such children at least once.
+    pub awaited: bool,
 }
 
 /// A trace's part of the write-ahead log.
@@ -240,6 +247,9 @@ impl Shard {
             gen,
             wal: None,
             hops: 0,
+            hold_until: 0,
+            hold_checked: 0,
+            awaited: false,
         });
         if trace.gen == gen {
             self.next_gen += 1;
@@ -280,6 +290,7 @@ impl Shard {
         }
         trace.last_seen = trace.last_seen.max(now);
         trace.state = Completeness::Unknown;
+        trace.hold_until = 0;
         if let Some(pos) = wal {
             let w = trace.wal.get_or_insert_with(Box::default);
             if w.positions.last() != Some(&pos) {
@@ -293,6 +304,10 @@ impl Shard {
         self.held.trace += after.trace - before.trace;
         self.spans += run.len() as u64;
         RunInsert { handed_off, merged }
+    }
+
+    pub fn trace_mut(&mut self, id: u128) -> Option<&mut Trace> {
+        self.traces.get_mut(&id)
     }
 
     /// The hand-offs trace `id` went through (see [`Trace::hops`]).
