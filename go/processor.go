@@ -135,6 +135,8 @@ type tracesProcessor struct {
 	// statsMu serialises metric updates from the engine's cumulative counters.
 	statsMu sync.Mutex
 	last    engine.Stats
+	// lagsRecorded: when the export lags were last recorded (see recordExpectStats).
+	lagsRecorded time.Time
 
 	servicesMu sync.Mutex
 	services   map[string]struct{}
@@ -499,6 +501,7 @@ func (p *tracesProcessor) recordStats(ctx context.Context) {
 	}
 	tb.ProcessorTraceconsistencyHlcMaxForwardOffset.Record(ctx, int64(s.HLCMaxForwardOffsetNs))
 	p.recordHandoffStats(ctx, s, prev)
+	p.recordExpectStats(ctx, s, prev)
 	if p.cfg.WAL.Directory == "" {
 		return
 	}

@@ -7,7 +7,7 @@
 use crate::findings::{FindingKind, ReleaseReason};
 use crate::index::ScannedBatch;
 
-use super::shard::Shard;
+use super::shard::{Shard, AWAITED};
 use super::stats::stat;
 use super::types::Clocks;
 use super::Engine;
@@ -65,26 +65,24 @@ impl Engine {
         let now = clocks.mono;
         let Some(hops) = shard.hops(id) else { return false };
         let Some(t) = shard.trace_mut(id) else { return false };
-        // A wait is looked at again now and then: what was learned meanwhile (a callee's lag
-        // once it is known) may shorten it.
-        let recheck = t.hold_until != 0 && now.saturating_sub(t.hold_checked) >= RECHECK_NS;
-        if reason == ReleaseReason::Complete && t.hold_until > now && !recheck {
+        let next_look = t.hold & !AWAITED;
+        if reason == ReleaseReason::Complete && next_look > now {
             return true;
         }
         let calls = self.expect.callouts(&t.spans, &t.buf, &t.groups);
         if calls.is_empty() {
             return false;
         }
-        if reason == ReleaseReason::Complete && (t.hold_until == 0 || recheck) {
-            // Until when its calls' children may come.
+        if reason == ReleaseReason::Complete {
+            // Until when its calls' children may come. Looked at again every second while it
+            // waits: what was learned meanwhile (a callee's lag, once known) may shorten it.
             let latest = t.last_seen.saturating_add(self.limits.idle_timeout_ns).min(t.first_seen.saturating_add(self.limits.max_age_ns));
-            t.hold_until = self.expect.hold_until(&calls, now, clocks.wall, latest).max(1);
-            t.hold_checked = now;
-            if t.hold_until > now {
-                if !t.awaited {
-                    t.awaited = true;
+            let until = self.expect.hold_until(&calls, now, clocks.wall, latest);
+            if until > now {
+                if t.hold & AWAITED == 0 {
                     self.c.add(stat!(traces_awaited_children), 1);
                 }
+                t.hold = AWAITED | until.min(now.saturating_add(RECHECK_NS)).min(!AWAITED);
                 return true;
             }
         }

@@ -284,6 +284,15 @@ impl Engine {
         s
     }
 
+    /// Each service's learned export lag (ns) at `now` (monotonic), the slowest first: how
+    /// long after a span ends its spans arrive, as a trace waiting for that service's spans
+    /// takes it.
+    pub fn export_lags(&self, now: u64) -> Vec<(String, u64)> {
+        let mut lags = self.expect.learnt(now).lags;
+        lags.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        lags
+    }
+
     /// What `hlc.state_file` held at start (`restart_strategy: persist` only). When
     /// [`PersistStart::needs_wait`], the caller waits `hlc.max_offset` before ingesting, as
     /// with `restart_strategy: wait`.

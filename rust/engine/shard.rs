@@ -13,6 +13,9 @@ use crate::index::{Group, ScannedBatch, SpanRec};
 use super::memory::{deque_bytes, groups_bytes, map_slot, rec_heap, REC_BYTES};
 use super::unit::Unit;
 
+/// The top bit of [`Trace::hold`]: the trace waited for children at least once.
+pub const AWAITED: u64 = 1 << 63;
+
 /// Below these sizes a trace's storage grows exactly (per batch); above, by doubling.
 const EXACT_GROWTH_BYTES: usize = 256 << 10;
 const EXACT_GROWTH_SPANS: usize = 1024;
@@ -60,13 +63,10 @@ pub struct Trace {
     pub wal: Option<Box<TraceWal>>,
     /// The most hand-offs any of its spans went through (see `handoff`).
     pub hops: u32,
-    /// Until when (monotonic) it waits for children of its calls still on their way (see
-    /// `awaited`); 0: not looked at since its last span arrived.
-    pub hold_until: u64,
-    /// When (monotonic) `hold_until` was computed.
-    pub hold_checked: u64,
-    /// It waited for such children at least once.
-    pub awaited: bool,
+    /// Waiting for children of its calls still on their way (see `awaited`): the low 63
+    /// bits say until when (monotonic) before it is looked at again, 0 if not looked at
+    /// since its last span arrived; the top bit that it waited at least once.
+    pub hold: u64,
 }
 
 /// A trace's part of the write-ahead log.
@@ -247,9 +247,7 @@ impl Shard {
             gen,
             wal: None,
             hops: 0,
-            hold_until: 0,
-            hold_checked: 0,
-            awaited: false,
+            hold: 0,
         });
         if trace.gen == gen {
             self.next_gen += 1;
@@ -290,7 +288,7 @@ impl Shard {
         }
         trace.last_seen = trace.last_seen.max(now);
         trace.state = Completeness::Unknown;
-        trace.hold_until = 0;
+        trace.hold &= AWAITED;
         if let Some(pos) = wal {
             let w = trace.wal.get_or_insert_with(Box::default);
             if w.positions.last() != Some(&pos) {

@@ -307,6 +307,20 @@ type Stats struct {
 	HandoffUntrustedSpans   uint64
 	// DrainLostSpans: spans a drain took and lost to an internal error (a panic).
 	DrainLostSpans uint64
+	// What is still coming (tc_stats.traces_awaited_children .. memory_learned_bytes).
+	TracesAwaitedChildren   uint64
+	ExpectedChildrenMissing uint64
+	LearnedFromLateSpans    uint64
+	LearnedCallKeys         uint64
+	LearnedEdges            uint64
+	MemoryLearnedBytes      uint64
+}
+
+// ExportLag is one service's export lag as the engine learned it: how long after a span
+// ends the service's spans arrive.
+type ExportLag struct {
+	Service string
+	Lag     time.Duration
 }
 
 // MemoryParts lists the engine's memory by part, with the names used in metrics.
@@ -319,6 +333,7 @@ func (s Stats) MemoryParts() []MemoryPart {
 		{"late_cache", s.MemoryLateCacheBytes},
 		{"ready", s.ReadyBytes},
 		{"wal", s.MemoryWALBytes},
+		{"learned", s.MemoryLearnedBytes},
 	}
 }
 
@@ -403,6 +418,7 @@ var staticKindNames = []string{
 	"remote_parent_mismatch",
 	"future_timestamp",
 	"hlc_offset_exceeded",
+	"expected_child_missing",
 }
 
 var staticReasonNames = []string{
