@@ -64,6 +64,7 @@ replace github.com/traceconsistency/traceconsistencyprocessor => ../go
 replace github.com/traceconsistency/traceconsistencyprocessor/lib/linux_amd64 => ../go/lib/linux_amd64
 
 require (
+	github.com/felixge/httpsnoop v1.1.0 // indirect
 	github.com/go-viper/mapstructure/v2 v2.5.0 // indirect
 	github.com/gobwas/glob v0.2.3 // indirect
 	github.com/knadh/koanf/maps v0.1.3 // indirect
@@ -76,4 +77,6 @@ require (
 	go.opentelemetry.io/collector/confmap v1.71.0 // indirect
 	go.opentelemetry.io/collector/connector v0.165.0 // indirect
 	go.opentelemetry.io/collector/internal/fanoutconsumer v0.165.0 // indirect
+	go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp v0.72.0 // indirect
+	go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp v1.47.0 // indirect
 )
