@@ -56,9 +56,12 @@ type scenarioReport struct {
 	LatencyMax     string
 	// SkewMeasured is the median start of Node.js SERVER spans after their Python CLIENT
 	// parent (ground truth): the faketime offset plus the network time.
-	SkewMeasured    string         `json:",omitempty"`
-	HealthyTraces   int            // traces without an injected anomaly
-	HealthyFindings map[string]int // "kind/telemetry.sdk.language" -> spans (trace-level kinds: on the root's language)
+	SkewMeasured string `json:",omitempty"`
+	// ExportLag is, per service, from a span's end to its arrival at the proxy: p50 / max.
+	ExportLag       map[string]string
+	FaultedSpans    map[faultKind]int `json:",omitempty"` // spans the proxy changed, dropped or re-sent, per fault
+	HealthyTraces   int               // traces without an injected anomaly
+	HealthyFindings map[string]int    // "kind/telemetry.sdk.language" -> spans (trace-level kinds: on the root's language)
 	Anomalies       []*anomalyReport
 
 	notWhole      []string
@@ -150,8 +153,10 @@ func evaluate(sc realappsScenario, reqs []request, gt map[tracegen.SpanKey]gtSpa
 	expected := expectedOutput(gt, faults)
 	sets := faultSets(faults)
 	faultOfTrace := map[pcommon.TraceID]faultKind{}
+	r.FaultedSpans = map[faultKind]int{}
 	for _, f := range faults {
 		faultOfTrace[f.Key.TraceID] = f.Fault
+		r.FaultedSpans[f.Fault]++
 	}
 	gtByTrace := map[pcommon.TraceID][]gtSpan{}
 	for _, g := range gt {
@@ -170,6 +175,7 @@ func evaluate(sc realappsScenario, reqs []request, gt map[tracegen.SpanKey]gtSpa
 	}
 	var latencies []time.Duration
 	skews := []time.Duration{}
+	lags := map[string][]time.Duration{}
 	for _, q := range reqs {
 		if q.Err != "" {
 			r.RequestErrors = append(r.RequestErrors, fmt.Sprintf("request %d (%s): %s", q.ID, q.Query, q.Err))
@@ -203,6 +209,7 @@ func evaluate(sc realappsScenario, reqs []request, gt map[tracegen.SpanKey]gtSpa
 		var lastArrival, frontEnd time.Time
 		perService := map[string]int{}
 		for _, g := range gts {
+			lags[g.Service] = append(lags[g.Service], g.Arrived.Sub(g.End))
 			if g.Arrived.After(lastArrival) {
 				lastArrival = g.Arrived
 			}
@@ -304,6 +311,11 @@ func evaluate(sc realappsScenario, reqs []request, gt map[tracegen.SpanKey]gtSpa
 	r.LatencyP50 = percentile(latencies, 0.50).Round(time.Millisecond).String()
 	r.LatencyP99 = percentile(latencies, 0.99).Round(time.Millisecond).String()
 	r.LatencyMax = percentile(latencies, 1).Round(time.Millisecond).String()
+	r.ExportLag = map[string]string{}
+	for svc, d := range lags {
+		sort.Slice(d, func(i, j int) bool { return d[i] < d[j] })
+		r.ExportLag[strings.TrimPrefix(svc, "realapps-")] = fmt.Sprintf("%s / %s", percentile(d, 0.5).Round(time.Millisecond), percentile(d, 1).Round(time.Millisecond))
+	}
 	if len(skews) > 0 {
 		sort.Slice(skews, func(i, j int) bool { return skews[i] < skews[j] })
 		r.SkewMeasured = percentile(skews, 0.5).Round(100 * time.Microsecond).String()
@@ -541,6 +553,10 @@ func (r *scenarioReport) assert(t *testing.T) {
 	t.Helper()
 	t.Logf("realapps %s (delay %s): %d traces sent (%d errors), %d whole in one release (%d of %d error traces), %d split, %d incomplete, %d released before their last span arrived, %d late spans; latency from the frontend's last span end p50 %s p99 %s max %s; release reasons %v",
 		r.Scenario, r.Delay, r.TracesSent, r.ErrorTraces, r.Whole, r.WholeErrors, r.ErrorTraces, r.Split, r.Incomplete, r.ReleasedEarly, r.LateSpans, r.LatencyP50, r.LatencyP99, r.LatencyMax, r.ReleaseReasons)
+	if len(r.FaultedSpans) > 0 {
+		t.Logf("realapps %s: spans faulted by the proxy: %v", r.Scenario, r.FaultedSpans)
+	}
+	t.Logf("realapps %s: export lag per service (span end to arrival, p50 / max): %v", r.Scenario, r.ExportLag)
 	if r.SkewMeasured != "" {
 		t.Logf("realapps %s: Node.js SERVER spans start %s after their Python CLIENT parent (median, ground truth)", r.Scenario, r.SkewMeasured)
 	}

@@ -149,6 +149,32 @@ func runRealappsScenario(t *testing.T, dirs realappsDirs, sc realappsScenario) *
 			"batch:\n  timeout: 200ms\n  send_batch_size: 8192\n" + TraceConsistencyYAML(),
 	})
 	proxy := startOTLPProxy(t, col.OTLPEndpoint, faultOf(sc.Faults))
+	// Read the output all along: a line's SeenAt is the release time the latency uses.
+	stopPoll := make(chan struct{})
+	pollDone := make(chan error, 1)
+	go func() {
+		tick := time.NewTicker(20 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-stopPoll:
+				pollDone <- nil
+				return
+			case <-tick.C:
+				if err := col.Output().Poll(); err != nil {
+					pollDone <- err
+					return
+				}
+			}
+		}
+	}()
+	defer func() {
+		select {
+		case <-stopPoll:
+		default:
+			close(stopPoll)
+		}
+	}()
 	plain := startPlainEndpoint(t)
 	ports := map[string]int{svcPython: FreePort(t), svcNode: FreePort(t), svcJava: FreePort(t), svcGo: FreePort(t)}
 	url := func(s string) string { return fmt.Sprintf("http://127.0.0.1:%d", ports[s]) }
@@ -206,14 +232,12 @@ func runRealappsScenario(t *testing.T, dirs realappsDirs, sc realappsScenario) *
 	gt, faults, last := proxy.snapshot()
 	expected := expectedOutput(gt, faults)
 	deadline := last.Add(10*time.Second + 5*time.Second)
-	for time.Now().Before(deadline) {
-		if err := col.Output().Poll(); err != nil {
-			t.Fatalf("reading output: %v", err)
-		}
-		if outputHolds(col.Output().Lines(), expected) {
-			break
-		}
+	for time.Now().Before(deadline) && !outputHolds(col.Output().Lines(), expected) {
 		time.Sleep(25 * time.Millisecond)
+	}
+	close(stopPoll)
+	if err := <-pollDone; err != nil {
+		t.Fatalf("reading output: %v", err)
 	}
 	lines := col.StopAndRead()
 	return evaluate(sc, reqs, gt, faults, lines)
