@@ -171,10 +171,10 @@ soak: otelcol
 REALAPPS := build/realapps
 REALAPPS_JAVAAGENT := io.opentelemetry.javaagent:opentelemetry-javaagent:2.31.0
 realapps-deps:
-	command -v faketime >/dev/null || { \
+	command -v faketime >/dev/null && command -v mvn >/dev/null || { \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update && \
-	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends faketime; }
+	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends faketime maven; }
 	mkdir -p $(REALAPPS)/node $(REALAPPS)/java/classes
 	cmp -s tests/realapps/python/requirements.txt $(REALAPPS)/py/requirements.txt || { \
 	  rm -rf $(REALAPPS)/py && python3 -m venv $(REALAPPS)/py && \

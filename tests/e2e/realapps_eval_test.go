@@ -35,6 +35,14 @@ type anomalyReport struct {
 	WrongExamples  []string `json:",omitempty"`
 	Missed         []string `json:",omitempty"` // examples of required spans without the kind
 	OtherKinds     map[string]int
+	// With skew correction on: spans moved (consistency.span.skew_adjustment_ns), those of
+	// another service than the skewed one, and the skewed service's SERVER spans under a
+	// CLIENT parent of the frontend that lie inside it after the correction (1 ms slack).
+	Moved               int      `json:",omitempty"`
+	MovedOutsideSkewed  int      `json:",omitempty"`
+	SkewedServers       int      `json:",omitempty"`
+	SkewedServersInside int      `json:",omitempty"`
+	CorrectionMissed    []string `json:",omitempty"`
 }
 
 // scenarioReport is what one scenario measured (written to the summary JSON).
@@ -56,7 +64,9 @@ type scenarioReport struct {
 	LatencyMax     string
 	// SkewMeasured is the median start of Node.js SERVER spans after their Python CLIENT
 	// parent (ground truth): the faketime offset plus the network time.
-	SkewMeasured string `json:",omitempty"`
+	SkewMeasured   string   `json:",omitempty"`
+	SkewedHost     []string `json:",omitempty"` // host.name / host.id the skewed service announced
+	SkewCorrection bool     `json:",omitempty"`
 	// ExportLag is, per service, from a span's end to its arrival at the proxy: p50 / max.
 	ExportLag       map[string]string
 	FaultedSpans    map[faultKind]int `json:",omitempty"` // spans the proxy changed, dropped or re-sent, per fault
@@ -146,10 +156,16 @@ func evaluate(sc realappsScenario, reqs []request, gt map[tracegen.SpanKey]gtSpa
 	if sc.Delay > 0 {
 		delay = fmt.Sprintf("%dms", sc.Delay)
 	}
-	if sc.RestartJavaWithDelay != 0 {
-		delay += " then java restarted with default"
+	if sc.Restart != "" {
+		delay += fmt.Sprintf(", then %s restarted with %d ms (0: default)", sc.Restart, max(sc.RestartDelay, 0))
 	}
 	r := &scenarioReport{Scenario: sc.Name, Delay: delay, TracesSent: len(reqs), ReleaseReasons: map[string]int{}, HealthyFindings: map[string]int{}}
+	for _, k := range sc.Knobs {
+		if k == skewCorrectionKnob {
+			r.SkewCorrection = true
+		}
+	}
+	hosts := map[string]bool{}
 	expected := expectedOutput(gt, faults)
 	sets := faultSets(faults)
 	faultOfTrace := map[pcommon.TraceID]faultKind{}
@@ -306,6 +322,18 @@ func evaluate(sc realappsScenario, reqs []request, gt map[tracegen.SpanKey]gtSpa
 		a := anomaly(fault)
 		a.Traces++
 		judgeAnomaly(a, fault, tid, gt, gts, sets, recs, traceKinds)
+		if fault == faultClockSkew {
+			for _, rec := range recs {
+				if serviceOf(rec.Resource) == svcNode {
+					hn, _ := rec.Resource.Attributes().Get("host.name")
+					hi, _ := rec.Resource.Attributes().Get("host.id")
+					hosts["host.name="+hn.AsString()+" host.id="+hi.AsString()] = true
+				}
+			}
+			if r.SkewCorrection {
+				judgeCorrection(a, tid, gt, recs)
+			}
+		}
 	}
 	sort.Slice(latencies, func(i, j int) bool { return latencies[i] < latencies[j] })
 	r.LatencyP50 = percentile(latencies, 0.50).Round(time.Millisecond).String()
@@ -316,6 +344,10 @@ func evaluate(sc realappsScenario, reqs []request, gt map[tracegen.SpanKey]gtSpa
 		sort.Slice(d, func(i, j int) bool { return d[i] < d[j] })
 		r.ExportLag[strings.TrimPrefix(svc, "realapps-")] = fmt.Sprintf("%s / %s", percentile(d, 0.5).Round(time.Millisecond), percentile(d, 1).Round(time.Millisecond))
 	}
+	for h := range hosts {
+		r.SkewedHost = append(r.SkewedHost, h)
+	}
+	sort.Strings(r.SkewedHost)
 	if len(skews) > 0 {
 		sort.Slice(skews, func(i, j int) bool { return skews[i] < skews[j] })
 		r.SkewMeasured = percentile(skews, 0.5).Round(100 * time.Microsecond).String()
@@ -497,6 +529,46 @@ func judgeAnomaly(a *anomalyReport, fault faultKind, tid pcommon.TraceID, gt map
 	}
 }
 
+// judgeCorrection checks skew correction on one trace of the clock-skew scenario: only the
+// skewed service's spans move, and its SERVER spans end up inside their frontend CLIENT
+// parent (1 ms slack for the Node.js SDK's millisecond start times).
+func judgeCorrection(a *anomalyReport, tid pcommon.TraceID, gt map[tracegen.SpanKey]gtSpan, recs []SpanRecord) {
+	byKey := map[tracegen.SpanKey]SpanRecord{}
+	for _, rec := range recs {
+		byKey[rec.Key] = rec
+		if _, ok := rec.Span.Attributes().Get(names.AttrSkewAdjustment); ok {
+			a.Moved++
+			if serviceOf(rec.Resource) != svcNode {
+				a.MovedOutsideSkewed++
+				if len(a.CorrectionMissed) < 5 {
+					a.CorrectionMissed = append(a.CorrectionMissed, fmt.Sprintf("span %s %q of %s moved", keyString(rec.Key), rec.Span.Name(), serviceOf(rec.Resource)))
+				}
+			}
+		}
+	}
+	const slack = time.Millisecond
+	for _, rec := range recs {
+		g := gt[rec.Key]
+		if g.Service != svcNode || g.Kind != ptrace.SpanKindServer {
+			continue
+		}
+		pk := tracegen.SpanKey{TraceID: tid, SpanID: g.Parent}
+		p, ok := byKey[pk]
+		if !ok || gt[pk].Service != svcPython {
+			continue
+		}
+		a.SkewedServers++
+		cs, ce := rec.Span.StartTimestamp().AsTime(), rec.Span.EndTimestamp().AsTime()
+		ps, pe := p.Span.StartTimestamp().AsTime(), p.Span.EndTimestamp().AsTime()
+		if !cs.Before(ps.Add(-slack)) && !ce.After(pe.Add(slack)) {
+			a.SkewedServersInside++
+		} else if len(a.CorrectionMissed) < 5 {
+			a.CorrectionMissed = append(a.CorrectionMissed, fmt.Sprintf("span %s %q of %s: [%s, %s] after correction, parent [%s, %s]",
+				keyString(rec.Key), rec.Span.Name(), svcNode, cs.Sub(ps), ce.Sub(ps), time.Duration(0), pe.Sub(ps)))
+		}
+	}
+}
+
 // isSpanKind says whether a trace-level kind is also on one of the spans (the trace-level
 // list repeats the span kinds; only the others are trace-level findings of their own).
 func isSpanKind(kind string, recs []SpanRecord) bool {
@@ -558,6 +630,7 @@ func (r *scenarioReport) assert(t *testing.T) {
 	}
 	t.Logf("realapps %s: export lag per service (span end to arrival, p50 / max): %v", r.Scenario, r.ExportLag)
 	if r.SkewMeasured != "" {
+		t.Logf("realapps %s: the skewed service announced %v", r.Scenario, r.SkewedHost)
 		t.Logf("realapps %s: Node.js SERVER spans start %s after their Python CLIENT parent (median, ground truth)", r.Scenario, r.SkewMeasured)
 	}
 	t.Logf("realapps %s: findings on %d healthy traces: %v", r.Scenario, r.HealthyTraces, r.HealthyFindings)
@@ -581,6 +654,14 @@ func (r *scenarioReport) assert(t *testing.T) {
 		fail("%s: %d findings on %d healthy traces %v, e.g.\n  %s", r.Scenario, n, r.HealthyTraces, r.HealthyFindings, strings.Join(r.falseFindings, "\n  "))
 	}
 	for _, a := range r.Anomalies {
+		if r.SkewCorrection && a.Fault == faultClockSkew {
+			t.Logf("realapps %s: skew correction moved %d spans (%d of other services than %s); %d of %d %s SERVER spans inside their %s CLIENT parent after it",
+				r.Scenario, a.Moved, a.MovedOutsideSkewed, svcNode, a.SkewedServersInside, a.SkewedServers, svcNode, svcPython)
+			if a.MovedOutsideSkewed != 0 || a.SkewedServersInside != a.SkewedServers || a.SkewedServers == 0 {
+				fail("%s: skew correction: %d of %d %s SERVER spans inside their parent after it, %d spans of other services moved; e.g. %v",
+					r.Scenario, a.SkewedServersInside, a.SkewedServers, svcNode, a.MovedOutsideSkewed, a.CorrectionMissed)
+			}
+		}
 		if a.TracesDetected != a.Traces || a.Wrong != 0 {
 			fail("%s: anomaly %s: %q found in %d of %d affected traces (required spans %d/%d), on %d spans that do not carry it %v; missed e.g. %v",
 				r.Scenario, a.Fault, a.Kind, a.TracesDetected, a.Traces, a.RequiredFound, a.Required, a.Wrong, a.WrongExamples, a.Missed)

@@ -38,12 +38,20 @@ type realappsScenario struct {
 	Traces int
 	// Faults are spread over the traces by their trace ID (see faultOf); empty: healthy.
 	Faults []faultKind
-	// Skew runs the Node.js service under faketime with this offset ("+0.3").
+	// Skew runs the Node.js service under faketime with this offset ("+0.3"), announcing a
+	// host of its own (host.name, host.id in OTEL_RESOURCE_ATTRIBUTES): a service on another
+	// machine whose clock runs ahead.
 	Skew string
-	// RestartJavaWithDelay, when > 0, restarts the Java service half-way with this
-	// OTEL_BSP_SCHEDULE_DELAY (-1: unset, the default).
-	RestartJavaWithDelay int
+	// Knobs are the processor's settings (TraceConsistencyYAML); none: its defaults.
+	Knobs []string
+	// Restart, when set, is restarted half-way with OTEL_BSP_SCHEDULE_DELAY RestartDelay
+	// (-1: unset, the default): a service whose export schedule changes mid-run.
+	Restart      string
+	RestartDelay int
 }
+
+// skewCorrectionKnob switches the processor's skew correction on.
+const skewCorrectionKnob = "checks: {skew_correction: {enabled: true}}"
 
 // realappsConcurrency is how many requests are in flight at the frontend.
 const realappsConcurrency = 6
@@ -54,18 +62,20 @@ func realappsScenarios(long bool) []realappsScenario {
 		return []realappsScenario{
 			{Name: "healthy_default_delay", Traces: 700},
 			{Name: "healthy_200ms", Delay: 200, Traces: 700},
-			{Name: "delay_change_200ms_to_default", Delay: 200, Traces: 200, RestartJavaWithDelay: -1},
+			{Name: "delay_change_go_200ms_to_default", Delay: 200, Traces: 200, Restart: svcGo, RestartDelay: -1},
 			{Name: "anomalies_default_delay", Traces: 300, Faults: allFaults},
 			{Name: "anomalies_200ms", Delay: 200, Traces: 300, Faults: allFaults},
 			{Name: "clock_skew_node_300ms_ahead", Delay: 200, Traces: 150, Skew: "+0.3"},
+			{Name: "clock_skew_corrected", Delay: 200, Traces: 100, Skew: "+0.3", Knobs: []string{skewCorrectionKnob}},
 		}
 	}
 	return []realappsScenario{
 		{Name: "healthy_default_delay", Traces: 260},
 		{Name: "healthy_200ms", Delay: 200, Traces: 260},
-		{Name: "delay_change_200ms_to_default", Delay: 200, Traces: 80, RestartJavaWithDelay: -1},
+		{Name: "delay_change_go_200ms_to_default", Delay: 200, Traces: 80, Restart: svcGo, RestartDelay: -1},
 		{Name: "anomalies_200ms", Delay: 200, Traces: 150, Faults: allFaults},
 		{Name: "clock_skew_node_300ms_ahead", Delay: 200, Traces: 60, Skew: "+0.3"},
+		{Name: "clock_skew_corrected", Delay: 200, Traces: 40, Skew: "+0.3", Knobs: []string{skewCorrectionKnob}},
 	}
 }
 
@@ -146,7 +156,7 @@ func runRealappsScenario(t *testing.T, dirs realappsDirs, sc realappsScenario) *
 	// batch, traceconsistency with no knobs), fresh per scenario: a cold start.
 	col := StartCollectorWith(t, ConfigOptions{
 		ProcessorsYAML: "memory_limiter:\n  check_interval: 1s\n  limit_mib: 1024\n  spike_limit_mib: 256\n" +
-			"batch:\n  timeout: 200ms\n  send_batch_size: 8192\n" + TraceConsistencyYAML(),
+			"batch:\n  timeout: 200ms\n  send_batch_size: 8192\n" + TraceConsistencyYAML(sc.Knobs...),
 	})
 	proxy := startOTLPProxy(t, col.OTLPEndpoint, faultOf(sc.Faults))
 	// Read the output all along: a line's SeenAt is the release time the latency uses.
@@ -187,10 +197,15 @@ func runRealappsScenario(t *testing.T, dirs realappsDirs, sc realappsScenario) *
 	svcs := map[string]*service{}
 	for _, name := range []string{svcGo, svcJava, svcNode, svcPython} {
 		spec := serviceSpec{Name: name, Port: ports[name], Delay: sc.Delay}
-		if name == svcNode {
+		senv := env
+		if name == svcNode && sc.Skew != "" {
 			spec.Faketime = sc.Skew
+			senv = map[string]string{"OTEL_RESOURCE_ATTRIBUTES": "host.name=realapps-skewed-host,host.id=realapps-skewed-host"}
+			for k, v := range env {
+				senv[k] = v
+			}
 		}
-		svcs[name] = startService(t, dirs, spec, proxy.URL, env)
+		svcs[name] = startService(t, dirs, spec, proxy.URL, senv)
 	}
 	for _, name := range []string{svcGo, svcJava, svcNode, svcPython} {
 		svcs[name].waitListening(t, 120*time.Second)
@@ -199,19 +214,19 @@ func runRealappsScenario(t *testing.T, dirs realappsDirs, sc realappsScenario) *
 	client := &http.Client{Timeout: 60 * time.Second}
 	var reqs []request
 	first, second := sc.Traces, 0
-	if sc.RestartJavaWithDelay != 0 {
+	if sc.Restart != "" {
 		first = sc.Traces / 2
 		second = sc.Traces - first
 	}
 	reqs = append(reqs, sendLoad(client, url(svcPython), 0, first)...)
 	if second > 0 {
-		svcs[svcJava].stop()
-		delay := sc.RestartJavaWithDelay
+		svcs[sc.Restart].stop()
+		delay := sc.RestartDelay
 		if delay < 0 {
 			delay = 0
 		}
-		svcs[svcJava] = startService(t, dirs, serviceSpec{Name: svcJava, Port: ports[svcJava], Delay: delay}, proxy.URL, env)
-		svcs[svcJava].waitListening(t, 120*time.Second)
+		svcs[sc.Restart] = startService(t, dirs, serviceSpec{Name: sc.Restart, Port: ports[sc.Restart], Delay: delay}, proxy.URL, env)
+		svcs[sc.Restart].waitListening(t, 120*time.Second)
 		reqs = append(reqs, sendLoad(client, url(svcPython), first, second)...)
 	}
 	loadDone := time.Now()
@@ -220,7 +235,7 @@ func runRealappsScenario(t *testing.T, dirs realappsDirs, sc realappsScenario) *
 	// unset, plus slack) and nothing new arrived for that long; then until the output holds
 	// every forwarded span, bounded by idle_timeout (10 s) past the last arrival.
 	quiet := 5*time.Second + 2*time.Second
-	if sc.Delay > 0 && sc.RestartJavaWithDelay == 0 {
+	if sc.Delay > 0 && sc.Restart == "" {
 		quiet = time.Duration(sc.Delay)*time.Millisecond + 2*time.Second
 	}
 	for deadline := loadDone.Add(60 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
