@@ -157,7 +157,11 @@ func evaluate(sc realappsScenario, reqs []request, gt map[tracegen.SpanKey]gtSpa
 		delay = fmt.Sprintf("%dms", sc.Delay)
 	}
 	if sc.Restart != "" {
-		delay += fmt.Sprintf(", then %s restarted with %d ms (0: default)", sc.Restart, max(sc.RestartDelay, 0))
+		then := "the default delay"
+		if sc.RestartDelay > 0 {
+			then = fmt.Sprintf("%d ms", sc.RestartDelay)
+		}
+		delay += fmt.Sprintf(", then %s restarted with %s", sc.Restart, then)
 	}
 	r := &scenarioReport{Scenario: sc.Name, Delay: delay, TracesSent: len(reqs), ReleaseReasons: map[string]int{}, HealthyFindings: map[string]int{}}
 	for _, k := range sc.Knobs {

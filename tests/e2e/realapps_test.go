@@ -148,6 +148,9 @@ func realappsQuery(i int) string {
 	if i%3 == 0 {
 		q += "&uninstr=1"
 	}
+	if i%2 == 0 {
+		q += "&lookup=1"
+	}
 	return q
 }
 
@@ -189,10 +192,11 @@ func runRealappsScenario(t *testing.T, dirs realappsDirs, sc realappsScenario) *
 	ports := map[string]int{svcPython: FreePort(t), svcNode: FreePort(t), svcJava: FreePort(t), svcGo: FreePort(t)}
 	url := func(s string) string { return fmt.Sprintf("http://127.0.0.1:%d", ports[s]) }
 	env := map[string]string{
-		"REALAPPS_NODE_URL":  url(svcNode),
-		"REALAPPS_JAVA_URL":  url(svcJava),
-		"REALAPPS_GO_URL":    url(svcGo),
-		"REALAPPS_PLAIN_URL": plain,
+		"REALAPPS_NODE_URL":   url(svcNode),
+		"REALAPPS_JAVA_URL":   url(svcJava),
+		"REALAPPS_GO_URL":     url(svcGo),
+		"REALAPPS_PLAIN_URL":  plain,
+		"REALAPPS_PYTHON_URL": url(svcPython),
 	}
 	svcs := map[string]*service{}
 	for _, name := range []string{svcGo, svcJava, svcNode, svcPython} {

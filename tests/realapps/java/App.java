@@ -1,7 +1,8 @@
 // The Java service of the real-application harness, run under the opentelemetry-javaagent at its
 // defaults: the JDK's com.sun.net.httpserver makes the SERVER span, java.net.http.HttpClient the
-// CLIENT spans. GET /compute calls the Go service's /leaf, and with uninstr=1 also an
-// uninstrumented plain HTTP endpoint; it answers 500 when a call failed.
+// CLIENT spans. GET /compute calls the Go service's /leaf, with lookup=1 the Python service's
+// /lookup (Python as a backend), and with uninstr=1 an uninstrumented plain HTTP endpoint; it
+// answers 500 when a call failed.
 import com.sun.net.httpserver.HttpExchange;
 import com.sun.net.httpserver.HttpServer;
 import java.io.IOException;
@@ -23,6 +24,7 @@ public final class App {
     int port = Integer.parseInt(System.getenv("REALAPPS_PORT"));
     String goURL = System.getenv("REALAPPS_GO_URL");
     String plainURL = System.getenv("REALAPPS_PLAIN_URL");
+    String pythonURL = System.getenv("REALAPPS_PYTHON_URL");
     HttpServer server = HttpServer.create(new InetSocketAddress("127.0.0.1", port), 128);
     server.setExecutor(Executors.newFixedThreadPool(32));
     server.createContext("/health", ex -> reply(ex, 200, "ok"));
@@ -37,6 +39,13 @@ public final class App {
         HttpResponse<String> leaf = get(goURL + "/leaf?" + query);
         status = leaf.statusCode() >= 500 ? 500 : 200;
         body.append(leaf.body().trim());
+        if (query.contains("lookup=1")) {
+          HttpResponse<String> lookup = get(pythonURL + "/lookup?" + query);
+          if (lookup.statusCode() >= 500) {
+            status = 500;
+          }
+          body.append('+').append(lookup.body().trim());
+        }
         if (query.contains("uninstr=1")) {
           HttpResponse<String> plain = get(plainURL + "/plain");
           if (plain.statusCode() >= 500) {

@@ -4,6 +4,8 @@ Run under `opentelemetry-instrument` (OpenTelemetry Python distro at its default
 the SERVER span, sqlite3 the database-like leaf, requests the CLIENT span to the Node.js
 service. GET /order?id=N&fanout=K&slow=MS&fail=1&uninstr=1 answers with the downstream status
 and the trace ID in the X-Trace-Id header (how the harness learns which trace a request made).
+GET /lookup?id=N is the same process as a backend (called by the Java service): a SERVER span
+under a remote parent, and the SQLite leaf.
 """
 
 import os
@@ -41,6 +43,11 @@ def order():
     out = Response("%s %s\n" % (item, resp.text.strip()), status=resp.status_code)
     out.headers["X-Trace-Id"] = format(ctx.trace_id, "032x")
     return out
+
+
+@app.route("/lookup")
+def lookup_route():
+    return lookup(int(request.args.get("id", "0"))) + "\n"
 
 
 @app.route("/health")
