@@ -6,9 +6,9 @@
 //! (docs/DESIGN.md, "What is still coming").
 //!
 //! - **Calls** are keyed by a keyed hash of the caller's `service.name`, the span kind, the
-//!   span name and the peer attributes `peer.service`, `server.address`, `net.peer.name`,
-//!   `db.system` (absent ones empty), so that one HTTP client talking to two hosts is two
-//!   keys. Each key keeps a decaying share of its waited-for calls that had a child
+//!   span name and the peer attributes `peer.service`, `server.address`, `server.port`,
+//!   `net.peer.name`, `net.peer.port`, `db.system` (absent ones empty), so that one HTTP
+//!   client talking to two hosts, or two ports of one host, is two keys. Each key keeps a decaying share of its waited-for calls that had a child
 //!   ([`KeyState`]): a child moves it to "expected" at once (a child exists only if the
 //!   callee is instrumented), each call waited for in vain moves it a quarter of the way to
 //!   "no child". A key learned to have no children is not waited for, except once every
@@ -29,7 +29,7 @@ use std::sync::Mutex;
 use ahash::RandomState;
 
 use crate::index::{kind, Group, SpanRec};
-use crate::wire::{read_kv, Fields, Value};
+use crate::wire::{Fields, Value};
 
 use super::memory::map_slot;
 
@@ -314,7 +314,7 @@ impl Expect {
 
     /// The key of a call made by a span of `service` with `kind`, `name` and the peer
     /// attributes.
-    fn call_key(&self, service: &str, kind: u8, name: &[u8], peers: &[&[u8]; 4]) -> u64 {
+    fn call_key(&self, service: &str, kind: u8, name: &[u8], peers: &[&[u8]; PEER_COUNT]) -> u64 {
         let mut h = self.hasher.build_hasher();
         service.as_bytes().hash(&mut h);
         kind.hash(&mut h);
@@ -520,30 +520,43 @@ fn truncate(s: &str, max: usize) -> &str {
     &s[..n]
 }
 
-/// A span's name and its peer attributes (`peer.service`, `server.address`, `net.peer.name`,
-/// `db.system`; empty when absent) from its encoding. A malformed span gives what was read.
-fn name_and_peers(span: &[u8]) -> (&[u8], [&[u8]; 4]) {
+/// The peer attributes of a call key, in the order of [`name_and_peers`]'s result.
+const PEERS: [&[u8]; PEER_COUNT] =
+    [b"peer.service", b"server.address", b"server.port", b"net.peer.name", b"net.peer.port", b"db.system"];
+const PEER_COUNT: usize = 6;
+
+/// A span's name and the encoded values of its peer attributes ([`PEERS`]; empty when
+/// absent) from its encoding. A malformed span gives what was read.
+fn name_and_peers(span: &[u8]) -> (&[u8], [&[u8]; PEER_COUNT]) {
     let mut name: &[u8] = &[];
-    let mut peers: [&[u8]; 4] = [&[]; 4];
+    let mut peers: [&[u8]; PEER_COUNT] = [&[]; PEER_COUNT];
     for f in Fields::new(span, 0) {
         let Ok(f) = f else { break };
         match (f.number, f.value) {
             (5, Value::Len(r)) => name = &span[r],
             (9, Value::Len(r)) => {
-                let Ok((k, Some(v))) = read_kv(&span[r], 0) else { continue };
-                let slot = match k {
-                    b"peer.service" => 0,
-                    b"server.address" => 1,
-                    b"net.peer.name" => 2,
-                    b"db.system" => 3,
-                    _ => continue,
-                };
-                peers[slot] = v;
+                let Some((k, v)) = key_and_value(&span[r]) else { continue };
+                if let Some(slot) = PEERS.iter().position(|p| *p == k) {
+                    peers[slot] = v;
+                }
             }
             _ => {}
         }
     }
     (name, peers)
+}
+
+/// A `KeyValue`'s key and its `AnyValue`'s encoding (a string and an int alike).
+fn key_and_value(kv: &[u8]) -> Option<(&[u8], &[u8])> {
+    let (mut key, mut value): (&[u8], &[u8]) = (&[], &[]);
+    for f in Fields::new(kv, 0) {
+        match f.ok()? {
+            crate::wire::Field { number: 1, value: Value::Len(r), .. } => key = &kv[r],
+            crate::wire::Field { number: 2, value: Value::Len(r), .. } => value = &kv[r],
+            _ => {}
+        }
+    }
+    Some((key, value))
 }
 
 #[cfg(test)]
@@ -672,6 +685,28 @@ mod tests {
         e.observe_lags(&[("s", 3600 * SEC)], 0);
         assert_eq!(e.learnt(0).lags[0].1, COLD_LAG_NS.max(2 * SEC));
         assert_eq!(e.hold_until(&[call(1, 0, None)], 0, 0, u64::MAX), 2 * SEC + margin(2 * SEC));
+    }
+
+    #[test]
+    fn calls_to_two_ports_of_one_host_are_two_keys() {
+        use crate::testutil::{kv, request};
+        use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
+        let port = |p: i64| KeyValue { key: "server.port".into(), value: Some(AnyValue { value: Some(any_value::Value::IntValue(p)) }), ..Default::default() };
+        let mut spans = Vec::new();
+        for (i, p) in [(1u64, 8080), (2, 9090), (3, 8080)] {
+            let mut s = crate::testutil::span(1, i, 0, 1, 2);
+            s.kind = 3;
+            s.name = "GET".into();
+            s.attributes = vec![kv("server.address", "127.0.0.1"), port(p)];
+            spans.push(s);
+        }
+        let data = request(vec![("svc", spans)]);
+        let batch = crate::index::scan_request(&data).unwrap();
+        let e = Expect::new(64, 8, 10 * SEC);
+        let calls = e.callouts(&batch.spans, &data, &batch.groups);
+        assert_eq!(calls.len(), 3);
+        assert_ne!(calls[0].key, calls[1].key);
+        assert_eq!(calls[0].key, calls[2].key);
     }
 
     #[test]
