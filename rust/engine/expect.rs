@@ -70,6 +70,9 @@ pub enum Decision {
 pub struct Callout {
     /// Index of the span in the trace's records.
     pub idx: usize,
+    /// A database call (`db.system` or `db.system.name`): taken as a leaf until a child is
+    /// seen.
+    pub db: bool,
     pub span_id: u64,
     pub key: u64,
     /// The span's end time (wall clock of its host, Unix ns).
@@ -343,7 +346,8 @@ impl Expect {
                     self.service_hash(groups.get(child.group as usize).map_or("", |g| g.resource.service.as_str()))
                 }),
             };
-            out.push(Callout { idx, span_id: s.span_id, key: self.call_key(service, s.kind, name, &peers), end_wall: s.end, child_service });
+            let db = DB_PEERS.iter().any(|&i| !peers[i].is_empty());
+            out.push(Callout { idx, db, span_id: s.span_id, key: self.call_key(service, s.kind, name, &peers), end_wall: s.end, child_service });
         }
         out
     }
@@ -358,8 +362,8 @@ impl Expect {
     /// the expected callee, or of the slowest service known (at least the cold lag while
     /// none is known), plus a margin for jitter of the exporters' timers and for clocks.
     /// `None`: not waited for.
-    fn wait_for(&self, l: &Learned, d: Decision, now: u64) -> Option<u64> {
-        let slowest = || l.services.slots.iter().map(|s| s.lag(now)).max().unwrap_or(COLD_LAG_NS);
+    fn wait_for(&self, l: &Learned, d: Decision, now: u64, slowest: &mut Option<u64>) -> Option<u64> {
+        let mut slowest = || *slowest.get_or_insert_with(|| l.services.slots.iter().map(|s| s.lag(now)).max().unwrap_or(COLD_LAG_NS));
         let lag = match d {
             Decision::NoChild => return None,
             Decision::Unknown | Decision::Probe => slowest(),
@@ -375,9 +379,10 @@ impl Expect {
     pub fn hold_until(&self, calls: &[Callout], now: u64, now_wall: u64, latest: u64) -> u64 {
         let l = self.lock();
         let mut until = 0u64;
+        let mut slowest = None;
         for c in calls.iter().filter(|c| c.child_service.is_none()) {
-            let d = l.keys.get(c.key).map_or(Decision::Unknown, KeyState::decision);
-            let Some(wait) = self.wait_for(&l, d, now) else { continue };
+            let d = decide(&l, c);
+            let Some(wait) = self.wait_for(&l, d, now, &mut slowest) else { continue };
             // The wall time the child should have arrived by, on the monotonic clock.
             let due_wall = c.end_wall.saturating_add(wait);
             let due = now.saturating_add(due_wall.saturating_sub(now_wall));
@@ -394,15 +399,18 @@ impl Expect {
         let mut l = self.lock();
         let mut missing = Vec::new();
         let mut remember = Vec::new();
+        let mut slowest = None;
         for c in calls {
             let waited_for = waited || {
-                let d = l.keys.get(c.key).map_or(Decision::Unknown, KeyState::decision);
-                self.wait_for(&l, d, now).is_some_and(|w| now_wall >= c.end_wall.saturating_add(w))
+                let d = decide(&l, c);
+                self.wait_for(&l, d, now, &mut slowest).is_some_and(|w| now_wall >= c.end_wall.saturating_add(w))
             };
+            // A database call starts as learned to have no child (semantic conventions make
+            // it a leaf; a database that joins traces is learned from its children).
             let k = l.keys.entry(c.key, || KeyState {
                 key: c.key,
                 p: 0.0,
-                obs: 0,
+                obs: if c.db { 2 } else { 0 },
                 unwaited: 0,
                 child_service: 0,
                 referenced: true,
@@ -505,6 +513,16 @@ impl Expect {
     }
 }
 
+/// What is known of call `c` when it has no child: a database call not learned yet is taken
+/// as a leaf.
+fn decide(l: &Learned, c: &Callout) -> Decision {
+    match l.keys.get(c.key) {
+        Some(k) => k.decision(),
+        None if c.db => Decision::NoChild,
+        None => Decision::Unknown,
+    }
+}
+
 /// Margin added to a lag: a quarter second for clocks and timers, and an eighth of the lag
 /// (a batch processor's timer restarts after its export, so its period is a little longer
 /// than its delay).
@@ -521,9 +539,18 @@ fn truncate(s: &str, max: usize) -> &str {
 }
 
 /// The peer attributes of a call key, in the order of [`name_and_peers`]'s result.
-const PEERS: [&[u8]; PEER_COUNT] =
-    [b"peer.service", b"server.address", b"server.port", b"net.peer.name", b"net.peer.port", b"db.system"];
-const PEER_COUNT: usize = 6;
+const PEERS: [&[u8]; PEER_COUNT] = [
+    b"peer.service",
+    b"server.address",
+    b"server.port",
+    b"net.peer.name",
+    b"net.peer.port",
+    b"db.system",
+    b"db.system.name",
+];
+const PEER_COUNT: usize = 7;
+/// Where the database system attributes are in [`PEERS`]: a call with one is a database call.
+const DB_PEERS: [usize; 2] = [5, 6];
 
 /// A span's name and the encoded values of its peer attributes ([`PEERS`]; empty when
 /// absent) from its encoding. A malformed span gives what was read.
@@ -567,7 +594,7 @@ mod tests {
     const MS: u64 = 1_000_000;
 
     fn call(key: u64, end: u64, child: Option<u64>) -> Callout {
-        Callout { idx: 0, span_id: key ^ 0xabc, key, end_wall: end, child_service: child }
+        Callout { idx: 0, db: false, span_id: key ^ 0xabc, key, end_wall: end, child_service: child }
     }
 
     #[test]

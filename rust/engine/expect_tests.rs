@@ -258,7 +258,7 @@ fn a_call_to_an_uninstrumented_endpoint_stops_holding_once_learned() {
 }
 
 #[test]
-fn a_database_call_stops_holding_once_learned() {
+fn a_database_call_is_a_leaf_from_the_start() {
     let mut sim = Sim::new(cfg(), &[("frontend", 200 * MS, 100 * MS)]);
     let n = 200;
     for k in 0..n {
@@ -266,13 +266,31 @@ fn a_database_call_stops_holding_once_learned() {
     }
     sim.run_to(60 * SEC);
     assert_whole(&sim, 1..n + 1, 2);
-    let after: Vec<u64> = (60..n + 1).map(|t| sim.latency(t)).collect();
-    assert!(after.iter().all(|&l| l <= 1500 * MS), "{:?}", after.iter().max());
-    // The first calls waited (the cold lag), few did.
-    assert!(sim.latency(1) >= 5 * SEC, "{}", sim.latency(1));
+    // Semantic conventions make a database call a leaf: no trace waits, not even the first.
+    let all: Vec<u64> = (1..n + 1).map(|t| sim.latency(t)).collect();
+    assert!(all.iter().all(|&l| l <= 1500 * MS), "{:?}", all.iter().max());
     let st = sim.e.stats();
-    assert!(st.traces_awaited_children > 0 && st.traces_awaited_children <= 40, "{st:?}");
+    assert_eq!(st.traces_awaited_children, 0);
     assert_eq!((st.learned_call_keys, st.learned_edges), (1, 0));
+}
+
+#[test]
+fn a_database_that_joins_traces_is_learned_from_its_children() {
+    // A database call with a child (a database instrumented to continue the trace): its key
+    // expects one from then on, and a trace whose database child is still on its way waits.
+    let mut sim = Sim::new(cfg(), &[("frontend", 200 * MS, 100 * MS), ("db", 3 * SEC, 1500 * MS)]);
+    let at = |k: u64| 10 * MS + k * 300 * MS;
+    for k in 0..60 {
+        let t = k + 1;
+        sim.add("frontend", server(span(t, t * 16 + 1, 0, at(k), at(k) + 40 * MS)));
+        sim.add("frontend", call(span(t, t * 16 + 2, t * 16 + 1, at(k) + 5 * MS, at(k) + 35 * MS), "SELECT", &[("db.system.name", "postgresql")]));
+        sim.add("db", server(span(t, t * 16 + 3, t * 16 + 2, at(k) + 8 * MS, at(k) + 30 * MS)));
+    }
+    sim.run_to(60 * SEC);
+    assert!(sim.e.stats().learned_from_late_spans >= 1, "{:?}", sim.e.stats());
+    assert!(sim.seen[&1].late > 0, "the first trace did not wait: its database child came late");
+    assert_eq!(sim.e.stats().learned_edges, 1);
+    assert_whole(&sim, 20..61, 3);
 }
 
 #[test]
