@@ -7,12 +7,15 @@
 //!
 //! - **Calls** are keyed by a keyed hash of the caller's `service.name`, the span kind, the
 //!   span name and the peer attributes `peer.service`, `server.address`, `server.port`,
-//!   `net.peer.name`, `net.peer.port`, `db.system` (absent ones empty), so that one HTTP
-//!   client talking to two hosts, or two ports of one host, is two keys. Each key keeps a decaying share of its waited-for calls that had a child
-//!   ([`KeyState`]): a child moves it to "expected" at once (a child exists only if the
-//!   callee is instrumented), each call waited for in vain moves it a quarter of the way to
-//!   "no child". A key learned to have no children is not waited for, except once every
-//!   [`PROBE_EVERY`] calls (a probe), so that a callee that becomes instrumented is noticed.
+//!   `net.peer.name`, `net.peer.port`, `db.system`, `db.system.name` (absent ones empty), so
+//!   that one HTTP client talking to two hosts, or two ports of one host, is two keys. Each
+//!   key keeps a decaying share of its waited-for calls that had a child ([`KeyState`]): a
+//!   child moves it to "expected" at once (a child exists only if the callee is
+//!   instrumented), each call waited for in vain moves it a quarter of the way to "no
+//!   child". A database call starts as "no child" (a leaf by the semantic conventions). A key
+//!   learned to have no children is not waited for, except once every [`PROBE_EVERY`] calls
+//!   (a probe); and a late child of a call released without waiting teaches its key at once
+//!   ([`Expect::learn_late`]), so that a callee that becomes instrumented is noticed.
 //! - **Export lag** per service is the largest lag seen in the current and the previous
 //!   window of [`LAG_WINDOW_NS`], so a service redeployed with a shorter delay is followed
 //!   within two windows. Until a service has been seen for one window its lag is taken as
