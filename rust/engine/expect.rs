@@ -651,7 +651,7 @@ mod tests {
         e.learn(1, &[call(4, 0, None)], true, 0, 0);
         assert_eq!(e.decision(4), Decision::NoChild);
         let released = call(4, 0, None);
-        e.learn(1, &[released.clone()], false, 0, 0);
+        e.learn(1, std::slice::from_ref(&released), false, 0, 0);
         assert_eq!(e.learn_late(&[(1, 12345, 7)]), 0, "a late span of another parent");
         assert_eq!(e.learn_late(&[(2, released.span_id, 7)]), 0, "of another trace");
         assert_eq!(e.learn_late(&[(1, released.span_id, 7)]), 1);

@@ -150,7 +150,7 @@ impl Sim {
                 seen.late += late;
                 // Each released unit of a trace writes its release reason once.
                 let units = spans.iter().filter(|s| s.attr("consistency.trace.release_reason").is_some()).count();
-                seen.units.extend(std::iter::repeat(self.now).take(units));
+                seen.units.extend(std::iter::repeat_n(self.now, units));
                 seen.spans.extend(spans);
             }
         }
@@ -195,7 +195,7 @@ fn assert_whole(sim: &Sim, traces: std::ops::Range<u64>, spans: usize) {
 #[test]
 fn three_services_at_the_sdks_default_delay_leave_whole_from_a_cold_start() {
     // Each service exports every 5 s, on its own phase; the frontend exports first.
-    let mut sim = Sim::new(cfg(), &[("frontend", 5 * SEC, 1 * SEC), ("node", 5 * SEC, 2700 * MS), ("java", 5 * SEC, 4300 * MS)]);
+    let mut sim = Sim::new(cfg(), &[("frontend", 5 * SEC, SEC), ("node", 5 * SEC, 2700 * MS), ("java", 5 * SEC, 4300 * MS)]);
     let n = 240;
     for k in 0..n {
         three_services(&mut sim, k, 10 * MS + k * 250 * MS);
@@ -219,7 +219,7 @@ fn three_services_at_the_sdks_default_delay_leave_whole_from_a_cold_start() {
 #[test]
 fn structure_alone_splits_the_same_shape() {
     // The shape above without the calls' kinds: what the engine did before it learned calls.
-    let mut sim = Sim::new(cfg(), &[("frontend", 5 * SEC, 1 * SEC), ("node", 5 * SEC, 2700 * MS), ("java", 5 * SEC, 4300 * MS)]);
+    let mut sim = Sim::new(cfg(), &[("frontend", 5 * SEC, SEC), ("node", 5 * SEC, 2700 * MS), ("java", 5 * SEC, 4300 * MS)]);
     for k in 0..40 {
         three_services(&mut sim, k, 10 * MS + k * 250 * MS);
     }
@@ -295,7 +295,7 @@ fn a_database_that_joins_traces_is_learned_from_its_children() {
 
 #[test]
 fn a_service_whose_delay_drops_from_5s_to_1s_is_followed() {
-    let mut sim = Sim::new(cfg(), &[("frontend", 5 * SEC, 1 * SEC), ("node", 5 * SEC, 2700 * MS), ("java", 5 * SEC, 4300 * MS)]);
+    let mut sim = Sim::new(cfg(), &[("frontend", 5 * SEC, SEC), ("node", 5 * SEC, 2700 * MS), ("java", 5 * SEC, 4300 * MS)]);
     let n = 600;
     for k in 0..n {
         three_services(&mut sim, k, 10 * MS + k * 200 * MS);
