@@ -29,7 +29,7 @@ VERSION ?= v$(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
 # check-prebuilt and test-module-cache).
 export GOFLAGS := $(strip $(shell $(GO) env GOFLAGS) -tags=tc_from_source)
 
-.PHONY: all lib header prebuilt check-prebuilt dist test-module-cache otelcol run test test-rust test-c test-go check-generated test-observability test-e2e bench bench-engine bench-processor bench-collector bench-collector-pooling bench-collector-wait bench-tailsampling soak clean fuzz fuzz-smoke fuzz-tools realapps-deps test-realapps realapps-report
+.PHONY: all lib header vocab prebuilt check-prebuilt dist test-module-cache otelcol run test test-rust test-c test-go check-generated test-observability test-e2e bench bench-engine bench-processor bench-collector bench-collector-pooling bench-collector-wait bench-tailsampling soak clean fuzz fuzz-smoke fuzz-tools realapps-deps test-realapps realapps-report
 
 all: otelcol
 
@@ -44,6 +44,13 @@ lib: $(LIB)
 header: $(LIB)
 	cp "$$(ls -t $$(find target/release/build -name traceconsistency.h) | head -1)" include/traceconsistency.h
 	cp include/traceconsistency.h $(GO_HEADER)
+
+## vocab: regenerate the Go side of the crate's vocabulary (rust/vocab: config knobs and
+## defaults, enums and their YAML strings, result codes, release reasons, finding kinds,
+## stats) into go/internal/engine/vocab*_generated.go (commit them; `cargo test` fails when
+## they are stale)
+vocab:
+	TC_WRITE_VOCAB=1 $(CARGO) test --locked --lib vocab::go::go_vocabulary_is_up_to_date
 
 ## prebuilt: the library the Go module ships for linux/amd64, built from the current sources
 ## and stripped of debug information (commit it); also refreshes the headers. Runs cargo

@@ -223,19 +223,19 @@ const (
 
 // Enum values of the string knobs.
 const (
-	latePolicyForward = "forward"
-	latePolicyDrop    = "drop"
+	latePolicyForward = engine.LateForwardYAML
+	latePolicyDrop    = engine.LateDropYAML
 
-	conflictKeepBoth   = "keep_both"
-	conflictKeepLatest = "keep_latest"
+	conflictKeepBoth   = engine.KeepBothYAML
+	conflictKeepLatest = engine.KeepLatestYAML
 
-	restartNone    = "none"
-	restartWait    = "wait"
-	restartPersist = "persist"
+	restartNone    = engine.RestartNoneYAML
+	restartWait    = engine.RestartWaitYAML
+	restartPersist = engine.RestartPersistYAML
 
-	walSyncBatch    = "batch"
-	walSyncInterval = "interval"
-	walSyncNone     = "none"
+	walSyncBatch    = engine.WALSyncBatchYAML
+	walSyncInterval = engine.WALSyncIntervalYAML
+	walSyncNone     = engine.WALSyncNoneYAML
 )
 
 // Validate checks the configuration: first the knobs only the Go side uses, then the whole

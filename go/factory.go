@@ -13,41 +13,43 @@ import (
 	"go.opentelemetry.io/collector/pipeline"
 	"go.opentelemetry.io/collector/processor"
 
+	"github.com/traceconsistency/traceconsistencyprocessor/internal/engine"
 	"github.com/traceconsistency/traceconsistencyprocessor/internal/metadata"
 )
 
-// Defaults (the Rust engine's tc_config_default agrees; a test checks it).
+// Defaults: the engine's knobs take the engine's defaults (generated from the Rust
+// definitions; a test checks them against tc_config_default).
 const (
-	defaultNumShards            = 0
+	defaultNumShards            = engine.DefaultNumShards
 	defaultReleaseTick          = 100 * time.Millisecond
-	defaultQuietPeriod          = time.Second
-	defaultIdleTimeout          = 10 * time.Second
-	defaultMaxAge               = 60 * time.Second
-	defaultMaxBufferedSpans     = 1_000_000
-	defaultMaxBufferedBytes     = 512 << 20
-	defaultMaxSpansPerTrace     = 20_000
+	defaultQuietPeriod          = engine.DefaultQuietPeriod
+	defaultIdleTimeout          = engine.DefaultIdleTimeout
+	defaultMaxAge               = engine.DefaultMaxAge
+	defaultMaxBufferedSpans     = engine.DefaultMaxBufferedSpans
+	defaultMaxBufferedBytes     = engine.DefaultMaxBufferedBytes
+	defaultMaxSpansPerTrace     = engine.DefaultMaxSpansPerTrace
 	defaultMaxReleaseBatchSpans = 8192
 	defaultShutdownTimeout      = 20 * time.Second
 	defaultMaxConcurrentSends   = 10
 	defaultLatePolicy           = latePolicyForward
-	defaultLateCacheSize        = 100_000
+	defaultLateCacheSize        = engine.DefaultLateCacheSize
 	defaultConflictPolicy       = conflictKeepBoth
-	defaultWriteAttributes      = true
-	defaultChildTolerance       = 0
+	defaultWriteAttributes      = engine.DefaultWriteAttributes
+	defaultChildTolerance       = engine.DefaultChildTolerance
 	defaultMaxServiceNames      = 200
-	defaultSkewCorrection       = false
-	defaultSkewMaxAdjustment    = time.Minute
-	defaultHLCEnabled           = true
-	defaultHLCMaxOffset         = 500 * time.Millisecond
+	defaultSkewCorrection       = engine.DefaultSkewCorrection
+	defaultSkewMaxAdjustment    = engine.DefaultSkewMaxAdjustment
+	defaultHLCEnabled           = engine.DefaultHLCEnabled
+	defaultHLCMaxOffset         = engine.DefaultHLCMaxOffset
 	defaultHLCRestartStrategy   = restartWait
-	defaultHandoffOnShutdown    = false
-	defaultHandoffOnIdle        = false
-	defaultHandoffMaxHops       = 1
+	defaultHandoffOnShutdown    = engine.DefaultHandoffOnShutdown
+	defaultHandoffOnIdle        = engine.DefaultHandoffOnIdle
+	defaultHandoffMaxHops       = engine.DefaultHandoffMaxHops
 	defaultWALSync              = walSyncBatch
-	defaultWALSyncInterval      = 100 * time.Millisecond
+	defaultWALSyncInterval      = engine.DefaultWALSyncInterval
 	// defaultWALMaxBytes is the disk bound of the log when wal.max_bytes is 0, lowered to
 	// max_buffered_bytes when that is less.
-	defaultWALMaxBytes = 256 << 20
+	defaultWALMaxBytes = engine.DefaultWALMaxBytes
 	// maxConcurrentSends is the largest max_concurrent_sends.
 	maxConcurrentSends = 1024
 )

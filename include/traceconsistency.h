@@ -459,56 +459,6 @@ typedef struct {
 } tc_ingest_result;
 
 /*
- One released unit in a `tc_release_view`.
- */
-typedef struct {
-  tc_release_reason reason;
-  uint32_t spans;
-  /*
-   From the first span's arrival to release, ns.
-   */
-  uint64_t age_ns;
-  /*
-   Mask of the finding kinds in the unit.
-   */
-  uint32_t findings;
-} tc_released_unit;
-
-/*
- Findings of one kind for one `service.name` in a release.
- */
-typedef struct {
-  tc_finding_kind kind;
-  uint64_t count;
-  /*
-   UTF-8, not NUL-terminated; owned by the release.
-   */
-  const uint8_t *service;
-  size_t service_len;
-} tc_finding_count;
-
-/*
- A borrowed view of a `tc_release`; valid until `tc_release_free`.
- */
-typedef struct {
-  /*
-   An encoded `ExportTraceServiceRequest` holding whole units.
-   */
-  const uint8_t *otlp;
-  size_t otlp_len;
-  const tc_released_unit *units;
-  size_t units_len;
-  const tc_finding_count *findings;
-  size_t findings_len;
-  uint64_t spans;
-  /*
-   With a write-ahead log: pass to `tc_engine_delivered` once downstream accepted the
-   release (or it was counted as lost). 0: nothing to acknowledge.
-   */
-  uint64_t delivery_token;
-} tc_release_view;
-
-/*
  What `tc_engine_recover` replayed from the write-ahead log.
  */
 typedef struct {
@@ -784,9 +734,66 @@ typedef struct {
   uint32_t name_len;
 } tc_export_lag;
 
+/*
+ One released unit in a `tc_release_view`.
+ */
+typedef struct {
+  tc_release_reason reason;
+  uint32_t spans;
+  /*
+   From the first span's arrival to release, ns.
+   */
+  uint64_t age_ns;
+  /*
+   Mask of the finding kinds in the unit.
+   */
+  uint32_t findings;
+} tc_released_unit;
+
+/*
+ Findings of one kind for one `service.name` in a release.
+ */
+typedef struct {
+  tc_finding_kind kind;
+  uint64_t count;
+  /*
+   UTF-8, not NUL-terminated; owned by the release.
+   */
+  const uint8_t *service;
+  size_t service_len;
+} tc_finding_count;
+
+/*
+ A borrowed view of a `tc_release`; valid until `tc_release_free`.
+ */
+typedef struct {
+  /*
+   An encoded `ExportTraceServiceRequest` holding whole units.
+   */
+  const uint8_t *otlp;
+  size_t otlp_len;
+  const tc_released_unit *units;
+  size_t units_len;
+  const tc_finding_count *findings;
+  size_t findings_len;
+  uint64_t spans;
+  /*
+   With a write-ahead log: pass to `tc_engine_delivered` once downstream accepted the
+   release (or it was counted as lost). 0: nothing to acknowledge.
+   */
+  uint64_t delivery_token;
+} tc_release_view;
+
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
+
+/*
+ Copies the message of the last failed call on this OS thread into `buf` (NUL-terminated,
+ truncated to `len` at a UTF-8 character boundary) and returns the message's full length
+ in bytes. Thread-local.
+ */
+size_t tc_last_error(char *buf, size_t len);
 
 /*
  Fills `out` with the defaults (the same as the component's YAML defaults).
@@ -856,33 +863,6 @@ tc_result tc_engine_shutdown(const tc_engine *engine,
                              tc_error *err);
 
 /*
- Takes whole released units, about `max_spans` spans (at least one unit), checked and
- encoded. On success `*release_out` is a new release owned by the caller (free it with
- `tc_release_free`) and `*view_out` describes it, or `*release_out` is NULL when nothing
- was ready. Thread-safe: concurrent drains take disjoint units.
- */
-tc_result tc_engine_drain(const tc_engine *engine,
-                          uint64_t max_spans,
-                          tc_release **release_out,
-                          tc_release_view *view_out,
-                          tc_error *err);
-
-/*
- Takes whole handed-off traces (`handoff.on_shutdown`, `handoff.on_idle`), about
- `max_spans` spans (at least one trace), encoded with their HLC stamps and hop counts
- (`consistency.span.handoff`), for the caller to send back through the balancing tier.
- Outputs, ownership and acknowledgement (`delivery_token`, `tc_engine_delivered`) as
- `tc_engine_drain`; each unit's reason says why the trace was handed off
- (`TC_RELEASE_REASON_SHUTDOWN` or `TC_RELEASE_REASON_IDLE_TIMEOUT`). Thread-safe:
- concurrent drains take disjoint traces.
- */
-tc_result tc_engine_drain_handoff(const tc_engine *engine,
-                                  uint64_t max_spans,
-                                  tc_release **release_out,
-                                  tc_release_view *view_out,
-                                  tc_error *err);
-
-/*
  Acknowledges a drained release by its `delivery_token`: downstream accepted it, or it was
  counted as lost. Without a write-ahead log, or for token 0, a no-op. Thread-safe.
  */
@@ -902,11 +882,6 @@ tc_result tc_engine_recover(const tc_engine *engine,
                             tc_recovery *out,
                             char *detail,
                             size_t detail_len);
-
-/*
- Frees a release from `tc_engine_drain`. NULL is a no-op.
- */
-void tc_release_free(tc_release *release);
 
 /*
  Writes the engine's counters and gauges to `*out`. Thread-safe.
@@ -952,10 +927,36 @@ const char *tc_release_reason_name(uint32_t reason);
 uint32_t tc_release_reason_count(void);
 
 /*
- Copies the message of the last failed call on this OS thread into `buf` (NUL-terminated,
- truncated to `len`) and returns the message's full length in bytes. Thread-local.
+ Takes whole released units, about `max_spans` spans (at least one unit), checked and
+ encoded. On success `*release_out` is a new release owned by the caller (free it with
+ `tc_release_free`) and `*view_out` describes it, or `*release_out` is NULL when nothing
+ was ready. Thread-safe: concurrent drains take disjoint units.
  */
-size_t tc_last_error(char *buf, size_t len);
+tc_result tc_engine_drain(const tc_engine *engine,
+                          uint64_t max_spans,
+                          tc_release **release_out,
+                          tc_release_view *view_out,
+                          tc_error *err);
+
+/*
+ Takes whole handed-off traces (`handoff.on_shutdown`, `handoff.on_idle`), about
+ `max_spans` spans (at least one trace), encoded with their HLC stamps and hop counts
+ (`consistency.span.handoff`), for the caller to send back through the balancing tier.
+ Outputs, ownership and acknowledgement (`delivery_token`, `tc_engine_delivered`) as
+ `tc_engine_drain`; each unit's reason says why the trace was handed off
+ (`TC_RELEASE_REASON_SHUTDOWN` or `TC_RELEASE_REASON_IDLE_TIMEOUT`). Thread-safe:
+ concurrent drains take disjoint traces.
+ */
+tc_result tc_engine_drain_handoff(const tc_engine *engine,
+                                  uint64_t max_spans,
+                                  tc_release **release_out,
+                                  tc_release_view *view_out,
+                                  tc_error *err);
+
+/*
+ Frees a release from `tc_engine_drain`. NULL is a no-op.
+ */
+void tc_release_free(tc_release *release);
 
 /*
  The version of the C ABI this library implements. A caller compiled against a header of

@@ -62,52 +62,6 @@ impl RestartStrategy {
     pub const ALL: [RestartStrategy; 3] = [RestartStrategy::None, RestartStrategy::Wait, RestartStrategy::Persist];
 }
 
-/// The value of a C enum field, or `None` when out of range.
-pub fn enum_from_u32<T: Copy>(all: &[T], v: u32, disc: impl Fn(T) -> u32) -> Option<T> {
-    all.iter().copied().find(|&x| disc(x) == v)
-}
-
-/// The engine's configuration. Durations are nanoseconds held as `i64` so that a negative
-/// YAML duration reaches validation instead of wrapping.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Config {
-    pub num_shards: u32,
-    pub quiet_period_ns: i64,
-    pub idle_timeout_ns: i64,
-    pub max_age_ns: i64,
-    pub max_buffered_spans: i64,
-    pub max_buffered_bytes: i64,
-    pub max_spans_per_trace: i64,
-    pub late_span_policy: LateSpanPolicy,
-    pub late_cache_size: i64,
-    /// Bit `1 << kind` set = that check is off.
-    pub checks_disabled: u32,
-    pub write_attributes: bool,
-    pub child_tolerance_ns: i64,
-    pub skew_correction: bool,
-    pub skew_max_adjustment_ns: i64,
-    pub duplicate_policy: DuplicatePolicy,
-    pub hlc_enabled: bool,
-    pub hlc_max_offset_ns: i64,
-    pub hlc_restart: RestartStrategy,
-    pub hlc_state_file: Option<String>,
-    /// `wal.directory`: `None` (or empty) = no write-ahead log.
-    pub wal_directory: Option<String>,
-    pub wal_sync: SyncMode,
-    pub wal_sync_interval_ns: i64,
-    pub wal_max_bytes: i64,
-    /// `handoff.on_shutdown`: on shutdown, buffered traces are handed off, not released.
-    pub handoff_on_shutdown: bool,
-    /// `handoff.on_idle`: an incomplete trace at `idle_timeout` is handed off once.
-    pub handoff_on_idle: bool,
-    /// `handoff.max_hops`: no span is handed off more often.
-    pub handoff_max_hops: i64,
-    /// `handoff.key`: the secret shared by the collectors that hand traces off to each
-    /// other; a hand-off marker is honoured only with a proof made with it. `None` (or
-    /// empty): markers are never honoured.
-    pub handoff_key: Option<String>,
-}
-
 pub const DEFAULT_QUIET_PERIOD: Duration = Duration::from_secs(1);
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_MAX_AGE: Duration = Duration::from_secs(60);
@@ -132,39 +86,24 @@ pub const MIN_HANDOFF_KEY_BYTES: usize = 16;
 /// Upper bound on shards: more than this only costs memory.
 pub const MAX_SHARDS: u32 = 1024;
 
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            num_shards: 0,
-            quiet_period_ns: DEFAULT_QUIET_PERIOD.as_nanos() as i64,
-            idle_timeout_ns: DEFAULT_IDLE_TIMEOUT.as_nanos() as i64,
-            max_age_ns: DEFAULT_MAX_AGE.as_nanos() as i64,
-            max_buffered_spans: DEFAULT_MAX_BUFFERED_SPANS,
-            max_buffered_bytes: DEFAULT_MAX_BUFFERED_BYTES,
-            max_spans_per_trace: DEFAULT_MAX_SPANS_PER_TRACE,
-            late_span_policy: LateSpanPolicy::Forward,
-            late_cache_size: DEFAULT_LATE_CACHE_SIZE,
-            checks_disabled: 0,
-            write_attributes: true,
-            child_tolerance_ns: 0,
-            skew_correction: false,
-            skew_max_adjustment_ns: DEFAULT_SKEW_MAX_ADJUSTMENT.as_nanos() as i64,
-            duplicate_policy: DuplicatePolicy::KeepBoth,
-            hlc_enabled: true,
-            hlc_max_offset_ns: DEFAULT_HLC_MAX_OFFSET.as_nanos() as i64,
-            hlc_restart: RestartStrategy::Wait,
-            hlc_state_file: None,
-            wal_directory: None,
-            wal_sync: SyncMode::Batch,
-            wal_sync_interval_ns: DEFAULT_WAL_SYNC_INTERVAL.as_nanos() as i64,
-            wal_max_bytes: DEFAULT_WAL_MAX_BYTES,
-            handoff_on_shutdown: false,
-            handoff_on_idle: false,
-            handoff_max_hops: DEFAULT_HANDOFF_MAX_HOPS,
-            handoff_key: None,
+macro_rules! config_struct {
+    ($($f:ident: $t:ty = $d:expr; $k:ident; $yaml:literal; $go:literal; $doc:literal;)*) => {
+        /// The engine's configuration, one field per knob (`crate::vocab::for_each_knob`
+        /// lists them). Durations are nanoseconds held as `i64` so that a negative YAML
+        /// duration reaches validation instead of wrapping.
+        #[derive(Clone, Debug, PartialEq)]
+        pub struct Config {
+            $(#[doc = concat!("`", $yaml, "`: ", $doc, ".")] pub $f: $t,)*
         }
-    }
+
+        impl Default for Config {
+            fn default() -> Self {
+                Config { $($f: $d,)* }
+            }
+        }
+    };
 }
+crate::vocab::for_each_knob!(config_struct);
 
 /// A configuration error; the message names the YAML key and the remedy.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -348,10 +287,6 @@ impl Config {
             let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
             (cores * 4).clamp(4, 256)
         }
-    }
-
-    pub fn check_enabled(&self, kind: FindingKind) -> bool {
-        self.checks_disabled & kind.bit() == 0
     }
 }
 

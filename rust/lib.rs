@@ -12,6 +12,7 @@
 //! - [`checks`]: consistency checks and clock-skew correction on an assembled trace;
 //! - [`engine`]: sharded tail assembly, memory accounting, release, and emission of
 //!   annotated OTLP;
+//! - [`wal`]: the write-ahead log the engine keeps accepted batches in until delivered;
 //! - [`ffi`]: the C ABI;
 //! - [`version`]: the library's ABI version and build identity (C ABI too).
 
@@ -25,9 +26,12 @@ pub mod hlc;
 pub mod index;
 pub mod schema;
 pub mod version;
+pub mod vocab;
 pub mod wal;
 pub mod wire;
 
+#[cfg(test)]
+pub mod fixture;
 #[cfg(test)]
 pub mod testutil;
 

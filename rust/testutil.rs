@@ -2,61 +2,11 @@
 //! output back with a full prost decode.
 
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, InstrumentationScope, KeyValue};
-use opentelemetry_proto::tonic::resource::v1::Resource;
-use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+use opentelemetry_proto::tonic::common::v1::any_value;
+use opentelemetry_proto::tonic::trace::v1::Span;
 use prost::Message;
 
-pub fn kv(k: &str, v: &str) -> KeyValue {
-    KeyValue { key: k.into(), value: Some(AnyValue { value: Some(any_value::Value::StringValue(v.into())) }), ..Default::default() }
-}
-
-pub fn tid(n: u64) -> Vec<u8> {
-    let mut v = vec![0xab; 8];
-    v.extend_from_slice(&n.to_be_bytes());
-    v
-}
-
-pub fn sid(n: u64) -> Vec<u8> {
-    n.to_be_bytes().to_vec()
-}
-
-/// A span of trace `t` with id `s` and parent `p` (0 = root), times in ns.
-pub fn span(t: u64, s: u64, p: u64, start: u64, end: u64) -> Span {
-    Span {
-        trace_id: tid(t),
-        span_id: sid(s),
-        parent_span_id: if p == 0 { vec![] } else { sid(p) },
-        name: format!("op-{s}"),
-        kind: 1,
-        start_time_unix_nano: start,
-        end_time_unix_nano: end,
-        attributes: vec![kv("k", "v")],
-        ..Default::default()
-    }
-}
-
-/// A request with one resource per service (with `host.name` = service) holding `spans`.
-pub fn request(groups: Vec<(&str, Vec<Span>)>) -> Vec<u8> {
-    ExportTraceServiceRequest {
-        resource_spans: groups
-            .into_iter()
-            .map(|(svc, spans)| ResourceSpans {
-                resource: Some(Resource {
-                    attributes: vec![kv("service.name", svc), kv("host.name", svc)],
-                    ..Default::default()
-                }),
-                scope_spans: vec![ScopeSpans {
-                    scope: Some(InstrumentationScope { name: "lib".into(), ..Default::default() }),
-                    spans,
-                    schema_url: String::new(),
-                }],
-                schema_url: String::new(),
-            })
-            .collect(),
-    }
-    .encode_to_vec()
-}
+pub use crate::fixture::{kv, request, sid, span, tid};
 
 /// A decoded output span with its service.
 #[derive(Clone, Debug)]

@@ -9,7 +9,7 @@ use std::ffi::{c_char, CStr};
 
 /// The version of the C ABI. Bump it on every incompatible change to `include/traceconsistency.h`
 /// (a function's signature or meaning, a struct's layout, an enum's values) and bump the Go
-/// side's expected value (`go/internal/engine/library.go`) with it.
+/// side's expected value (`ABIVersion` in the Go package `internal/engine`) with it.
 pub const ABI_VERSION: u32 = 1;
 
 /// SHA-256 over the crate's sources, computed by `build.rs` (see there for the exact files).

@@ -477,45 +477,11 @@ pub fn assert_sub_multiset(out: &[(Vec<u8>, u64, u64)], input: &[(Vec<u8>, u64, 
     }
 }
 
-/// The wall clock origin the targets use (2026-ish), ns.
-pub const T0: u64 = 1_790_000_000 * 1_000_000_000;
-pub const SEC: u64 = 1_000_000_000;
-
-/// A small valid request: trace 1 with a root and a child, service "svc".
-pub fn valid_request() -> Vec<u8> {
-    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-    use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, InstrumentationScope, KeyValue};
-    use opentelemetry_proto::tonic::resource::v1::Resource;
-    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
-    let kv = |k: &str, v: &str| KeyValue {
-        key: k.into(),
-        value: Some(AnyValue { value: Some(any_value::Value::StringValue(v.into())) }),
-        ..Default::default()
-    };
-    let span = |s: u8, p: u8| Span {
-        trace_id: vec![0xab; 16],
-        span_id: vec![0, 0, 0, 0, 0, 0, 0, s],
-        parent_span_id: if p == 0 { vec![] } else { vec![0, 0, 0, 0, 0, 0, 0, p] },
-        name: format!("op-{s}"),
-        kind: 2,
-        start_time_unix_nano: T0 - 2 * SEC + u64::from(s),
-        end_time_unix_nano: T0 - SEC,
-        attributes: vec![kv("k", "v")],
-        ..Default::default()
-    };
-    ExportTraceServiceRequest {
-        resource_spans: vec![ResourceSpans {
-            resource: Some(Resource { attributes: vec![kv("service.name", "svc"), kv("host.name", "h")], ..Default::default() }),
-            scope_spans: vec![ScopeSpans {
-                scope: Some(InstrumentationScope { name: "lib".into(), ..Default::default() }),
-                spans: vec![span(1, 0), span(2, 1)],
-                schema_url: String::new(),
-            }],
-            schema_url: String::new(),
-        }],
-    }
-    .encode_to_vec()
-}
+// The OTLP fixture of the crate's tests and benches: the wall clock origin the targets use
+// (`T0`), and a small valid request.
+#[path = "../../rust/fixture.rs"]
+mod fixture;
+pub use fixture::{valid_request, SEC, T0};
 
 /// A fresh directory for this process's temporary files (state files), emptied on each call.
 pub fn scratch_dir(name: &str) -> std::path::PathBuf {

@@ -17,7 +17,7 @@ use crate::wire::{self, AnyValueRef};
 use super::dedupe::{content_hash, drop_exact_duplicates, keep_latest};
 use super::handoff::ProofKey;
 use super::unit::Unit;
-use super::{FindingCount, Release, ReleasedInfo};
+use super::{FindingCount, Release, ReleasedUnit};
 
 /// What emission needs from the configuration.
 pub struct Emitter {
@@ -60,7 +60,7 @@ impl Emitter {
             if unit.handoff {
                 // Not final: no checks and no duplicate resolution (the receiver does both
                 // on the whole trace), only the stamps and the hop count.
-                release.units.push(ReleasedInfo { reason: unit.reason, spans: unit.spans.len() as u32, age_ns: unit.age_ns, findings: 0 });
+                release.units.push(ReleasedUnit { reason: unit.reason, spans: unit.spans.len() as u32, age_ns: unit.age_ns, findings: 0 });
                 let report = TraceReport { span_findings: vec![0; unit.spans.len()], summary_span: usize::MAX, ..Default::default() };
                 plans.push(UnitPlan { report, keep: vec![true; unit.spans.len()] });
                 continue;
@@ -116,7 +116,7 @@ impl Emitter {
                     *finding_counts.entry((k, svc.clone())).or_default() += 1;
                 }
             }
-            release.units.push(ReleasedInfo {
+            release.units.push(ReleasedUnit {
                 reason: unit.reason,
                 spans: keep.iter().filter(|&&k| k).count() as u32,
                 age_ns: unit.age_ns,

@@ -8,7 +8,7 @@
 //!   being released with reason `idle_timeout`; if it comes back here it is buffered again
 //!   (its ID is not remembered as released) and held once more.
 //!
-//! A handed-off trace waits in a queue of its own, drained by [`Engine::drain_handoff`],
+//! A handed-off trace waits in a queue of its own, drained by [`super::Engine::drain_handoff`],
 //! so that the caller can send it to another output than released traces. It leaves with
 //! its spans' HLC stamps (`consistency.hlc`, which the receiver treats as an upstream
 //! stamp) and a hop count (`consistency.span.handoff`, one more than it arrived with); the

@@ -59,7 +59,7 @@ fn with_hops(mut s: Span, hops: i64) -> Span {
     s
 }
 
-fn drain_released(e: &Engine) -> (Vec<OutSpan>, Vec<ReleasedInfo>, usize) {
+fn drain_released(e: &Engine) -> (Vec<OutSpan>, Vec<ReleasedUnit>, usize) {
     let (mut spans, mut units, mut calls) = (Vec::new(), Vec::new(), 0);
     while let Some(r) = e.drain(1_000_000) {
         spans.extend(decode(&r.otlp));
@@ -70,7 +70,7 @@ fn drain_released(e: &Engine) -> (Vec<OutSpan>, Vec<ReleasedInfo>, usize) {
 }
 
 /// Every hand-off release, as the raw requests (to ingest elsewhere) and their units.
-fn drain_handed_off(e: &Engine) -> (Vec<Vec<u8>>, Vec<ReleasedInfo>) {
+fn drain_handed_off(e: &Engine) -> (Vec<Vec<u8>>, Vec<ReleasedUnit>) {
     let (mut reqs, mut units) = (Vec::new(), Vec::new());
     while let Some(r) = e.drain_handoff(1_000_000) {
         reqs.push(r.otlp);
@@ -89,7 +89,7 @@ fn shutdown_hands_off_buffered_traces_with_their_stamps_and_one_hop() {
     let (released, _, _) = drain_released(&e);
     assert!(released.is_empty(), "nothing released as final: {released:?}");
     let (reqs, units) = drain_handed_off(&e);
-    assert_eq!(units, vec![ReleasedInfo { reason: ReleaseReason::Shutdown, spans: 3, age_ns: 100 * MS, findings: 0 }]);
+    assert_eq!(units, vec![ReleasedUnit { reason: ReleaseReason::Shutdown, spans: 3, age_ns: 100 * MS, findings: 0 }]);
     let out: Vec<OutSpan> = reqs.iter().flat_map(|r| decode(r)).collect();
     assert_eq!(out.len(), 3);
     for s in &out {

@@ -1,16 +1,16 @@
-//! Live ingest: one `ExportTraceServiceRequest` checked, stamped, logged and buffered by
-//! trace, spans of released traces forwarded or dropped, the rest bounded.
+//! Ingest: one `ExportTraceServiceRequest` checked, stamped, logged and buffered by trace;
+//! spans of released traces forwarded or dropped, the rest bounded. The buffering after the
+//! stamps ([`Engine::buffer`]) is shared with replay (`replay`), which gives a logged batch
+//! its stamps from the log instead.
 
-use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 
 use crate::config::LateSpanPolicy;
 use crate::findings::{FindingKind, ReleaseReason};
 use crate::hlc::stamp_batch;
-use crate::index::{scan_request, SpanRec};
+use crate::index::{scan_request, ScannedBatch, SpanRec};
 use crate::wal::record::{Key, SpanStamp};
 use crate::wal::AppendError;
-use crate::wire::WireError;
 
 use super::dedupe;
 use super::shard::RunInsert;
@@ -25,19 +25,30 @@ struct LateRuns {
     /// Late spans (indexes into the batch).
     spans: Vec<u32>,
     /// Traces with late spans.
-    pub(super) traces: Vec<u128>,
+    traces: Vec<u128>,
     /// Traces whose spans were all exact re-sends (dropped).
     resolved: Vec<u128>,
 }
 
-/// A batch being replayed from the write-ahead log.
-pub(super) struct Replay<'a> {
-    pub(super) pos: u64,
-    pub(super) stamps: &'a [SpanStamp],
-    pub(super) delivered: &'a HashSet<u128>,
-    pub(super) in_flight: &'a HashSet<u128>,
-    /// Collects the trace IDs replayed.
-    pub(super) traces: &'a mut HashSet<u128>,
+/// A batch's spans sorted for buffering.
+pub(super) struct Sorted {
+    /// (trace ID, index into the batch) of the spans to assemble, by trace ID (arrival order
+    /// kept per trace).
+    pub(super) keyed: Vec<(u128, u32)>,
+    /// The same indexes, in the same order.
+    valid: Vec<u32>,
+    /// (shard, start, end) into `valid`: one run per trace, by shard.
+    runs: Vec<(u32, u32, u32)>,
+    /// Spans with an invalid trace or span ID (indexes into the batch).
+    pub(super) unassembled: Vec<u32>,
+}
+
+impl Sorted {
+    /// The write-ahead log keys the batch needs: one per trace run, one for the unassembled
+    /// spans. 0: nothing to buffer.
+    pub(super) fn keys(&self) -> u32 {
+        self.runs.len() as u32 + u32::from(!self.unassembled.is_empty())
+    }
 }
 
 impl Engine {
@@ -47,18 +58,51 @@ impl Engine {
     ///
     /// `now` is both clocks' reading ([`Clocks::same`]); see [`Engine::ingest_at`].
     pub fn ingest(&self, data: &[u8], now: u64) -> Result<IngestOutcome, IngestError> {
-        self.ingest_with(data, Clocks::same(now), None)
+        self.ingest_at(data, Clocks::same(now))
     }
 
     /// [`Engine::ingest`] at `now` on each clock: stamps from the wall clock, timers from the
     /// monotonic one.
-    pub fn ingest_at(&self, data: &[u8], now: Clocks) -> Result<IngestOutcome, IngestError> {
-        self.ingest_with(data, now, None)
+    pub fn ingest_at(&self, data: &[u8], clocks: Clocks) -> Result<IngestOutcome, IngestError> {
+        self.check_size(data)?;
+        // Backpressure: when the data that cannot be released early (it is released already)
+        // fills the bound, the caller must wait for drains rather than grow memory. (Replay
+        // pauses before that point instead: `recover`.)
+        let held = self.held_outside_traces();
+        if held >= self.limits.max_buffered_bytes {
+            self.c.add(stat!(batches_throttled), 1);
+            return Err(IngestError::Full { held, bound: self.limits.max_buffered_bytes });
+        }
+        let (mut batch, untrusted) = self.scan(data)?;
+        self.c.add(stat!(handoff_untrusted_spans), untrusted);
+        // Stamped before anything is kept: a stalled clock refuses the batch whole.
+        let futures = stamp_batch(self.hlc.as_ref(), self.cfg.hlc_max_offset_ns as u64, self.enabled_checks, &mut batch.spans, clocks.wall)
+            .map_err(IngestError::ClockStalled)?;
+        self.c.add(stat!(future_timestamps), futures);
+
+        let sorted = self.sort(&mut batch, |_| true);
+        let wal_pos = match &self.wal {
+            Some(w) => {
+                let stamps: Vec<SpanStamp> =
+                    batch.spans.iter().map(|s| SpanStamp { wall: s.hlc_wall, logical: s.hlc_logical, findings: s.findings }).collect();
+                Some(w.append_batch(&stamps, data, sorted.keys()).map_err(|e| {
+                    if matches!(e, AppendError::TooLarge { .. }) {
+                        self.c.add(stat!(batches_refused), 1);
+                    }
+                    IngestError::from(e)
+                })?)
+            }
+            None => None,
+        };
+        self.c.add(stat!(spans_received), batch.spans.len() as u64);
+        self.note_handoff_received(&batch.spans);
+        self.note_lags(&batch, clocks);
+        // Timers run on the monotonic clock; only the HLC reads the wall clock.
+        Ok(self.buffer(data, &mut batch, &sorted, wal_pos, false, clocks.mono))
     }
 
-    pub(super) fn ingest_with(&self, data: &[u8], clocks: Clocks, replay: Option<Replay<'_>>) -> Result<IngestOutcome, IngestError> {
-        // Timers run on the monotonic clock; only the HLC reads the wall clock.
-        let now = clocks.mono;
+    /// Refuses an empty batch, or one larger than the index can address.
+    pub(super) fn check_size(&self, data: &[u8]) -> Result<(), IngestError> {
         if data.is_empty() {
             self.c.add(stat!(batches_refused), 1);
             return Err(IngestError::Empty);
@@ -72,14 +116,12 @@ impl Engine {
                 self.limits.max_trace_span_bytes
             )));
         }
-        // Backpressure: when the data that cannot be released early (it is released already)
-        // fills the bound, the caller must wait for drains rather than grow memory. (Replay
-        // pauses before that point instead: `recover`.)
-        let held = self.held_outside_traces();
-        if replay.is_none() && held >= self.limits.max_buffered_bytes {
-            self.c.add(stat!(batches_throttled), 1);
-            return Err(IngestError::Full { held, bound: self.limits.max_buffered_bytes });
-        }
+        Ok(())
+    }
+
+    /// Scans a batch and checks its hand-off markers. Returns the batch and how many markers
+    /// were not honoured.
+    pub(super) fn scan(&self, data: &[u8]) -> Result<(ScannedBatch, u64), IngestError> {
         let mut batch = match scan_request(data) {
             Ok(b) => b,
             Err(e) => {
@@ -92,35 +134,13 @@ impl Engine {
             return Err(IngestError::NoSpans);
         }
         let untrusted = self.handoff.verify(&mut batch.spans, &batch.trace_ids);
-        if replay.is_none() {
-            self.c.add(stat!(handoff_untrusted_spans), untrusted);
-        }
-        match &replay {
-            None => {
-                // Stamped before anything is kept: a stalled clock refuses the batch whole.
-                let futures =
-                    stamp_batch(self.hlc.as_ref(), self.cfg.hlc_max_offset_ns as u64, self.enabled_checks, &mut batch.spans, clocks.wall)
-                        .map_err(IngestError::ClockStalled)?;
-                self.c.add(stat!(future_timestamps), futures);
-            }
-            Some(r) => {
-                // The stamps and ingest findings the spans were given before the restart.
-                if r.stamps.len() != batch.spans.len() {
-                    return Err(IngestError::Malformed(WireError { offset: 0, what: "write-ahead log record: stamp count differs from span count" }));
-                }
-                for (s, st) in batch.spans.iter_mut().zip(r.stamps) {
-                    s.hlc_wall = st.wall;
-                    s.hlc_logical = st.logical;
-                    s.findings = st.findings;
-                }
-            }
-        }
+        Ok((batch, untrusted))
+    }
 
-        let mut replay = replay;
-        let mut out = IngestOutcome::default();
-        // Spans that cannot be assembled go out at once, with their finding. Replay leaves
-        // out what was delivered before the restart.
-        let skip = |id: u128| replay.as_ref().is_some_and(|r| r.delivered.contains(&id));
+    /// Gives spans with an invalid ID their finding and sorts the rest by trace and shard, so
+    /// that each trace is hashed and its storage grown once per batch. Spans whose trace ID
+    /// (0 for the unassembled) `keep` refuses are left out.
+    pub(super) fn sort(&self, batch: &mut ScannedBatch, keep: impl Fn(u128) -> bool) -> Sorted {
         let mut valid: Vec<u32> = Vec::with_capacity(batch.spans.len());
         let mut unassembled: Vec<u32> = Vec::new();
         for (i, s) in batch.spans.iter_mut().enumerate() {
@@ -131,20 +151,18 @@ impl Engine {
                 s.findings |= FindingKind::InvalidSpanId.bit() & self.enabled_checks;
             }
             if s.trace_id_valid && s.span_id_valid {
-                if !skip(u128::from_be_bytes(batch.trace_ids[i])) {
+                if keep(u128::from_be_bytes(batch.trace_ids[i])) {
                     valid.push(i as u32);
                 }
-            } else if !skip(0) {
+            } else if keep(0) {
                 unassembled.push(i as u32);
             }
         }
-        // Spans of one trace together (stable: arrival order kept), so each trace is hashed
-        // and its storage grown once per batch; runs bucketed by shard.
         // (trace ID, index): unique keys, so an unstable sort keeps arrival order per trace.
         let mut keyed: Vec<(u128, u32)> = valid.iter().map(|&i| (u128::from_be_bytes(batch.trace_ids[i as usize]), i)).collect();
         keyed.sort_unstable();
         let valid: Vec<u32> = keyed.iter().map(|k| k.1).collect();
-        let mut runs: Vec<(u32, u32, u32)> = Vec::new(); // (shard, start, end) into `valid`
+        let mut runs: Vec<(u32, u32, u32)> = Vec::new();
         let mut k = 0;
         while k < keyed.len() {
             let id = keyed[k].0;
@@ -156,49 +174,24 @@ impl Engine {
             k = j;
         }
         runs.sort_unstable();
+        Sorted { keyed, valid, runs, unassembled }
+    }
 
-        // The log: one key per trace run, one for the unassembled spans.
-        let keys = runs.len() as u32 + u32::from(!unassembled.is_empty());
-        if keys == 0 {
-            return Ok(out); // replay: everything of this batch was delivered
-        }
-        let wal_pos = match (&self.wal, &replay) {
-            (Some(w), Some(r)) => {
-                w.register(r.pos, keys);
-                Some(r.pos)
-            }
-            (Some(w), None) => {
-                let stamps: Vec<SpanStamp> =
-                    batch.spans.iter().map(|s| SpanStamp { wall: s.hlc_wall, logical: s.hlc_logical, findings: s.findings }).collect();
-                Some(w.append_batch(&stamps, data, keys).map_err(|e| {
-                    if matches!(e, AppendError::TooLarge { .. }) {
-                        self.c.add(stat!(batches_refused), 1);
-                    }
-                    IngestError::from(e)
-                })?)
-            }
-            _ => None,
-        };
-        let recovered = replay.is_some();
-        if let Some(r) = &mut replay {
-            r.traces.extend(keyed.iter().map(|k| k.0));
-            let in_flight = |id: u128| r.in_flight.contains(&id);
-            let redelivered = keyed.iter().filter(|k| in_flight(k.0)).count() + if in_flight(0) { unassembled.len() } else { 0 };
-            self.c.add(stat!(wal_redelivered_spans), redelivered as u64);
-            self.c.add(stat!(wal_spans_replayed), (valid.len() + unassembled.len()) as u64);
-        } else {
-            self.c.add(stat!(spans_received), batch.spans.len() as u64);
-            self.note_handoff_received(&batch.spans);
-            self.note_lags(&batch, clocks);
-        }
+    /// Buffers a stamped, sorted batch: the unassembled spans go out at once with their
+    /// finding, each shard buffers its runs under its lock, and spans of released traces are
+    /// forwarded or dropped by the late-span policy. `wal_pos` is the batch's position in the
+    /// log; `recovered` marks replayed spans.
+    pub(super) fn buffer(&self, data: &[u8], batch: &mut ScannedBatch, sorted: &Sorted, wal_pos: Option<u64>, recovered: bool, now: u64) -> IngestOutcome {
+        let mut out = IngestOutcome::default();
         self.interner.intern(&mut batch.groups);
-
+        let unassembled = &sorted.unassembled;
         if !unassembled.is_empty() {
             out.unassembled = unassembled.len() as u64;
             self.c.add(stat!(unassembled), out.unassembled);
             let wal = wal_pos.map(|p| vec![(p, 0u128)]).unwrap_or_default();
-            self.send(Unit::from_batch(data, &batch.groups, &batch.spans, &unassembled, ReleaseReason::Unassembled).with_wal(wal));
+            self.send(Unit::from_batch(data, &batch.groups, &batch.spans, unassembled, ReleaseReason::Unassembled).with_wal(wal));
         }
+        let runs = &sorted.runs;
         let mut r = 0;
         let mut resolved: Vec<Key> = Vec::new();
         while r < runs.len() {
@@ -207,13 +200,13 @@ impl Engine {
             while q < runs.len() && runs[q].0 == si {
                 q += 1;
             }
-            let late = self.ingest_shard(si as usize, &runs[r..q], &valid, &batch, data, now, wal_pos, recovered, &mut out);
+            let late = self.ingest_shard(si as usize, &runs[r..q], &sorted.valid, batch, data, now, wal_pos, recovered, &mut out);
             r = q;
             if let Some(p) = wal_pos {
                 resolved.extend(late.resolved.iter().map(|&id| (p, id)));
             }
             if !late.spans.is_empty() {
-                self.note_late_children(&batch, &late.spans);
+                self.note_late_children(batch, &late.spans);
                 let keys: Vec<Key> = wal_pos.map(|p| late.traces.iter().map(|&id| (p, id)).collect()).unwrap_or_default();
                 match self.cfg.late_span_policy {
                     LateSpanPolicy::Forward => {
@@ -234,7 +227,7 @@ impl Engine {
         self.c.add(stat!(late_dropped), out.late_dropped);
         self.c.add(stat!(duplicates_dropped), out.resent);
         out.ready_spans = self.c.get(stat!(ready_spans));
-        Ok(out)
+        out
     }
 
     /// Buffers the runs of one shard under its lock. Returns the spans of already released
@@ -245,7 +238,7 @@ impl Engine {
         si: usize,
         runs: &[(u32, u32, u32)],
         valid: &[u32],
-        batch: &crate::index::ScannedBatch,
+        batch: &ScannedBatch,
         data: &[u8],
         now: u64,
         wal_pos: Option<u64>,
@@ -319,3 +312,4 @@ impl Engine {
         }
     }
 }
+

@@ -83,6 +83,7 @@ impl Trim {
         release_free_memory();
     }
 
+    #[cfg(test)]
     pub fn trims(&self) -> u64 {
         self.trims.load(Ordering::Relaxed)
     }

@@ -13,21 +13,22 @@
 //!   released ──(span arrives for it: recognised through the late cache)──▶ forwarded at once, late
 //! ```
 //! Released traces wait in a ready queue until the caller drains them; duplicate policies,
-//! checks and encoding run on drain ([`emit`]), outside every shard lock.
+//! checks and encoding run on drain (`emit`), outside every shard lock.
 //!
 //! Modules, bottom up (each uses only those before it; the `impl Engine` blocks of the later
 //! ones call the earlier ones, never the other way):
-//! - [`types`]: the API types ([`Clocks`], [`IngestOutcome`], [`IngestError`], [`Release`],
+//! - `types`: the API types ([`Clocks`], [`IngestOutcome`], [`IngestError`], [`Release`],
 //!   [`Recovery`]);
-//! - [`memory`] (what memory costs, trimming), [`stats`] (counters and gauges), [`intern`]
-//!   (shared resource and scope entries), [`unit`] (what waits in the ready queue),
-//!   [`shard`] (buffering and the trace lifecycle), [`dedupe`] (duplicate policies),
-//!   [`handoff`] (hand-off settings and proofs), [`emit`] (checks and encoding);
-//! - [`bounds`]: the limits, what counts against them, the gauges of each shard;
-//! - [`release`]: the release decision (`take_due`), the ready queue, tick and shutdown;
-//! - [`ingest`]: live ingest, and the buffering that replay shares;
-//! - [`recovery`]: the write-ahead log replayed after a restart;
-//! - [`drain`]: units taken from a queue and emitted, delivery acknowledged;
+//! - [`memory`] (what memory costs, trimming), [`stats`] (counters and gauges), `intern`
+//!   (shared resource and scope entries), `unit` (what waits in the ready queue),
+//!   `shard` (buffering and the trace lifecycle), `dedupe` (duplicate policies),
+//!   `handoff` (hand-off settings and proofs), `emit` (checks and encoding);
+//! - `bounds`: the limits, what counts against them, the gauges of each shard;
+//! - `release`: the release decision (`take_due`), the ready queue, tick and shutdown;
+//! - `ingest`: live ingest, and the buffering that replay shares;
+//! - `replay`: one logged batch buffered again with its stamps;
+//! - `recovery`: the write-ahead log replayed after a restart;
+//! - `drain`: units taken from a queue and emitted, delivery acknowledged;
 //! - this module: the [`Engine`], its construction and its stats.
 //!
 //! Cost: every step is at most `O(k log k)` in the `k` spans, groups or IDs it touches;
@@ -52,6 +53,7 @@ mod intern;
 pub mod memory;
 mod recovery;
 mod release;
+mod replay;
 mod shard;
 pub mod stats;
 mod types;
@@ -83,7 +85,7 @@ use stats::Counters;
 use unit::Unit;
 
 pub use stats::Stats;
-pub use types::{Clocks, FindingCount, IngestError, IngestOutcome, Recovery, Release, ReleasedInfo};
+pub use types::{Clocks, FindingCount, IngestError, IngestOutcome, Recovery, Release, ReleasedUnit};
 
 /// The engine. See the module documentation.
 pub struct Engine {
@@ -236,15 +238,12 @@ impl Engine {
         Ok(engine)
     }
 
-    pub fn config(&self) -> &Config {
-        &self.cfg
-    }
-
     fn shard_of(&self, id: u128) -> usize {
         ((self.shard_key.hash_one(id) >> 32) % self.shards.len() as u64) as usize
     }
 
     /// How many times freed memory was handed back to the OS.
+    #[cfg(test)]
     pub fn memory_trims(&self) -> u64 {
         self.trim.trims()
     }
@@ -300,7 +299,7 @@ impl Engine {
         self.hlc.as_ref().and_then(Hlc::persist_start)
     }
 
-    /// The HLC's last stamp (for tests and restarts).
+    /// The HLC's last stamp (tests and the fuzz targets check stamps against it).
     pub fn hlc_last(&self) -> Option<Stamp> {
         self.hlc.as_ref().map(Hlc::last)
     }

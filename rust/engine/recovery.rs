@@ -4,7 +4,7 @@
 use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 
-use super::ingest::Replay;
+use super::replay::Replay;
 use super::memory;
 use super::stats::stat;
 use super::types::{Clocks, Recovery};
@@ -58,7 +58,7 @@ impl Engine {
             }
             let Some(b) = st.log.next_batch() else { break };
             let r = Replay { pos: b.pos, stamps: &b.stamps, delivered: &b.delivered, in_flight: &b.in_flight, traces: &mut st.traces };
-            match self.ingest_with(b.data, now, Some(r)) {
+            match self.replay_batch(b.data, now, r) {
                 Ok(o) => {
                     if o.buffered + o.unassembled + o.late_forwarded > 0 {
                         st.rep.batches += 1;

@@ -30,7 +30,7 @@ fn cfg() -> Config {
     }
 }
 
-fn drain_all(e: &Engine) -> (Vec<OutSpan>, Vec<ReleasedInfo>, Vec<Vec<OutSpan>>) {
+fn drain_all(e: &Engine) -> (Vec<OutSpan>, Vec<ReleasedUnit>, Vec<Vec<OutSpan>>) {
     let mut spans = Vec::new();
     let mut units = Vec::new();
     let mut calls = Vec::new();
@@ -72,7 +72,7 @@ fn releases_trace_as_soon_as_root_and_all_parents_arrived_and_quiet() {
     let (spans, units, calls) = drain_all(&e);
     assert_eq!(calls.len(), 1, "one release, one call");
     assert_eq!(spans.len(), 4);
-    assert_eq!(units, vec![ReleasedInfo { reason: ReleaseReason::Complete, spans: 4, age_ns: 1_100 * MS, findings: units[0].findings }]);
+    assert_eq!(units, vec![ReleasedUnit { reason: ReleaseReason::Complete, spans: 4, age_ns: 1_100 * MS, findings: units[0].findings }]);
     assert_eq!(reason_of(&spans, 1).as_deref(), Some("complete"));
     let root = spans.iter().find(|s| s.id() == 1).unwrap();
     assert_eq!(root.attr_int("consistency.trace.span_count"), Some(4));
@@ -846,7 +846,7 @@ fn a_step_of_the_wall_clock_moves_no_timer() {
     e.tick_at(at(T0 + 3600 * SEC + SEC, m0 + 60 * SEC));
     let (spans, units, _) = drain_all(&e);
     assert_eq!(spans.len(), 3);
-    assert_eq!(units, vec![ReleasedInfo { reason: ReleaseReason::MaxAge, spans: 3, age_ns: 60 * SEC, findings: units[0].findings }]);
+    assert_eq!(units, vec![ReleasedUnit { reason: ReleaseReason::MaxAge, spans: 3, age_ns: 60 * SEC, findings: units[0].findings }]);
     // The stamps follow the wall clock (never backwards: the HLC keeps them monotonic).
     let last = spans.iter().filter_map(|s| s.attr_str("consistency.hlc")).max().unwrap();
     assert!(last.starts_with(&format!("{:020}", T0 + 3600 * SEC)[..12]), "{last}");

@@ -92,9 +92,10 @@ pub struct IngestOutcome {
     pub ready_spans: u64,
 }
 
-/// Per released unit, what the component records in metrics.
+/// What a drain reports of one released unit (a trace, or late / unassembled spans), for the
+/// component's metrics. C: `tc_released_unit`; Go: `engine.ReleasedUnit`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ReleasedInfo {
+pub struct ReleasedUnit {
     pub reason: ReleaseReason,
     pub spans: u32,
     /// Time from the first span's arrival to the release, ns.
@@ -116,7 +117,7 @@ pub struct FindingCount {
 pub struct Release {
     /// An encoded `ExportTraceServiceRequest`.
     pub otlp: Vec<u8>,
-    pub units: Vec<ReleasedInfo>,
+    pub units: Vec<ReleasedUnit>,
     pub findings: Vec<FindingCount>,
     pub spans: u64,
     /// With a write-ahead log: acknowledge the release with [`Engine::delivered`] once

@@ -1,6 +1,10 @@
 //! The C ABI from the caller's side: null pointers, garbage, empty input, ownership.
 
 use super::*;
+use crate::config::{Config, RestartStrategy};
+use crate::engine::Stats;
+use crate::findings::{FindingKind, ReleaseReason};
+use std::ffi::{c_char, CStr};
 use crate::testutil::*;
 use std::ptr;
 
@@ -169,6 +173,28 @@ fn header_is_up_to_date() {
     let committed = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/include/traceconsistency.h"))
         .expect("include/traceconsistency.h must exist");
     assert!(generated == committed, "include/traceconsistency.h is stale: run `make header` and commit it");
+}
+
+#[test]
+fn the_last_error_is_truncated_at_a_character_boundary() {
+    let dir = std::ffi::CString::new("/dev/null/répertoire").unwrap();
+    let mut cfg = std::mem::MaybeUninit::<tc_config>::uninit();
+    assert_eq!(tc_config_default(cfg.as_mut_ptr()), tc_result::Ok);
+    let mut cfg = unsafe { cfg.assume_init() };
+    cfg.hlc_restart = RestartStrategy::None as u32;
+    cfg.wal_directory = dir.as_ptr();
+    let mut e = ptr::null_mut();
+    assert_eq!(tc_engine_new(&cfg, &mut e, ptr::null_mut()), tc_result::InvalidConfig);
+    let mut full = [0 as c_char; 512];
+    let len = tc_last_error(full.as_mut_ptr(), full.len());
+    let text = unsafe { CStr::from_ptr(full.as_ptr()) }.to_str().unwrap().to_string();
+    assert_eq!(len, text.len());
+    let cut = text.find('é').expect("the message names the directory");
+    // Room for the first byte of 'é' only: the copy stops before the character.
+    let mut buf = [0x7f as c_char; 512];
+    assert_eq!(tc_last_error(buf.as_mut_ptr(), cut + 2), len);
+    let got = unsafe { CStr::from_ptr(buf.as_ptr()) }.to_str().expect("valid UTF-8");
+    assert_eq!(got, &text[..cut]);
 }
 
 #[test]

@@ -57,87 +57,6 @@ func errorFrom(code C.tc_result, e *C.tc_error) error {
 	return &Error{Code: Code(code), Message: msg}
 }
 
-// toC fills a tc_config from c. The returned free function releases its C strings (the
-// paths, the hand-off key); call it after the C call that reads the config.
-func toC(c Config) (C.tc_config, func()) {
-	var out C.tc_config
-	C.tc_config_default(&out)
-	out.num_shards = C.uint32_t(c.NumShards)
-	out.quiet_period_ns = C.int64_t(c.QuietPeriod)
-	out.idle_timeout_ns = C.int64_t(c.IdleTimeout)
-	out.max_age_ns = C.int64_t(c.MaxAge)
-	out.max_buffered_spans = C.int64_t(c.MaxBufferedSpans)
-	out.max_buffered_bytes = C.int64_t(c.MaxBufferedBytes)
-	out.max_spans_per_trace = C.int64_t(c.MaxSpansPerTrace)
-	out.late_span_policy = C.tc_late_span_policy(c.LateSpanPolicy)
-	out.late_cache_size = C.int64_t(c.LateCacheSize)
-	out.checks_disabled = C.uint32_t(c.ChecksDisabled)
-	out.write_attributes = C.bool(c.WriteAttributes)
-	out.child_tolerance_ns = C.int64_t(c.ChildTolerance)
-	out.skew_correction = C.bool(c.SkewCorrection)
-	out.skew_max_adjustment_ns = C.int64_t(c.SkewMaxAdjustment)
-	out.duplicate_policy = C.tc_duplicate_policy(c.DuplicatePolicy)
-	out.hlc_enabled = C.bool(c.HLCEnabled)
-	out.hlc_max_offset_ns = C.int64_t(c.HLCMaxOffset)
-	out.hlc_restart = C.tc_restart_strategy(c.HLCRestart)
-	out.handoff_on_shutdown = C.bool(c.HandoffOnShutdown)
-	out.handoff_on_idle = C.bool(c.HandoffOnIdle)
-	out.handoff_max_hops = C.int64_t(c.HandoffMaxHops)
-	out.wal_sync = C.uint32_t(c.WALSync)
-	out.wal_sync_interval_ns = C.int64_t(c.WALSyncInterval)
-	out.wal_max_bytes = C.int64_t(c.WALMaxBytes)
-	var strs []*C.char
-	cstr := func(s string) *C.char {
-		if s == "" {
-			return nil
-		}
-		cs := C.CString(s)
-		strs = append(strs, cs)
-		return cs
-	}
-	out.hlc_state_file = cstr(c.HLCStateFile)
-	out.wal_directory = cstr(c.WALDirectory)
-	out.handoff_key = cstr(c.HandoffKey)
-	return out, func() {
-		for _, cs := range strs {
-			C.free(unsafe.Pointer(cs))
-		}
-	}
-}
-
-// RustDefaults returns tc_config_default as a Config (for tests that keep the Go defaults
-// and the Rust defaults in step).
-func RustDefaults() Config {
-	var c C.tc_config
-	C.tc_config_default(&c)
-	return Config{
-		NumShards:         uint32(c.num_shards),
-		QuietPeriod:       time.Duration(c.quiet_period_ns),
-		IdleTimeout:       time.Duration(c.idle_timeout_ns),
-		MaxAge:            time.Duration(c.max_age_ns),
-		MaxBufferedSpans:  int64(c.max_buffered_spans),
-		MaxBufferedBytes:  int64(c.max_buffered_bytes),
-		MaxSpansPerTrace:  int64(c.max_spans_per_trace),
-		LateSpanPolicy:    LateSpanPolicy(c.late_span_policy),
-		LateCacheSize:     int64(c.late_cache_size),
-		ChecksDisabled:    uint32(c.checks_disabled),
-		WriteAttributes:   bool(c.write_attributes),
-		ChildTolerance:    time.Duration(c.child_tolerance_ns),
-		SkewCorrection:    bool(c.skew_correction),
-		SkewMaxAdjustment: time.Duration(c.skew_max_adjustment_ns),
-		DuplicatePolicy:   DuplicatePolicy(c.duplicate_policy),
-		HLCEnabled:        bool(c.hlc_enabled),
-		HLCMaxOffset:      time.Duration(c.hlc_max_offset_ns),
-		HLCRestart:        RestartStrategy(c.hlc_restart),
-		HandoffOnShutdown: bool(c.handoff_on_shutdown),
-		HandoffOnIdle:     bool(c.handoff_on_idle),
-		HandoffMaxHops:    int64(c.handoff_max_hops),
-		WALSync:           WALSync(c.wal_sync),
-		WALSyncInterval:   time.Duration(c.wal_sync_interval_ns),
-		WALMaxBytes:       int64(c.wal_max_bytes),
-	}
-}
-
 // Validate runs the Rust validation of c; the error names the YAML key.
 func Validate(c Config) error {
 	cc, free := toC(c)
@@ -306,9 +225,9 @@ func takeRelease(rel *C.tc_release, view *C.tc_release_view) (*Release, error) {
 	}
 	if view.units_len > 0 {
 		units := unsafe.Slice(view.units, int(view.units_len))
-		out.Units = make([]Unit, len(units))
+		out.Units = make([]ReleasedUnit, len(units))
 		for i, u := range units {
-			out.Units[i] = Unit{
+			out.Units[i] = ReleasedUnit{
 				Reason:   Reason(u.reason),
 				Spans:    uint32(u.spans),
 				Age:      time.Duration(u.age_ns),
