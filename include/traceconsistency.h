@@ -177,6 +177,7 @@ enum tc_finding_kind
   TC_FINDING_KIND_REMOTE_PARENT_MISMATCH = 12,
   TC_FINDING_KIND_FUTURE_TIMESTAMP = 13,
   TC_FINDING_KIND_HLC_OFFSET_EXCEEDED = 14,
+  TC_FINDING_KIND_EXPECTED_CHILD_MISSING = 15,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L
@@ -689,7 +690,49 @@ typedef struct {
    them out: lost, their write-ahead log keys resolved.
    */
   uint64_t drain_lost_spans;
+  /*
+   Structurally complete traces that waited for children of their calls still on their
+   way (expected, or of calls not learned yet).
+   */
+  uint64_t traces_awaited_children;
+  /*
+   Calls released without the child they were learned to get (each marked
+   `expected_child_missing`).
+   */
+  uint64_t expected_children_missing;
+  /*
+   Calls released without waiting for a child (learned to have none) whose child then
+   arrived late: their keys now expect one.
+   */
+  uint64_t learned_from_late_spans;
+  /*
+   Call keys the engine has learned about (gauge).
+   */
+  uint64_t learned_call_keys;
+  /*
+   Call keys learned to get a child from an instrumented callee: the edges (gauge).
+   */
+  uint64_t learned_edges;
+  /*
+   Memory of the learned calls and export lags (gauge).
+   */
+  uint64_t memory_learned_bytes;
 } tc_stats;
+
+/*
+ One service's export lag (see `tc_engine_export_lags`).
+ */
+typedef struct {
+  /*
+   How long after a span ends the service's spans arrive, as learned, ns.
+   */
+  uint64_t lag_ns;
+  /*
+   Where the service's `service.name` (UTF-8, not NUL-terminated) is in `names`.
+   */
+  uint32_t name_offset;
+  uint32_t name_len;
+} tc_export_lag;
 
 /*
  One released unit in a `tc_release_view`.
@@ -844,6 +887,21 @@ tc_result tc_engine_recover(const tc_engine *engine,
  Writes the engine's counters and gauges to `*out`. Thread-safe.
  */
 tc_result tc_engine_stats(const tc_engine *engine, tc_stats *out);
+
+/*
+ Writes the export lag the engine learned for each service at `now_mono_nano` (the
+ monotonic clock of `tc_engine_tick`), the slowest first, into `out` (room for `out_cap`)
+ and their names into `names` (room for `names_cap` bytes); `*len_out` is how many were
+ written: the rest (no room in either) are left out. Thread-safe; the caller owns both
+ buffers.
+ */
+tc_result tc_engine_export_lags(const tc_engine *engine,
+                                uint64_t now_mono_nano,
+                                tc_export_lag *out,
+                                size_t out_cap,
+                                uint8_t *names,
+                                size_t names_cap,
+                                size_t *len_out);
 
 /*
  The snake_case name of a finding kind (a static NUL-terminated string), or NULL for an

@@ -32,10 +32,11 @@ pub enum FindingKind {
     RemoteParentMismatch = 12,
     FutureTimestamp = 13,
     HlcOffsetExceeded = 14,
+    ExpectedChildMissing = 15,
 }
 
 impl FindingKind {
-    pub const ALL: [FindingKind; 15] = [
+    pub const ALL: [FindingKind; 16] = [
         FindingKind::MissingParent,
         FindingKind::NoRoot,
         FindingKind::MultipleRoots,
@@ -51,6 +52,7 @@ impl FindingKind {
         FindingKind::RemoteParentMismatch,
         FindingKind::FutureTimestamp,
         FindingKind::HlcOffsetExceeded,
+        FindingKind::ExpectedChildMissing,
     ];
     pub const COUNT: usize = Self::ALL.len();
     pub const ALL_MASK: u32 = (1 << Self::COUNT) - 1;
@@ -77,6 +79,7 @@ impl FindingKind {
             FindingKind::RemoteParentMismatch => c"remote_parent_mismatch",
             FindingKind::FutureTimestamp => c"future_timestamp",
             FindingKind::HlcOffsetExceeded => c"hlc_offset_exceeded",
+            FindingKind::ExpectedChildMissing => c"expected_child_missing",
         }
     }
 

@@ -122,6 +122,8 @@ type tracesProcessor struct {
 	// statsMu serialises metric updates from the engine's cumulative counters.
 	statsMu sync.Mutex
 	last    engine.Stats
+	// lagsRecorded: when the export lags were last recorded (see recordExpectStats).
+	lagsRecorded time.Time
 
 	servicesMu sync.Mutex
 	services   map[string]struct{}

@@ -298,7 +298,7 @@ fn table_each_kind_triggers_and_its_near_miss_does_not() {
         seen |= c.kind.bit();
     }
     // Every kind computed here has a row (the rest are set at ingest and carried).
-    let ingest = mask(&[InvalidTraceId, InvalidSpanId, FutureTimestamp, HlcOffsetExceeded]);
+    let ingest = mask(&[InvalidTraceId, InvalidSpanId, FutureTimestamp, HlcOffsetExceeded, ExpectedChildMissing]);
     assert_eq!(names(seen | ingest), names(FindingKind::ALL_MASK));
 }
 

@@ -27,9 +27,13 @@ pub(super) const MAX_TRACE_SPAN_BYTES: u64 = u32::MAX as u64;
 
 impl Engine {
     /// Bytes held outside buffered traces that only leave when drained or freed: ready
-    /// units, shared entries, the late caches.
+    /// units, shared entries, the late caches, the learned calls and export lags.
     pub(super) fn held_outside_traces(&self) -> u64 {
-        self.c.get(stat!(ready_bytes)) + self.interner.bytes() + self.c.get(stat!(memory_late_cache_bytes)) + self.wal_memory()
+        self.c.get(stat!(ready_bytes))
+            + self.interner.bytes()
+            + self.c.get(stat!(memory_late_cache_bytes))
+            + self.wal_memory()
+            + self.expect.bytes()
     }
 
     /// The log's bookkeeping, and while replaying, what the replay holds.

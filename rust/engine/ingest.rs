@@ -96,6 +96,7 @@ impl Engine {
         };
         self.c.add(stat!(spans_received), batch.spans.len() as u64);
         self.note_handoff_received(&batch.spans);
+        self.note_lags(&batch, clocks);
         // Timers run on the monotonic clock; only the HLC reads the wall clock.
         Ok(self.buffer(data, &mut batch, &sorted, wal_pos, false, clocks.mono))
     }
@@ -205,6 +206,7 @@ impl Engine {
                 resolved.extend(late.resolved.iter().map(|&id| (p, id)));
             }
             if !late.spans.is_empty() {
+                self.note_late_children(batch, &late.spans);
                 let keys: Vec<Key> = wal_pos.map(|p| late.traces.iter().map(|&id| (p, id)).collect()).unwrap_or_default();
                 match self.cfg.late_span_policy {
                     LateSpanPolicy::Forward => {

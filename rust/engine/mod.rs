@@ -41,10 +41,12 @@
 //! monotonic one for every timer, so that a step of the host clock neither holds traces
 //! past `max_age` nor releases them early.
 
+mod awaited;
 mod bounds;
 mod dedupe;
 mod drain;
 mod emit;
+mod expect;
 mod handoff;
 mod ingest;
 mod intern;
@@ -107,6 +109,8 @@ pub struct Engine {
     /// Bytes the replay in progress holds ([`Replaying::memory_bytes`]).
     replay_bytes: std::sync::atomic::AtomicU64,
     handoff: Handoff,
+    /// What the engine learned of calls and export lags.
+    expect: expect::Expect,
 }
 
 fn lock(m: &Mutex<Shard>) -> MutexGuard<'_, Shard> {
@@ -205,6 +209,9 @@ impl Engine {
             None => (None, None),
         };
         let handoff = Handoff::new(&cfg);
+        // The learned calls take at most a sixty-fourth of the memory bound.
+        let max_keys = expect::MAX_KEYS.min((cfg.max_buffered_bytes as u64 / 64 / awaited::KEY_BYTES) as usize).max(16);
+        let expect = expect::Expect::new(max_keys, awaited::MAX_LAG_SERVICES, cfg.idle_timeout_ns as u64);
         let engine = Engine {
             cfg,
             limits,
@@ -223,6 +230,7 @@ impl Engine {
             to_replay: Mutex::new(opened),
             replay_bytes: Default::default(),
             handoff,
+            expect,
         };
         for m in engine.shards.iter() {
             engine.sync(&mut lock(m));
@@ -256,8 +264,14 @@ impl Engine {
             s.wal_full_refusals = w.c.full_refusals.load(Ordering::Relaxed);
             s.wal_write_errors = w.c.write_errors.load(Ordering::Relaxed);
         }
-        s.memory_total_bytes =
-            s.buffered_bytes + s.ready_bytes + s.memory_group_bytes + s.memory_late_cache_bytes + s.memory_wal_bytes;
+        s.memory_learned_bytes = self.expect.bytes();
+        (s.learned_call_keys, s.learned_edges) = self.expect.counts();
+        s.memory_total_bytes = s.buffered_bytes
+            + s.ready_bytes
+            + s.memory_group_bytes
+            + s.memory_late_cache_bytes
+            + s.memory_wal_bytes
+            + s.memory_learned_bytes;
         if let Some(h) = self.hlc.as_ref().map(Hlc::stats) {
             s.hlc_refusals = h.refusals;
             s.hlc_backward_jumps = h.backward_jumps;
@@ -267,6 +281,15 @@ impl Engine {
             s.hlc_stalled_batches = h.stalled_batches;
         }
         s
+    }
+
+    /// Each service's learned export lag (ns) at `now` (monotonic), the slowest first: how
+    /// long after a span ends its spans arrive, as a trace waiting for that service's spans
+    /// takes it.
+    pub fn export_lags(&self, now: u64) -> Vec<(String, u64)> {
+        let mut lags = self.expect.learnt(now).lags;
+        lags.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        lags
     }
 
     /// What `hlc.state_file` held at start (`restart_strategy: persist` only). When
@@ -284,6 +307,8 @@ impl Engine {
 
 #[cfg(test)]
 mod handoff_tests;
+#[cfg(test)]
+mod expect_tests;
 #[cfg(test)]
 mod hostile_tests;
 #[cfg(test)]

@@ -36,7 +36,10 @@ impl Engine {
         loop {
             self.sync(shard);
             let spans = self.c.get(stat!(buffered_spans));
-            let bytes = self.c.get(stat!(buffered_bytes)) + self.interner.bytes() + self.c.get(stat!(memory_late_cache_bytes));
+            let bytes = self.c.get(stat!(buffered_bytes))
+                + self.interner.bytes()
+                + self.c.get(stat!(memory_late_cache_bytes))
+                + self.expect.bytes();
             if spans <= self.limits.max_buffered_spans && bytes <= self.limits.max_buffered_bytes {
                 return;
             }
@@ -79,6 +82,9 @@ impl Engine {
         for m in self.shards.iter() {
             let mut shard = lock(m);
             for (id, reason) in shard.due(now, l.quiet_period_ns, l.idle_timeout_ns, l.max_age_ns) {
+                if self.awaits_children(&mut shard, id, reason, clocks) {
+                    continue;
+                }
                 self.release(&mut shard, id, reason, now);
             }
             self.enforce_limits(&mut shard, now);

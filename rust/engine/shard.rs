@@ -13,6 +13,9 @@ use crate::index::{Group, ScannedBatch, SpanRec};
 use super::memory::{deque_bytes, groups_bytes, map_slot, rec_heap, REC_BYTES};
 use super::unit::Unit;
 
+/// The top bit of [`Trace::hold`]: the trace waited for children at least once.
+pub const AWAITED: u64 = 1 << 63;
+
 /// Below these sizes a trace's storage grows exactly (per batch); above, by doubling.
 const EXACT_GROWTH_BYTES: usize = 256 << 10;
 const EXACT_GROWTH_SPANS: usize = 1024;
@@ -60,6 +63,10 @@ pub struct Trace {
     pub wal: Option<Box<TraceWal>>,
     /// The most hand-offs any of its spans went through (see `handoff`).
     pub hops: u32,
+    /// Waiting for children of its calls still on their way (see `awaited`): the low 63
+    /// bits say until when (monotonic) before it is looked at again, 0 if not looked at
+    /// since its last span arrived; the top bit that it waited at least once.
+    pub hold: u64,
 }
 
 /// A trace's part of the write-ahead log.
@@ -240,6 +247,7 @@ impl Shard {
             gen,
             wal: None,
             hops: 0,
+            hold: 0,
         });
         if trace.gen == gen {
             self.next_gen += 1;
@@ -280,6 +288,7 @@ impl Shard {
         }
         trace.last_seen = trace.last_seen.max(now);
         trace.state = Completeness::Unknown;
+        trace.hold &= AWAITED;
         if let Some(pos) = wal {
             let w = trace.wal.get_or_insert_with(Box::default);
             if w.positions.last() != Some(&pos) {
@@ -293,6 +302,10 @@ impl Shard {
         self.held.trace += after.trace - before.trace;
         self.spans += run.len() as u64;
         RunInsert { handed_off, merged }
+    }
+
+    pub fn trace_mut(&mut self, id: u128) -> Option<&mut Trace> {
+        self.traces.get_mut(&id)
     }
 
     /// The hand-offs trace `id` went through (see [`Trace::hops`]).

@@ -107,6 +107,21 @@ pub struct Stats {
     /// Spans taken by a drain that failed with an internal error (a panic) before handing
     /// them out: lost, their write-ahead log keys resolved.
     pub drain_lost_spans: u64,
+    /// Structurally complete traces that waited for children of their calls still on their
+    /// way (expected, or of calls not learned yet).
+    pub traces_awaited_children: u64,
+    /// Calls released without the child they were learned to get (each marked
+    /// `expected_child_missing`).
+    pub expected_children_missing: u64,
+    /// Calls released without waiting for a child (learned to have none) whose child then
+    /// arrived late: their keys now expect one.
+    pub learned_from_late_spans: u64,
+    /// Call keys the engine has learned about (gauge).
+    pub learned_call_keys: u64,
+    /// Call keys learned to get a child from an instrumented callee: the edges (gauge).
+    pub learned_edges: u64,
+    /// Memory of the learned calls and export lags (gauge).
+    pub memory_learned_bytes: u64,
 }
 
 const WORDS: usize = size_of::<Stats>() / size_of::<u64>();

@@ -199,7 +199,7 @@ fn byte_limit_bounds_all_held_memory_and_pushes_back_while_released_data_cannot_
     let s = e.stats();
     assert_eq!((s.memory_span_bytes, s.memory_index_bytes, s.ready_bytes, s.memory_group_bytes), (0, 0, 0, 0), "every counted byte is given back: {s:?}");
     assert!(s.memory_trace_bytes < 4096, "only the shard's (shrunk) tables remain: {s:?}");
-    assert_eq!(s.memory_total_bytes, s.memory_trace_bytes + s.memory_late_cache_bytes);
+    assert_eq!(s.memory_total_bytes, s.memory_trace_bytes + s.memory_late_cache_bytes + s.memory_learned_bytes);
 }
 
 #[test]

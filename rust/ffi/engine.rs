@@ -287,3 +287,61 @@ pub extern "C" fn tc_engine_stats(engine: *const tc_engine, out: *mut Stats) -> 
     })
 }
 
+/// One service's export lag (see `tc_engine_export_lags`).
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+pub struct tc_export_lag {
+    /// How long after a span ends the service's spans arrive, as learned, ns.
+    pub lag_ns: u64,
+    /// Where the service's `service.name` (UTF-8, not NUL-terminated) is in `names`.
+    pub name_offset: u32,
+    pub name_len: u32,
+}
+
+/// Writes the export lag the engine learned for each service at `now_mono_nano` (the
+/// monotonic clock of `tc_engine_tick`), the slowest first, into `out` (room for `out_cap`)
+/// and their names into `names` (room for `names_cap` bytes); `*len_out` is how many were
+/// written: the rest (no room in either) are left out. Thread-safe; the caller owns both
+/// buffers.
+#[no_mangle]
+pub extern "C" fn tc_engine_export_lags(
+    engine: *const tc_engine,
+    now_mono_nano: u64,
+    out: *mut tc_export_lag,
+    out_cap: usize,
+    names: *mut u8,
+    names_cap: usize,
+    len_out: *mut usize,
+) -> tc_result {
+    boundary(std::ptr::null_mut(), || {
+        non_null!(engine, "engine");
+        non_null!(len_out, "len_out");
+        if out_cap > 0 {
+            non_null!(out, "out");
+        }
+        if names_cap > 0 {
+            non_null!(names, "names");
+        }
+        let lags = unsafe { engine_ref(engine) }.export_lags(now_mono_nano);
+        let (mut n, mut used) = (0usize, 0usize);
+        for (name, lag_ns) in &lags {
+            if n == out_cap || used + name.len() > names_cap {
+                break;
+            }
+            // SAFETY: non-null (checked when there is room), caller promises `out_cap`
+            // entries and `names_cap` bytes of writable memory; both bounds are checked above.
+            unsafe {
+                if !name.is_empty() {
+                    std::ptr::copy_nonoverlapping(name.as_ptr(), names.add(used), name.len());
+                }
+                out.add(n).write(tc_export_lag { lag_ns: *lag_ns, name_offset: used as u32, name_len: name.len() as u32 });
+            }
+            used += name.len();
+            n += 1;
+        }
+        // SAFETY: non-null, caller promises writable memory.
+        unsafe { *len_out = n };
+        Ok(())
+    })
+}
+

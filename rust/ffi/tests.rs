@@ -196,3 +196,32 @@ fn the_last_error_is_truncated_at_a_character_boundary() {
     let got = unsafe { CStr::from_ptr(buf.as_ptr()) }.to_str().expect("valid UTF-8");
     assert_eq!(got, &text[..cut]);
 }
+
+#[test]
+fn export_lags_through_the_c_abi_the_slowest_first_within_the_buffers() {
+    let e = new_engine();
+    let t0 = 1_790_000_000_000_000_000u64;
+    let sec = 1_000_000_000u64;
+    for (svc, lag) in [("fast", sec / 5), ("slow", 4 * sec), ("mid", sec)] {
+        let req = request(vec![(svc, vec![span(1, 1, 0, t0 - lag - 10, t0 - lag)])]);
+        let r = tc_engine_ingest(e, req.as_ptr(), req.len(), t0, 0, ptr::null_mut(), ptr::null_mut());
+        assert_eq!(r, tc_result::Ok);
+    }
+    let mut out = [tc_export_lag::default(); 8];
+    let mut names = [0u8; 64];
+    let mut n = 0usize;
+    // Seen for a whole window by then: their own lags.
+    let later = 20 * sec;
+    assert_eq!(tc_engine_export_lags(e, later, out.as_mut_ptr(), out.len(), names.as_mut_ptr(), names.len(), &mut n), tc_result::Ok);
+    assert_eq!(n, 3);
+    let name = |l: &tc_export_lag| std::str::from_utf8(&names[l.name_offset as usize..(l.name_offset + l.name_len) as usize]).unwrap().to_string();
+    assert_eq!(out[..n].iter().map(|l| (name(l), l.lag_ns)).collect::<Vec<_>>(), vec![("slow".into(), 4 * sec), ("mid".into(), sec), ("fast".into(), sec / 5)]);
+    // Room for two names only.
+    assert_eq!(tc_engine_export_lags(e, later, out.as_mut_ptr(), out.len(), names.as_mut_ptr(), 7, &mut n), tc_result::Ok);
+    assert_eq!(n, 2);
+    assert_eq!(tc_engine_export_lags(e, later, ptr::null_mut(), 0, ptr::null_mut(), 0, &mut n), tc_result::Ok);
+    assert_eq!(n, 0);
+    assert_eq!(tc_engine_export_lags(e, later, ptr::null_mut(), 0, ptr::null_mut(), 0, ptr::null_mut()), tc_result::NullArgument);
+    assert_eq!(tc_engine_export_lags(e, later, ptr::null_mut(), 4, names.as_mut_ptr(), 4, &mut n), tc_result::NullArgument);
+    tc_engine_free(e);
+}

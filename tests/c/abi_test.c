@@ -132,6 +132,16 @@ int main(void) {
             (unsigned long long)stats.late_forwarded, (unsigned long long)stats.duplicates_dropped);
   CHECK(stats.batches_refused == 2 && stats.late_forwarded == 2 && stats.duplicates_dropped == 2, "counters");
   CHECK(tc_engine_drain_handoff(engine, 100, &rel, &view, &err) == TC_RESULT_OK && rel == NULL, "no hand-off without hand-off settings");
+
+  /* Export lags: one service seen (the requests have no resource: an empty service.name),
+     just started, so taken as the SDKs' default delay; no room in out, none written. */
+  tc_export_lag lags[4];
+  uint8_t names[64];
+  size_t nlags = 99;
+  CHECK(tc_engine_export_lags(engine, t0, lags, 4, names, sizeof names, &nlags) == TC_RESULT_OK && nlags == 1, "one export lag");
+  CHECK(nlags == 1 && lags[0].name_len == 0 && lags[0].lag_ns == 5000000000ULL, "the lag of the unnamed service");
+  CHECK(tc_engine_export_lags(engine, t0, NULL, 0, names, sizeof names, &nlags) == TC_RESULT_OK && nlags == 0, "no room");
+  CHECK(tc_engine_export_lags(engine, t0, lags, 4, names, sizeof names, NULL) == TC_RESULT_NULL_ARGUMENT, "NULL len_out refused");
   tc_engine_free(engine);
 
   /* Hand-off on shutdown: the buffered trace leaves through tc_engine_drain_handoff, not

@@ -301,6 +301,36 @@ func (g *Engine) Stats() (Stats, error) {
 	return *(*Stats)(unsafe.Pointer(&s)), nil
 }
 
+// maxExportLags is the most services ExportLags reports (the engine tracks at most 1024),
+// and exportLagNames the room for their names.
+const (
+	maxExportLags  = 1024
+	exportLagNames = 64 << 10
+)
+
+// ExportLags reads each service's learned export lag at now, the slowest first.
+func (g *Engine) ExportLags(now time.Time) ([]ExportLag, error) {
+	if g.ptr == nil {
+		return nil, errClosed
+	}
+	out := make([]C.tc_export_lag, maxExportLags)
+	names := make([]byte, exportLagNames)
+	var n C.size_t
+	_, mono := g.clocks(now)
+	if r := C.tc_engine_export_lags(g.ptr, mono, &out[0], C.size_t(len(out)), (*C.uint8_t)(unsafe.Pointer(&names[0])), C.size_t(len(names)), &n); r != C.TC_RESULT_OK {
+		return nil, &Error{Code: Code(r), Message: "tc_engine_export_lags failed"}
+	}
+	lags := make([]ExportLag, int(n))
+	for i := range lags {
+		o := out[i]
+		lags[i] = ExportLag{
+			Service: string(names[o.name_offset : o.name_offset+o.name_len]),
+			Lag:     time.Duration(o.lag_ns),
+		}
+	}
+	return lags, nil
+}
+
 // Compile-time check: Stats and tc_stats have one size.
 var _ [unsafe.Sizeof(Stats{}) - unsafe.Sizeof(C.tc_stats{})]byte
 var _ [unsafe.Sizeof(C.tc_stats{}) - unsafe.Sizeof(Stats{})]byte

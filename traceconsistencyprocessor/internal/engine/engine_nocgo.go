@@ -55,6 +55,8 @@ func (*Engine) Recover(time.Time) (Recovery, error) { return Recovery{}, ErrNoCg
 // Stats fails without cgo.
 func (*Engine) Stats() (Stats, error) { return Stats{}, ErrNoCgo }
 
+func (*Engine) ExportLags(time.Time) ([]ExportLag, error) { return nil, ErrNoCgo }
+
 // Close does nothing without cgo.
 func (*Engine) Close() {}
 

@@ -166,6 +166,13 @@ type Recovery struct {
 	Problems string
 }
 
+// ExportLag is one service's export lag as the engine learned it: how long after a span
+// ends the service's spans arrive.
+type ExportLag struct {
+	Service string
+	Lag     time.Duration
+}
+
 // MemoryParts lists the engine's memory by part, with the names used in metrics.
 func (s Stats) MemoryParts() []MemoryPart {
 	return []MemoryPart{
@@ -176,6 +183,7 @@ func (s Stats) MemoryParts() []MemoryPart {
 		{"late_cache", s.MemoryLateCacheBytes},
 		{"ready", s.ReadyBytes},
 		{"wal", s.MemoryWALBytes},
+		{"learned", s.MemoryLearnedBytes},
 	}
 }
 

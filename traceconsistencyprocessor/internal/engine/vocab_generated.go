@@ -324,6 +324,7 @@ var staticKindNames = []string{
 	"remote_parent_mismatch",
 	"future_timestamp",
 	"hlc_offset_exceeded",
+	"expected_child_missing",
 }
 
 var staticReasonNames = []string{
@@ -386,4 +387,10 @@ type Stats struct {
 	MemoryWALBytes          uint64
 	HandoffUntrustedSpans   uint64
 	DrainLostSpans          uint64
+	TracesAwaitedChildren   uint64
+	ExpectedChildrenMissing uint64
+	LearnedFromLateSpans    uint64
+	LearnedCallKeys         uint64
+	LearnedEdges            uint64
+	MemoryLearnedBytes      uint64
 }

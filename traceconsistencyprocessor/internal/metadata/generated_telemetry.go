@@ -33,6 +33,8 @@ type TelemetryBuilder struct {
 	ProcessorTraceconsistencyConsumeErrors           metric.Int64Counter
 	ProcessorTraceconsistencyDownstreamRetries       metric.Int64Counter
 	ProcessorTraceconsistencyDuplicatesDropped       metric.Int64Counter
+	ProcessorTraceconsistencyExpectedChildrenMissing metric.Int64Counter
+	ProcessorTraceconsistencyExportLag               metric.Float64Gauge
 	ProcessorTraceconsistencyFindings                metric.Int64Counter
 	ProcessorTraceconsistencyHandoffSpans            metric.Int64Counter
 	ProcessorTraceconsistencyHandoffSpansMerged      metric.Int64Counter
@@ -48,6 +50,9 @@ type TelemetryBuilder struct {
 	ProcessorTraceconsistencyHlcRefusals             metric.Int64Counter
 	ProcessorTraceconsistencyHlcStalledBatches       metric.Int64Counter
 	ProcessorTraceconsistencyLateSpans               metric.Int64Counter
+	ProcessorTraceconsistencyLearnedCalls            metric.Int64Gauge
+	ProcessorTraceconsistencyLearnedEdges            metric.Int64Gauge
+	ProcessorTraceconsistencyLearnedFromLateSpans    metric.Int64Counter
 	ProcessorTraceconsistencyMemory                  metric.Int64Gauge
 	ProcessorTraceconsistencyReleaseAge              metric.Float64Histogram
 	ProcessorTraceconsistencySpansBuffered           metric.Int64Gauge
@@ -55,6 +60,7 @@ type TelemetryBuilder struct {
 	ProcessorTraceconsistencySpansReceived           metric.Int64Counter
 	ProcessorTraceconsistencySpansReleased           metric.Int64Counter
 	ProcessorTraceconsistencySpansUnassembled        metric.Int64Counter
+	ProcessorTraceconsistencyTracesAwaitedChildren   metric.Int64Counter
 	ProcessorTraceconsistencyTracesBuffered          metric.Int64Gauge
 	ProcessorTraceconsistencyTracesReleased          metric.Int64Counter
 	ProcessorTraceconsistencyWalBytes                metric.Int64Gauge
@@ -140,6 +146,18 @@ func NewTelemetryBuilder(settings component.TelemetrySettings, options ...Teleme
 		"otelcol_processor_traceconsistency_duplicates_dropped",
 		metric.WithDescription("Exact duplicate spans (same span ID, identical content) removed from released traces. [Alpha]"),
 		metric.WithUnit("{span}"),
+	)
+	errs = errors.Join(errs, err)
+	builder.ProcessorTraceconsistencyExpectedChildrenMissing, err = builder.meter.Int64Counter(
+		"otelcol_processor_traceconsistency_expected_children_missing",
+		metric.WithDescription("Calls released without the child they were learned to get, after waiting for it (each marked with the finding expected_child_missing). [Alpha]"),
+		metric.WithUnit("{span}"),
+	)
+	errs = errors.Join(errs, err)
+	builder.ProcessorTraceconsistencyExportLag, err = builder.meter.Float64Gauge(
+		"otelcol_processor_traceconsistency_export_lag",
+		metric.WithDescription("How long after a span ends the service's spans arrive (the largest of the last 15 to 30 seconds; at least 5 s while a service has been seen for less than 15 s), as the engine waits for it. [Alpha]"),
+		metric.WithUnit("s"),
 	)
 	errs = errors.Join(errs, err)
 	builder.ProcessorTraceconsistencyFindings, err = builder.meter.Int64Counter(
@@ -232,6 +250,24 @@ func NewTelemetryBuilder(settings component.TelemetrySettings, options ...Teleme
 		metric.WithUnit("{span}"),
 	)
 	errs = errors.Join(errs, err)
+	builder.ProcessorTraceconsistencyLearnedCalls, err = builder.meter.Int64Gauge(
+		"otelcol_processor_traceconsistency_learned_calls",
+		metric.WithDescription("Call keys (caller service, span kind and name, peer attributes) the engine has learned about, bounded by a table of fixed size. [Alpha]"),
+		metric.WithUnit("{key}"),
+	)
+	errs = errors.Join(errs, err)
+	builder.ProcessorTraceconsistencyLearnedEdges, err = builder.meter.Int64Gauge(
+		"otelcol_processor_traceconsistency_learned_edges",
+		metric.WithDescription("Call keys learned to get a child from an instrumented callee: the edges of the service graph the engine waits along. [Alpha]"),
+		metric.WithUnit("{key}"),
+	)
+	errs = errors.Join(errs, err)
+	builder.ProcessorTraceconsistencyLearnedFromLateSpans, err = builder.meter.Int64Counter(
+		"otelcol_processor_traceconsistency_learned_from_late_spans",
+		metric.WithDescription("Calls learned to have no child that got one after all, seen from its late span: their keys expect a child from then on. [Alpha]"),
+		metric.WithUnit("{key}"),
+	)
+	errs = errors.Join(errs, err)
 	builder.ProcessorTraceconsistencyMemory, err = builder.meter.Int64Gauge(
 		"otelcol_processor_traceconsistency_memory",
 		metric.WithDescription("The engine's memory by part, in bytes allocated; the sum over parts is what max_buffered_bytes bounds. [Alpha]"),
@@ -273,6 +309,12 @@ func NewTelemetryBuilder(settings component.TelemetrySettings, options ...Teleme
 		"otelcol_processor_traceconsistency_spans_unassembled",
 		metric.WithDescription("Spans with an invalid trace or span ID, forwarded at once without assembly. [Alpha]"),
 		metric.WithUnit("{span}"),
+	)
+	errs = errors.Join(errs, err)
+	builder.ProcessorTraceconsistencyTracesAwaitedChildren, err = builder.meter.Int64Counter(
+		"otelcol_processor_traceconsistency_traces_awaited_children",
+		metric.WithDescription("Structurally complete traces held for children of their calls still on their way (calls learned to get a child from an instrumented callee, or not learned yet). [Alpha]"),
+		metric.WithUnit("{trace}"),
 	)
 	errs = errors.Join(errs, err)
 	builder.ProcessorTraceconsistencyTracesBuffered, err = builder.meter.Int64Gauge(

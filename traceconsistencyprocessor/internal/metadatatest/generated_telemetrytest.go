@@ -131,6 +131,36 @@ func AssertEqualProcessorTraceconsistencyDuplicatesDropped(t *testing.T, tt *com
 	metricdatatest.AssertEqual(t, want, got, opts...)
 }
 
+func AssertEqualProcessorTraceconsistencyExpectedChildrenMissing(t *testing.T, tt *componenttest.Telemetry, dps []metricdata.DataPoint[int64], opts ...metricdatatest.Option) {
+	want := metricdata.Metrics{
+		Name:        "otelcol_processor_traceconsistency_expected_children_missing",
+		Description: "Calls released without the child they were learned to get, after waiting for it (each marked with the finding expected_child_missing). [Alpha]",
+		Unit:        "{span}",
+		Data: metricdata.Sum[int64]{
+			Temporality: metricdata.CumulativeTemporality,
+			IsMonotonic: true,
+			DataPoints:  dps,
+		},
+	}
+	got, err := tt.GetMetric("otelcol_processor_traceconsistency_expected_children_missing")
+	require.NoError(t, err)
+	metricdatatest.AssertEqual(t, want, got, opts...)
+}
+
+func AssertEqualProcessorTraceconsistencyExportLag(t *testing.T, tt *componenttest.Telemetry, dps []metricdata.DataPoint[float64], opts ...metricdatatest.Option) {
+	want := metricdata.Metrics{
+		Name:        "otelcol_processor_traceconsistency_export_lag",
+		Description: "How long after a span ends the service's spans arrive (the largest of the last 15 to 30 seconds; at least 5 s while a service has been seen for less than 15 s), as the engine waits for it. [Alpha]",
+		Unit:        "s",
+		Data: metricdata.Gauge[float64]{
+			DataPoints: dps,
+		},
+	}
+	got, err := tt.GetMetric("otelcol_processor_traceconsistency_export_lag")
+	require.NoError(t, err)
+	metricdatatest.AssertEqual(t, want, got, opts...)
+}
+
 func AssertEqualProcessorTraceconsistencyFindings(t *testing.T, tt *componenttest.Telemetry, dps []metricdata.DataPoint[int64], opts ...metricdatatest.Option) {
 	want := metricdata.Metrics{
 		Name:        "otelcol_processor_traceconsistency_findings",
@@ -369,6 +399,50 @@ func AssertEqualProcessorTraceconsistencyLateSpans(t *testing.T, tt *componentte
 	metricdatatest.AssertEqual(t, want, got, opts...)
 }
 
+func AssertEqualProcessorTraceconsistencyLearnedCalls(t *testing.T, tt *componenttest.Telemetry, dps []metricdata.DataPoint[int64], opts ...metricdatatest.Option) {
+	want := metricdata.Metrics{
+		Name:        "otelcol_processor_traceconsistency_learned_calls",
+		Description: "Call keys (caller service, span kind and name, peer attributes) the engine has learned about, bounded by a table of fixed size. [Alpha]",
+		Unit:        "{key}",
+		Data: metricdata.Gauge[int64]{
+			DataPoints: dps,
+		},
+	}
+	got, err := tt.GetMetric("otelcol_processor_traceconsistency_learned_calls")
+	require.NoError(t, err)
+	metricdatatest.AssertEqual(t, want, got, opts...)
+}
+
+func AssertEqualProcessorTraceconsistencyLearnedEdges(t *testing.T, tt *componenttest.Telemetry, dps []metricdata.DataPoint[int64], opts ...metricdatatest.Option) {
+	want := metricdata.Metrics{
+		Name:        "otelcol_processor_traceconsistency_learned_edges",
+		Description: "Call keys learned to get a child from an instrumented callee: the edges of the service graph the engine waits along. [Alpha]",
+		Unit:        "{key}",
+		Data: metricdata.Gauge[int64]{
+			DataPoints: dps,
+		},
+	}
+	got, err := tt.GetMetric("otelcol_processor_traceconsistency_learned_edges")
+	require.NoError(t, err)
+	metricdatatest.AssertEqual(t, want, got, opts...)
+}
+
+func AssertEqualProcessorTraceconsistencyLearnedFromLateSpans(t *testing.T, tt *componenttest.Telemetry, dps []metricdata.DataPoint[int64], opts ...metricdatatest.Option) {
+	want := metricdata.Metrics{
+		Name:        "otelcol_processor_traceconsistency_learned_from_late_spans",
+		Description: "Calls learned to have no child that got one after all, seen from its late span: their keys expect a child from then on. [Alpha]",
+		Unit:        "{key}",
+		Data: metricdata.Sum[int64]{
+			Temporality: metricdata.CumulativeTemporality,
+			IsMonotonic: true,
+			DataPoints:  dps,
+		},
+	}
+	got, err := tt.GetMetric("otelcol_processor_traceconsistency_learned_from_late_spans")
+	require.NoError(t, err)
+	metricdatatest.AssertEqual(t, want, got, opts...)
+}
+
 func AssertEqualProcessorTraceconsistencyMemory(t *testing.T, tt *componenttest.Telemetry, dps []metricdata.DataPoint[int64], opts ...metricdatatest.Option) {
 	want := metricdata.Metrics{
 		Name:        "otelcol_processor_traceconsistency_memory",
@@ -472,6 +546,22 @@ func AssertEqualProcessorTraceconsistencySpansUnassembled(t *testing.T, tt *comp
 		},
 	}
 	got, err := tt.GetMetric("otelcol_processor_traceconsistency_spans_unassembled")
+	require.NoError(t, err)
+	metricdatatest.AssertEqual(t, want, got, opts...)
+}
+
+func AssertEqualProcessorTraceconsistencyTracesAwaitedChildren(t *testing.T, tt *componenttest.Telemetry, dps []metricdata.DataPoint[int64], opts ...metricdatatest.Option) {
+	want := metricdata.Metrics{
+		Name:        "otelcol_processor_traceconsistency_traces_awaited_children",
+		Description: "Structurally complete traces held for children of their calls still on their way (calls learned to get a child from an instrumented callee, or not learned yet). [Alpha]",
+		Unit:        "{trace}",
+		Data: metricdata.Sum[int64]{
+			Temporality: metricdata.CumulativeTemporality,
+			IsMonotonic: true,
+			DataPoints:  dps,
+		},
+	}
+	got, err := tt.GetMetric("otelcol_processor_traceconsistency_traces_awaited_children")
 	require.NoError(t, err)
 	metricdatatest.AssertEqual(t, want, got, opts...)
 }

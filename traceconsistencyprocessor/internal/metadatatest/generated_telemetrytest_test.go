@@ -26,6 +26,8 @@ func TestSetupTelemetry(t *testing.T) {
 	tb.ProcessorTraceconsistencyConsumeErrors.Add(context.Background(), 1)
 	tb.ProcessorTraceconsistencyDownstreamRetries.Add(context.Background(), 1)
 	tb.ProcessorTraceconsistencyDuplicatesDropped.Add(context.Background(), 1)
+	tb.ProcessorTraceconsistencyExpectedChildrenMissing.Add(context.Background(), 1)
+	tb.ProcessorTraceconsistencyExportLag.Record(context.Background(), 1)
 	tb.ProcessorTraceconsistencyFindings.Add(context.Background(), 1)
 	tb.ProcessorTraceconsistencyHandoffSpans.Add(context.Background(), 1)
 	tb.ProcessorTraceconsistencyHandoffSpansMerged.Add(context.Background(), 1)
@@ -41,6 +43,9 @@ func TestSetupTelemetry(t *testing.T) {
 	tb.ProcessorTraceconsistencyHlcRefusals.Add(context.Background(), 1)
 	tb.ProcessorTraceconsistencyHlcStalledBatches.Add(context.Background(), 1)
 	tb.ProcessorTraceconsistencyLateSpans.Add(context.Background(), 1)
+	tb.ProcessorTraceconsistencyLearnedCalls.Record(context.Background(), 1)
+	tb.ProcessorTraceconsistencyLearnedEdges.Record(context.Background(), 1)
+	tb.ProcessorTraceconsistencyLearnedFromLateSpans.Add(context.Background(), 1)
 	tb.ProcessorTraceconsistencyMemory.Record(context.Background(), 1)
 	tb.ProcessorTraceconsistencyReleaseAge.Record(context.Background(), 1)
 	tb.ProcessorTraceconsistencySpansBuffered.Record(context.Background(), 1)
@@ -48,6 +53,7 @@ func TestSetupTelemetry(t *testing.T) {
 	tb.ProcessorTraceconsistencySpansReceived.Add(context.Background(), 1)
 	tb.ProcessorTraceconsistencySpansReleased.Add(context.Background(), 1)
 	tb.ProcessorTraceconsistencySpansUnassembled.Add(context.Background(), 1)
+	tb.ProcessorTraceconsistencyTracesAwaitedChildren.Add(context.Background(), 1)
 	tb.ProcessorTraceconsistencyTracesBuffered.Record(context.Background(), 1)
 	tb.ProcessorTraceconsistencyTracesReleased.Add(context.Background(), 1)
 	tb.ProcessorTraceconsistencyWalBytes.Record(context.Background(), 1)
@@ -82,6 +88,12 @@ func TestSetupTelemetry(t *testing.T) {
 		metricdatatest.IgnoreTimestamp())
 	AssertEqualProcessorTraceconsistencyDuplicatesDropped(t, testTel,
 		[]metricdata.DataPoint[int64]{{Value: 1}},
+		metricdatatest.IgnoreTimestamp())
+	AssertEqualProcessorTraceconsistencyExpectedChildrenMissing(t, testTel,
+		[]metricdata.DataPoint[int64]{{Value: 1}},
+		metricdatatest.IgnoreTimestamp())
+	AssertEqualProcessorTraceconsistencyExportLag(t, testTel,
+		[]metricdata.DataPoint[float64]{{Value: 1}},
 		metricdatatest.IgnoreTimestamp())
 	AssertEqualProcessorTraceconsistencyFindings(t, testTel,
 		[]metricdata.DataPoint[int64]{{Value: 1}},
@@ -128,6 +140,15 @@ func TestSetupTelemetry(t *testing.T) {
 	AssertEqualProcessorTraceconsistencyLateSpans(t, testTel,
 		[]metricdata.DataPoint[int64]{{Value: 1}},
 		metricdatatest.IgnoreTimestamp())
+	AssertEqualProcessorTraceconsistencyLearnedCalls(t, testTel,
+		[]metricdata.DataPoint[int64]{{Value: 1}},
+		metricdatatest.IgnoreTimestamp())
+	AssertEqualProcessorTraceconsistencyLearnedEdges(t, testTel,
+		[]metricdata.DataPoint[int64]{{Value: 1}},
+		metricdatatest.IgnoreTimestamp())
+	AssertEqualProcessorTraceconsistencyLearnedFromLateSpans(t, testTel,
+		[]metricdata.DataPoint[int64]{{Value: 1}},
+		metricdatatest.IgnoreTimestamp())
 	AssertEqualProcessorTraceconsistencyMemory(t, testTel,
 		[]metricdata.DataPoint[int64]{{Value: 1}},
 		metricdatatest.IgnoreTimestamp())
@@ -147,6 +168,9 @@ func TestSetupTelemetry(t *testing.T) {
 		[]metricdata.DataPoint[int64]{{Value: 1}},
 		metricdatatest.IgnoreTimestamp())
 	AssertEqualProcessorTraceconsistencySpansUnassembled(t, testTel,
+		[]metricdata.DataPoint[int64]{{Value: 1}},
+		metricdatatest.IgnoreTimestamp())
+	AssertEqualProcessorTraceconsistencyTracesAwaitedChildren(t, testTel,
 		[]metricdata.DataPoint[int64]{{Value: 1}},
 		metricdatatest.IgnoreTimestamp())
 	AssertEqualProcessorTraceconsistencyTracesBuffered(t, testTel,
