@@ -404,8 +404,16 @@ pub fn check_trace(spans: &[SpanRec], groups: &[Group], cfg: &CheckConfig) -> Tr
         }
     }
 
-    let skew_adjustments = if cfg.skew_correction && on(FindingKind::ClockSkew) {
-        skew::correct(spans, groups, &parent, &origins, cfg, &findings)
+    let skew_adjustments = if on(FindingKind::ClockSkew) {
+        let solved = skew::solve(spans, groups, &parent, &origins, cfg, &findings);
+        for &i in &solved.blamed {
+            findings[i] |= FindingKind::ClockSkew.bit();
+        }
+        if cfg.skew_correction {
+            solved.shift
+        } else {
+            Vec::new()
+        }
     } else {
         Vec::new()
     };

@@ -187,10 +187,6 @@ impl Case {
         self.trace = m;
         self
     }
-    fn miss_trace(mut self, m: u32) -> Case {
-        self.miss_trace = m;
-        self
-    }
     fn cfg(mut self, c: CheckConfig) -> Case {
         self.cfg = c;
         self
@@ -640,6 +636,58 @@ fn a_skewed_host_moves_as_one_domain_and_nothing_else_moves() {
     let r = check_with(&spans, &correcting(u64::MAX));
     let d = -(skew as i64);
     assert_eq!(r.skew_adjustments, vec![0, 0, d, d, d, d, 0]);
+}
+
+/// Python calls Node.js, which calls Java, in a call longer than Node.js's skew: Node.js's
+/// SERVER starts inside its Python client and overhangs its end; its Java callee starts
+/// before Node.js's CLIENT. `node_ahead` / `java_behind` shift the processes' clocks, and
+/// `enter` is how long the Python client waits before Node.js receives the call.
+fn slow_chain(node_ahead: u64, java_behind: u64, enter: u64) -> Vec<Sp> {
+    let base = 1_000 * MS;
+    let n = |t: u64| base + t + node_ahead;
+    let j = |t: u64| base + t - java_behind;
+    vec![
+        sp(1, 0, base, base + 520 * MS).kind(kind::SERVER).on(PYTHON),
+        sp(2, 1, base + 5 * MS, base + 515 * MS).kind(kind::CLIENT).on(PYTHON),
+        sp(3, 2, n(5 * MS + enter), n(514 * MS + 300 * US)).kind(kind::SERVER).on(NODE_B),
+        sp(4, 3, n(8 * MS + enter), n(512 * MS)).kind(kind::CLIENT).on(NODE_B),
+        sp(5, 4, j(8 * MS + enter + 400 * US), j(511 * MS)).kind(kind::SERVER).on(JAVA_A),
+    ]
+}
+
+#[test]
+fn a_caller_ahead_by_less_than_its_call_is_found_by_its_callee_and_blamed() {
+    // Node.js 300 ms ahead: Java starts 300 ms before Node.js's CLIENT (evidence on the Java
+    // span), and Node.js's SERVER overhangs its Python client by 300 ms (no evidence alone):
+    // Node.js is the process ahead. It gets the finding on its entry span, and only its
+    // spans move.
+    let spans = slow_chain(300 * MS, 0, 300 * US);
+    let r = check(&spans);
+    assert_eq!(marked(&r, ClockSkew), vec![2, 4]);
+    let r = check_with(&spans, &correcting(u64::MAX));
+    assert_eq!(marked(&r, ClockSkew), vec![2, 4]);
+    // Centring Java (502.3 ms) in Node.js's CLIENT (503.7 ms): 0.7 ms after its start; Java
+    // started 0.4 ms after it (as Node.js's clock reads it, minus 300 ms), so Node.js moves
+    // back by 300.3 ms.
+    let d = -(300 * MS as i64 + 300 * US as i64);
+    assert_eq!(r.skew_adjustments, vec![0, 0, d, d, 0]);
+    let (cs, ce) = (spans[2].0.start as i64 + d, spans[2].0.end as i64 + d);
+    assert!(cs >= spans[1].0.start as i64 && ce <= spans[1].0.end as i64);
+
+    // Near miss: Java 300 ms behind and Node.js right. Moving Node.js back would make it
+    // start before its Python client: Java is the one, and only Java moves.
+    let spans = slow_chain(0, 300 * MS, 300 * US);
+    let r = check_with(&spans, &correcting(u64::MAX));
+    assert_eq!(marked(&r, ClockSkew), vec![4]);
+    assert_eq!(r.skew_adjustments, vec![0, 0, 0, 0, 300 * MS as i64 + 300 * US as i64]);
+
+    // Near miss: Java behind, and Node.js entered late enough (320 ms into the call) that it
+    // could move back; but it ends inside its client, no overhang: Java is the one.
+    let spans = slow_chain(0, 300 * MS, 320 * MS);
+    let r = check_with(&spans, &correcting(u64::MAX));
+    assert_eq!(marked(&r, ClockSkew), vec![4]);
+    assert_eq!(r.skew_adjustments[..4], [0, 0, 0, 0]);
+    assert!(r.skew_adjustments[4] > 0);
 }
 
 #[test]
