@@ -29,7 +29,7 @@ VERSION ?= v$(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
 # check-prebuilt and test-module-cache).
 export GOFLAGS := $(strip $(shell $(GO) env GOFLAGS) -tags=tc_from_source)
 
-.PHONY: all lib header prebuilt check-prebuilt dist test-module-cache otelcol run test test-rust test-c test-go check-generated test-observability test-e2e bench bench-engine bench-processor bench-collector bench-collector-pooling bench-collector-wait bench-tailsampling soak clean fuzz fuzz-smoke fuzz-tools
+.PHONY: all lib header prebuilt check-prebuilt dist test-module-cache otelcol run test test-rust test-c test-go check-generated test-observability test-e2e bench bench-engine bench-processor bench-collector bench-collector-pooling bench-collector-wait bench-tailsampling soak clean fuzz fuzz-smoke fuzz-tools realapps-deps test-realapps realapps-report
 
 all: otelcol
 
@@ -73,7 +73,7 @@ run: otelcol
 	mkdir -p build
 	./$(OTELCOL) --config examples/collector.yaml
 
-test: fuzz-smoke test-rust test-c test-go check-generated check-prebuilt test-module-cache test-observability test-e2e
+test: fuzz-smoke test-rust test-c test-go check-generated check-prebuilt test-module-cache test-observability test-e2e test-realapps
 	@echo "make test: all suites passed"
 
 ## Rust unit and property tests; includes the header drift check (header_is_up_to_date).
@@ -161,6 +161,45 @@ TC_SOAK_DURATION ?= 10m
 soak: otelcol
 	cd tests && E2E_REQUIRED=1 OTELCOL_BIN=$(CURDIR)/$(OTELCOL) TC_SOAK_DURATION=$(TC_SOAK_DURATION) \
 	  $(GO) test -count=1 -race -timeout 6h -v -run '^TestSoakAcknowledgedMeansDelivered$$' ./e2e/
+
+## Real auto-instrumented applications (tests/realapps, driven by tests/e2e/realapps_test.go):
+## a Python Flask frontend under opentelemetry-instrument, a Node.js Express service with
+## auto-instrumentations-node, a Java service under the opentelemetry-javaagent, a Go service
+## with otelhttp + otlptracehttp; pinned in tests/realapps/{python/requirements.txt,
+## node/package-lock.json, go.mod of tests/} and REALAPPS_JAVAAGENT below; installed into
+## build/realapps. faketime (Debian) runs one service with its clock 300 ms ahead.
+REALAPPS := build/realapps
+REALAPPS_JAVAAGENT := io.opentelemetry.javaagent:opentelemetry-javaagent:2.31.0
+realapps-deps:
+	command -v faketime >/dev/null && command -v mvn >/dev/null || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update && \
+	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends faketime maven; }
+	mkdir -p $(REALAPPS)/node $(REALAPPS)/java/classes
+	cmp -s tests/realapps/python/requirements.txt $(REALAPPS)/py/requirements.txt || { \
+	  rm -rf $(REALAPPS)/py && python3 -m venv $(REALAPPS)/py && \
+	  $(REALAPPS)/py/bin/pip install --quiet --disable-pip-version-check -r tests/realapps/python/requirements.txt && \
+	  cp tests/realapps/python/requirements.txt $(REALAPPS)/py/requirements.txt; }
+	cmp -s tests/realapps/node/package-lock.json $(REALAPPS)/node/package-lock.json || { \
+	  cp tests/realapps/node/package.json tests/realapps/node/package-lock.json $(REALAPPS)/node/ && \
+	  cd $(REALAPPS)/node && npm ci --no-audit --no-fund --loglevel=error; }
+	test -s $(REALAPPS)/java/opentelemetry-javaagent.jar || { \
+	  mvn -q dependency:copy -Dartifact=$(REALAPPS_JAVAAGENT) -DoutputDirectory=$(CURDIR)/$(REALAPPS)/java/dl && \
+	  mv $(REALAPPS)/java/dl/opentelemetry-javaagent-*.jar $(REALAPPS)/java/opentelemetry-javaagent.jar; }
+	javac -d $(REALAPPS)/java/classes tests/realapps/java/App.java
+	cd tests && $(GO) build -o $(CURDIR)/$(REALAPPS)/goservice ./realapps/goservice
+
+## The short run of the real applications (part of make test): asserts the completeness and
+## findings targets. REALAPPS_REPORT_ONLY=1 reports without failing on them.
+test-realapps: otelcol realapps-deps
+	cd tests && REALAPPS_DIR=$(CURDIR)/$(REALAPPS) E2E_REQUIRED=1 OTELCOL_BIN=$(CURDIR)/$(OTELCOL) \
+	  $(GO) test -count=1 -timeout 15m -v -run '^TestRealApps$$' ./e2e/
+
+## The long run (>= 2,000 traces, both delays, every anomaly), reporting only; prints the
+## table and writes build/realapps/report/summary.json.
+realapps-report: otelcol realapps-deps
+	cd tests && REALAPPS_DIR=$(CURDIR)/$(REALAPPS) REALAPPS_LONG=1 REALAPPS_REPORT_ONLY=1 E2E_REQUIRED=1 \
+	  OTELCOL_BIN=$(CURDIR)/$(OTELCOL) $(GO) test -count=1 -timeout 60m -v -run '^TestRealApps$$' ./e2e/
 
 bench: bench-engine bench-processor bench-collector bench-collector-pooling bench-collector-wait bench-tailsampling
 

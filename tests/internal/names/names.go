@@ -15,6 +15,7 @@ const (
 	AttrMissingParentIDs = "consistency.trace.missing_parent_ids"
 	AttrSpanFindings     = "consistency.span.findings"
 	AttrLate             = "consistency.span.late"
+	AttrSkewAdjustment   = "consistency.span.skew_adjustment_ns"
 	// AttrPrefix starts every attribute key the processor writes.
 	AttrPrefix = "consistency."
 )

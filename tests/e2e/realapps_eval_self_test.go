@@ -1,0 +1,145 @@
+package e2e
+
+// The evaluation of the real-application harness on made-up ground truth and output, so that
+// what it counts is itself tested (runs without the applications).
+
+import (
+	"testing"
+	"time"
+
+	"go.opentelemetry.io/collector/pdata/pcommon"
+	"go.opentelemetry.io/collector/pdata/ptrace"
+
+	"github.com/traceconsistency/traceconsistency/tests/internal/names"
+	"github.com/traceconsistency/traceconsistency/tests/tracegen"
+)
+
+type fakeSpan struct {
+	trace    byte
+	id, par  byte
+	service  string
+	kind     ptrace.SpanKind
+	findings []string
+	late     bool
+}
+
+func fakeIDs(tr, id, par byte) (pcommon.TraceID, pcommon.SpanID, pcommon.SpanID) {
+	var t pcommon.TraceID
+	t[0], t[15] = 1, tr
+	s := pcommon.SpanID{0, 0, 0, 0, 0, 0, 0, id}
+	p := pcommon.NewSpanIDEmpty()
+	if par != 0 {
+		p = pcommon.SpanID{0, 0, 0, 0, 0, 0, 0, par}
+	}
+	return t, s, p
+}
+
+// fakeLine is one output line holding spans.
+func fakeLine(idx int, at time.Time, spans ...fakeSpan) Line {
+	td := ptrace.NewTraces()
+	for _, f := range spans {
+		rs := td.ResourceSpans().AppendEmpty()
+		rs.Resource().Attributes().PutStr("service.name", f.service)
+		rs.Resource().Attributes().PutStr("telemetry.sdk.language", map[string]string{svcPython: "python", svcNode: "nodejs", svcJava: "java", svcGo: "go"}[f.service])
+		sp := rs.ScopeSpans().AppendEmpty().Spans().AppendEmpty()
+		t, s, p := fakeIDs(f.trace, f.id, f.par)
+		sp.SetTraceID(t)
+		sp.SetSpanID(s)
+		sp.SetParentSpanID(p)
+		sp.SetKind(f.kind)
+		if len(f.findings) > 0 {
+			sl := sp.Attributes().PutEmptySlice(names.AttrSpanFindings)
+			for _, k := range f.findings {
+				sl.AppendEmpty().SetStr(k)
+			}
+		}
+		if f.late {
+			sp.Attributes().PutStr(names.AttrLate, "true")
+		}
+	}
+	return Line{Index: idx, Traces: td, SeenAt: at}
+}
+
+func fakeGT(t0 time.Time, arrived time.Duration, spans ...fakeSpan) map[tracegen.SpanKey]gtSpan {
+	m := map[tracegen.SpanKey]gtSpan{}
+	for _, f := range spans {
+		t, s, p := fakeIDs(f.trace, f.id, f.par)
+		k := tracegen.SpanKey{TraceID: t, SpanID: s}
+		m[k] = gtSpan{Key: k, Parent: p, Service: f.service, Kind: f.kind, Start: t0, End: t0.Add(10 * time.Millisecond), Arrived: t0.Add(arrived), Flags: 0x301}
+	}
+	return m
+}
+
+func TestRealAppsEvaluationCountsWholeSplitAndFalseFindings(t *testing.T) {
+	t0 := time.Unix(1_800_000_000, 0)
+	// Trace 2: whole, no finding. Trace 4: its node span came out in a second, late release
+	// after a first part that left before the node span arrived, with a false finding.
+	a := []fakeSpan{{trace: 2, id: 1, service: svcPython, kind: ptrace.SpanKindServer}, {trace: 2, id: 2, par: 1, service: svcNode, kind: ptrace.SpanKindServer}}
+	b := []fakeSpan{{trace: 4, id: 1, service: svcPython, kind: ptrace.SpanKindServer}, {trace: 4, id: 2, par: 1, service: svcNode, kind: ptrace.SpanKindServer, findings: []string{"clock_skew"}, late: true}}
+	gt := fakeGT(t0, time.Second, a...)
+	for k, v := range fakeGT(t0, time.Second, b[0]) {
+		gt[k] = v
+	}
+	for k, v := range fakeGT(t0, 5*time.Second, b[1]) {
+		gt[k] = v
+	}
+	lines := []Line{
+		fakeLine(0, t0.Add(2*time.Second), a[0], a[1], b[0]),
+		fakeLine(1, t0.Add(6*time.Second), b[1]),
+	}
+	tid := func(b byte) pcommon.TraceID { t, _, _ := fakeIDs(b, 1, 0); return t }
+	reqs := []request{{ID: 0, Status: 200, TraceID: tid(2)}, {ID: 1, Status: 500, TraceID: tid(4)}}
+	r := evaluate(realappsScenario{Name: "self"}, reqs, gt, nil, lines)
+	if r.Whole != 1 || r.Split != 1 || r.ReleasedEarly != 1 || r.LateSpans != 1 || r.Incomplete != 0 || r.ErrorTraces != 1 || r.WholeErrors != 0 {
+		t.Fatalf("whole %d split %d early %d late %d incomplete %d errors %d/%d; want 1 1 1 1 0 1/0", r.Whole, r.Split, r.ReleasedEarly, r.LateSpans, r.Incomplete, r.WholeErrors, r.ErrorTraces)
+	}
+	if got := r.HealthyFindings["clock_skew/nodejs"]; got != 1 || r.unexpectedFindings() != 1 {
+		t.Fatalf("healthy findings %v, want clock_skew/nodejs: 1", r.HealthyFindings)
+	}
+	// Latency: from the frontend's span end (t0+10ms) to the last release seen.
+	if r.LatencyMax != (6*time.Second - 10*time.Millisecond).String() {
+		t.Fatalf("latency max %s, want 5.99s", r.LatencyMax)
+	}
+}
+
+func TestRealAppsEvaluationJudgesAnAnomalyOnItsSpansOnly(t *testing.T) {
+	t0 := time.Unix(1_800_000_000, 0)
+	// Java SERVER span 2 dropped by the proxy; its child 3 must carry missing_parent. Span 4
+	// (Go, parent 3 present) carrying it too is a wrong finding.
+	spans := []fakeSpan{
+		{trace: 6, id: 1, service: svcPython, kind: ptrace.SpanKindServer},
+		{trace: 6, id: 2, par: 1, service: svcJava, kind: ptrace.SpanKindServer},
+		{trace: 6, id: 3, par: 2, service: svcJava, kind: ptrace.SpanKindClient},
+		{trace: 6, id: 4, par: 3, service: svcGo, kind: ptrace.SpanKindServer},
+	}
+	gt := fakeGT(t0, time.Second, spans...)
+	drop := faultRecord{Fault: faultDropParent, Key: tracegen.SpanKey{TraceID: spans2key(spans[1]).TraceID, SpanID: spans2key(spans[1]).SpanID}}
+	out := []fakeSpan{spans[0], spans[2], spans[3]}
+	out[1].findings = []string{"missing_parent"}
+	out[2].findings = []string{"missing_parent"}
+	lines := []Line{fakeLine(0, t0.Add(2*time.Second), out...)}
+	reqs := []request{{ID: 0, Status: 200, TraceID: drop.Key.TraceID}}
+	r := evaluate(realappsScenario{Name: "self", Faults: []faultKind{faultDropParent}}, reqs, gt, []faultRecord{drop}, lines)
+	if r.Whole != 1 {
+		t.Fatalf("whole %d, want 1 (the dropped span is not expected)", r.Whole)
+	}
+	if len(r.Anomalies) != 1 {
+		t.Fatalf("anomalies %+v, want one", r.Anomalies)
+	}
+	a := r.Anomalies[0]
+	if a.Traces != 1 || a.TracesDetected != 1 || a.Required != 1 || a.RequiredFound != 1 || a.Wrong != 1 {
+		t.Fatalf("anomaly %+v; want 1 trace detected, required 1/1, 1 wrong", a)
+	}
+	// Without the finding on span 3 the trace is missed.
+	out[1].findings = nil
+	lines = []Line{fakeLine(0, t0.Add(2*time.Second), out...)}
+	r = evaluate(realappsScenario{Name: "self", Faults: []faultKind{faultDropParent}}, reqs, gt, []faultRecord{drop}, lines)
+	if a := r.Anomalies[0]; a.TracesDetected != 0 || a.RequiredFound != 0 || len(a.Missed) != 1 {
+		t.Fatalf("anomaly %+v; want 0 detected, 1 missed", a)
+	}
+}
+
+func spans2key(f fakeSpan) tracegen.SpanKey {
+	t, s, _ := fakeIDs(f.trace, f.id, f.par)
+	return tracegen.SpanKey{TraceID: t, SpanID: s}
+}

@@ -1,0 +1,674 @@
+package e2e
+
+// What a real-application scenario measured: the collector's output against the ground truth
+// the proxy recorded, per trace (whole in one release, split, released early, late spans,
+// latency) and per finding (false findings on healthy traces, detection of each injected
+// anomaly on the spans that carry it).
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"go.opentelemetry.io/collector/pdata/pcommon"
+	"go.opentelemetry.io/collector/pdata/ptrace"
+
+	"github.com/traceconsistency/traceconsistency/tests/internal/names"
+	"github.com/traceconsistency/traceconsistency/tests/tracegen"
+)
+
+// faultClockSkew marks the traces of the clock-skew scenario (every trace crosses the
+// skewed Node.js service); the proxy does not inject it.
+const faultClockSkew faultKind = "clock_skew_300ms"
+
+// anomalyReport is how one injected anomaly was found.
+type anomalyReport struct {
+	Fault          faultKind
+	Kind           string // the finding kind that must be found ("" for exact duplicates: dropped, no finding)
+	Traces         int    // affected traces
+	TracesDetected int    // affected traces with the kind on every required span
+	Required       int    // spans (or, for trace-level kinds, traces) that must carry the kind
+	RequiredFound  int
+	Wrong          int      // spans outside the allowed set that carry the kind
+	WrongExamples  []string `json:",omitempty"`
+	Missed         []string `json:",omitempty"` // examples of required spans without the kind
+	OtherKinds     map[string]int
+	// With skew correction on: spans moved (consistency.span.skew_adjustment_ns), those of
+	// another service than the skewed one, and the skewed service's SERVER spans under a
+	// CLIENT parent of the frontend that lie inside it after the correction (1 ms slack).
+	Moved               int      `json:",omitempty"`
+	MovedOutsideSkewed  int      `json:",omitempty"`
+	SkewedServers       int      `json:",omitempty"`
+	SkewedServersInside int      `json:",omitempty"`
+	CorrectionMissed    []string `json:",omitempty"`
+}
+
+// scenarioReport is what one scenario measured (written to the summary JSON).
+type scenarioReport struct {
+	Scenario       string
+	Delay          string
+	TracesSent     int
+	RequestErrors  []string `json:",omitempty"`
+	ErrorTraces    int      // requests answered 500 (the failing ~1 in 10)
+	Whole          int      // all ground-truth spans in one release, exactly once
+	WholeErrors    int      // of those, error traces
+	Split          int      // released in more than one part
+	Incomplete     int      // some ground-truth span never came out (even at shutdown)
+	ReleasedEarly  int      // a part left before the trace's last span reached the collector
+	LateSpans      int      // spans marked consistency.span.late
+	ReleaseReasons map[string]int
+	LatencyP50     string // from the frontend's last span end (ground truth) to the release
+	LatencyP99     string
+	LatencyMax     string
+	// SkewMeasured is the median start of Node.js SERVER spans after their Python CLIENT
+	// parent (ground truth): the faketime offset plus the network time.
+	SkewMeasured   string   `json:",omitempty"`
+	SkewedHost     []string `json:",omitempty"` // host.name / host.id the skewed service announced
+	SkewCorrection bool     `json:",omitempty"`
+	// ExportLag is, per service, from a span's end to its arrival at the proxy: p50 / max.
+	ExportLag       map[string]string
+	FaultedSpans    map[faultKind]int `json:",omitempty"` // spans the proxy changed, dropped or re-sent, per fault
+	HealthyTraces   int               // traces without an injected anomaly
+	HealthyFindings map[string]int    // "kind/telemetry.sdk.language" -> spans (trace-level kinds: on the root's language)
+	Anomalies       []*anomalyReport
+
+	notWhole      []string
+	falseFindings []string
+}
+
+func (r *scenarioReport) unexpectedFindings() int {
+	n := 0
+	for _, v := range r.HealthyFindings {
+		n += v
+	}
+	return n
+}
+
+// expectedOutput is, per trace, how often each span must come out: once, twice for the two
+// copies of a conflicting retry, not at all when the proxy dropped it.
+func expectedOutput(gt map[tracegen.SpanKey]gtSpan, faults []faultRecord) map[pcommon.TraceID]map[tracegen.SpanKey]int {
+	byFault := faultSets(faults)
+	out := map[pcommon.TraceID]map[tracegen.SpanKey]int{}
+	for k := range gt {
+		if byFault[faultDropParent][k] {
+			continue
+		}
+		m := out[k.TraceID]
+		if m == nil {
+			m = map[tracegen.SpanKey]int{}
+			out[k.TraceID] = m
+		}
+		m[k] = 1
+		if byFault[faultConflict][k] {
+			m[k] = 2
+		}
+	}
+	return out
+}
+
+func faultSets(faults []faultRecord) map[faultKind]map[tracegen.SpanKey]bool {
+	m := map[faultKind]map[tracegen.SpanKey]bool{}
+	for _, f := range faults {
+		if m[f.Fault] == nil {
+			m[f.Fault] = map[tracegen.SpanKey]bool{}
+		}
+		m[f.Fault][f.Key] = true
+	}
+	return m
+}
+
+// outputHolds says whether lines hold every expected span as often as expected.
+func outputHolds(lines []Line, expected map[pcommon.TraceID]map[tracegen.SpanKey]int) bool {
+	have := map[tracegen.SpanKey]int{}
+	for _, r := range Spans(lines) {
+		have[r.Key]++
+	}
+	for _, m := range expected {
+		for k, n := range m {
+			if have[k] < n {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+func spanFindings(sp ptrace.Span) []string {
+	v, ok := attrStrings(sp, names.AttrSpanFindings)
+	if !ok {
+		return nil
+	}
+	return v
+}
+
+func percentile(d []time.Duration, p float64) time.Duration {
+	if len(d) == 0 {
+		return 0
+	}
+	i := int(float64(len(d)-1) * p)
+	return d[i]
+}
+
+func evaluate(sc realappsScenario, reqs []request, gt map[tracegen.SpanKey]gtSpan, faults []faultRecord, lines []Line) *scenarioReport {
+	delay := "default (unset)"
+	if sc.Delay > 0 {
+		delay = fmt.Sprintf("%dms", sc.Delay)
+	}
+	if sc.Restart != "" {
+		then := "the default delay"
+		if sc.RestartDelay > 0 {
+			then = fmt.Sprintf("%d ms", sc.RestartDelay)
+		}
+		delay += fmt.Sprintf(", then %s restarted with %s", sc.Restart, then)
+	}
+	r := &scenarioReport{Scenario: sc.Name, Delay: delay, TracesSent: len(reqs), ReleaseReasons: map[string]int{}, HealthyFindings: map[string]int{}}
+	for _, k := range sc.Knobs {
+		if k == skewCorrectionKnob {
+			r.SkewCorrection = true
+		}
+	}
+	hosts := map[string]bool{}
+	expected := expectedOutput(gt, faults)
+	sets := faultSets(faults)
+	faultOfTrace := map[pcommon.TraceID]faultKind{}
+	r.FaultedSpans = map[faultKind]int{}
+	for _, f := range faults {
+		faultOfTrace[f.Key.TraceID] = f.Fault
+		r.FaultedSpans[f.Fault]++
+	}
+	gtByTrace := map[pcommon.TraceID][]gtSpan{}
+	for _, g := range gt {
+		gtByTrace[g.Key.TraceID] = append(gtByTrace[g.Key.TraceID], g)
+	}
+	outByTrace := ByTrace(Spans(lines))
+
+	anomalies := map[faultKind]*anomalyReport{}
+	anomaly := func(f faultKind) *anomalyReport {
+		a := anomalies[f]
+		if a == nil {
+			a = &anomalyReport{Fault: f, Kind: findingKindOf(f), OtherKinds: map[string]int{}}
+			anomalies[f] = a
+		}
+		return a
+	}
+	var latencies []time.Duration
+	skews := []time.Duration{}
+	lags := map[string][]time.Duration{}
+	for _, q := range reqs {
+		if q.Err != "" {
+			r.RequestErrors = append(r.RequestErrors, fmt.Sprintf("request %d (%s): %s", q.ID, q.Query, q.Err))
+			continue
+		}
+		if q.Status == 500 {
+			r.ErrorTraces++
+		}
+		tid := q.TraceID
+		exp := expected[tid]
+		recs := outByTrace[tid]
+		gts := gtByTrace[tid]
+		fault := faultOfTrace[tid]
+		if sc.Skew != "" {
+			fault = faultClockSkew
+		}
+
+		// Completeness.
+		releases := map[int]time.Time{}
+		have := map[tracegen.SpanKey]int{}
+		for _, rec := range recs {
+			releases[rec.Line] = rec.SeenAt
+			have[rec.Key]++
+			if v, ok := AttrString(rec.Span, names.AttrLate); ok && v == "true" {
+				r.LateSpans++
+			}
+			if v, ok := AttrString(rec.Span, names.AttrReleaseReason); ok {
+				r.ReleaseReasons[v]++
+			}
+		}
+		var lastArrival, frontEnd time.Time
+		perService := map[string]int{}
+		for _, g := range gts {
+			lags[g.Service] = append(lags[g.Service], g.Arrived.Sub(g.End))
+			if g.Arrived.After(lastArrival) {
+				lastArrival = g.Arrived
+			}
+			if g.Service == svcPython && g.End.After(frontEnd) {
+				frontEnd = g.End
+			}
+		}
+		missing := 0
+		exact := len(have) == len(exp)
+		for k, n := range exp {
+			if have[k] < n {
+				missing++
+				perService[gt[k].Service]++
+			}
+			if have[k] != n {
+				exact = false
+			}
+		}
+		var firstRel, lastRel time.Time
+		for _, at := range releases {
+			if firstRel.IsZero() || at.Before(firstRel) {
+				firstRel = at
+			}
+			if at.After(lastRel) {
+				lastRel = at
+			}
+		}
+		early := len(releases) > 0 && firstRel.Before(lastArrival)
+		if early {
+			r.ReleasedEarly++
+		}
+		switch {
+		case len(exp) > 0 && len(releases) == 1 && exact:
+			r.Whole++
+			if q.Status == 500 {
+				r.WholeErrors++
+			}
+		default:
+			if len(releases) > 1 {
+				r.Split++
+			}
+			if missing > 0 {
+				r.Incomplete++
+			}
+			if len(r.notWhole) < 10 {
+				r.notWhole = append(r.notWhole, fmt.Sprintf("trace %s (request %d %s, status %d): %d ground-truth spans (%s), released in %d part(s), %d spans never came out %v, first part before the last span arrived: %v",
+					tid, q.ID, q.Query, q.Status, len(exp), servicesOf(gts), len(releases), missing, perService, early))
+			}
+		}
+		if !lastRel.IsZero() && !frontEnd.IsZero() {
+			latencies = append(latencies, lastRel.Sub(frontEnd))
+		}
+		if sc.Skew != "" {
+			for _, g := range gts {
+				if g.Service == svcNode && g.Kind == ptrace.SpanKindServer {
+					if p, ok := gt[tracegen.SpanKey{TraceID: tid, SpanID: g.Parent}]; ok && p.Service == svcPython {
+						skews = append(skews, g.Start.Sub(p.Start))
+					}
+				}
+			}
+		}
+
+		// Findings.
+		traceKinds, _ := traceAttrStrings(recs, names.AttrTraceFindings)
+		rootLang := "unknown"
+		for _, g := range gts {
+			if g.Parent.IsEmpty() && g.Service == svcPython {
+				rootLang = g.Language
+			}
+		}
+		if fault == faultNone {
+			r.HealthyTraces++
+			for _, rec := range recs {
+				lang := langOf(rec.Resource)
+				for _, k := range spanFindings(rec.Span) {
+					r.HealthyFindings[k+"/"+lang]++
+					if len(r.falseFindings) < 10 {
+						r.falseFindings = append(r.falseFindings, fmt.Sprintf("%s on span %s %q of %s (%s) in healthy trace %s (request %s)",
+							k, rec.Key.SpanID, rec.Span.Name(), serviceOf(rec.Resource), lang, tid, q.Query))
+					}
+				}
+			}
+			for _, k := range traceKinds {
+				if isSpanKind(k, recs) {
+					continue
+				}
+				r.HealthyFindings[k+"/trace("+rootLang+")"]++
+				if len(r.falseFindings) < 10 {
+					r.falseFindings = append(r.falseFindings, fmt.Sprintf("trace-level %s in healthy trace %s (request %s)", k, tid, q.Query))
+				}
+			}
+			continue
+		}
+		a := anomaly(fault)
+		a.Traces++
+		judgeAnomaly(a, fault, tid, gt, gts, sets, recs, traceKinds)
+		if fault == faultClockSkew {
+			for _, rec := range recs {
+				if serviceOf(rec.Resource) == svcNode {
+					hn, _ := rec.Resource.Attributes().Get("host.name")
+					hi, _ := rec.Resource.Attributes().Get("host.id")
+					hosts["host.name="+hn.AsString()+" host.id="+hi.AsString()] = true
+				}
+			}
+			if r.SkewCorrection {
+				judgeCorrection(a, tid, gt, recs)
+			}
+		}
+	}
+	sort.Slice(latencies, func(i, j int) bool { return latencies[i] < latencies[j] })
+	r.LatencyP50 = percentile(latencies, 0.50).Round(time.Millisecond).String()
+	r.LatencyP99 = percentile(latencies, 0.99).Round(time.Millisecond).String()
+	r.LatencyMax = percentile(latencies, 1).Round(time.Millisecond).String()
+	r.ExportLag = map[string]string{}
+	for svc, d := range lags {
+		sort.Slice(d, func(i, j int) bool { return d[i] < d[j] })
+		r.ExportLag[strings.TrimPrefix(svc, "realapps-")] = fmt.Sprintf("%s / %s", percentile(d, 0.5).Round(time.Millisecond), percentile(d, 1).Round(time.Millisecond))
+	}
+	for h := range hosts {
+		r.SkewedHost = append(r.SkewedHost, h)
+	}
+	sort.Strings(r.SkewedHost)
+	if len(skews) > 0 {
+		sort.Slice(skews, func(i, j int) bool { return skews[i] < skews[j] })
+		r.SkewMeasured = percentile(skews, 0.5).Round(100 * time.Microsecond).String()
+	}
+	for _, f := range []faultKind{faultDropParent, faultDuplicate, faultConflict, faultFlagFlip, faultTwoRoots, faultClockSkew} {
+		if a := anomalies[f]; a != nil {
+			r.Anomalies = append(r.Anomalies, a)
+		}
+	}
+	return r
+}
+
+// findingKindOf is the finding kind an injected anomaly must produce.
+func findingKindOf(f faultKind) string {
+	switch f {
+	case faultDropParent:
+		return "missing_parent"
+	case faultConflict:
+		return "conflicting_span_id"
+	case faultFlagFlip:
+		return "sampled_flag_mismatch"
+	case faultTwoRoots:
+		return "multiple_roots"
+	case faultClockSkew:
+		return "clock_skew"
+	}
+	return ""
+}
+
+// judgeAnomaly checks one affected trace: the kind on every span that must carry it, and on
+// no span outside the allowed set.
+//   - drop_parent: required = allowed = the spans whose parent was dropped.
+//   - conflicting_retry: both copies of each re-sent span.
+//   - duplicate_retry: no finding; each re-sent span comes out exactly once.
+//   - sampled_flag_flip: required = flipped spans under an unflipped sampled parent; allowed
+//     also the unflipped children of flipped spans (the flag flips back there).
+//   - two_roots: the trace-level kind multiple_roots.
+//   - clock_skew_300ms: at least one span of the skewed (Node.js) service; allowed are its
+//     spans and their children in other processes (the other side of the skewed edges).
+func judgeAnomaly(a *anomalyReport, fault faultKind, tid pcommon.TraceID, gt map[tracegen.SpanKey]gtSpan, gts []gtSpan, sets map[faultKind]map[tracegen.SpanKey]bool, recs []SpanRecord, traceKinds []string) {
+	kind := a.Kind
+	required := map[tracegen.SpanKey]bool{}
+	allowed := map[tracegen.SpanKey]bool{}
+	switch fault {
+	case faultDropParent:
+		for _, g := range gts {
+			if sets[faultDropParent][tracegen.SpanKey{TraceID: tid, SpanID: g.Parent}] && !sets[faultDropParent][g.Key] {
+				required[g.Key], allowed[g.Key] = true, true
+			}
+		}
+	case faultConflict, faultDuplicate:
+		for _, g := range gts {
+			if sets[fault][g.Key] {
+				required[g.Key], allowed[g.Key] = true, true
+			}
+		}
+	case faultFlagFlip:
+		for _, g := range gts {
+			pk := tracegen.SpanKey{TraceID: tid, SpanID: g.Parent}
+			p, ok := gt[pk]
+			if !ok {
+				continue
+			}
+			if sets[faultFlagFlip][g.Key] && !sets[faultFlagFlip][pk] && p.Flags&1 == 1 {
+				required[g.Key], allowed[g.Key] = true, true
+			}
+			if !sets[faultFlagFlip][g.Key] && sets[faultFlagFlip][pk] {
+				allowed[g.Key] = true
+			}
+		}
+	case faultClockSkew:
+		for _, g := range gts {
+			if g.Service == svcNode {
+				allowed[g.Key] = true
+				continue
+			}
+			if p, ok := gt[tracegen.SpanKey{TraceID: tid, SpanID: g.Parent}]; ok && p.Service == svcNode {
+				allowed[g.Key] = true
+			}
+		}
+	}
+	detected := true
+	switch fault {
+	case faultTwoRoots:
+		a.Required++
+		if contains(traceKinds, kind) {
+			a.RequiredFound++
+		} else {
+			detected = false
+			if len(a.Missed) < 5 {
+				a.Missed = append(a.Missed, fmt.Sprintf("trace %s: trace-level findings %v", tid, traceKinds))
+			}
+		}
+	case faultDuplicate:
+		count := map[tracegen.SpanKey]int{}
+		for _, rec := range recs {
+			count[rec.Key]++
+		}
+		for k := range required {
+			a.Required++
+			if count[k] == 1 {
+				a.RequiredFound++
+			} else {
+				detected = false
+				if count[k] > 1 {
+					a.Wrong++
+				}
+				if len(a.Missed) < 5 {
+					a.Missed = append(a.Missed, fmt.Sprintf("span %s (%s) came out %d times", keyString(k), gt[k].Name, count[k]))
+				}
+			}
+		}
+	case faultClockSkew:
+		a.Required++
+		found := false
+		for _, rec := range recs {
+			if serviceOf(rec.Resource) == svcNode && contains(spanFindings(rec.Span), kind) {
+				found = true
+			}
+		}
+		if found {
+			a.RequiredFound++
+		} else {
+			detected = false
+			if len(a.Missed) < 5 {
+				a.Missed = append(a.Missed, fmt.Sprintf("trace %s: no span of %s carries %s", tid, svcNode, kind))
+			}
+		}
+	default:
+		carried := map[tracegen.SpanKey]int{}
+		for _, rec := range recs {
+			if contains(spanFindings(rec.Span), kind) {
+				carried[rec.Key]++
+			}
+		}
+		for k := range required {
+			want := 1
+			if fault == faultConflict {
+				want = 2
+			}
+			a.Required += want
+			got := min(carried[k], want)
+			a.RequiredFound += got
+			if got < want {
+				detected = false
+				if len(a.Missed) < 5 {
+					a.Missed = append(a.Missed, fmt.Sprintf("span %s %q of %s: %d of %d copies carry %s", keyString(k), gt[k].Name, gt[k].Service, got, want, kind))
+				}
+			}
+		}
+		if len(required) == 0 {
+			detected = false
+			if len(a.Missed) < 5 {
+				a.Missed = append(a.Missed, fmt.Sprintf("trace %s: no span carries the anomaly (nothing to find)", tid))
+			}
+		}
+	}
+	if detected {
+		a.TracesDetected++
+	}
+	for _, rec := range recs {
+		for _, k := range spanFindings(rec.Span) {
+			if k == kind && kind != "" {
+				if !allowed[rec.Key] {
+					a.Wrong++
+					if len(a.WrongExamples) < 5 {
+						a.WrongExamples = append(a.WrongExamples, fmt.Sprintf("span %s %q of %s", keyString(rec.Key), rec.Span.Name(), serviceOf(rec.Resource)))
+					}
+				}
+				continue
+			}
+			a.OtherKinds[k]++
+		}
+	}
+	for _, k := range traceKinds {
+		if k != kind && !isSpanKind(k, recs) {
+			a.OtherKinds["trace:"+k]++
+		}
+	}
+}
+
+// judgeCorrection checks skew correction on one trace of the clock-skew scenario: only the
+// skewed service's spans move, and its SERVER spans end up inside their frontend CLIENT
+// parent (1 ms slack for the Node.js SDK's millisecond start times).
+func judgeCorrection(a *anomalyReport, tid pcommon.TraceID, gt map[tracegen.SpanKey]gtSpan, recs []SpanRecord) {
+	byKey := map[tracegen.SpanKey]SpanRecord{}
+	for _, rec := range recs {
+		byKey[rec.Key] = rec
+		if _, ok := rec.Span.Attributes().Get(names.AttrSkewAdjustment); ok {
+			a.Moved++
+			if serviceOf(rec.Resource) != svcNode {
+				a.MovedOutsideSkewed++
+				if len(a.CorrectionMissed) < 5 {
+					a.CorrectionMissed = append(a.CorrectionMissed, fmt.Sprintf("span %s %q of %s moved", keyString(rec.Key), rec.Span.Name(), serviceOf(rec.Resource)))
+				}
+			}
+		}
+	}
+	const slack = time.Millisecond
+	for _, rec := range recs {
+		g := gt[rec.Key]
+		if g.Service != svcNode || g.Kind != ptrace.SpanKindServer {
+			continue
+		}
+		pk := tracegen.SpanKey{TraceID: tid, SpanID: g.Parent}
+		p, ok := byKey[pk]
+		if !ok || gt[pk].Service != svcPython {
+			continue
+		}
+		a.SkewedServers++
+		cs, ce := rec.Span.StartTimestamp().AsTime(), rec.Span.EndTimestamp().AsTime()
+		ps, pe := p.Span.StartTimestamp().AsTime(), p.Span.EndTimestamp().AsTime()
+		if !cs.Before(ps.Add(-slack)) && !ce.After(pe.Add(slack)) {
+			a.SkewedServersInside++
+		} else if len(a.CorrectionMissed) < 5 {
+			a.CorrectionMissed = append(a.CorrectionMissed, fmt.Sprintf("span %s %q of %s: [%s, %s] after correction, parent [%s, %s]",
+				keyString(rec.Key), rec.Span.Name(), svcNode, cs.Sub(ps), ce.Sub(ps), time.Duration(0), pe.Sub(ps)))
+		}
+	}
+}
+
+// isSpanKind says whether a trace-level kind is also on one of the spans (the trace-level
+// list repeats the span kinds; only the others are trace-level findings of their own).
+func isSpanKind(kind string, recs []SpanRecord) bool {
+	for _, rec := range recs {
+		if contains(spanFindings(rec.Span), kind) {
+			return true
+		}
+	}
+	return false
+}
+
+func contains(s []string, v string) bool {
+	for _, x := range s {
+		if x == v {
+			return true
+		}
+	}
+	return false
+}
+
+func serviceOf(res pcommon.Resource) string {
+	v, _ := res.Attributes().Get("service.name")
+	return v.AsString()
+}
+
+func langOf(res pcommon.Resource) string {
+	v, ok := res.Attributes().Get("telemetry.sdk.language")
+	if !ok {
+		return "unknown"
+	}
+	return v.AsString()
+}
+
+func servicesOf(gts []gtSpan) string {
+	m := map[string]int{}
+	for _, g := range gts {
+		m[strings.TrimPrefix(g.Service, "realapps-")]++
+	}
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var parts []string
+	for _, k := range keys {
+		parts = append(parts, fmt.Sprintf("%s %d", k, m[k]))
+	}
+	return strings.Join(parts, ", ")
+}
+
+// assert fails t on each target the scenario missed, unless REALAPPS_REPORT_ONLY=1; it
+// always logs the report.
+func (r *scenarioReport) assert(t *testing.T) {
+	t.Helper()
+	t.Logf("realapps %s (delay %s): %d traces sent (%d errors), %d whole in one release (%d of %d error traces), %d split, %d incomplete, %d released before their last span arrived, %d late spans; latency from the frontend's last span end p50 %s p99 %s max %s; release reasons %v",
+		r.Scenario, r.Delay, r.TracesSent, r.ErrorTraces, r.Whole, r.WholeErrors, r.ErrorTraces, r.Split, r.Incomplete, r.ReleasedEarly, r.LateSpans, r.LatencyP50, r.LatencyP99, r.LatencyMax, r.ReleaseReasons)
+	if len(r.FaultedSpans) > 0 {
+		t.Logf("realapps %s: spans faulted by the proxy: %v", r.Scenario, r.FaultedSpans)
+	}
+	t.Logf("realapps %s: export lag per service (span end to arrival, p50 / max): %v", r.Scenario, r.ExportLag)
+	if r.SkewMeasured != "" {
+		t.Logf("realapps %s: the skewed service announced %v", r.Scenario, r.SkewedHost)
+		t.Logf("realapps %s: Node.js SERVER spans start %s after their Python CLIENT parent (median, ground truth)", r.Scenario, r.SkewMeasured)
+	}
+	t.Logf("realapps %s: findings on %d healthy traces: %v", r.Scenario, r.HealthyTraces, r.HealthyFindings)
+	for _, a := range r.Anomalies {
+		t.Logf("realapps %s: anomaly %s (kind %q): %d traces, %d detected, required %d/%d, wrong spans %d, other kinds on these traces %v",
+			r.Scenario, a.Fault, a.Kind, a.Traces, a.TracesDetected, a.RequiredFound, a.Required, a.Wrong, a.OtherKinds)
+	}
+	fail := t.Errorf
+	if realappsReportOnly() {
+		fail = t.Logf
+	}
+	if len(r.RequestErrors) > 0 {
+		// The harness itself failed: not a target, always an error.
+		t.Errorf("%s: %d requests failed, e.g. %v", r.Scenario, len(r.RequestErrors), r.RequestErrors[:min(5, len(r.RequestErrors))])
+	}
+	if n := r.TracesSent - len(r.RequestErrors); r.Whole != n || r.ReleasedEarly != 0 {
+		fail("%s: %d of %d traces whole in one release (%d split, %d incomplete, %d released before their last span arrived), e.g.\n  %s",
+			r.Scenario, r.Whole, n, r.Split, r.Incomplete, r.ReleasedEarly, strings.Join(r.notWhole, "\n  "))
+	}
+	if n := r.unexpectedFindings(); n > 0 {
+		fail("%s: %d findings on %d healthy traces %v, e.g.\n  %s", r.Scenario, n, r.HealthyTraces, r.HealthyFindings, strings.Join(r.falseFindings, "\n  "))
+	}
+	for _, a := range r.Anomalies {
+		if r.SkewCorrection && a.Fault == faultClockSkew {
+			t.Logf("realapps %s: skew correction moved %d spans (%d of other services than %s); %d of %d %s SERVER spans inside their %s CLIENT parent after it",
+				r.Scenario, a.Moved, a.MovedOutsideSkewed, svcNode, a.SkewedServersInside, a.SkewedServers, svcNode, svcPython)
+			if a.MovedOutsideSkewed != 0 || a.SkewedServersInside != a.SkewedServers || a.SkewedServers == 0 {
+				fail("%s: skew correction: %d of %d %s SERVER spans inside their parent after it, %d spans of other services moved; e.g. %v",
+					r.Scenario, a.SkewedServersInside, a.SkewedServers, svcNode, a.MovedOutsideSkewed, a.CorrectionMissed)
+			}
+		}
+		if a.TracesDetected != a.Traces || a.Wrong != 0 {
+			fail("%s: anomaly %s: %q found in %d of %d affected traces (required spans %d/%d), on %d spans that do not carry it %v; missed e.g. %v",
+				r.Scenario, a.Fault, a.Kind, a.TracesDetected, a.Traces, a.RequiredFound, a.Required, a.Wrong, a.WrongExamples, a.Missed)
+		}
+	}
+}
