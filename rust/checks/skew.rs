@@ -89,12 +89,15 @@ pub(super) fn solve(
     let mut skewed = vec![false; n_domains];
     // Per domain, its entry spans: those whose parent is in another domain, in input order.
     let mut entries: Vec<Vec<usize>> = vec![Vec::new(); n_domains];
+    // Per domain, the spans of other domains whose parent is in it.
+    let mut exits: Vec<Vec<usize>> = vec![Vec::new(); n_domains];
     for i in 0..n {
         if findings[i] & skew != 0 {
             skewed[dom[i]] = true;
         }
         if parent[i] != NONE && dom[parent[i]] != dom[i] {
             entries[dom[i]].push(i);
+            exits[dom[parent[i]]].push(i);
         }
     }
 
@@ -152,32 +155,49 @@ pub(super) fn solve(
                 };
                 if e > 0 && !blamed_domain[dp] {
                     // The child starts before its parent. When the parent's process entered
-                    // the trace through spans that overhang their own parents by as much and
-                    // still fit them moved back by `e`, that process is the one ahead.
-                    let ahead = |k: usize| {
-                        let q = parent[k];
-                        let q_off = offset[dom[q]];
-                        q_off.is_some_and(|q_off| {
-                            let (qs, qe) = (
-                                i128::from(spans[q].start) + i128::from(q_off),
-                                i128::from(spans[q].end) + i128::from(q_off),
-                            );
-                            let ks =
-                                i128::from(spans[k].start) + i128::from(dp_off) - i128::from(e);
-                            let ke = i128::from(spans[k].end) + i128::from(dp_off);
-                            let ktol = i128::from(edge_tolerance(cfg, origins[k], origins[q]));
-                            ks + ktol >= qs && ke - qe >= i128::from(e) / 2
-                        })
-                    };
+                    // the trace through a span that overhangs its own parent's end by at
+                    // least half of that, and centring it in its parent would put the child
+                    // inside too, that process is the one ahead: it moves instead.
+                    let need = i128::from(spans[p].start) + i128::from(dp_off)
+                        - i128::from(spans[c].start);
                     let es = &entries[dp];
-                    if !es.is_empty() && es.iter().all(|&k| ahead(k)) {
+                    let saved = offset[dp].take();
+                    let candidate = es
+                        .iter()
+                        .find(|&&k| offset[dom[parent[k]]].is_some())
+                        .and_then(|&k| {
+                            let q = parent[k];
+                            let q_off = offset[dom[q]].unwrap_or(0);
+                            let overhang = i128::from(spans[k].end) + i128::from(dp_off)
+                                - (i128::from(spans[q].end) + i128::from(q_off));
+                            let ktol = edge_tolerance(cfg, origins[k], origins[q]);
+                            let f0 = place(&spans[k], &spans[q], q_off, max)?;
+                            let f = fit(dp, f0, &offset, &entries, &exits, spans, parent, &dom);
+                            let moved = i128::from(f) - i128::from(dp_off);
+                            let fixes = -moved + i128::from(tol) >= need;
+                            let fits = !skew_evidence(
+                                &spans[k],
+                                &spans[q],
+                                q_off - f,
+                                ktol,
+                                is_async(&spans[k], &spans[q]),
+                            );
+                            (overhang >= need / 2 && moved < 0 && fixes && fits).then_some(f)
+                        });
+                    if let Some(f) = candidate {
                         blamed_domain[dp] = true;
                         out.blamed.extend_from_slice(es);
-                        offset[dp] = Some(dp_off - e);
+                        offset[dp] = Some(f);
                         offset[dc] = Some(0);
                         continue;
                     }
+                    offset[dp] = saved;
                 }
+                let e = if e != 0 {
+                    fit(dc, e, &offset, &entries, &exits, spans, parent, &dom)
+                } else {
+                    0
+                };
                 offset[dc] = Some(e);
             }
         }
@@ -200,31 +220,95 @@ pub(super) fn solve(
 /// How far the child's domain must move relative to its parent's (already shifted by
 /// `parent_shift`) to fit: 0 unless the child's times are still evidence of skew.
 fn estimate(c: &SpanRec, p: &SpanRec, parent_shift: i64, tol: u64, max: i128) -> i64 {
-    let asyncw = is_async(c, p);
-    if !skew_evidence(c, p, parent_shift, tol, asyncw) {
+    if !skew_evidence(c, p, parent_shift, tol, is_async(c, p)) {
         return 0;
     }
+    // Asynchronous (may outlive its parent) or longer than the parent (which timed out):
+    // the only sound fix is to start with the parent. Otherwise network latency is taken
+    // as split evenly between request and response.
+    place(c, p, parent_shift, max).unwrap_or(0)
+}
+
+/// Narrows an estimated offset `e` of domain `d` to what every edge of `d` with a settled
+/// domain allows (each entry span inside its parent, each child of another, not yet
+/// settled domain inside its parent in `d`; the strict interval of an edge when there is
+/// one, else only "starts inside"), when those edges agree; else to what its entry edges
+/// allow; else `e` as it is.
+#[allow(clippy::too_many_arguments)]
+fn fit(
+    d: usize,
+    e: i64,
+    offset: &[Option<i64>],
+    entries: &[Vec<usize>],
+    exits: &[Vec<usize>],
+    spans: &[SpanRec],
+    parent: &[usize],
+    dom: &[usize],
+) -> i64 {
+    // Bounds on the offset `o` of the child's side, given the parent's side shifted by
+    // `p_off` and the child's by `c_off` + `o`.
+    let bounds = |c: usize, p: usize| -> (i128, i128) {
+        let (cs, ce) = (i128::from(spans[c].start), i128::from(spans[c].end));
+        let (ps, pe) = (i128::from(spans[p].start), i128::from(spans[p].end));
+        let (lo, hi) = (ps - cs, pe - ce);
+        if lo <= hi && !is_async(&spans[c], &spans[p]) {
+            (lo, hi)
+        } else {
+            (lo, i128::MAX / 4)
+        }
+    };
+    let (mut lo, mut hi) = (i128::MIN / 4, i128::MAX / 4);
+    for &k in &entries[d] {
+        let q = parent[k];
+        if let Some(q_off) = offset[dom[q]] {
+            let (a, b) = bounds(k, q);
+            lo = lo.max(a + i128::from(q_off));
+            hi = hi.min(b + i128::from(q_off));
+        }
+    }
+    let clamp = |lo: i128, hi: i128| i64::try_from(i128::from(e).clamp(lo, hi)).unwrap_or(e);
+    if lo > hi {
+        return e;
+    }
+    let (mut lo2, mut hi2) = (lo, hi);
+    for &c in &exits[d] {
+        if offset[dom[c]].is_some() || dom[c] == d {
+            continue;
+        }
+        // The child's side stays: the parent's side `o` must satisfy -o in its bounds.
+        let (a, b) = bounds(c, parent[c]);
+        lo2 = lo2.max(-b);
+        hi2 = hi2.min(-a);
+    }
+    if lo2 <= hi2 {
+        clamp(lo2, hi2)
+    } else {
+        clamp(lo, hi)
+    }
+}
+
+/// The shift that places a child in its parent (shifted by `parent_shift`): centred when it
+/// is synchronous and no longer, else starting with it; `None` for a negative duration or
+/// beyond `max`.
+fn place(c: &SpanRec, p: &SpanRec, parent_shift: i64, max: i128) -> Option<i64> {
     let (ps, pe) = (
         i128::from(p.start) + i128::from(parent_shift),
         i128::from(p.end) + i128::from(parent_shift),
     );
     let (cs, ce) = (i128::from(c.start), i128::from(c.end));
-    if ce < cs || pe < ps {
-        return 0;
-    }
     let (cd, pd) = (ce - cs, pe - ps);
-    let d = if asyncw || cd > pd {
-        // Asynchronous (may outlive its parent) or longer than the parent (which timed out):
-        // the only sound fix is to start with the parent.
+    if ce < cs || pe < ps {
+        return None;
+    }
+    let d = if cd > pd || is_async(c, p) {
         ps - cs
     } else {
-        // Network latency split evenly between request and response.
         ps + (pd - cd) / 2 - cs
     };
     if d.abs() > max {
-        return 0;
+        return None;
     }
-    i64::try_from(d).unwrap_or(0)
+    i64::try_from(d).ok()
 }
 
 /// Whether `span` shifted by `d` keeps both times in the `u64` range.
