@@ -11,8 +11,9 @@
 //!   parent's already shifted times: when those times still show the evidence, the child
 //!   is centred in its parent (a synchronous child no longer than its parent: network
 //!   latency split evenly between request and response) or made to start with it (an
-//!   asynchronous or longer child); otherwise the domain does not move. Every span of the
-//!   domain then moves by that offset.
+//!   asynchronous or longer child), narrowed to the window all edges of the domain with
+//!   settled domains (and its children in domains not settled yet) allow, when they agree;
+//!   otherwise the domain does not move. Every span of the domain then moves by that offset.
 //! - A process ahead by less than the duration of the call into it shows no evidence on
 //!   the way in (its entry span starts inside its parent and overhangs its end) but on the
 //!   way out: its callee starts before its CLIENT span. When a child starts before its

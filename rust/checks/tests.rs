@@ -690,6 +690,30 @@ fn a_caller_ahead_by_less_than_its_call_is_found_by_its_callee_and_blamed() {
 }
 
 #[test]
+fn the_offset_is_narrowed_to_what_the_other_edges_of_the_domain_allow() {
+    // Times of a real trace (Node.js under faketime +0.3 s, ms): centring Node.js's SERVER
+    // (54.7) in its Python CLIENT (74.0) moves it back by 291.2 ms, which would leave its
+    // Java callee starting 6.6 ms before Node.js's CLIENT. Every edge of Node.js's domain
+    // allows -300.9 .. -297.8 ms: the offset is narrowed into it and Java does not move.
+    let t = |ms_x1000: u64| 1_000 * MS + ms_x1000 * US;
+    let spans = [
+        sp(1, 0, t(0), t(76_000)).kind(kind::SERVER).on(PYTHON),
+        sp(2, 1, t(1_714), t(75_720)).kind(kind::CLIENT).on(PYTHON),
+        sp(3, 2, t(302_563), t(357_319)).kind(kind::SERVER).on(NODE_B),
+        sp(4, 3, t(313_563), t(356_164)).kind(kind::CLIENT).on(NODE_B),
+        sp(5, 4, t(15_764), t(41_531)).kind(kind::SERVER).on(JAVA_A),
+    ];
+    let r = check_with(&spans, &correcting(u64::MAX));
+    assert_eq!(marked(&r, ClockSkew), vec![2, 4]);
+    let d = r.skew_adjustments[2];
+    assert_eq!(r.skew_adjustments, vec![0, 0, d, d, 0]);
+    assert_eq!(d, -(297_799 * US as i64), "the end of the window nearest the centring estimate");
+    // Without the callee, the centring estimate stands.
+    let r = check_with(&spans[..3], &correcting(u64::MAX));
+    assert_eq!(r.skew_adjustments[2], -(291_224 * US as i64));
+}
+
+#[test]
 fn a_domain_without_a_finding_never_moves() {
     // The callee moved; a grandchild on a third host fitted the callee as received and has
     // no finding: it stays where it is (no evidence against its clock).
