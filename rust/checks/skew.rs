@@ -125,7 +125,8 @@ pub(super) fn solve(
     let max = i128::from(cfg.skew_max_adjustment_ns);
     let mut offset: Vec<Option<i64>> = vec![None; n_domains];
     let mut reached = vec![false; n];
-    let mut blamed_domain = vec![false; n_domains];
+    // Whether the domain was already judged as a possible "process ahead" (once each).
+    let mut judged = vec![false; n_domains];
     let mut out = Solved::default();
     let starts: Vec<usize> = (0..n)
         .filter(|&i| parent[i] == NONE && spans[i].is_root())
@@ -154,7 +155,8 @@ pub(super) fn solve(
                 } else {
                     0
                 };
-                if e > 0 && !blamed_domain[dp] {
+                if e > 0 && !judged[dp] {
+                    judged[dp] = true;
                     // The child starts before its parent. When the parent's process entered
                     // the trace through a span that overhangs its own parent's end by at
                     // least half of that, and centring it in its parent would put the child
@@ -186,7 +188,6 @@ pub(super) fn solve(
                             (overhang >= need / 2 && moved < 0 && fixes && fits).then_some(f)
                         });
                     if let Some(f) = candidate {
-                        blamed_domain[dp] = true;
                         out.blamed.extend_from_slice(es);
                         offset[dp] = Some(f);
                         offset[dc] = Some(0);

@@ -953,6 +953,28 @@ fn chain_of_100_000_spans_is_checked_and_corrected_quickly() {
 }
 
 #[test]
+fn twenty_thousand_skewed_callees_of_one_process_are_solved_quickly() {
+    // One client process calling 20,000 processes without host attributes, each starting
+    // before its CLIENT span: 20,000 domains with evidence out of one.
+    let n = 20_000u64;
+    let mut gs = groups();
+    let base = gs.len() as u32;
+    gs.extend((0..n).map(|k| group(1_000 + k, Sdk::Other, "", "", &[])));
+    let mut spans = vec![sp(1, 0, 0, 10 * MS).kind(kind::SERVER).0];
+    for k in 0..n {
+        spans.push(sp(2 + 2 * k, 1, MS, 9 * MS).kind(kind::CLIENT).0);
+        let mut srv = sp(3 + 2 * k, 2 + 2 * k, MS / 2, 8 * MS).kind(kind::SERVER).0;
+        srv.group = base + k as u32;
+        spans.push(srv);
+    }
+    let t = Instant::now();
+    let r = check_trace(&spans, &gs, &correcting(u64::MAX));
+    assert!(t.elapsed() < Duration::from_secs(5), "took {:?}", t.elapsed());
+    assert_eq!(marked(&r, ClockSkew).len(), n as usize);
+    assert_eq!(r.skew_adjustments.iter().filter(|&&d| d != 0).count(), n as usize);
+}
+
+#[test]
 fn cycle_of_100_000_spans_is_found_without_recursion() {
     let n = 100_000u64;
     // 1 <- 2 <- ... <- n, and 1's parent is n; plus a tail of 1,000 hanging off span 500.
