@@ -49,8 +49,9 @@
 //!   `flags` of 0 (a sender older than the field) never is. The Python exporter writes only
 //!   the remote bits: its zero byte is unknown.
 //! - `remote_parent_mismatch`: only when the child says the remote bit is known (0x100): a
-//!   parent declared remote (0x200) but found in the child's own resource, or declared local
-//!   but found in another resource.
+//!   parent declared remote (0x200) but found in the child's own resource (unless it is a
+//!   `CLIENT` / `PRODUCER` and the child its `SERVER` / `CONSUMER`: a process calling itself
+//!   over the network), or declared local but found in another resource.
 
 pub mod clock;
 mod skew;
@@ -398,7 +399,13 @@ pub fn check_trace(spans: &[SpanRec], groups: &[Group], cfg: &CheckConfig) -> Tr
         if on(FindingKind::RemoteParentMismatch) && c.flags & FLAG_HAS_IS_REMOTE != 0 {
             let declared_remote = c.flags & FLAG_IS_REMOTE != 0;
             let same_resource = oc.resource == op.resource;
-            if declared_remote == same_resource {
+            // A process may call itself over the network: a SERVER (CONSUMER) whose remote
+            // parent is a CLIENT (PRODUCER) of its own resource is no mismatch.
+            let self_call = matches!(
+                (p.kind, c.kind),
+                (kind::CLIENT, kind::SERVER) | (kind::PRODUCER, kind::CONSUMER)
+            );
+            if declared_remote == same_resource && !(declared_remote && self_call) {
                 findings[i] |= FindingKind::RemoteParentMismatch.bit();
             }
         }

@@ -181,7 +181,7 @@ pub(super) fn solve(
                             let fits = !skew_evidence(
                                 &spans[k],
                                 &spans[q],
-                                q_off - f,
+                                q_off.checked_sub(f)?,
                                 ktol,
                                 is_async(&spans[k], &spans[q]),
                             );
