@@ -15,6 +15,7 @@ use crate::hlc::Stamp;
 use crate::schema::{validate, validate_with, Msg, Pending};
 use crate::wire::{read_kv, Fields, Value, WireError};
 
+use crate::checks::clock::{kv_value, read_ips, HostIdentity, Sdk};
 use crate::attrs::{ATTR_HLC, ATTR_PREFIX, ATTR_SPAN_HANDOFF, ATTR_SPAN_HANDOFF_PROOF};
 
 /// OTLP `Span.flags` bits: W3C trace flags in the low byte (0x01 sampled), then whether the
@@ -41,11 +42,11 @@ pub struct ResourceEntry {
     pub header: Vec<u8>,
     /// Hash of `header`: identity of the resource.
     pub hash: u64,
-    /// Identity of the clock the resource's spans were timed with: `host.id`, else
-    /// `host.name`, else `host.ip`, else `service.instance.id`, else the resource itself.
-    pub clock_key: u64,
-    /// Whether `clock_key` came from a host attribute (else it is only a guess).
-    pub host_known: bool,
+    /// The host the resource says it runs on (`host.id`, `host.name`, `host.ip`): which
+    /// resources share a clock.
+    pub host: HostIdentity,
+    /// The SDK that stamped its spans (`telemetry.sdk.language`).
+    pub sdk: Sdk,
     /// `service.name`, empty when absent.
     pub service: String,
     /// The entry's share of the engine's memory count, given back when the entry is freed
@@ -307,44 +308,32 @@ fn resource_entry(
     header: Vec<u8>,
 ) -> Result<ResourceEntry, WireError> {
     let mut service = String::new();
-    // Candidates for the clock key, by priority: host.id, host.name, host.ip, service.instance.id.
-    let mut keys: [Option<&[u8]>; 4] = [None; 4];
+    let mut host = HostIdentity::default();
+    let mut sdk = Sdk::Other;
     if let Some(r) = resource_msg {
         let res = &buf[r.clone()];
         for f in Fields::new(res, r.start) {
             let f = f?;
             if let (1, Value::Len(kv)) = (f.number, &f.value) {
                 let (key, sval) = read_kv(&res[kv.clone()], r.start + kv.start)?;
-                let slot = match key {
-                    b"service.name" => {
-                        if let Some(v) = sval {
-                            service = String::from_utf8_lossy(v).into_owned();
+                match (key, sval) {
+                    (b"service.name", Some(v)) => service = String::from_utf8_lossy(v).into_owned(),
+                    (b"host.id", Some(v)) => host.set_id(v),
+                    (b"host.name", Some(v)) => host.set_name(v),
+                    (b"telemetry.sdk.language", Some(v)) => sdk = Sdk::from_language(v),
+                    (b"host.ip", _) => {
+                        let kvb = &res[kv.clone()];
+                        if let Some(a) = kv_value(kvb, r.start + kv.start)? {
+                            read_ips(&kvb[a.clone()], r.start + kv.start + a.start, &mut host)?;
                         }
-                        continue;
                     }
-                    b"host.id" => 0,
-                    b"host.name" => 1,
-                    b"host.ip" => 2,
-                    b"service.instance.id" => 3,
-                    _ => continue,
-                };
-                if let Some(v) = sval {
-                    keys[slot] = Some(v);
+                    _ => {}
                 }
             }
         }
     }
     let hash = hash_bytes(&header);
-    let (clock_key, host_known) = match keys.iter().position(Option::is_some) {
-        Some(i) => {
-            let mut h = DefaultHasher::new();
-            (i.min(1) as u8).hash(&mut h); // host.* share a namespace
-            keys[i].unwrap().hash(&mut h);
-            (h.finish(), i < 3)
-        }
-        None => (hash, false),
-    };
-    Ok(ResourceEntry { header, hash, clock_key, host_known, service, charge: OnceLock::new() })
+    Ok(ResourceEntry { header, hash, host, sdk, service, charge: OnceLock::new() })
 }
 
 fn scan_scope_spans(
@@ -605,7 +594,7 @@ mod tests {
         assert_eq!(s.upstream_hlc(), Some(Stamp { wall: 200, logical: 3 }));
         assert_eq!(s.strip().len(), 1);
         assert_eq!(b.groups[s.group as usize].resource.service, "svc");
-        assert!(b.groups[0].resource.host_known);
+        assert!(b.groups[0].resource.host.is_known());
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! Consistency checks on one assembled trace and Jaeger-style clock-skew correction
+//! Consistency checks on one assembled trace and clock-skew correction
 //! (docs/DESIGN.md, "Checks" and "Skew correction"). Works on the compact index only.
 //!
 //! # The span graph
@@ -20,46 +20,48 @@
 //! nothing). Longer cycles are found by one colouring walk over the parent links (each span
 //! has at most one parent, so the graph is a functional graph): linear time, no recursion.
 //!
-//! # Time checks and clocks
-//! Two spans are *on the same clock* when their resources have the same `clock_key` (host
-//! identity) and, if either resource's host is unknown, they are the same resource. Between
-//! a child and its parent on the same clock an interval violation is the child's own fault:
-//! `starts_before_parent` / `ends_after_parent`. Across clocks it is `clock_skew` instead.
-//! "Ends after" is never reported for asynchronous work: a `PRODUCER` or `CONSUMER` child, a
-//! child of a `PRODUCER`, or a child with links. Findings describe the data *as received*:
-//! they are computed on the original times whether or not correction is on.
+//! # Time checks, processes and SDKs
+//! Within one resource (one SDK instance, one process, one clock) an interval violation is
+//! the child's own: `starts_before_parent` / `ends_after_parent` ("ends after" is never
+//! reported for asynchronous work: a `PRODUCER` or `CONSUMER` child, a child of a
+//! `PRODUCER`, or a child with links). Across resources only what response timing cannot
+//! explain counts, and it is `clock_skew`: the child starts before its parent starts, or —
+//! synchronous work only — after its parent ended. A child ending after its parent in
+//! another process is the normal shape of an RPC (a server ends its span after writing the
+//! response the client may already have read) and is no finding. Host attributes do not
+//! change this: two processes on one host may still disagree (`faketime`, a time
+//! namespace), and the times are the evidence.
+//!
+//! Tolerances: `child_tolerance_ns` plus the stamping granularity of both spans' SDKs, and,
+//! for "ends after" in one process, the SDK's end overhang ([`clock::Sdk::stamping`], from
+//! `telemetry.sdk.language`). Findings describe the data *as received*: they are computed
+//! on the original times whether or not correction is on.
 //!
 //! # Clock-skew correction
-//! With `skew_correction` (and the `clock_skew` check enabled) spans are shifted the way
-//! Jaeger's adjuster does it, walking the span forest top-down in breadth-first order from
-//! every span without a usable parent (roots, orphans — treated as roots, as Jaeger does —
-//! and self-parented spans; spans on or below a longer cycle are never shifted):
-//! - a child on the same clock as its parent inherits the parent's applied shift, so a
-//!   process's spans move together and a same-host child is never shifted on its own;
-//! - a child on another clock that lies outside its (already shifted) parent by more than the
-//!   tolerance gets Jaeger's delta: a child longer than its parent, or an asynchronous child
-//!   (see above), is moved so that it starts with the parent; a shorter one is centred in
-//!   the parent. Such a child is marked `clock_skew` (even if it only fell outside because
-//!   its parent moved), so every span shifted at a clock boundary carries the finding;
-//! - a delta larger than `skew_max_adjustment_ns` (or than an `i64`), or one that would move
-//!   the span's times out of the `u64` range, is not applied (the span keeps the finding)
-//!   and its same-clock descendants inherit no shift;
-//! - spans with a negative duration (or under a parent with one) get no delta of their own.
-//!
-//! Same-clock descendants that moved with their ancestor get no finding of their own (one
-//! skewed boundary is one finding, not one per span below it); every shift, theirs included,
-//! is in [`TraceReport::skew_adjustments`].
+//! See [`skew`]: only the spans of a clock domain (resources sharing a host identity) with a
+//! `clock_skew` finding move, all by one estimated offset.
 //!
 //! # Flags (`Span.flags`: W3C trace flags in the low byte, then the remote-parent bits)
-//! - `sampled_flag_mismatch`: the parent is sampled (bit 0x01) and the child is not. Older
-//!   senders leave the whole field at 0, which says nothing about sampling, so the check runs
-//!   only when *both* spans have a non-zero `flags` value.
+//! - `sampled_flag_mismatch`: the parent is sampled (bit 0x01) and the child's trace-flags
+//!   byte, where it was written, says not sampled. A zero byte is "written" only when the
+//!   same resource has a span with a non-zero byte in the trace, or its SDK's exporter is
+//!   known to write the byte and the span says so by its remote-known bit (0x100); a
+//!   `flags` of 0 (a sender older than the field) never is. The Python exporter writes only
+//!   the remote bits: its zero byte is unknown.
 //! - `remote_parent_mismatch`: only when the child says the remote bit is known (0x100): a
-//!   parent declared remote (0x200) but found in the child's own resource, or declared local
-//!   but found in another resource.
+//!   parent declared remote (0x200) but found in the child's own resource (unless it is a
+//!   `CLIENT` / `PRODUCER` and the child its `SERVER` / `CONSUMER`: a process calling itself
+//!   over the network), or declared local but found in another resource.
+
+pub mod clock;
+mod skew;
 
 use crate::findings::FindingKind;
 use crate::index::{kind, Group, SpanRec, FLAG_HAS_IS_REMOTE, FLAG_IS_REMOTE, FLAG_SAMPLED};
+use clock::{Sdk, Stamping};
+
+/// The W3C trace-flags byte of `Span.flags`.
+const FLAG_TRACE_FLAGS: u32 = 0xff;
 
 /// What the checks need from the configuration.
 #[derive(Clone, Debug, PartialEq)]
@@ -106,32 +108,48 @@ pub struct TraceReport {
 /// "No span" in index vectors.
 const NONE: usize = usize::MAX;
 
-/// The clock-relevant identity of a span's resource.
+/// Where a span was timed: its resource (one SDK instance, one process) and how that SDK
+/// stamps times.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct ClockId {
+struct Origin {
     resource: u64,
-    clock: u64,
-    host_known: bool,
+    stamping: Stamping,
 }
 
-impl ClockId {
+impl Origin {
     /// A span whose group index is out of range (a caller bug) gets this one: all such spans
-    /// look like one resource on an unknown host. Checks must not panic on it.
-    const UNKNOWN: ClockId = ClockId { resource: 0, clock: 0, host_known: false };
+    /// look like one resource of an unknown SDK. Checks must not panic on it.
+    const UNKNOWN: Origin = Origin { resource: 0, stamping: Sdk::Other.stamping() };
 
-    fn of(span: &SpanRec, groups: &[Group]) -> ClockId {
-        groups.get(span.group as usize).map_or(ClockId::UNKNOWN, |g| ClockId {
+    fn of(span: &SpanRec, groups: &[Group]) -> Origin {
+        groups.get(span.group as usize).map_or(Origin::UNKNOWN, |g| Origin {
             resource: g.resource.hash,
-            clock: g.resource.clock_key,
-            host_known: g.resource.host_known,
+            stamping: g.resource.sdk.stamping(),
         })
     }
+}
 
-    /// Whether times of `self` and `other` come from different clocks.
-    fn other_clock(self, other: ClockId) -> bool {
-        self.clock != other.clock
-            || ((!self.host_known || !other.host_known) && self.resource != other.resource)
-    }
+/// How far (ns) the child may start before its parent, or across processes start after its
+/// parent's end, before that is a finding: the configured tolerance plus the stamping
+/// granularity of both SDKs.
+fn edge_tolerance(cfg: &CheckConfig, c: Origin, p: Origin) -> u64 {
+    cfg.child_tolerance_ns
+        .saturating_add(c.stamping.granularity_ns)
+        .saturating_add(p.stamping.granularity_ns)
+}
+
+/// Whether the child's times, against its parent's shifted by `parent_shift`, are evidence
+/// that the two processes' clocks disagree: what response timing cannot explain. The child
+/// starts before its parent starts, or (synchronous work only) after its parent ended. A
+/// child ending after its parent is not evidence: a server ends its span after writing the
+/// response its client may already have read.
+fn skew_evidence(c: &SpanRec, p: &SpanRec, parent_shift: i64, tol: u64, asyncw: bool) -> bool {
+    let (ps, pe) = (
+        i128::from(p.start) + i128::from(parent_shift),
+        i128::from(p.end) + i128::from(parent_shift),
+    );
+    let (cs, tol) = (i128::from(c.start), i128::from(tol));
+    cs + tol < ps || (!asyncw && cs > pe + tol)
 }
 
 /// Whether the child's work may legitimately outlive its parent.
@@ -149,7 +167,7 @@ struct IdTable {
 
 impl IdTable {
     /// Builds the table and marks conflicting span IDs in `findings` when `mark` is set.
-    fn build(spans: &[SpanRec], clocks: &[ClockId], findings: &mut [u32], mark: bool) -> Self {
+    fn build(spans: &[SpanRec], origins: &[Origin], findings: &mut [u32], mark: bool) -> Self {
         let mut order: Vec<(u64, usize)> = spans
             .iter()
             .enumerate()
@@ -170,7 +188,7 @@ impl IdTable {
             let first = run[0].1;
             let resolved = match run {
                 [_] => first,
-                [(_, a), (_, b)] => match shared_pair(spans, clocks, *a, *b) {
+                [(_, a), (_, b)] => match shared_pair(spans, origins, *a, *b) {
                     Some(server) => server,
                     None => {
                         conflict(findings, run, mark);
@@ -195,8 +213,8 @@ impl IdTable {
 }
 
 /// For two spans with one ID: the `SERVER` one if they form a Zipkin shared span.
-fn shared_pair(spans: &[SpanRec], clocks: &[ClockId], a: usize, b: usize) -> Option<usize> {
-    if clocks[a].resource == clocks[b].resource {
+fn shared_pair(spans: &[SpanRec], origins: &[Origin], a: usize, b: usize) -> Option<usize> {
+    if origins[a].resource == origins[b].resource {
         return None;
     }
     match (spans[a].kind, spans[b].kind) {
@@ -244,48 +262,39 @@ fn mark_cycles(parent: &[usize], findings: &mut [u32]) {
     }
 }
 
-/// Jaeger's delta for a child on another clock than its parent, computed against the
-/// parent's shifted times; 0 when the child fits (within `tol`) or intervals are invalid.
-fn skew_delta(
-    child: &SpanRec,
-    parent: &SpanRec,
-    parent_shift: i64,
-    tol: u64,
-    asyncw: bool,
-) -> i128 {
-    let (ps, pe) = (
-        i128::from(parent.start) + i128::from(parent_shift),
-        i128::from(parent.end) + i128::from(parent_shift),
-    );
-    let (cs, ce) = (i128::from(child.start), i128::from(child.end));
-    let tol = i128::from(tol);
-    if ce < cs || pe < ps {
-        return 0;
-    }
-    let before = cs + tol < ps;
-    let after = !asyncw && ce > pe + tol;
-    if !before && !after {
-        return 0;
-    }
-    let (cd, pd) = (ce - cs, pe - ps);
-    if cd > pd || asyncw {
-        // Longer than the parent (async, or the parent timed out) or async by kind: the only
-        // sound fix is to not start before the parent.
-        if cs < ps {
-            ps - cs
-        } else {
-            0
-        }
-    } else {
-        // Assume the network latency is split evenly between request and response.
-        ps + (pd - cd) / 2 - cs
-    }
+/// Which resources of a trace wrote the W3C trace-flags byte (bits 0–7 of `Span.flags`).
+/// An exporter writes it for all of its spans or for none (the Python exporter, and Go's
+/// before its fix, write only the remote bits), so a zero byte is an unsampled span only
+/// where the same resource shows a non-zero byte on another span, or where the SDK is known
+/// to write the byte; otherwise it is unknown and never a mismatch.
+#[derive(Default)]
+struct FlagWriters {
+    /// Resources with a span whose trace-flags byte is non-zero, sorted.
+    resources: Vec<u64>,
 }
 
-/// Whether `span` shifted by `d` keeps both times in the `u64` range.
-fn shift_fits(span: &SpanRec, d: i128) -> bool {
-    let ok = |t: u64| (0..=i128::from(u64::MAX)).contains(&(i128::from(t) + d));
-    ok(span.start) && ok(span.end)
+impl FlagWriters {
+    fn of(spans: &[SpanRec], origins: &[Origin]) -> FlagWriters {
+        let mut resources: Vec<u64> = spans
+            .iter()
+            .zip(origins)
+            .filter(|(s, _)| s.flags & FLAG_TRACE_FLAGS != 0)
+            .map(|(_, o)| o.resource)
+            .collect();
+        resources.sort_unstable();
+        resources.dedup();
+        FlagWriters { resources }
+    }
+
+    fn wrote_trace_flags(&self, s: &SpanRec, o: Origin) -> bool {
+        if s.flags == 0 {
+            // No `flags` at all: a sender older than the field.
+            return false;
+        }
+        s.flags & FLAG_TRACE_FLAGS != 0
+            || (o.stamping.writes_trace_flags && s.flags & FLAG_HAS_IS_REMOTE != 0)
+            || self.resources.binary_search(&o.resource).is_ok()
+    }
 }
 
 /// Checks one trace. `spans` share one trace ID; `groups[span.group]` is each span's
@@ -297,10 +306,10 @@ pub fn check_trace(spans: &[SpanRec], groups: &[Group], cfg: &CheckConfig) -> Tr
     let mut findings: Vec<u32> = spans.iter().map(|s| s.findings).collect();
     let mut trace_level = 0u32;
     let mut missing: Vec<u64> = Vec::new();
-    let clocks: Vec<ClockId> = spans.iter().map(|s| ClockId::of(s, groups)).collect();
+    let origins: Vec<Origin> = spans.iter().map(|s| Origin::of(s, groups)).collect();
 
     // Span graph: resolve each parent ID to a span index.
-    let table = IdTable::build(spans, &clocks, &mut findings, on(FindingKind::ConflictingSpanId));
+    let table = IdTable::build(spans, &origins, &mut findings, on(FindingKind::ConflictingSpanId));
     let mut parent = vec![NONE; n];
     for (i, s) in spans.iter().enumerate() {
         if s.parent_id == 0 {
@@ -350,7 +359,11 @@ pub fn check_trace(spans: &[SpanRec], groups: &[Group], cfg: &CheckConfig) -> Tr
     }
 
     // Per-span and per-edge checks, on the times as received.
-    let tol = cfg.child_tolerance_ns;
+    let writers = if on(FindingKind::SampledFlagMismatch) {
+        FlagWriters::of(spans, &origins)
+    } else {
+        FlagWriters::default()
+    };
     for (i, c) in spans.iter().enumerate() {
         if on(FindingKind::NegativeDuration) && c.end < c.start {
             findings[i] |= FindingKind::NegativeDuration.bit();
@@ -360,39 +373,54 @@ pub fn check_trace(spans: &[SpanRec], groups: &[Group], cfg: &CheckConfig) -> Tr
             continue;
         }
         let p = &spans[p_idx];
-        let before = c.start.saturating_add(tol) < p.start;
-        let after = !is_async(c, p) && c.end > p.end.saturating_add(tol);
-        if clocks[i].other_clock(clocks[p_idx]) {
-            if (before || after) && on(FindingKind::ClockSkew) {
-                findings[i] |= FindingKind::ClockSkew.bit();
-            }
-        } else {
-            if before && on(FindingKind::StartsBeforeParent) {
+        let (oc, op) = (origins[i], origins[p_idx]);
+        let tol = edge_tolerance(cfg, oc, op);
+        let asyncw = is_async(c, p);
+        if oc.resource == op.resource {
+            // One process, one SDK: the child's own fault.
+            if on(FindingKind::StartsBeforeParent) && c.start.saturating_add(tol) < p.start {
                 findings[i] |= FindingKind::StartsBeforeParent.bit();
             }
-            if after && on(FindingKind::EndsAfterParent) {
+            let end_tol = tol.saturating_add(oc.stamping.end_overhang_ns);
+            if on(FindingKind::EndsAfterParent) && !asyncw && c.end > p.end.saturating_add(end_tol)
+            {
                 findings[i] |= FindingKind::EndsAfterParent.bit();
             }
+        } else if on(FindingKind::ClockSkew) && skew_evidence(c, p, 0, tol, asyncw) {
+            findings[i] |= FindingKind::ClockSkew.bit();
         }
         if on(FindingKind::SampledFlagMismatch)
-            && c.flags != 0
-            && p.flags != 0
             && p.flags & FLAG_SAMPLED != 0
             && c.flags & FLAG_SAMPLED == 0
+            && writers.wrote_trace_flags(c, oc)
         {
             findings[i] |= FindingKind::SampledFlagMismatch.bit();
         }
         if on(FindingKind::RemoteParentMismatch) && c.flags & FLAG_HAS_IS_REMOTE != 0 {
             let declared_remote = c.flags & FLAG_IS_REMOTE != 0;
-            let same_resource = clocks[i].resource == clocks[p_idx].resource;
-            if declared_remote == same_resource {
+            let same_resource = oc.resource == op.resource;
+            // A process may call itself over the network: a SERVER (CONSUMER) whose remote
+            // parent is a CLIENT (PRODUCER) of its own resource is no mismatch.
+            let self_call = matches!(
+                (p.kind, c.kind),
+                (kind::CLIENT, kind::SERVER) | (kind::PRODUCER, kind::CONSUMER)
+            );
+            if declared_remote == same_resource && !(declared_remote && self_call) {
                 findings[i] |= FindingKind::RemoteParentMismatch.bit();
             }
         }
     }
 
-    let skew_adjustments = if cfg.skew_correction && on(FindingKind::ClockSkew) {
-        correct_skew(spans, &parent, &clocks, cfg, &mut findings)
+    let skew_adjustments = if on(FindingKind::ClockSkew) {
+        let solved = skew::solve(spans, groups, &parent, &origins, cfg, &findings);
+        for &i in &solved.blamed {
+            findings[i] |= FindingKind::ClockSkew.bit();
+        }
+        if cfg.skew_correction {
+            solved.shift
+        } else {
+            Vec::new()
+        }
     } else {
         Vec::new()
     };
@@ -409,75 +437,6 @@ pub fn check_trace(spans: &[SpanRec], groups: &[Group], cfg: &CheckConfig) -> Tr
         missing_parents: missing,
         skew_adjustments,
         summary_span,
-    }
-}
-
-/// Jaeger-style correction (see the module doc): breadth-first from every span without a
-/// usable parent. Returns the applied shift per span, or an empty vector when none moved.
-fn correct_skew(
-    spans: &[SpanRec],
-    parent: &[usize],
-    clocks: &[ClockId],
-    cfg: &CheckConfig,
-    findings: &mut [u32],
-) -> Vec<i64> {
-    let n = spans.len();
-    // Children lists in compressed form: children of `p` are child[first[p]..first[p + 1]],
-    // in input order.
-    let mut first = vec![0usize; n + 1];
-    for &p in parent {
-        if p != NONE {
-            first[p + 1] += 1;
-        }
-    }
-    for k in 0..n {
-        first[k + 1] += first[k];
-    }
-    let mut fill = first.clone();
-    let mut child = vec![0usize; first[n]];
-    for (i, &p) in parent.iter().enumerate() {
-        if p != NONE {
-            child[fill[p]] = i;
-            fill[p] += 1;
-        }
-    }
-
-    let max = i128::from(cfg.skew_max_adjustment_ns);
-    let mut shift = vec![0i64; n];
-    let mut queue: Vec<usize> = (0..n).filter(|&i| parent[i] == NONE).collect();
-    let mut any = false;
-    let mut head = 0;
-    while head < queue.len() {
-        let p = queue[head];
-        head += 1;
-        for &c in &child[first[p]..first[p + 1]] {
-            let mut d = if clocks[c].other_clock(clocks[p]) {
-                let asyncw = is_async(&spans[c], &spans[p]);
-                let d = skew_delta(&spans[c], &spans[p], shift[p], cfg.child_tolerance_ns, asyncw);
-                if d != 0 {
-                    findings[c] |= FindingKind::ClockSkew.bit();
-                }
-                if d.abs() > max || i64::try_from(d).is_err() {
-                    0
-                } else {
-                    d
-                }
-            } else {
-                i128::from(shift[p])
-            };
-            if d != 0 && !shift_fits(&spans[c], d) {
-                d = 0;
-            }
-            // `d` fits an i64 (checked above, or inherited from one).
-            shift[c] = i64::try_from(d).unwrap_or(0);
-            any |= shift[c] != 0;
-            queue.push(c);
-        }
-    }
-    if any {
-        shift
-    } else {
-        Vec::new()
     }
 }
 
