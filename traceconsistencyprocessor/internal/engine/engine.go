@@ -215,6 +215,9 @@ func takeRelease(rel *C.tc_release, view *C.tc_release_view) (*Release, error) {
 	out := &Release{Spans: uint64(view.spans), Token: uint64(view.delivery_token)}
 	if view.otlp_len > 0 {
 		buf := unsafe.Slice((*byte)(unsafe.Pointer(view.otlp)), int(view.otlp_len))
+		if releaseBytesSeen != nil {
+			releaseBytesSeen(buf)
+		}
 		td, err := unmarshalParallel(buf)
 		if err != nil {
 			return nil, &DecodeError{Spans: uint64(view.spans), Token: out.Token, Err: err}
@@ -321,7 +324,7 @@ func (g *Engine) Close() {
 // goroutines; below it one decode is cheaper than the hand-off (~100 spans).
 const parallelUnmarshalMin = 48 << 10
 
-// unmarshalParallel decodes an ExportTraceServiceRequest into pdata, in up to GOMAXPROCS
+// unmarshalParallel decodes an ExportTraceServiceRequest into pdata (decodeRelease), in up to GOMAXPROCS
 // parts decoded at once when it is large: the request is a sequence of ResourceSpans
 // (field 1), so any cut between two of them leaves two valid requests, whose ResourceSpans
 // are then moved, in order, into the first. The release path is one goroutine (releases
@@ -334,7 +337,7 @@ func unmarshalParallel(buf []byte) (ptrace.Traces, error) {
 func unmarshalParts(buf []byte, parts int) (ptrace.Traces, error) {
 	cuts := topLevelCuts(buf, parts)
 	if len(cuts) == 0 {
-		return (&ptrace.ProtoUnmarshaler{}).UnmarshalTraces(buf)
+		return decodeRelease(buf)
 	}
 	bounds := append(append([]int{0}, cuts...), len(buf))
 	out := make([]ptrace.Traces, len(bounds)-1)
@@ -344,10 +347,10 @@ func unmarshalParts(buf []byte, parts int) (ptrace.Traces, error) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			out[i], errs[i] = (&ptrace.ProtoUnmarshaler{}).UnmarshalTraces(buf[bounds[i]:bounds[i+1]])
+			out[i], errs[i] = decodeRelease(buf[bounds[i]:bounds[i+1]])
 		}()
 	}
-	out[0], errs[0] = (&ptrace.ProtoUnmarshaler{}).UnmarshalTraces(buf[:bounds[1]])
+	out[0], errs[0] = decodeRelease(buf[:bounds[1]])
 	wg.Wait()
 	for _, err := range errs {
 		if err != nil {
