@@ -4,7 +4,6 @@ import (
 	"errors"
 	"math"
 	"sync"
-	"sync/atomic"
 	"unsafe"
 
 	"go.opentelemetry.io/collector/pdata/pcommon"
@@ -31,18 +30,11 @@ import (
 // AnyValue with more than one of its oneof fields, duplicate keys in one map (the public
 // API would replace; ProtoUnmarshaler keeps both), fields pdata keeps but cannot show
 // (the deprecated ScopeSpans, entity refs, string-table indexes), groups, and nesting
-// deeper than maxValueDepth. Each such release is counted (ReleaseBuilderFallbacks).
+// deeper than maxValueDepth. Each such release is counted (Release.BuilderFallbacks, the
+// release_builder_fallbacks metric).
 
 // errFallback says the builder leaves this input to ProtoUnmarshaler.
 var errFallback = errors.New("release builder: input left to ProtoUnmarshaler")
-
-// builderFallbacks counts releases (or parts of one) decoded by ProtoUnmarshaler because
-// the builder left them to it.
-var builderFallbacks atomic.Uint64
-
-// ReleaseBuilderFallbacks returns how many releases (or parts of a split one) the release
-// builder left to ProtoUnmarshaler since the process started.
-func ReleaseBuilderFallbacks() uint64 { return builderFallbacks.Load() }
 
 const (
 	// internMax bounds a builder's intern table; it is cleared when full.
@@ -55,16 +47,16 @@ const (
 )
 
 // decodeRelease decodes one ExportTraceServiceRequest: with a builder, or with
-// ProtoUnmarshaler when the builder leaves the input to it.
-func decodeRelease(buf []byte) (ptrace.Traces, error) {
+// ProtoUnmarshaler when the builder leaves the input to it (fellBack).
+func decodeRelease(buf []byte) (td ptrace.Traces, fellBack bool, err error) {
 	b := getBuilder()
-	td, err := b.build(buf)
+	td, err = b.build(buf)
 	putBuilder(b)
 	if err == nil {
-		return td, nil
+		return td, false, nil
 	}
-	builderFallbacks.Add(1)
-	return (&ptrace.ProtoUnmarshaler{}).UnmarshalTraces(buf)
+	td, err = (&ptrace.ProtoUnmarshaler{}).UnmarshalTraces(buf)
+	return td, true, err
 }
 
 // releaseBuilder holds what one decode reuses: the intern table. Not safe for concurrent
