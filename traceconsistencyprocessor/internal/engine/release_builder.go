@@ -160,6 +160,13 @@ type field struct {
 
 // varint decodes a varint as pdata's decoder does (bits above the 64th are dropped).
 func varint(buf []byte, pos int) (uint64, int, error) {
+	if pos < len(buf) && buf[pos] < 0x80 {
+		return uint64(buf[pos]), pos + 1, nil
+	}
+	return varintSlow(buf, pos)
+}
+
+func varintSlow(buf []byte, pos int) (uint64, int, error) {
 	var num uint64
 	for shift := uint(0); ; shift += 7 {
 		if shift >= 64 || pos >= len(buf) {
@@ -585,23 +592,31 @@ func (b *releaseBuilder) status(st ptrace.Status, buf []byte) error {
 // keyValue appends one KeyValue to m. A key m already holds falls back (the public API
 // would replace its value; ProtoUnmarshaler keeps both).
 func (b *releaseBuilder) keyValue(m pcommon.Map, buf []byte, depth int) error {
-	c, err := counts(buf, &wantKeyValue, nil)
-	if err != nil {
-		return err
-	}
-	if c[2] > 1 || c[3] > 0 {
-		return errFallback
-	}
 	var key, value []byte
+	values := 0
 	for pos := 0; pos < len(buf); {
-		f, p, _ := next(buf, pos)
+		f, p, err := next(buf, pos)
+		if err != nil {
+			return err
+		}
 		pos = p
+		if f.num <= 16 {
+			if w := wantKeyValue[f.num]; w != 0 && w-1 != f.wire {
+				return errFallback
+			}
+		}
 		switch f.num {
 		case 1:
 			key = f.data
 		case 2:
 			value = f.data
+			values++
+		case 3: // key_strindex: not in the public API
+			return errFallback
 		}
+	}
+	if values > 1 {
+		return errFallback
 	}
 	before := m.Len()
 	if err := b.putValue(m, b.intern(key), value, depth); err != nil {
@@ -618,25 +633,27 @@ func anyValue(buf []byte, depth int) (field, error) {
 	if depth >= maxValueDepth {
 		return field{}, errFallback
 	}
-	c, err := counts(buf, &wantAnyValue, nil)
-	if err != nil {
-		return field{}, err
-	}
+	var one field
 	set := 0
-	for _, n := range c[1:9] {
-		set += n
+	for pos := 0; pos < len(buf); {
+		f, p, err := next(buf, pos)
+		if err != nil {
+			return field{}, err
+		}
+		pos = p
+		if f.num > 8 {
+			continue // unknown: skipped
+		}
+		if wantAnyValue[f.num]-1 != f.wire || f.num == 8 { // 8: string_value_strindex
+			return field{}, errFallback
+		}
+		one = f
+		set++
 	}
-	if set > 1 || c[8] > 0 {
+	if set > 1 {
 		return field{}, errFallback
 	}
-	for pos := 0; pos < len(buf); {
-		f, p, _ := next(buf, pos)
-		pos = p
-		if f.num >= 1 && f.num <= 7 {
-			return f, nil
-		}
-	}
-	return field{}, nil
+	return one, nil
 }
 
 // putValue puts key with the AnyValue in buf into m.

@@ -9,14 +9,20 @@ import (
 	"go.opentelemetry.io/collector/pdata/ptrace"
 )
 
-// BenchmarkReleaseDecode decodes the engine's release of the generator's default workload
-// (testdata/releasebuilder/default.otlp.gz, HLC stamps included) with ProtoUnmarshaler and
+// BenchmarkReleaseDecode decodes the engine's releases of each of the generator's workloads
+// (testdata/releasebuilder: default, broken, wide_spans; HLC stamps included) with ProtoUnmarshaler and
 // with the release builder, and reports allocations and bytes per released span (these do
 // not depend on machine load; the time per op does).
 //
 //	go test -run XXX -bench ReleaseDecode -benchmem ./internal/engine/
 func BenchmarkReleaseDecode(b *testing.B) {
-	rels := released(b, workloadBatches(b)["default.otlp.gz"])
+	workloads := workloadBatches(b)
+	for _, name := range []string{"default", "broken", "wide_spans"} {
+		b.Run(name, func(b *testing.B) { benchmarkReleaseDecode(b, released(b, workloads[name+".otlp.gz"])) })
+	}
+}
+
+func benchmarkReleaseDecode(b *testing.B, rels [][]byte) {
 	spans := 0
 	for _, rel := range rels {
 		td, err := (&ptrace.ProtoUnmarshaler{}).UnmarshalTraces(rel)
