@@ -398,3 +398,18 @@ func FuzzReleaseBuilder(f *testing.F) {
 		}
 	})
 }
+
+// A release decoded in parts: only the part the builder cannot build goes to
+// ProtoUnmarshaler, and the whole equals one ProtoUnmarshaler decode.
+func TestReleaseBuilderFallsBackPerPart(t *testing.T) {
+	buf := encode(t, manyResources(6, 20))
+	kv := appendLen(appendLen(nil, 1, []byte("k")), 2, appendLen(nil, 1, []byte("v")))
+	dup := appendLen(nil, 2, appendLen(nil, 2, append(appendLen(nil, 9, kv), appendLen(nil, 9, kv)...)))
+	buf = appendLen(buf, 1, dup)
+	want, err := (&ptrace.ProtoUnmarshaler{}).UnmarshalTraces(buf)
+	require.NoError(t, err)
+	got, fallbacks, err := unmarshalParts(buf, 4)
+	require.NoError(t, err)
+	require.Equal(t, 1, fallbacks)
+	requireEqualTraces(t, want, got)
+}
