@@ -71,8 +71,9 @@ var (
 	builders   []*releaseBuilder
 )
 
-// maxIdleBuilders bounds the free list (the parallel split uses up to GOMAXPROCS at once).
-const maxIdleBuilders = 64
+// maxIdleBuilders bounds the free list (the parallel split uses up to GOMAXPROCS at once);
+// each idle builder keeps its intern table, at most internMax strings of internMaxLen bytes.
+const maxIdleBuilders = 16
 
 func getBuilder() *releaseBuilder {
 	buildersMu.Lock()
