@@ -30,7 +30,7 @@ import (
 // AnyValue with more than one of its oneof fields, duplicate keys in one map (the public
 // API would replace; ProtoUnmarshaler keeps both), fields pdata keeps but cannot show
 // (the deprecated ScopeSpans, entity refs, string-table indexes), groups, and nesting
-// deeper than maxValueDepth. Each such release is counted (Release.BuilderFallbacks, the
+// at ProtoUnmarshaler's recursion limit. Each such release is counted (Release.BuilderFallbacks, the
 // release_builder_fallbacks metric).
 
 // errFallback says the builder leaves this input to ProtoUnmarshaler.
@@ -41,9 +41,11 @@ const (
 	internMax = 4096
 	// internMaxLen is the longest string interned; longer ones are not shared.
 	internMaxLen = 128
-	// maxValueDepth is the deepest AnyValue nesting the builder decodes (ProtoUnmarshaler's
-	// recursion limit is far above what any real attribute uses; deeper input falls back).
-	maxValueDepth = 32
+	// recursionLimit is ProtoUnmarshaler's: its KeyValue, AnyValue, ArrayValue and
+	// KeyValueList decoders each count one level (an attribute's KeyValue is level 0) and
+	// refuse to start at this level. The builder counts the same levels and leaves input
+	// at the limit to ProtoUnmarshaler (which refuses it).
+	recursionLimit = 100
 )
 
 // decodeRelease decodes one ExportTraceServiceRequest: with a builder, or with
@@ -593,6 +595,9 @@ func (b *releaseBuilder) status(st ptrace.Status, buf []byte) error {
 // keyValue appends one KeyValue to m. A key m already holds falls back (the public API
 // would replace its value; ProtoUnmarshaler keeps both).
 func (b *releaseBuilder) keyValue(m pcommon.Map, buf []byte, depth int) error {
+	if depth >= recursionLimit {
+		return errFallback
+	}
 	var key, value []byte
 	values := 0
 	for pos := 0; pos < len(buf); {
@@ -620,7 +625,7 @@ func (b *releaseBuilder) keyValue(m pcommon.Map, buf []byte, depth int) error {
 		return errFallback
 	}
 	before := m.Len()
-	if err := b.putValue(m, b.intern(key), value, depth); err != nil {
+	if err := b.putValue(m, b.intern(key), value, depth+1); err != nil {
 		return err
 	}
 	if m.Len() == before {
@@ -631,7 +636,7 @@ func (b *releaseBuilder) keyValue(m pcommon.Map, buf []byte, depth int) error {
 
 // anyValue returns the one oneof field of an AnyValue (num 0 for none).
 func anyValue(buf []byte, depth int) (field, error) {
-	if depth >= maxValueDepth {
+	if depth >= recursionLimit {
 		return field{}, errFallback
 	}
 	var one field
@@ -717,6 +722,9 @@ func (b *releaseBuilder) setValue(v pcommon.Value, buf []byte, depth int) error 
 
 // values fills s from an ArrayValue.
 func (b *releaseBuilder) values(s pcommon.Slice, buf []byte, depth int) error {
+	if depth >= recursionLimit {
+		return errFallback
+	}
 	c, err := counts(buf, &wantValues, nil)
 	if err != nil {
 		return err
@@ -728,7 +736,7 @@ func (b *releaseBuilder) values(s pcommon.Slice, buf []byte, depth int) error {
 		f, p, _ := next(buf, pos)
 		pos = p
 		if f.num == 1 {
-			if err := b.setValue(s.AppendEmpty(), f.data, depth); err != nil {
+			if err := b.setValue(s.AppendEmpty(), f.data, depth+1); err != nil {
 				return err
 			}
 		}
@@ -738,6 +746,9 @@ func (b *releaseBuilder) values(s pcommon.Slice, buf []byte, depth int) error {
 
 // kvlist fills m from a KeyValueList.
 func (b *releaseBuilder) kvlist(m pcommon.Map, buf []byte, depth int) error {
+	if depth >= recursionLimit {
+		return errFallback
+	}
 	c, err := counts(buf, &wantValues, nil)
 	if err != nil {
 		return err
@@ -749,7 +760,7 @@ func (b *releaseBuilder) kvlist(m pcommon.Map, buf []byte, depth int) error {
 		f, p, _ := next(buf, pos)
 		pos = p
 		if f.num == 1 {
-			if err := b.keyValue(m, f.data, depth); err != nil {
+			if err := b.keyValue(m, f.data, depth+1); err != nil {
 				return err
 			}
 		}

@@ -307,8 +307,10 @@ func TestReleaseBuilderMatchesProtoUnmarshalerOnFuzzCorpora(t *testing.T) {
 		}
 	}
 	require.NotEmpty(t, accepted, "no corpus file is OTLP")
-	for _, rel := range released(t, accepted) {
-		requireSameDecode(t, rel)
+	rels := released(t, accepted)
+	require.NotEmpty(t, rels, "the engine released none of the corpus")
+	for _, rel := range rels {
+		require.True(t, requireSameDecode(t, rel), "the builder left an engine release to ProtoUnmarshaler")
 	}
 }
 
@@ -337,7 +339,7 @@ func TestReleaseBuilderFallsBackWhereThePublicAPIDiffers(t *testing.T) {
 		"truncated":               base[:len(base)-3],
 		"wrong wire type":         span([]byte{0x28, 1}),
 		"field zero":              append([]byte{0x00}, base...),
-		"nested too deep":         encode(t, nestedBatch(40, 0)),
+		"nested too deep":         encode(t, nestedBatch(55, 0)),
 	}
 	for name, b := range cases {
 		t.Run(name, func(t *testing.T) {
@@ -361,6 +363,24 @@ func encodeTB(t testing.TB, td ptrace.Traces) []byte {
 	b, err := (&ptrace.ProtoMarshaler{}).MarshalTraces(td)
 	require.NoError(t, err)
 	return b
+}
+
+// Nesting around ProtoUnmarshaler's recursion limit: the builder builds what it accepts and
+// leaves what it refuses (with its error).
+func TestReleaseBuilderNestingUpToTheLimit(t *testing.T) {
+	for arrays := 40; arrays <= 52; arrays++ {
+		for kvlists := 0; kvlists <= 3; kvlists++ {
+			b := encode(t, nestedBatch(arrays, kvlists))
+			_, err := (&ptrace.ProtoUnmarshaler{}).UnmarshalTraces(b)
+			built := requireSameDecode(t, b)
+			require.Equal(t, err == nil, built, "arrays %d, kvlists %d: %v", arrays, kvlists, err)
+		}
+	}
+	for kvlists := 40; kvlists <= 52; kvlists++ {
+		b := encode(t, nestedBatch(1, kvlists))
+		_, err := (&ptrace.ProtoUnmarshaler{}).UnmarshalTraces(b)
+		require.Equal(t, err == nil, requireSameDecode(t, b), "kvlists %d: %v", kvlists, err)
+	}
 }
 
 // appendLen appends field num as a length-delimited field holding data.
