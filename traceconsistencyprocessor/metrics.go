@@ -81,6 +81,9 @@ func (p *tracesProcessor) recordBatch(ctx context.Context, rel *engine.Release) 
 			p.tb.ProcessorTraceconsistencySpansReleased.Add(ctx, spans[r], p.reasonAttrs[r])
 		}
 	}
+	if rel.BuilderFallbacks > 0 {
+		p.tb.ProcessorTraceconsistencyReleaseBuilderFallbacks.Add(ctx, int64(rel.BuilderFallbacks))
+	}
 	for _, f := range rel.Findings {
 		if f.Count == 0 {
 			continue

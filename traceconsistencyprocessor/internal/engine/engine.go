@@ -215,11 +215,15 @@ func takeRelease(rel *C.tc_release, view *C.tc_release_view) (*Release, error) {
 	out := &Release{Spans: uint64(view.spans), Token: uint64(view.delivery_token)}
 	if view.otlp_len > 0 {
 		buf := unsafe.Slice((*byte)(unsafe.Pointer(view.otlp)), int(view.otlp_len))
-		td, err := unmarshalParallel(buf)
+		if releaseBytesSeen != nil {
+			releaseBytesSeen(buf)
+		}
+		td, fallbacks, err := unmarshalParallel(buf)
 		if err != nil {
 			return nil, &DecodeError{Spans: uint64(view.spans), Token: out.Token, Err: err}
 		}
 		out.Traces = td
+		out.BuilderFallbacks = fallbacks
 	} else {
 		out.Traces = ptrace.NewTraces()
 	}
@@ -351,43 +355,55 @@ func (g *Engine) Close() {
 // goroutines; below it one decode is cheaper than the hand-off (~100 spans).
 const parallelUnmarshalMin = 48 << 10
 
-// unmarshalParallel decodes an ExportTraceServiceRequest into pdata, in up to GOMAXPROCS
+// unmarshalParallel decodes an ExportTraceServiceRequest into pdata (decodeRelease), in up to GOMAXPROCS
 // parts decoded at once when it is large: the request is a sequence of ResourceSpans
 // (field 1), so any cut between two of them leaves two valid requests, whose ResourceSpans
 // are then moved, in order, into the first. The release path is one goroutine (releases
 // leave in order); without this its decode, the bulk of its work, used one core.
-func unmarshalParallel(buf []byte) (ptrace.Traces, error) {
+func unmarshalParallel(buf []byte) (ptrace.Traces, int, error) {
 	return unmarshalParts(buf, min(runtime.GOMAXPROCS(0), len(buf)/parallelUnmarshalMin))
 }
 
-// unmarshalParts decodes buf in up to parts parts at once (see unmarshalParallel).
-func unmarshalParts(buf []byte, parts int) (ptrace.Traces, error) {
+// unmarshalParts decodes buf in up to parts parts at once (see unmarshalParallel); it also
+// returns how many parts the release builder left to ProtoUnmarshaler.
+func unmarshalParts(buf []byte, parts int) (ptrace.Traces, int, error) {
 	cuts := topLevelCuts(buf, parts)
 	if len(cuts) == 0 {
-		return (&ptrace.ProtoUnmarshaler{}).UnmarshalTraces(buf)
+		td, fellBack, err := decodeRelease(buf)
+		return td, b2i(fellBack), err
 	}
 	bounds := append(append([]int{0}, cuts...), len(buf))
 	out := make([]ptrace.Traces, len(bounds)-1)
 	errs := make([]error, len(bounds)-1)
+	fellBack := make([]bool, len(bounds)-1)
 	var wg sync.WaitGroup
 	for i := 1; i < len(out); i++ {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			out[i], errs[i] = (&ptrace.ProtoUnmarshaler{}).UnmarshalTraces(buf[bounds[i]:bounds[i+1]])
+			out[i], fellBack[i], errs[i] = decodeRelease(buf[bounds[i]:bounds[i+1]])
 		}()
 	}
-	out[0], errs[0] = (&ptrace.ProtoUnmarshaler{}).UnmarshalTraces(buf[:bounds[1]])
+	out[0], fellBack[0], errs[0] = decodeRelease(buf[:bounds[1]])
 	wg.Wait()
-	for _, err := range errs {
+	fallbacks := 0
+	for i, err := range errs {
 		if err != nil {
-			return ptrace.Traces{}, err
+			return ptrace.Traces{}, 0, err
 		}
+		fallbacks += b2i(fellBack[i])
 	}
 	for _, td := range out[1:] {
 		td.ResourceSpans().MoveAndAppendTo(out[0].ResourceSpans())
 	}
-	return out[0], nil
+	return out[0], fallbacks, nil
+}
+
+func b2i(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // topLevelCuts returns up to parts-1 offsets in buf, each the start of a top-level field,

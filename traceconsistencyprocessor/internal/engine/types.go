@@ -148,6 +148,9 @@ type Release struct {
 	Spans    uint64
 	// Token acknowledges the release with Engine.Delivered (write-ahead log only; 0: none).
 	Token uint64
+	// BuilderFallbacks counts the parts of the release the release builder left to
+	// ProtoUnmarshaler (0 or 1 unless a large release was decoded in parts).
+	BuilderFallbacks int
 }
 
 // Recovery is what Engine.Recover replayed from the write-ahead log (tc_recovery).

@@ -34,8 +34,9 @@ func TestUnmarshalPartsEqualsOneDecode(t *testing.T) {
 	buf, err := (&ptrace.ProtoMarshaler{}).MarshalTraces(td)
 	require.NoError(t, err)
 	for _, parts := range []int{0, 1, 2, 3, 4, 7, 16} {
-		got, err := unmarshalParts(buf, parts)
+		got, fallbacks, err := unmarshalParts(buf, parts)
 		require.NoError(t, err, "parts %d", parts)
+		require.Zero(t, fallbacks, "parts %d: every part built by the release builder", parts)
 		require.Equal(t, td, got, "parts %d", parts)
 	}
 }
@@ -69,7 +70,7 @@ func TestUnmarshalPartsRefusesWhatOneDecodeRefuses(t *testing.T) {
 	require.NoError(t, err)
 	bad := append([]byte(nil), buf...)
 	bad = append(bad, 0x0a, 0x05, 0xff) // a field claiming more bytes than remain
-	_, err = unmarshalParts(bad, 2)
+	_, _, err = unmarshalParts(bad, 2)
 	require.Error(t, err)
 	// A malformed ResourceSpans in the second half fails the whole decode.
 	cuts := topLevelCuts(buf, 2)
@@ -77,6 +78,6 @@ func TestUnmarshalPartsRefusesWhatOneDecodeRefuses(t *testing.T) {
 	corrupt := append([]byte(nil), buf...)
 	corrupt[cuts[0]+2] = 0xff // first byte inside the second part's first ResourceSpans
 	_, errOne := (&ptrace.ProtoUnmarshaler{}).UnmarshalTraces(corrupt)
-	_, errParts := unmarshalParts(corrupt, 2)
+	_, _, errParts := unmarshalParts(corrupt, 2)
 	require.Equal(t, errOne != nil, errParts != nil)
 }

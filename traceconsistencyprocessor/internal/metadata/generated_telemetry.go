@@ -55,6 +55,7 @@ type TelemetryBuilder struct {
 	ProcessorTraceconsistencyLearnedFromLateSpans    metric.Int64Counter
 	ProcessorTraceconsistencyMemory                  metric.Int64Gauge
 	ProcessorTraceconsistencyReleaseAge              metric.Float64Histogram
+	ProcessorTraceconsistencyReleaseBuilderFallbacks metric.Int64Counter
 	ProcessorTraceconsistencySpansBuffered           metric.Int64Gauge
 	ProcessorTraceconsistencySpansLost               metric.Int64Counter
 	ProcessorTraceconsistencySpansReceived           metric.Int64Counter
@@ -279,6 +280,12 @@ func NewTelemetryBuilder(settings component.TelemetrySettings, options ...Teleme
 		metric.WithDescription("Time from a trace's first span to its release. [Alpha]"),
 		metric.WithUnit("s"),
 		metric.WithExplicitBucketBoundaries([]float64{0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 15, 30, 60, 120}...),
+	)
+	errs = errors.Join(errs, err)
+	builder.ProcessorTraceconsistencyReleaseBuilderFallbacks, err = builder.meter.Int64Counter(
+		"otelcol_processor_traceconsistency_release_builder_fallbacks",
+		metric.WithDescription("Releases (or parts of a large one) the release builder left to pdata's ProtoUnmarshaler, which decoded them (input it does not build the same way through pdata's public API, such as duplicate attribute keys). [Alpha]"),
+		metric.WithUnit("{release}"),
 	)
 	errs = errors.Join(errs, err)
 	builder.ProcessorTraceconsistencySpansBuffered, err = builder.meter.Int64Gauge(

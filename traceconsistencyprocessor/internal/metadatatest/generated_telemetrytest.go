@@ -472,6 +472,22 @@ func AssertEqualProcessorTraceconsistencyReleaseAge(t *testing.T, tt *componentt
 	metricdatatest.AssertEqual(t, want, got, opts...)
 }
 
+func AssertEqualProcessorTraceconsistencyReleaseBuilderFallbacks(t *testing.T, tt *componenttest.Telemetry, dps []metricdata.DataPoint[int64], opts ...metricdatatest.Option) {
+	want := metricdata.Metrics{
+		Name:        "otelcol_processor_traceconsistency_release_builder_fallbacks",
+		Description: "Releases (or parts of a large one) the release builder left to pdata's ProtoUnmarshaler, which decoded them (input it does not build the same way through pdata's public API, such as duplicate attribute keys). [Alpha]",
+		Unit:        "{release}",
+		Data: metricdata.Sum[int64]{
+			Temporality: metricdata.CumulativeTemporality,
+			IsMonotonic: true,
+			DataPoints:  dps,
+		},
+	}
+	got, err := tt.GetMetric("otelcol_processor_traceconsistency_release_builder_fallbacks")
+	require.NoError(t, err)
+	metricdatatest.AssertEqual(t, want, got, opts...)
+}
+
 func AssertEqualProcessorTraceconsistencySpansBuffered(t *testing.T, tt *componenttest.Telemetry, dps []metricdata.DataPoint[int64], opts ...metricdatatest.Option) {
 	want := metricdata.Metrics{
 		Name:        "otelcol_processor_traceconsistency_spans_buffered",

@@ -48,6 +48,7 @@ func TestSetupTelemetry(t *testing.T) {
 	tb.ProcessorTraceconsistencyLearnedFromLateSpans.Add(context.Background(), 1)
 	tb.ProcessorTraceconsistencyMemory.Record(context.Background(), 1)
 	tb.ProcessorTraceconsistencyReleaseAge.Record(context.Background(), 1)
+	tb.ProcessorTraceconsistencyReleaseBuilderFallbacks.Add(context.Background(), 1)
 	tb.ProcessorTraceconsistencySpansBuffered.Record(context.Background(), 1)
 	tb.ProcessorTraceconsistencySpansLost.Add(context.Background(), 1)
 	tb.ProcessorTraceconsistencySpansReceived.Add(context.Background(), 1)
@@ -154,6 +155,9 @@ func TestSetupTelemetry(t *testing.T) {
 		metricdatatest.IgnoreTimestamp())
 	AssertEqualProcessorTraceconsistencyReleaseAge(t, testTel,
 		[]metricdata.HistogramDataPoint[float64]{{}}, metricdatatest.IgnoreValue(),
+		metricdatatest.IgnoreTimestamp())
+	AssertEqualProcessorTraceconsistencyReleaseBuilderFallbacks(t, testTel,
+		[]metricdata.DataPoint[int64]{{Value: 1}},
 		metricdatatest.IgnoreTimestamp())
 	AssertEqualProcessorTraceconsistencySpansBuffered(t, testTel,
 		[]metricdata.DataPoint[int64]{{Value: 1}},
