@@ -78,6 +78,17 @@ type scenarioReport struct {
 	falseFindings []string
 }
 
+// otherFindings counts the findings of other kinds than the injected one on affected traces.
+func (r *scenarioReport) otherFindings() int {
+	n := 0
+	for _, a := range r.Anomalies {
+		for _, v := range a.OtherKinds {
+			n += v
+		}
+	}
+	return n
+}
+
 func (r *scenarioReport) unexpectedFindings() int {
 	n := 0
 	for _, v := range r.HealthyFindings {
@@ -325,7 +336,7 @@ func evaluate(sc realappsScenario, reqs []request, gt map[tracegen.SpanKey]gtSpa
 		}
 		a := anomaly(fault)
 		a.Traces++
-		judgeAnomaly(a, fault, tid, gt, gts, sets, recs, traceKinds)
+		judgeAnomaly(a, fault, tid, "request "+q.Query, gt, gts, sets, recs, traceKinds)
 		if fault == faultClockSkew {
 			for _, rec := range recs {
 				if serviceOf(rec.Resource) == svcNode {
@@ -391,7 +402,7 @@ func findingKindOf(f faultKind) string {
 //   - two_roots: the trace-level kind multiple_roots.
 //   - clock_skew_300ms: at least one span of the skewed (Node.js) service; allowed are its
 //     spans and their children in other processes (the other side of the skewed edges).
-func judgeAnomaly(a *anomalyReport, fault faultKind, tid pcommon.TraceID, gt map[tracegen.SpanKey]gtSpan, gts []gtSpan, sets map[faultKind]map[tracegen.SpanKey]bool, recs []SpanRecord, traceKinds []string) {
+func judgeAnomaly(a *anomalyReport, fault faultKind, tid pcommon.TraceID, what string, gt map[tracegen.SpanKey]gtSpan, gts []gtSpan, sets map[faultKind]map[tracegen.SpanKey]bool, recs []SpanRecord, traceKinds []string) {
 	kind := a.Kind
 	required := map[tracegen.SpanKey]bool{}
 	allowed := map[tracegen.SpanKey]bool{}
@@ -442,7 +453,7 @@ func judgeAnomaly(a *anomalyReport, fault faultKind, tid pcommon.TraceID, gt map
 		} else {
 			detected = false
 			if len(a.Missed) < 5 {
-				a.Missed = append(a.Missed, fmt.Sprintf("trace %s: trace-level findings %v", tid, traceKinds))
+				a.Missed = append(a.Missed, fmt.Sprintf("trace %s (%s): trace-level findings %v", tid, what, traceKinds))
 			}
 		}
 	case faultDuplicate:
@@ -477,7 +488,7 @@ func judgeAnomaly(a *anomalyReport, fault faultKind, tid pcommon.TraceID, gt map
 		} else {
 			detected = false
 			if len(a.Missed) < 5 {
-				a.Missed = append(a.Missed, fmt.Sprintf("trace %s: no span of %s carries %s", tid, svcNode, kind))
+				a.Missed = append(a.Missed, fmt.Sprintf("trace %s (%s): no span of %s carries %s", tid, what, svcNode, kind))
 			}
 		}
 	default:
@@ -498,14 +509,14 @@ func judgeAnomaly(a *anomalyReport, fault faultKind, tid pcommon.TraceID, gt map
 			if got < want {
 				detected = false
 				if len(a.Missed) < 5 {
-					a.Missed = append(a.Missed, fmt.Sprintf("span %s %q of %s: %d of %d copies carry %s", keyString(k), gt[k].Name, gt[k].Service, got, want, kind))
+					a.Missed = append(a.Missed, fmt.Sprintf("span %s %q of %s (%s): %d of %d copies carry %s", keyString(k), gt[k].Name, gt[k].Service, what, got, want, kind))
 				}
 			}
 		}
 		if len(required) == 0 {
 			detected = false
 			if len(a.Missed) < 5 {
-				a.Missed = append(a.Missed, fmt.Sprintf("trace %s: no span carries the anomaly (nothing to find)", tid))
+				a.Missed = append(a.Missed, fmt.Sprintf("trace %s (%s): no span carries the anomaly (nothing to find)", tid, what))
 			}
 		}
 	}

@@ -331,11 +331,13 @@ func writeRealappsSummary(t *testing.T, buildDir string, reports []*scenarioRepo
 		t.Errorf("write %s: %v", path, err)
 	}
 	var sb strings.Builder
-	fmt.Fprintf(&sb, "\n%-32s %6s %6s %6s %5s %5s %8s %8s %8s %9s\n", "scenario", "traces", "whole", "split", "early", "late", "p50", "p99", "max", "findings")
+	fmt.Fprintf(&sb, "\n%-34s %6s %6s %6s %5s %5s %8s %8s %8s %8s %8s\n", "scenario", "traces", "whole", "split", "early", "late", "p50", "p99", "max", "healthy", "other")
+	fmt.Fprintf(&sb, "%-34s %6s %6s %6s %5s %5s %8s %8s %8s %8s %8s\n", "", "", "", "", "", "spans", "latency", "", "", "findings", "findings")
 	for _, r := range reports {
-		fmt.Fprintf(&sb, "%-32s %6d %6d %6d %5d %5d %8s %8s %8s %9d\n", r.Scenario, r.TracesSent, r.Whole, r.Split, r.ReleasedEarly, r.LateSpans,
-			r.LatencyP50, r.LatencyP99, r.LatencyMax, r.unexpectedFindings())
+		fmt.Fprintf(&sb, "%-34s %6d %6d %6d %5d %5d %8s %8s %8s %8d %8d\n", r.Scenario, r.TracesSent, r.Whole, r.Split, r.ReleasedEarly, r.LateSpans,
+			r.LatencyP50, r.LatencyP99, r.LatencyMax, r.unexpectedFindings(), r.otherFindings())
 	}
+	fmt.Fprintf(&sb, "(healthy findings: on traces without an injected anomaly; other findings: of another kind than the injected one, on affected traces)\n")
 	fmt.Fprintf(&sb, "\nfindings on healthy traffic (kind / telemetry.sdk.language: count)\n")
 	agg := map[string]int{}
 	for _, r := range reports {
