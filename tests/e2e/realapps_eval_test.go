@@ -47,17 +47,20 @@ type anomalyReport struct {
 
 // scenarioReport is what one scenario measured (written to the summary JSON).
 type scenarioReport struct {
-	Scenario       string
-	Delay          string
-	TracesSent     int
-	RequestErrors  []string `json:",omitempty"`
-	ErrorTraces    int      // requests answered 500 (the failing ~1 in 10)
-	Whole          int      // all ground-truth spans in one release, exactly once
-	WholeErrors    int      // of those, error traces
-	Split          int      // released in more than one part
-	Incomplete     int      // some ground-truth span never came out (even at shutdown)
-	ReleasedEarly  int      // a part left before the trace's last span reached the collector
-	LateSpans      int      // spans marked consistency.span.late
+	Scenario      string
+	Delay         string
+	TracesSent    int
+	RequestErrors []string `json:",omitempty"`
+	ErrorTraces   int      // requests answered 500 (the failing ~1 in 10)
+	Whole         int      // all ground-truth spans in one release, exactly once
+	WholeErrors   int      // of those, error traces
+	Split         int      // released in more than one part
+	Incomplete    int      // some ground-truth span never came out (even at shutdown)
+	ReleasedEarly int      // a part left before the trace's last span reached the collector
+	LateSpans     int      // spans marked consistency.span.late
+	// SentLate counts the spans the applications really sent late: arriving more than the
+	// processor's idle_timeout (10 s by default) after the trace's previous span arrived.
+	SentLate       int
 	ReleaseReasons map[string]int
 	LatencyP50     string // from the frontend's last span end (ground truth) to the release
 	LatencyP99     string
@@ -96,6 +99,9 @@ func (r *scenarioReport) unexpectedFindings() int {
 	}
 	return n
 }
+
+// realappsIdleTimeout is the processor's default idle_timeout.
+const realappsIdleTimeout = 10 * time.Second
 
 // expectedOutput is, per trace, how often each span must come out: once, twice for the two
 // copies of a conflicting retry, not at all when the proxy dropped it.
@@ -235,6 +241,16 @@ func evaluate(sc realappsScenario, reqs []request, gt map[tracegen.SpanKey]gtSpa
 			}
 			if v, ok := AttrString(rec.Span, names.AttrReleaseReason); ok {
 				r.ReleaseReasons[v]++
+			}
+		}
+		arrivals := make([]time.Time, 0, len(gts))
+		for _, g := range gts {
+			arrivals = append(arrivals, g.Arrived)
+		}
+		sort.Slice(arrivals, func(i, j int) bool { return arrivals[i].Before(arrivals[j]) })
+		for i := 1; i < len(arrivals); i++ {
+			if arrivals[i].Sub(arrivals[i-1]) > realappsIdleTimeout {
+				r.SentLate++
 			}
 		}
 		var lastArrival, frontEnd time.Time
@@ -638,8 +654,8 @@ func servicesOf(gts []gtSpan) string {
 // always logs the report.
 func (r *scenarioReport) assert(t *testing.T) {
 	t.Helper()
-	t.Logf("realapps %s (delay %s): %d traces sent (%d errors), %d whole in one release (%d of %d error traces), %d split, %d incomplete, %d released before their last span arrived, %d late spans; latency from the frontend's last span end p50 %s p99 %s max %s; release reasons %v",
-		r.Scenario, r.Delay, r.TracesSent, r.ErrorTraces, r.Whole, r.WholeErrors, r.ErrorTraces, r.Split, r.Incomplete, r.ReleasedEarly, r.LateSpans, r.LatencyP50, r.LatencyP99, r.LatencyMax, r.ReleaseReasons)
+	t.Logf("realapps %s (delay %s): %d traces sent (%d errors), %d whole in one release (%d of %d error traces), %d split, %d incomplete, %d released before their last span arrived, %d late spans (%d sent late); latency from the frontend's last span end p50 %s p99 %s max %s; release reasons %v",
+		r.Scenario, r.Delay, r.TracesSent, r.ErrorTraces, r.Whole, r.WholeErrors, r.ErrorTraces, r.Split, r.Incomplete, r.ReleasedEarly, r.LateSpans, r.SentLate, r.LatencyP50, r.LatencyP99, r.LatencyMax, r.ReleaseReasons)
 	if len(r.FaultedSpans) > 0 {
 		t.Logf("realapps %s: spans faulted by the proxy: %v", r.Scenario, r.FaultedSpans)
 	}
@@ -664,6 +680,9 @@ func (r *scenarioReport) assert(t *testing.T) {
 	if n := r.TracesSent - len(r.RequestErrors); r.Whole != n || r.ReleasedEarly != 0 {
 		fail("%s: %d of %d traces whole in one release (%d split, %d incomplete, %d released before their last span arrived), e.g.\n  %s",
 			r.Scenario, r.Whole, n, r.Split, r.Incomplete, r.ReleasedEarly, strings.Join(r.notWhole, "\n  "))
+	}
+	if r.LateSpans > r.SentLate {
+		fail("%s: %d late spans, but the applications sent only %d spans late (more than idle_timeout after their trace's previous span)", r.Scenario, r.LateSpans, r.SentLate)
 	}
 	if n := r.unexpectedFindings(); n > 0 {
 		fail("%s: %d findings on %d healthy traces %v, e.g.\n  %s", r.Scenario, n, r.HealthyTraces, r.HealthyFindings, strings.Join(r.falseFindings, "\n  "))
