@@ -683,7 +683,7 @@ func (r *scenarioReport) assert(t *testing.T) {
 	}
 	if n := r.TracesSent - len(r.RequestErrors); r.Whole != n || r.ReleasedEarly != 0 {
 		fail("%s: %d of %d traces whole in one release (%d split (%d of the first 20 after the cold start not whole), %d incomplete, %d released before their last span arrived), e.g.\n  %s",
-			r.Scenario, r.Whole, n, r.Split, r.Incomplete, r.ReleasedEarly, strings.Join(r.notWhole, "\n  "))
+			r.Scenario, r.Whole, n, r.Split, r.ColdNotWhole, r.Incomplete, r.ReleasedEarly, strings.Join(r.notWhole, "\n  "))
 	}
 	if r.LateSpans > r.SentLate {
 		fail("%s: %d late spans, but the applications sent only %d spans late (more than idle_timeout after their trace's previous span)", r.Scenario, r.LateSpans, r.SentLate)
