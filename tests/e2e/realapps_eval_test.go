@@ -77,6 +77,9 @@ type scenarioReport struct {
 	HealthyTraces   int               // traces without an injected anomaly
 	HealthyFindings map[string]int    // "kind/telemetry.sdk.language" -> spans (trace-level kinds: on the root's language)
 	Anomalies       []*anomalyReport
+	// ProcessorMetrics are the processor's metrics at the end of the scenario, summed over
+	// their labels (without the prefix otelcol_processor_traceconsistency_).
+	ProcessorMetrics map[string]float64
 
 	notWhole      []string
 	falseFindings []string
@@ -668,6 +671,7 @@ func (r *scenarioReport) assert(t *testing.T) {
 		t.Logf("realapps %s: the skewed service announced %v", r.Scenario, r.SkewedHost)
 		t.Logf("realapps %s: Node.js SERVER spans start %s after their Python CLIENT parent (median, ground truth)", r.Scenario, r.SkewMeasured)
 	}
+	t.Logf("realapps %s: processor metrics at the end: %v", r.Scenario, r.ProcessorMetrics)
 	t.Logf("realapps %s: findings on %d healthy traces: %v", r.Scenario, r.HealthyTraces, r.HealthyFindings)
 	for _, a := range r.Anomalies {
 		t.Logf("realapps %s: anomaly %s (kind %q): %d traces, %d detected, required %d/%d, wrong spans %d, other kinds on these traces %v",

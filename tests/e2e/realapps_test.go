@@ -27,6 +27,8 @@ import (
 	"time"
 
 	"go.opentelemetry.io/collector/pdata/pcommon"
+
+	"github.com/traceconsistency/traceconsistency/tests/internal/names"
 )
 
 // realappsScenario is one cold start of the collector and the four services.
@@ -258,8 +260,21 @@ func runRealappsScenario(t *testing.T, dirs realappsDirs, sc realappsScenario) *
 	if err := <-pollDone; err != nil {
 		t.Fatalf("reading output: %v", err)
 	}
+	// The processor's own metrics at the end (summed over labels; histograms left out).
+	counters := map[string]float64{}
+	if m, err := col.ScrapeMetrics(); err != nil {
+		t.Logf("scraping the collector's metrics: %v", err)
+	} else {
+		for _, smp := range m.Samples {
+			if strings.HasPrefix(smp.Name, names.MetricPrefix) && !strings.HasSuffix(smp.Name, "_bucket") && !strings.HasSuffix(smp.Name, "_sum") && !strings.HasSuffix(smp.Name, "_count") {
+				counters[strings.TrimPrefix(smp.Name, names.MetricPrefix)] += smp.Value
+			}
+		}
+	}
 	lines := col.StopAndRead()
-	return evaluate(sc, reqs, gt, faults, lines)
+	r := evaluate(sc, reqs, gt, faults, lines)
+	r.ProcessorMetrics = counters
+	return r
 }
 
 // sendLoad sends n requests (ids from..from+n-1) to the frontend, realappsConcurrency at a
