@@ -143,3 +143,49 @@ func spans2key(f fakeSpan) tracegen.SpanKey {
 	t, s, _ := fakeIDs(f.trace, f.id, f.par)
 	return tracegen.SpanKey{TraceID: t, SpanID: s}
 }
+
+func TestRealAppsCorrectionJudgesOnlyTheSkewedServiceAndItsPlace(t *testing.T) {
+	t0 := time.Unix(1_800_000_000, 0)
+	spans := []fakeSpan{
+		{trace: 8, id: 1, service: svcPython, kind: ptrace.SpanKindClient},
+		{trace: 8, id: 2, par: 1, service: svcNode, kind: ptrace.SpanKindServer},
+		{trace: 8, id: 3, par: 2, service: svcJava, kind: ptrace.SpanKindServer},
+	}
+	gt := fakeGT(t0, time.Second, spans...)
+	place := func(l Line, id byte, start, end time.Duration, moved bool) {
+		sps := l.Traces.ResourceSpans()
+		for i := 0; i < sps.Len(); i++ {
+			sp := sps.At(i).ScopeSpans().At(0).Spans().At(0)
+			if sp.SpanID()[7] != id {
+				continue
+			}
+			sp.SetStartTimestamp(pcommon.NewTimestampFromTime(t0.Add(start)))
+			sp.SetEndTimestamp(pcommon.NewTimestampFromTime(t0.Add(end)))
+			if moved {
+				sp.Attributes().PutInt(names.AttrSkewAdjustment, 300_000_000)
+			}
+		}
+	}
+	judge := func(nodeStart, nodeEnd time.Duration, javaMoved bool) *anomalyReport {
+		l := fakeLine(0, t0, spans...)
+		place(l, 1, 0, 100*time.Millisecond, false)
+		place(l, 2, nodeStart, nodeEnd, true)
+		place(l, 3, nodeStart+time.Millisecond, nodeEnd-time.Millisecond, javaMoved)
+		a := &anomalyReport{}
+		tid, _, _ := fakeIDs(8, 1, 0)
+		judgeCorrection(a, tid, gt, Spans([]Line{l}))
+		return a
+	}
+	if a := judge(2*time.Millisecond, 110*time.Millisecond, false); a.SkewedServers != 1 || a.SkewedServersInside != 1 || a.Moved != 1 || a.MovedOutsideSkewed != 0 {
+		t.Fatalf("inside with a 10 ms overhang: %+v", a)
+	}
+	if a := judge(2*time.Millisecond, 130*time.Millisecond, false); a.SkewedServersInside != 0 {
+		t.Fatalf("30 ms past the parent's end counted inside: %+v", a)
+	}
+	if a := judge(-5*time.Millisecond, 90*time.Millisecond, false); a.SkewedServersInside != 0 {
+		t.Fatalf("starting 5 ms before the parent counted inside: %+v", a)
+	}
+	if a := judge(2*time.Millisecond, 90*time.Millisecond, true); a.MovedOutsideSkewed != 1 {
+		t.Fatalf("a moved span of another service not counted: %+v", a)
+	}
+}

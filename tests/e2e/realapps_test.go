@@ -27,6 +27,8 @@ import (
 	"time"
 
 	"go.opentelemetry.io/collector/pdata/pcommon"
+
+	"github.com/traceconsistency/traceconsistency/tests/internal/names"
 )
 
 // realappsScenario is one cold start of the collector and the four services.
@@ -258,8 +260,21 @@ func runRealappsScenario(t *testing.T, dirs realappsDirs, sc realappsScenario) *
 	if err := <-pollDone; err != nil {
 		t.Fatalf("reading output: %v", err)
 	}
+	// The processor's own metrics at the end (summed over labels; histograms left out).
+	counters := map[string]float64{}
+	if m, err := col.ScrapeMetrics(); err != nil {
+		t.Logf("scraping the collector's metrics: %v", err)
+	} else {
+		for _, smp := range m.Samples {
+			if strings.HasPrefix(smp.Name, names.MetricPrefix) && !strings.HasSuffix(smp.Name, "_bucket") && !strings.HasSuffix(smp.Name, "_sum") && !strings.HasSuffix(smp.Name, "_count") {
+				counters[strings.TrimPrefix(smp.Name, names.MetricPrefix)] += smp.Value
+			}
+		}
+	}
 	lines := col.StopAndRead()
-	return evaluate(sc, reqs, gt, faults, lines)
+	r := evaluate(sc, reqs, gt, faults, lines)
+	r.ProcessorMetrics = counters
+	return r
 }
 
 // sendLoad sends n requests (ids from..from+n-1) to the frontend, realappsConcurrency at a
@@ -331,11 +346,13 @@ func writeRealappsSummary(t *testing.T, buildDir string, reports []*scenarioRepo
 		t.Errorf("write %s: %v", path, err)
 	}
 	var sb strings.Builder
-	fmt.Fprintf(&sb, "\n%-32s %6s %6s %6s %5s %5s %8s %8s %8s %9s\n", "scenario", "traces", "whole", "split", "early", "late", "p50", "p99", "max", "findings")
+	fmt.Fprintf(&sb, "\n%-34s %6s %6s %6s %5s %5s %8s %8s %8s %8s %8s\n", "scenario", "traces", "whole", "split", "early", "late", "p50", "p99", "max", "healthy", "other")
+	fmt.Fprintf(&sb, "%-34s %6s %6s %6s %5s %5s %8s %8s %8s %8s %8s\n", "", "", "", "", "", "spans", "latency", "", "", "findings", "findings")
 	for _, r := range reports {
-		fmt.Fprintf(&sb, "%-32s %6d %6d %6d %5d %5d %8s %8s %8s %9d\n", r.Scenario, r.TracesSent, r.Whole, r.Split, r.ReleasedEarly, r.LateSpans,
-			r.LatencyP50, r.LatencyP99, r.LatencyMax, r.unexpectedFindings())
+		fmt.Fprintf(&sb, "%-34s %6d %6d %6d %5d %5d %8s %8s %8s %8d %8d\n", r.Scenario, r.TracesSent, r.Whole, r.Split, r.ReleasedEarly, r.LateSpans,
+			r.LatencyP50, r.LatencyP99, r.LatencyMax, r.unexpectedFindings(), r.otherFindings())
 	}
+	fmt.Fprintf(&sb, "(healthy findings: on traces without an injected anomaly; other findings: of another kind than the injected one, on affected traces)\n")
 	fmt.Fprintf(&sb, "\nfindings on healthy traffic (kind / telemetry.sdk.language: count)\n")
 	agg := map[string]int{}
 	for _, r := range reports {
