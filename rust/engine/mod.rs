@@ -107,6 +107,8 @@ pub struct Engine {
     /// Bytes the replay in progress holds ([`Replaying::memory_bytes`]).
     replay_bytes: std::sync::atomic::AtomicU64,
     handoff: Handoff,
+    /// The monotonic clock of the last tick: the time sampling's rate limits run on.
+    last_mono: std::sync::atomic::AtomicU64,
 }
 
 fn lock(m: &Mutex<Shard>) -> MutexGuard<'_, Shard> {
@@ -116,6 +118,20 @@ fn lock(m: &Mutex<Shard>) -> MutexGuard<'_, Shard> {
 }
 
 impl Engine {
+    /// Builds an engine that decides each released trace by `policy` (the `sampling`
+    /// section) before encoding it; see DESIGN.md, "Sampling".
+    pub fn with_sampling(cfg: Config, policy: Option<crate::sampling::Policy>) -> Result<Engine, ConfigError> {
+        let mut e = Engine::new(cfg)?;
+        e.emitter.sampler = policy.map(crate::sampling::Sampler::new);
+        Ok(e)
+    }
+
+    /// Traces and spans kept and dropped by each sampling rule, then the default (empty
+    /// without sampling).
+    pub fn sampling_counts(&self) -> Vec<crate::sampling::RuleCounts> {
+        self.emitter.sampler.as_ref().map_or_else(Vec::new, |s| s.counts())
+    }
+
     /// Builds an engine after validating `cfg`.
     pub fn new(cfg: Config) -> Result<Engine, ConfigError> {
         cfg.validate()?;
@@ -164,6 +180,7 @@ impl Engine {
             handoff_key: cfg.handoff_key().map(handoff::ProofKey::derive),
             duplicate_policy: cfg.duplicate_policy,
             dedupe_key: RandomState::new(),
+            sampler: None,
             #[cfg(test)]
             panic_next: Default::default(),
         };
@@ -223,6 +240,7 @@ impl Engine {
             to_replay: Mutex::new(opened),
             replay_bytes: Default::default(),
             handoff,
+            last_mono: Default::default(),
         };
         for m in engine.shards.iter() {
             engine.sync(&mut lock(m));
