@@ -7,6 +7,7 @@
 //! - [`rate`]: the token bucket of a rate-limit rule;
 //! - [`trace`]: what conditions read of a trace.
 
+pub mod config;
 pub mod rate;
 pub mod threshold;
 pub mod trace;

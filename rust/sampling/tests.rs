@@ -514,3 +514,86 @@ fn dropped_traces_are_acknowledged_to_the_log_and_redecided_after_a_crash() {
     drop(e);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+// ---- the sampling section --------------------------------------------------------------
+
+fn parse_err(json: &str) -> String {
+    match super::config::parse_policy(json) {
+        Err(e) => e.0,
+        Ok(p) => panic!("accepted {json}: {p:?}"),
+    }
+}
+
+#[test]
+fn sampling_section_parses_every_condition_and_action() {
+    let p = super::config::parse_policy(
+        r#"{"mode":"hash_compatible","hash_salt":"s","rules":[
+            {"name":"errors","when":{"error":true},"action":"keep"},
+            {"name":"slow","when":{"duration":{"at_least":"1m30s","at_most":"2h"},"span_count":{"min":2}},"action":"keep"},
+            {"name":"svc","when":{"service":{"in":["a","b"],"root_only":true},"root":"absent"},"action":"drop"},
+            {"name":"attrs","when":{"span_attribute":{"key":"url.path","prefix":"/health"},"resource_attribute":{"key":"env","in":["dev"]}},"action":"rate_limit","rate_limit":{"spans_per_second":50}},
+            {"name":"bad","when":{"consistency":{"findings":["missing_parent","clock_skew"]},"release_reason":["idle_timeout"]},"action":"keep"},
+            {"name":"any","when":{"consistency":{"status":"inconsistent"}},"action":"probabilistic","probabilistic":{"percentage":12.5}}
+        ],"default":{"action":"probabilistic","probabilistic":{"percentage":10}}}"#,
+    )
+    .unwrap()
+    .unwrap();
+    assert_eq!(p.mode, Mode::HashCompatible);
+    assert_eq!(p.hash_salt, "s");
+    assert_eq!(p.rules.len(), 6);
+    assert_eq!(p.rules[0].when, vec![Condition::Error]);
+    assert_eq!(p.rules[1].when, vec![Condition::DurationAtLeast(90 * SEC), Condition::DurationAtMost(7200 * SEC), Condition::SpanCount { min: 2, max: u64::MAX }]);
+    assert_eq!(p.rules[2].when, vec![Condition::Service { names: vec!["a".into(), "b".into()], root_only: true }, Condition::Root(false)]);
+    assert_eq!(p.rules[2].action, Action::Drop);
+    assert_eq!(
+        p.rules[3].when,
+        vec![
+            Condition::Attribute { scope: AttrScope::Span, key: "url.path".into(), matches: Match::Prefix("/health".into()) },
+            Condition::Attribute { scope: AttrScope::Resource, key: "env".into(), matches: Match::In(vec!["dev".into()]) },
+        ]
+    );
+    assert_eq!(p.rules[3].action, Action::RateLimit(50.0));
+    assert_eq!(
+        p.rules[4].when,
+        vec![Condition::Findings(FindingKind::MissingParent.bit() | FindingKind::ClockSkew.bit()), Condition::ReleaseReason(1 << ReleaseReason::IdleTimeout as u32)]
+    );
+    assert_eq!(p.rules[5].when, vec![Condition::Findings(FindingKind::ALL_MASK)]);
+    assert_eq!(p.rules[5].action, Action::Probabilistic(12.5));
+    assert_eq!(p.default, Action::Probabilistic(10.0));
+    // Absent: no sampling; no default: keep.
+    assert_eq!(super::config::parse_policy("").unwrap(), None);
+    assert_eq!(super::config::parse_policy("null").unwrap(), None);
+    assert_eq!(super::config::parse_policy("{}").unwrap().unwrap().default, Action::Keep);
+}
+
+#[test]
+fn sampling_section_errors_name_the_key() {
+    let rules = |r: &str| format!(r#"{{"rules":[{{"name":"a","action":"keep"}},{{"name":"b","action":"keep"}},{r}]}}"#);
+    assert_eq!(
+        parse_err(&rules(r#"{"name":"c","action":"probabilistic","probabilistic":{"percentage":120}}"#)),
+        "sampling.rules[2].probabilistic.percentage must be between 0 and 100, got 120"
+    );
+    assert_eq!(parse_err(&rules(r#"{"name":"a","action":"keep"}"#)), "sampling.rules[2].name must be unique, \"a\" is also the name of sampling.rules[0]");
+    assert_eq!(
+        parse_err(&rules(r#"{"name":"c","action":"rate_limit","rate_limit":{"spans_per_second":0}}"#)),
+        "sampling.rules[2].rate_limit.spans_per_second must be greater than 0, got 0"
+    );
+    assert!(parse_err(&rules(r#"{"name":"c","action":"rate_limit","rate_limit":{"spans_per_second":-3}}"#)).starts_with("sampling.rules[2].rate_limit.spans_per_second must be greater than 0"));
+    let e = parse_err(&rules(r#"{"name":"c","when":{"consistency":{"findings":["missing_parent","nope"]}},"action":"keep"}"#));
+    assert!(e.starts_with("sampling.rules[2].when.consistency.findings[1] must be one of missing_parent, "), "{e}");
+    assert!(e.ends_with(", got \"nope\""), "{e}");
+    let e = parse_err(&rules(r#"{"name":"c","when":{"release_reason":["late"]},"action":"keep"}"#));
+    assert!(e.starts_with("sampling.rules[2].when.release_reason[0] must be one of complete, idle_timeout"), "{e}");
+    assert!(parse_err(&rules(r#"{"name":"c","when":{"eror":true},"action":"keep"}"#)).starts_with("sampling.rules[2].when has unknown key \"eror\""));
+    assert_eq!(parse_err(&rules(r#"{"name":"c"}"#)), "sampling.rules[2].action is required (keep, drop, probabilistic, rate_limit)");
+    assert_eq!(parse_err(&rules(r#"{"name":"c","action":"probabilistic"}"#)), "sampling.rules[2].probabilistic.percentage is required with action probabilistic");
+    assert_eq!(parse_err(&rules(r#"{"name":"c","action":"keep","rate_limit":{"spans_per_second":1}}"#)), "sampling.rules[2].rate_limit is set but sampling.rules[2].action is \"keep\"");
+    assert_eq!(parse_err(&rules(r#"{"name":"c","when":{"duration":{"at_least":"5 s"}},"action":"keep"}"#)), "sampling.rules[2].when.duration.at_least must be a duration like 500ms or 2s, got \"5 s\"");
+    assert_eq!(parse_err(&rules(r#"{"name":"c","when":{"span_attribute":{"key":"k","equals":"x","prefix":"y"}},"action":"keep"}"#)), "sampling.rules[2].when.span_attribute must have exactly one of equals, in, prefix, present");
+    assert_eq!(parse_err(&rules(r#"{"name":"c","when":{"span_count":{"min":3,"max":2}},"action":"keep"}"#)), "sampling.rules[2].when.span_count.min must not be above sampling.rules[2].when.span_count.max, got 3 > 2");
+    assert_eq!(parse_err(&rules(r#"{"name":"default","action":"keep"}"#)), "sampling.rules[2].name must not be \"default\" (the name of sampling.default)");
+    assert_eq!(parse_err(r#"{"mode":"fast"}"#), "sampling.mode must be consistent or hash_compatible, got \"fast\"");
+    assert_eq!(parse_err(r#"{"hash_salt":"x"}"#), "sampling.hash_salt is only used with sampling.mode hash_compatible");
+    assert_eq!(parse_err(r#"{"default":{"action":"probabilistic","probabilistic":{"percentage":-1}}}"#), "sampling.default.probabilistic.percentage must be between 0 and 100, got -1");
+    assert!(parse_err("{").starts_with("sampling is not valid"));
+}
