@@ -167,7 +167,11 @@ func (p *tracesProcessor) Capabilities() consumer.Capabilities {
 // first waits hlc.max_offset, so that no stamp can repeat one issued before a restart; so
 // does persist when hlc.state_file was missing or empty (a first start, or a crash).
 func (p *tracesProcessor) Start(ctx context.Context, _ component.Host) error {
-	eng, err := engine.New(p.engCfg)
+	sampling, err := p.cfg.samplingJSON()
+	if err != nil {
+		return err
+	}
+	eng, err := engine.NewWithSampling(p.engCfg, sampling)
 	if err != nil {
 		return err
 	}
