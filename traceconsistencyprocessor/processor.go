@@ -122,6 +122,8 @@ type tracesProcessor struct {
 	// statsMu serialises metric updates from the engine's cumulative counters.
 	statsMu sync.Mutex
 	last    engine.Stats
+	// lastSampling: the sampling counts at the last recordStats (guarded by statsMu).
+	lastSampling []engine.SamplingCount
 
 	servicesMu sync.Mutex
 	services   map[string]struct{}

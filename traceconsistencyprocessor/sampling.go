@@ -1,8 +1,13 @@
 package traceconsistencyprocessor
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
+	"go.uber.org/zap"
 
 	"github.com/traceconsistency/traceconsistency/traceconsistencyprocessor/internal/engine"
 )
@@ -45,4 +50,40 @@ func (cfg *Config) samplingRuleNames() []string {
 		}
 	}
 	return append(names, "default")
+}
+
+// recordSamplingStats turns the engine's cumulative per-rule sampling counts into counter
+// increments. The caller holds statsMu.
+func (p *tracesProcessor) recordSamplingStats(ctx context.Context) {
+	if p.cfg.Sampling == nil {
+		return
+	}
+	counts, err := p.eng.SamplingCounts()
+	if err != nil {
+		p.logger.Error("engine sampling counts failed", zap.Error(err))
+		return
+	}
+	names := p.cfg.samplingRuleNames()
+	prev := p.lastSampling
+	p.lastSampling = counts
+	for i, c := range counts {
+		if i >= len(names) {
+			break
+		}
+		var old engine.SamplingCount
+		if i < len(prev) {
+			old = prev[i]
+		}
+		kept := metric.WithAttributeSet(attribute.NewSet(attribute.String("rule", names[i]), attribute.String("decision", "kept")))
+		dropped := metric.WithAttributeSet(attribute.NewSet(attribute.String("rule", names[i]), attribute.String("decision", "dropped")))
+		add := func(c metric.Int64Counter, cur, old uint64, opt metric.AddOption) {
+			if cur > old {
+				c.Add(ctx, int64(cur-old), opt)
+			}
+		}
+		add(p.tb.ProcessorTraceconsistencySamplingTraces, c.KeptTraces, old.KeptTraces, kept)
+		add(p.tb.ProcessorTraceconsistencySamplingSpans, c.KeptSpans, old.KeptSpans, kept)
+		add(p.tb.ProcessorTraceconsistencySamplingTraces, c.DroppedTraces, old.DroppedTraces, dropped)
+		add(p.tb.ProcessorTraceconsistencySamplingSpans, c.DroppedSpans, old.DroppedSpans, dropped)
+	}
 }

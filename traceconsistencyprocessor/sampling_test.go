@@ -12,6 +12,10 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.opentelemetry.io/collector/confmap/confmaptest"
 	"go.opentelemetry.io/collector/pdata/ptrace"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
+
+	"github.com/traceconsistency/traceconsistency/traceconsistencyprocessor/internal/metadatatest"
 )
 
 func TestSamplingErrorsNameTheKey(t *testing.T) {
@@ -90,4 +94,17 @@ func TestSamplingOnlyKeptTracesReachGo(t *testing.T) {
 	assert.Equal(t, uint64(n/2), counts[1].KeptTraces)
 	assert.Equal(t, []string{"health", "default"}, h.p.cfg.samplingRuleNames())
 	assert.Equal(t, fmt.Sprint(n), fmt.Sprint(spanCount(got)))
+
+	h.tick(time.Second) // the counts of the last drain reach the metrics
+	attrs := func(rule, decision string) attribute.Set {
+		return attribute.NewSet(attribute.String("rule", rule), attribute.String("decision", decision))
+	}
+	metadatatest.AssertEqualProcessorTraceconsistencySamplingTraces(t, h.tel, []metricdata.DataPoint[int64]{
+		{Value: n / 2, Attributes: attrs("health", "dropped")},
+		{Value: n / 2, Attributes: attrs("default", "kept")},
+	}, noTimes)
+	metadatatest.AssertEqualProcessorTraceconsistencySamplingSpans(t, h.tel, []metricdata.DataPoint[int64]{
+		{Value: n, Attributes: attrs("health", "dropped")},
+		{Value: n, Attributes: attrs("default", "kept")},
+	}, noTimes)
 }

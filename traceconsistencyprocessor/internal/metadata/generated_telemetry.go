@@ -50,6 +50,8 @@ type TelemetryBuilder struct {
 	ProcessorTraceconsistencyLateSpans               metric.Int64Counter
 	ProcessorTraceconsistencyMemory                  metric.Int64Gauge
 	ProcessorTraceconsistencyReleaseAge              metric.Float64Histogram
+	ProcessorTraceconsistencySamplingSpans           metric.Int64Counter
+	ProcessorTraceconsistencySamplingTraces          metric.Int64Counter
 	ProcessorTraceconsistencySpansBuffered           metric.Int64Gauge
 	ProcessorTraceconsistencySpansLost               metric.Int64Counter
 	ProcessorTraceconsistencySpansReceived           metric.Int64Counter
@@ -243,6 +245,18 @@ func NewTelemetryBuilder(settings component.TelemetrySettings, options ...Teleme
 		metric.WithDescription("Time from a trace's first span to its release. [Alpha]"),
 		metric.WithUnit("s"),
 		metric.WithExplicitBucketBoundaries([]float64{0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 15, 30, 60, 120}...),
+	)
+	errs = errors.Join(errs, err)
+	builder.ProcessorTraceconsistencySamplingSpans, err = builder.meter.Int64Counter(
+		"otelcol_processor_traceconsistency_sampling_spans",
+		metric.WithDescription("Spans of the traces decided by sampling, by the deciding rule and the decision: the dropped ones are every span sampling dropped. [Alpha]"),
+		metric.WithUnit("{span}"),
+	)
+	errs = errors.Join(errs, err)
+	builder.ProcessorTraceconsistencySamplingTraces, err = builder.meter.Int64Counter(
+		"otelcol_processor_traceconsistency_sampling_traces",
+		metric.WithDescription("Released traces decided by sampling, by the deciding rule and the decision (kept or dropped); only with a sampling section. [Alpha]"),
+		metric.WithUnit("{trace}"),
 	)
 	errs = errors.Join(errs, err)
 	builder.ProcessorTraceconsistencySpansBuffered, err = builder.meter.Int64Gauge(

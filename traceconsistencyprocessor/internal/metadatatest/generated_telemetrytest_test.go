@@ -43,6 +43,8 @@ func TestSetupTelemetry(t *testing.T) {
 	tb.ProcessorTraceconsistencyLateSpans.Add(context.Background(), 1)
 	tb.ProcessorTraceconsistencyMemory.Record(context.Background(), 1)
 	tb.ProcessorTraceconsistencyReleaseAge.Record(context.Background(), 1)
+	tb.ProcessorTraceconsistencySamplingSpans.Add(context.Background(), 1)
+	tb.ProcessorTraceconsistencySamplingTraces.Add(context.Background(), 1)
 	tb.ProcessorTraceconsistencySpansBuffered.Record(context.Background(), 1)
 	tb.ProcessorTraceconsistencySpansLost.Add(context.Background(), 1)
 	tb.ProcessorTraceconsistencySpansReceived.Add(context.Background(), 1)
@@ -133,6 +135,12 @@ func TestSetupTelemetry(t *testing.T) {
 		metricdatatest.IgnoreTimestamp())
 	AssertEqualProcessorTraceconsistencyReleaseAge(t, testTel,
 		[]metricdata.HistogramDataPoint[float64]{{}}, metricdatatest.IgnoreValue(),
+		metricdatatest.IgnoreTimestamp())
+	AssertEqualProcessorTraceconsistencySamplingSpans(t, testTel,
+		[]metricdata.DataPoint[int64]{{Value: 1}},
+		metricdatatest.IgnoreTimestamp())
+	AssertEqualProcessorTraceconsistencySamplingTraces(t, testTel,
+		[]metricdata.DataPoint[int64]{{Value: 1}},
 		metricdatatest.IgnoreTimestamp())
 	AssertEqualProcessorTraceconsistencySpansBuffered(t, testTel,
 		[]metricdata.DataPoint[int64]{{Value: 1}},
