@@ -77,9 +77,9 @@ impl Engine {
             }
             let emitted = self.emitter.emit(units, self.last_mono.load(std::sync::atomic::Ordering::Relaxed));
             // What the late caches need to recognise re-sends of these traces' spans.
-            for (id, hashes) in emitted.released {
+            for (id, hashes, verdict) in emitted.released {
                 let mut shard = lock(&self.shards[self.shard_of(id)]);
-                shard.late.set_hashes(id, hashes);
+                shard.late.set_released(id, hashes, verdict);
                 self.sync(&mut shard);
             }
             self.c.add(stat!(duplicates_dropped), emitted.duplicates);

@@ -12,8 +12,9 @@ use crate::config::DuplicatePolicy;
 use crate::findings::{FindingKind, ReleaseReason};
 use crate::hlc::STAMP_STR_LEN;
 use crate::index::Group;
-use crate::sampling::threshold::{read_tracestate, write_threshold};
-use crate::sampling::{Sampler, TraceView};
+use crate::sampling::threshold::{read_tracestate, write_threshold, Threshold};
+use crate::sampling::trace::span_tracestate;
+use crate::sampling::{Sampler, TraceView, Verdict};
 use crate::wire::{self, AnyValueRef};
 
 use super::dedupe::{content_hash, drop_exact_duplicates, keep_latest};
@@ -42,8 +43,9 @@ pub struct Emitted {
     pub release: Release,
     pub duplicates: u64,
     pub conflicts: u64,
-    /// Per released trace, the sorted content hashes of its spans (for the late cache).
-    pub released: Vec<(u128, Box<[u64]>)>,
+    /// Per released trace, the sorted content hashes of its spans and what sampling decided
+    /// (for the late cache).
+    pub released: Vec<(u128, Box<[u64]>, Verdict)>,
 }
 
 impl Emitter {
@@ -77,7 +79,7 @@ impl Emitter {
                 let mut hashes: Vec<u64> = unit.spans.iter().map(|s| content_hash(&self.dedupe_key, &unit.buf, s)).collect();
                 hashes.sort_unstable();
                 hashes.dedup();
-                released.push((unit.trace_id, hashes.into_boxed_slice()));
+                released.push((unit.trace_id, hashes.into_boxed_slice(), Verdict::Undecided));
             }
             let report = if unit.reason.is_trace_release() {
                 check_trace(&unit.spans, &unit.groups, &self.check_cfg)
@@ -124,11 +126,19 @@ impl Emitter {
             }
             let mut plan = UnitPlan { report, keep, rule: None, tracestate: Vec::new() };
             if let (Some(sampler), true) = (&self.sampler, unit.reason.is_trace_release()) {
-                if !self.sample(sampler, unit, &mut plan, now) {
+                let verdict = self.sample(sampler, unit, &mut plan, now);
+                if let Some(r) = released.last_mut() {
+                    r.2 = verdict;
+                }
+                if let Verdict::Dropped { .. } = verdict {
                     plan.keep.iter_mut().for_each(|k| *k = false);
                     plans.push(plan);
                     continue;
                 }
+            } else if let Some(th) = unit.threshold {
+                // Late spans of a trace kept with a threshold: the same threshold.
+                let all: Vec<usize> = (0..unit.spans.len()).collect();
+                rewrite_tracestate(unit, &mut plan, &all, th);
             }
             release.units.push(ReleasedUnit {
                 reason: unit.reason,
@@ -152,8 +162,8 @@ impl Emitter {
 
     /// Decides one released trace (its checks done, its duplicates resolved). Kept: the
     /// deciding rule goes into the plan and, with a consistent threshold, each kept span's
-    /// new tracestate (its old field stripped). Returns whether the trace is kept.
-    fn sample(&self, sampler: &Sampler, unit: &mut Unit, plan: &mut UnitPlan, now: u64) -> bool {
+    /// new tracestate (its old field stripped). Returns the decision, for the late cache.
+    fn sample(&self, sampler: &Sampler, unit: &mut Unit, plan: &mut UnitPlan, now: u64) -> Verdict {
         // The spans the duplicate policy kept are the trace.
         let kept: Vec<usize> = (0..unit.spans.len()).filter(|&i| plan.keep[i]).collect();
         let sub;
@@ -175,28 +185,13 @@ impl Emitter {
         };
         let d = sampler.decide(&view, now);
         if !d.keep {
-            return false;
+            return d.verdict();
         }
         plan.rule = Some(d.rule);
-        let Some(ours) = d.threshold else { return true };
-        let mut strips = Vec::new();
-        plan.tracestate = vec![None; unit.spans.len()];
-        for (k, &i) in kept.iter().enumerate() {
-            let (old, range) = view.tracestate(k).map_or(("", None), |(ts, r)| (ts, Some(r)));
-            // Equalizing: a span keeps a higher threshold it arrived with.
-            let th = read_tracestate(old).0.map_or(ours, |t| t.max(ours));
-            let Some(enc) = th.encode() else { continue };
-            plan.tracestate[i] = Some(write_threshold(old, &enc));
-            if let Some(r) = range {
-                strips.push((i, r));
-            }
+        if let Some(ours) = d.threshold {
+            rewrite_tracestate(unit, plan, &kept, ours);
         }
-        for (i, r) in strips {
-            let strip = &mut unit.spans[i].extra.get_or_insert_with(Default::default).strip;
-            let at = strip.partition_point(|s| s.start < r.start);
-            strip.insert(at, r);
-        }
-        true
+        d.verdict()
     }
 
     /// Encodes units as one request, grouping spans by resource and scope.
@@ -372,6 +367,30 @@ impl Emitter {
             }
             _ => {}
         }
+    }
+}
+
+/// Gives spans `idx` of `unit` the threshold `ours` in their tracestate (equalizing: a span
+/// keeps a higher threshold it arrived with): the new tracestate goes into the plan, the old
+/// field is stripped.
+fn rewrite_tracestate(unit: &mut Unit, plan: &mut UnitPlan, idx: &[usize], ours: Threshold) {
+    let mut strips = Vec::new();
+    plan.tracestate = vec![None; unit.spans.len()];
+    for &i in idx {
+        let s = &unit.spans[i];
+        let bytes = unit.buf.get(s.bytes.start as usize..s.bytes.end as usize).unwrap_or_default();
+        let (old, range) = span_tracestate(bytes).map_or(("", None), |(ts, r)| (ts, Some(r)));
+        let th = read_tracestate(old).0.map_or(ours, |t| t.max(ours));
+        let Some(enc) = th.encode() else { continue };
+        plan.tracestate[i] = Some(write_threshold(old, &enc));
+        if let Some(r) = range {
+            strips.push((i, r));
+        }
+    }
+    for (i, r) in strips {
+        let strip = &mut unit.spans[i].extra.get_or_insert_with(Default::default).strip;
+        let at = strip.partition_point(|s| s.start < r.start);
+        strip.insert(at, r);
     }
 }
 

@@ -9,6 +9,7 @@ use std::mem::size_of;
 
 use crate::findings::ReleaseReason;
 use crate::index::{Group, ScannedBatch, SpanRec};
+use crate::sampling::Verdict;
 
 use super::memory::{deque_bytes, groups_bytes, map_slot, rec_heap, REC_BYTES};
 use super::unit::Unit;
@@ -110,7 +111,7 @@ impl Trace {
 /// hashes arrive after the release (they are computed on drain, outside the lock): a re-send
 /// in between is forwarded as a late span.
 pub struct LateCache {
-    map: HashMap<u128, Box<[u64]>, RandomState>,
+    map: HashMap<u128, (Box<[u64]>, Verdict), RandomState>,
     order: VecDeque<u128>,
     cap: usize,
     byte_cap: u64,
@@ -124,12 +125,17 @@ impl LateCache {
 
     /// Whether a span with content hash `h` was released with trace `id`.
     pub fn is_resend(&self, id: u128, h: u64) -> bool {
-        self.map.get(&id).is_some_and(|hs| hs.binary_search(&h).is_ok())
+        self.map.get(&id).is_some_and(|(hs, _)| hs.binary_search(&h).is_ok())
+    }
+
+    /// What sampling decided for released trace `id` (undecided when unknown).
+    pub fn verdict(&self, id: u128) -> Verdict {
+        self.map.get(&id).map_or(Verdict::Undecided, |(_, v)| *v)
     }
 
     fn insert(&mut self, id: u128) {
         if !self.map.contains_key(&id) {
-            self.map.insert(id, Box::default());
+            self.map.insert(id, (Box::default(), Verdict::Undecided));
             self.order.push_back(id);
             self.evict();
         }
@@ -138,9 +144,11 @@ impl LateCache {
     /// Records the content hashes (sorted) trace `id` was released with. Hashes that alone
     /// pass the byte bound are not kept: the ID still marks the trace's later spans late,
     /// and a re-send of one of its spans is forwarded as late instead of dropped.
-    pub fn set_hashes(&mut self, id: u128, hashes: Box<[u64]>) {
+    /// With them, what sampling decided, which the trace's late spans follow.
+    pub fn set_released(&mut self, id: u128, hashes: Box<[u64]>, verdict: Verdict) {
         let hashes = if (hashes.len() * size_of::<u64>()) as u64 > self.byte_cap { Box::default() } else { hashes };
-        if let Some(slot) = self.map.get_mut(&id) {
+        if let Some((slot, v)) = self.map.get_mut(&id) {
+            *v = verdict;
             self.hash_bytes += (hashes.len() * size_of::<u64>()) as u64;
             self.hash_bytes -= (slot.len() * size_of::<u64>()) as u64;
             *slot = hashes;
@@ -153,14 +161,14 @@ impl LateCache {
     fn evict(&mut self) {
         while self.order.len() > self.cap || self.hash_bytes > self.byte_cap {
             let Some(old) = self.order.pop_front() else { break };
-            if let Some(hs) = self.map.remove(&old) {
+            if let Some((hs, _)) = self.map.remove(&old) {
                 self.hash_bytes -= (hs.len() * size_of::<u64>()) as u64;
             }
         }
     }
 
     pub fn bytes(&self) -> u64 {
-        self.map.capacity() as u64 * map_slot::<u128, Box<[u64]>>() + deque_bytes(&self.order) + self.hash_bytes
+        self.map.capacity() as u64 * map_slot::<u128, (Box<[u64]>, Verdict)>() + deque_bytes(&self.order) + self.hash_bytes
     }
 }
 

@@ -157,6 +157,30 @@ pub struct Decision {
     pub threshold: Option<Threshold>,
 }
 
+/// What the late-span cache remembers of a released trace's decision (16 bytes: the cache's
+/// entry stays within its budget).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Verdict {
+    /// No sampling, or not decided (handed off, or released before the decision).
+    #[default]
+    Undecided,
+    /// Kept by rule `rule`; `threshold` is the consistent threshold applied (`u64::MAX`:
+    /// none, tracestate left alone).
+    Kept { rule: u32, threshold: u64 },
+    /// Dropped by rule `rule`.
+    Dropped { rule: u32 },
+}
+
+impl Decision {
+    pub fn verdict(&self) -> Verdict {
+        if self.keep {
+            Verdict::Kept { rule: self.rule as u32, threshold: self.threshold.map_or(u64::MAX, |t| t.0) }
+        } else {
+            Verdict::Dropped { rule: self.rule as u32 }
+        }
+    }
+}
+
 /// Traces and spans kept and dropped by one rule (or the default), since the engine started.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RuleCounts {
@@ -254,6 +278,17 @@ impl Sampler {
             c.dropped_spans.fetch_add(spans, Ordering::Relaxed);
         }
         Decision { rule, keep, threshold: if keep { threshold } else { None } }
+    }
+
+    /// Counts late spans of traces rule `rule` decided (they follow the decision).
+    pub fn count_late(&self, rule: u32, spans: u64, kept: bool) {
+        if let Some(c) = self.counts.get(rule as usize) {
+            if kept {
+                c.kept_spans.fetch_add(spans, Ordering::Relaxed);
+            } else {
+                c.dropped_spans.fetch_add(spans, Ordering::Relaxed);
+            }
+        }
     }
 
     /// Counts per rule, then the default.

@@ -597,3 +597,35 @@ fn sampling_section_errors_name_the_key() {
     assert_eq!(parse_err(r#"{"default":{"action":"probabilistic","probabilistic":{"percentage":-1}}}"#), "sampling.default.probabilistic.percentage must be between 0 and 100, got -1");
     assert!(parse_err("{").starts_with("sampling is not valid"));
 }
+
+#[test]
+fn late_spans_follow_their_traces_decision() {
+    // Trace 1 is kept by 100 % (th:0), trace 2 by a keep rule, trace 3 dropped.
+    let p = policy(
+        vec![
+            rule("keep-b", vec![Condition::Service { names: vec!["b".into()], root_only: false }], Action::Keep),
+            rule("drop-c", vec![Condition::Service { names: vec!["c".into()], root_only: false }], Action::Drop),
+        ],
+        Action::Probabilistic(100.0),
+    );
+    let e = Engine::with_sampling(cfg(), Some(p)).unwrap();
+    let out = run(&e, vec![request(vec![("a", trace(1, 10)), ("b", trace(2, 10)), ("c", trace(3, 10))])]);
+    assert_eq!(kept_traces(&out), BTreeSet::from([1, 2]));
+    // A late span for each.
+    let b = T0 - 30 * SEC;
+    let mut late1 = span(1, 9, 1, b, b + MS);
+    late1.trace_state = "v=1".into();
+    let late = request(vec![("a", vec![late1]), ("b", vec![span(2, 9, 1, b, b + MS)]), ("c", vec![span(3, 9, 1, b, b + MS), span(3, 10, 1, b, b + MS)])]);
+    let o = e.ingest(&late, T0 + 21 * SEC).unwrap();
+    assert_eq!(o.late_forwarded, 2, "{o:?}");
+    let mut got = Vec::new();
+    while let Some(r) = e.drain(1_000_000) {
+        got.extend(decode(&r.otlp));
+    }
+    let by_trace: BTreeSet<(u64, String, bool)> =
+        got.iter().map(|s| (s.trace(), s.span.trace_state.clone(), matches!(s.attr("consistency.span.late"), Some(any_value::Value::BoolValue(true))))).collect();
+    assert_eq!(by_trace, BTreeSet::from([(1, "ot=th:0,v=1".to_string(), true), (2, String::new(), true)]));
+    let c = e.sampling_counts();
+    assert_eq!(c[1].dropped_spans, 3 + 2, "the dropped trace's late spans are counted with it");
+    assert_eq!(c[1].dropped_traces, 1);
+}

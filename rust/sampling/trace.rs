@@ -155,17 +155,21 @@ impl TraceView<'_> {
         false
     }
 
-    /// A span's tracestate (`Span.trace_state`, field 3) and the byte range of the whole
-    /// field within the span (tag included), if present.
+    /// A span's tracestate and the range of its field; see [`span_tracestate`].
     pub fn tracestate(&self, i: usize) -> Option<(&str, std::ops::Range<u32>)> {
-        let b = self.span_bytes(i);
-        let mut found = None;
-        for f in Fields::new(b, 0) {
-            let Ok(f) = f else { return None };
-            if let (3, Value::Len(r)) = (f.number, &f.value) {
-                found = Some((std::str::from_utf8(&b[r.clone()]).unwrap_or(""), f.span.start as u32..f.span.end as u32));
-            }
-        }
-        found
+        span_tracestate(self.span_bytes(i))
     }
+}
+
+/// A span's tracestate (`Span.trace_state`, field 3) and the byte range of the whole field
+/// within the span's bytes (tag included), if present.
+pub fn span_tracestate(b: &[u8]) -> Option<(&str, std::ops::Range<u32>)> {
+    let mut found = None;
+    for f in Fields::new(b, 0) {
+        let Ok(f) = f else { return None };
+        if let (3, Value::Len(r)) = (f.number, &f.value) {
+            found = Some((std::str::from_utf8(&b[r.clone()]).unwrap_or(""), f.span.start as u32..f.span.end as u32));
+        }
+    }
+    found
 }
