@@ -123,6 +123,12 @@ impl Engine {
     pub fn with_sampling(cfg: Config, policy: Option<crate::sampling::Policy>) -> Result<Engine, ConfigError> {
         let mut e = Engine::new(cfg)?;
         e.emitter.sampler = policy.map(crate::sampling::Sampler::new);
+        if e.emitter.sampler.is_some() {
+            // The late caches remember each trace's decision for its late spans.
+            for m in e.shards.iter() {
+                lock(m).late.verdicts = true;
+            }
+        }
         Ok(e)
     }
 

@@ -111,11 +111,35 @@ impl Trace {
 /// hashes arrive after the release (they are computed on drain, outside the lock): a re-send
 /// in between is forwarded as a late span.
 pub struct LateCache {
-    map: HashMap<u128, (Box<[u64]>, Verdict), RandomState>,
+    map: HashMap<u128, Box<[u64]>, RandomState>,
     order: VecDeque<u128>,
     cap: usize,
     byte_cap: u64,
     hash_bytes: u64,
+    /// With sampling: each entry's slice starts with the trace's verdict (two words, see
+    /// [`encode_verdict`]), then its hashes; the verdict shares the byte bound with them.
+    pub verdicts: bool,
+}
+
+/// A verdict as the two words a late-cache entry starts with: state (1 kept, 2 dropped) and
+/// rule, then the threshold.
+fn encode_verdict(v: Verdict) -> [u64; 2] {
+    match v {
+        Verdict::Undecided => [0, 0],
+        Verdict::Kept { rule, threshold } => [1 | u64::from(rule) << 32, threshold],
+        Verdict::Dropped { rule } => [2 | u64::from(rule) << 32, 0],
+    }
+}
+
+fn decode_verdict(w: &[u64]) -> Verdict {
+    match w {
+        [a, b, ..] => match a & 3 {
+            1 => Verdict::Kept { rule: (a >> 32) as u32, threshold: *b },
+            2 => Verdict::Dropped { rule: (a >> 32) as u32 },
+            _ => Verdict::Undecided,
+        },
+        _ => Verdict::Undecided,
+    }
 }
 
 impl LateCache {
@@ -125,17 +149,28 @@ impl LateCache {
 
     /// Whether a span with content hash `h` was released with trace `id`.
     pub fn is_resend(&self, id: u128, h: u64) -> bool {
-        self.map.get(&id).is_some_and(|(hs, _)| hs.binary_search(&h).is_ok())
+        self.map.get(&id).is_some_and(|hs| self.hashes(hs).binary_search(&h).is_ok())
+    }
+
+    fn hashes<'a>(&self, entry: &'a [u64]) -> &'a [u64] {
+        if self.verdicts {
+            entry.get(2..).unwrap_or_default()
+        } else {
+            entry
+        }
     }
 
     /// What sampling decided for released trace `id` (undecided when unknown).
     pub fn verdict(&self, id: u128) -> Verdict {
-        self.map.get(&id).map_or(Verdict::Undecided, |(_, v)| *v)
+        match self.map.get(&id) {
+            Some(hs) if self.verdicts => decode_verdict(hs),
+            _ => Verdict::Undecided,
+        }
     }
 
     fn insert(&mut self, id: u128) {
         if !self.map.contains_key(&id) {
-            self.map.insert(id, (Box::default(), Verdict::Undecided));
+            self.map.insert(id, Box::default());
             self.order.push_back(id);
             self.evict();
         }
@@ -147,8 +182,8 @@ impl LateCache {
     /// With them, what sampling decided, which the trace's late spans follow.
     pub fn set_released(&mut self, id: u128, hashes: Box<[u64]>, verdict: Verdict) {
         let hashes = if (hashes.len() * size_of::<u64>()) as u64 > self.byte_cap { Box::default() } else { hashes };
-        if let Some((slot, v)) = self.map.get_mut(&id) {
-            *v = verdict;
+        let hashes = if self.verdicts { encode_verdict(verdict).iter().chain(hashes.iter()).copied().collect() } else { hashes };
+        if let Some(slot) = self.map.get_mut(&id) {
             self.hash_bytes += (hashes.len() * size_of::<u64>()) as u64;
             self.hash_bytes -= (slot.len() * size_of::<u64>()) as u64;
             *slot = hashes;
@@ -161,14 +196,14 @@ impl LateCache {
     fn evict(&mut self) {
         while self.order.len() > self.cap || self.hash_bytes > self.byte_cap {
             let Some(old) = self.order.pop_front() else { break };
-            if let Some((hs, _)) = self.map.remove(&old) {
+            if let Some(hs) = self.map.remove(&old) {
                 self.hash_bytes -= (hs.len() * size_of::<u64>()) as u64;
             }
         }
     }
 
     pub fn bytes(&self) -> u64 {
-        self.map.capacity() as u64 * map_slot::<u128, (Box<[u64]>, Verdict)>() + deque_bytes(&self.order) + self.hash_bytes
+        self.map.capacity() as u64 * map_slot::<u128, Box<[u64]>>() + deque_bytes(&self.order) + self.hash_bytes
     }
 }
 
@@ -200,7 +235,7 @@ impl Shard {
         Shard {
             traces: HashMap::default(),
             fifo: VecDeque::new(),
-            late: LateCache { map: HashMap::default(), order: VecDeque::new(), cap: late_cap, byte_cap: late_byte_cap, hash_bytes: 0 },
+            late: LateCache { map: HashMap::default(), order: VecDeque::new(), cap: late_cap, byte_cap: late_byte_cap, hash_bytes: 0, verdicts: false },
             spans: 0,
             held: Mem::default(),
             next_gen: 0,

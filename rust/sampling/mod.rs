@@ -157,8 +157,8 @@ pub struct Decision {
     pub threshold: Option<Threshold>,
 }
 
-/// What the late-span cache remembers of a released trace's decision (16 bytes: the cache's
-/// entry stays within its budget).
+/// What the late-span cache remembers of a released trace's decision (two words in front of
+/// the entry's hashes, counted against the cache's byte bound).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Verdict {
     /// No sampling, or not decided (handed off, or released before the decision).
