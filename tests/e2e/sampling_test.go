@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"encoding/binary"
+	"fmt"
 	"math"
 	"os"
 	"path/filepath"
@@ -281,4 +282,88 @@ service:
 		}
 	}
 	t.Logf("both kept the same %d of %d traces", len(oursIDs), len(res.Truth.Traces))
+}
+
+// TestSamplingKill9AndRestart: with sampling and a write-ahead log, a gateway killed with
+// SIGKILL while it holds incomplete traces replays them at restart and decides them again
+// when they complete: the kept one arrives whole, the dropped one never appears; traces
+// decided before the kill (one kept and delivered, one dropped) are not replayed.
+func TestSamplingKill9AndRestart(t *testing.T) {
+	requireProcessor(t)
+	walDir := filepath.Join(t.TempDir(), "wal")
+	addrs := ConfigOptions{OTLPEndpoint: FreeAddr(t), HealthEndpoint: FreeAddr(t), MetricsPort: FreePort(t)}
+	start := func(out string) *Collector {
+		opts := addrs
+		opts.OutputPath = out
+		opts.ProcessorsYAML = TraceConsistencyYAML("quiet_period: 300ms", "release_tick: 50ms", "idle_timeout: 60s", "max_age: 120s", NoRestartWait,
+			fmt.Sprintf("wal: {directory: %s, sync: batch}", walDir),
+			"sampling: {rules: [{name: noise, when: {service: {in: [noise]}}, action: drop}]}")
+		return StartCollectorWith(t, opts)
+	}
+	end := time.Now().Add(-time.Second)
+	split := func(td ptrace.Traces) (children, root ptrace.Traces) {
+		children, root = ptrace.NewTraces(), ptrace.NewTraces()
+		td.CopyTo(children)
+		td.CopyTo(root)
+		children.ResourceSpans().At(0).ScopeSpans().At(0).Spans().RemoveIf(func(s ptrace.Span) bool { return s.ParentSpanID().IsEmpty() })
+		root.ResourceSpans().At(0).ScopeSpans().At(0).Spans().RemoveIf(func(s ptrace.Span) bool { return !s.ParentSpanID().IsEmpty() })
+		return children, root
+	}
+	keptWhole, keptWholeID := handTrace(1, "shop", end, 10*time.Millisecond, nil)
+	droppedWhole, droppedWholeID := handTrace(2, "noise", end, 10*time.Millisecond, nil)
+	keptCut, keptCutID := handTrace(3, "shop", end, 10*time.Millisecond, nil)
+	droppedCut, droppedCutID := handTrace(4, "noise", end, 10*time.Millisecond, nil)
+	keptChildren, keptRoot := split(keptCut)
+	droppedChildren, droppedRoot := split(droppedCut)
+
+	dir := t.TempDir()
+	gw := start(filepath.Join(dir, "before.jsonl"))
+	cl, err := tracegen.Dial(gw.OTLPEndpoint)
+	if err != nil {
+		t.Fatal(err)
+	}
+	export := func(cl *tracegen.Client, td ptrace.Traces) {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := cl.Export(ctx, td); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, td := range []ptrace.Traces{keptWhole, droppedWhole, keptChildren, droppedChildren} {
+		export(cl, td)
+	}
+	// The whole traces are decided and the kept one delivered; then the kill.
+	gw.WaitFor(20*time.Second, "the kept whole trace delivered", func(lines []Line) bool {
+		return len(ByTrace(Spans(lines))[keptWholeID]) == 3
+	})
+	gw.WaitForMetrics(20*time.Second, "the dropped whole trace decided", func(m Metrics) bool {
+		return m.Sum(names.MetricPrefix+"sampling_traces", "rule", "noise", "decision", "dropped") == 1
+	})
+	kill9(gw)
+	cl.Close()
+
+	gw = start(filepath.Join(dir, "after.jsonl"))
+	m := gw.WaitForMetrics(20*time.Second, "the replay counted", func(m Metrics) bool { return m.Has(metricWALSpansReplayed) })
+	if got := m.Sum(metricWALSpansReplayed); got != 4 {
+		t.Errorf("replayed %v spans, want the 4 children of the cut traces only", got)
+	}
+	cl = gw.Dial()
+	export(cl, keptRoot)
+	export(cl, droppedRoot)
+	gw.WaitFor(20*time.Second, "the cut kept trace delivered", func(lines []Line) bool {
+		return len(ByTrace(Spans(lines))[keptCutID]) == 3
+	})
+	gw.WaitForMetrics(20*time.Second, "the cut dropped trace decided", func(m Metrics) bool {
+		return m.Sum(names.MetricPrefix+"sampling_traces", "rule", "noise", "decision", "dropped") == 1
+	})
+	byTrace := ByTrace(Spans(gw.StopAndRead()))
+	for _, id := range []pcommon.TraceID{droppedWholeID, droppedCutID, keptWholeID} {
+		if n := len(byTrace[id]); n != 0 {
+			t.Errorf("trace %s: %d spans after the restart, want none", id, n)
+		}
+	}
+	if n := len(byTrace[keptCutID]); n != 3 {
+		t.Errorf("kept trace cut by the crash: %d spans, want 3", n)
+	}
 }
