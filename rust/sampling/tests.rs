@@ -662,3 +662,29 @@ fn dropped_traces_are_never_encoded() {
     assert!(dropped_peak * 8 < kept_peak, "dropped: nothing encoded ({dropped_peak} vs {kept_peak})");
     eprintln!("drain peak allocation: kept {kept_peak} B for {kept_out} B out, dropped {dropped_peak} B (600 spans)");
 }
+
+#[test]
+fn a_trace_handed_off_is_decided_only_where_it_is_released() {
+    let hcfg = || Config { handoff_on_shutdown: true, handoff_key: Some("the tier's shared secret".into()), ..cfg() };
+    let drop_all = || Some(policy(vec![], Action::Drop));
+    // The first gateway hands the incomplete trace off at shutdown: undecided, whole.
+    let a = Engine::with_sampling(hcfg(), drop_all()).unwrap();
+    a.ingest(&request(vec![("a", trace(1, 10)[1..].to_vec())]), T0).unwrap();
+    a.shutdown(T0 + SEC);
+    let mut handed = Vec::new();
+    while let Some(r) = a.drain_handoff(1_000_000) {
+        handed.push(r.otlp);
+    }
+    assert_eq!(handed.iter().map(|b| decode(b).len()).sum::<usize>(), 2);
+    assert!(a.drain(1_000_000).is_none());
+    assert!(a.sampling_counts().iter().all(|c| *c == RuleCounts::default()), "nothing decided where it was handed off");
+    // The receiving gateway releases it (with its root) and decides it there.
+    let b = Engine::with_sampling(hcfg(), drop_all()).unwrap();
+    for h in &handed {
+        b.ingest(h, T0 + 2 * SEC).unwrap();
+    }
+    b.ingest(&request(vec![("a", trace(1, 10)[..1].to_vec())]), T0 + 2 * SEC).unwrap();
+    b.tick(T0 + 4 * SEC);
+    assert!(b.drain(1_000_000).is_none());
+    assert_eq!(b.sampling_counts()[0], RuleCounts { kept_traces: 0, kept_spans: 0, dropped_traces: 1, dropped_spans: 3 });
+}
