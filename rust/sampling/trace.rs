@@ -23,8 +23,8 @@ pub struct TraceView<'a> {
 }
 
 /// An attribute value as the rules compare it: strings as they are, integers in decimal,
-/// booleans as `true` / `false`, doubles as Go's `strconv.FormatFloat(v, 'g', -1, 64)`
-/// would mostly print them; other types (arrays, maps, bytes) only count as present.
+/// booleans as `true` / `false`, doubles in their shortest decimal form (`1.5`, `100`);
+/// other types (arrays, maps, bytes) only count as present.
 #[derive(Debug, PartialEq, Eq)]
 pub enum AttrValue<'a> {
     Str(&'a [u8]),
