@@ -35,3 +35,5 @@ pub const ATTR_TRACE_FINDINGS: &str = "consistency.trace.findings";
 pub const ATTR_TRACE_MISSING_PARENT_IDS: &str = "consistency.trace.missing_parent_ids";
 /// The trace holds spans replayed from the write-ahead log after a restart.
 pub const ATTR_TRACE_RECOVERED: &str = "consistency.trace.recovered";
+/// The name of the sampling rule that kept the trace (`default` when none matched).
+pub const ATTR_TRACE_SAMPLING_RULE: &str = "consistency.trace.sampling.rule";

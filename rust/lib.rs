@@ -10,6 +10,7 @@
 //! - [`findings`], [`config`]: the names and knobs shared with the C ABI;
 //! - [`hlc`]: the hybrid logical clock and stamping at ingest;
 //! - [`checks`]: consistency checks and clock-skew correction on an assembled trace;
+//! - [`sampling`]: tail sampling of released traces, decided before they are encoded;
 //! - [`engine`]: sharded tail assembly, memory accounting, release, and emission of
 //!   annotated OTLP;
 //! - [`wal`]: the write-ahead log the engine keeps accepted batches in until delivered;
@@ -24,6 +25,7 @@ pub mod ffi;
 pub mod findings;
 pub mod hlc;
 pub mod index;
+pub mod sampling;
 pub mod schema;
 pub mod version;
 pub mod vocab;

@@ -4,7 +4,9 @@
 #   ts       processors: [tail_sampling]                    decision_wait 30s (its default)
 #   gbt_ts   processors: [groupbytrace, tail_sampling]      wait_duration 1s, decision_wait 1s
 #   ours_ts  processors: [traceconsistency, tail_sampling]  defaults (quiet_period 1s), decision_wait 1s
-# and one sampling policy in all three: keep a trace with an error span, or with a finding
+#   ours_sampling  processors: [traceconsistency/sampling]  the same policy as sampling rules in the
+#            engine (README "Sampling in the engine")
+# and one sampling policy in all of them: keep a trace with an error span, or with a finding
 # (consistency.trace.status = inconsistent, written by traceconsistency only), plus 10 %
 # probabilistic. Exporter: otlp_grpc to the load source's own OTLP receiver (-sink), which
 # notes when each trace first comes out.
@@ -31,7 +33,7 @@
 # core 0, load source (and its sink) on core 1.
 #
 # Environment (defaults):
-#   PIPELINES="ts gbt_ts ours_ts"  MODES="saturation fixed"  REPEAT=3
+#   PIPELINES="ts gbt_ts ours_ts ours_sampling"  MODES="saturation fixed"  REPEAT=3
 #   RATE=19000  FIXED_DURATION=45s  SAT_DURATION=20s  STREAMS=4
 #   BROKEN=missing_parent,skewed_child,sampled_mismatch  BROKEN_EVERY=20  ERROR_PROBABILITY=0.002
 #   FEATURE_GATES=""  (e.g. pdata.useProtoPooling: passed as --feature-gates to the collector)
@@ -42,7 +44,7 @@
 set -euo pipefail
 
 BENCH=bench-tailsampling
-PIPELINES="${PIPELINES:-ts gbt_ts ours_ts}"
+PIPELINES="${PIPELINES:-ts gbt_ts ours_ts ours_sampling}"
 MODES="${MODES:-saturation fixed}"
 REPEAT="${REPEAT:-3}"
 RATE="${RATE:-19000}"
@@ -68,6 +70,7 @@ max_wait() {
     ts) echo 35 ;;       # decision_wait 30s from the first span
     gbt_ts) echo 8 ;;    # 1s + 1s
     ours_ts) echo 17 ;;  # idle_timeout 10s for incomplete traces + release_tick + 1s
+    ours_sampling) echo 16 ;;  # idle_timeout 10s for incomplete traces + release_tick
   esac
 }
 
@@ -77,6 +80,7 @@ write_config() { # pipeline file
     ts) procs="[tail_sampling/default_wait]" ;;
     gbt_ts) procs="[groupbytrace, tail_sampling/after_assembly]" ;;
     ours_ts) procs="[traceconsistency, tail_sampling/after_assembly]" ;;
+    ours_sampling) procs="[traceconsistency/sampling]" ;;
     *) echo "unknown pipeline $1" >&2; exit 2 ;;
   esac
   local policies="      policies:
@@ -97,6 +101,12 @@ receivers:
         endpoint: 127.0.0.1:$OTLP_PORT
 processors:
   traceconsistency: {}
+  traceconsistency/sampling:
+    sampling:
+      rules:
+        - {name: errors, when: {error: true}, action: keep}
+        - {name: findings, when: {consistency: {status: inconsistent}}, action: keep}
+      default: {action: probabilistic, probabilistic: {percentage: 10}}
   groupbytrace:
     wait_duration: 1s
   tail_sampling/default_wait:
@@ -151,8 +161,9 @@ run_one() { # mode pipeline run
     -broken "$BROKEN" -broken-every "$BROKEN_EVERY" -error-probability "$ERROR_PROBABILITY")
   if [[ "$mode" == fixed ]]; then args+=(-duration "$FIXED_DURATION" -rate "$RATE"); else args+=(-duration "$SAT_DURATION"); fi
   rm -f "$TMP/sent.json"
-  local dec0 cpu0 t0
-  dec0="$(metric otelcol_processor_tail_sampling_global_count_traces_sampled)"
+  local dec0 cpu0 t0 decisions=otelcol_processor_tail_sampling_global_count_traces_sampled
+  [[ "$name" == ours_sampling ]] && decisions=otelcol_processor_traceconsistency_sampling_traces
+  dec0="$(metric "$decisions")"
   cpu0="$(cpu_ticks "$COL_PID")"
   t0="$(date +%s.%N)"
   "${GEN_PIN[@]}" "$TMP/replay" "${args[@]}" >"$TMP/gen.json" 2>"$TMP/gen.err" &
@@ -171,7 +182,7 @@ run_one() { # mode pipeline run
   # the pipeline's longest wait has passed (traces evicted without a decision).
   local dec last_dec="" still=0
   while :; do
-    dec=$(( $(metric otelcol_processor_tail_sampling_global_count_traces_sampled) - dec0 ))
+    dec=$(( $(metric "$decisions") - dec0 ))
     [[ "$dec" -ge "$traces" ]] && break
     if (( $(date +%s) - t_sent > $(max_wait "$name") )); then
       if [[ "$dec" == "$last_dec" ]]; then still=$((still + 1)); else still=0; fi
@@ -253,7 +264,7 @@ def med(mode, p, f):
     return (statistics.median(v), min(v), max(v)) if v else None
 def fmt(x, d=0):
     return "—" if x is None else f"{x[0]:.{d}f} [{x[1]:.{d}f}–{x[2]:.{d}f}]"
-pipes = [p for p in ["ts", "gbt_ts", "ours_ts"] if any(r["pipeline"] == p for r in rows)]
+pipes = [p for p in ["ts", "gbt_ts", "ours_ts", "ours_sampling"] if any(r["pipeline"] == p for r in rows)]
 print("\n== tail-sampling pipelines (median [min–max] of the runs)")
 print(f"{'pipeline':<9} {'saturation spans/s':<26} {'sat cpu µs/span':<22} {'fixed cpu µs/span':<22} {'fixed peak RSS MiB':<22} {'fixed avg RSS MiB':<22} {'latency complete p50 / p99 ms':<30} {'incomplete p50 ms':<18}")
 M = {}
@@ -281,6 +292,14 @@ show("spans/s at saturation", r("ours_ts", "ts", "sps"), (">= 1", lambda x: x >=
 if "ours_ts" in M and M["ours_ts"]["p99"] is not None:
     p99 = M["ours_ts"]["p99"][0]
     print(f"  latency of complete traces p99 {p99:.0f} ms   target <= quiet_period + decision_wait + 1s = 3000 ms: {'met' if p99 <= 3000 else 'NOT met'}")
+if "ours_sampling" in M:
+    print("ours_sampling / ts (sampling in the engine vs tail_sampling alone):")
+    show("cpu/span with every decision (fixed load)", r("ours_sampling", "ts", "fcpu"), ("<= 0.6", lambda x: x <= 0.6))
+    show("peak RSS (fixed load)", r("ours_sampling", "ts", "peak"), ("<= 0.1", lambda x: x <= 0.1))
+    show("spans/s at saturation", r("ours_sampling", "ts", "sps"), (">= 1.3", lambda x: x >= 1.3))
+    if M["ours_sampling"]["p99"] is not None:
+        p99 = M["ours_sampling"]["p99"][0]
+        print(f"  latency of complete traces p99 {p99:.0f} ms   target <= quiet_period + release_tick + 0.5s = 1600 ms: {'met' if p99 <= 1600 else 'NOT met'}")
 print("ours_ts / gbt_ts (groupbytrace 1s -> tail_sampling 1s):")
 show("cpu/span with every decision (fixed load)", r("ours_ts", "gbt_ts", "fcpu"), ("<= 0.6", lambda x: x <= 0.6))
 show("cpu/span with every decision (saturation)", r("ours_ts", "gbt_ts", "scpu"), ("<= 0.6", lambda x: x <= 0.6))

@@ -81,6 +81,11 @@ type Config struct {
 	// WAL configures the write-ahead log that keeps buffered spans across a crash.
 	WAL WALConfig `mapstructure:"wal"`
 
+	// Sampling decides each released trace by rules (first match wins) before it leaves the
+	// engine; absent, every trace is released as assembled. The engine owns and validates the
+	// section (see sampling.go and README "Sampling in the engine").
+	Sampling map[string]any `mapstructure:"sampling"`
+
 	// prevent unkeyed literal initialization
 	_ struct{}
 }
@@ -276,7 +281,10 @@ func (cfg *Config) Validate() error {
 			return fmt.Errorf("handoff.pipelines must name traces pipelines, got %q", id.String())
 		}
 	}
-	return engine.Validate(ec)
+	if err := engine.Validate(ec); err != nil {
+		return err
+	}
+	return cfg.validateSampling()
 }
 
 // engineConfig translates the YAML configuration into the engine's. It fails on what cannot

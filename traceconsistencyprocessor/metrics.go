@@ -154,6 +154,7 @@ func (p *tracesProcessor) recordStats(ctx context.Context) {
 	tb.ProcessorTraceconsistencyHlcMaxForwardOffset.Record(ctx, int64(s.HLCMaxForwardOffsetNs))
 	p.recordHandoffStats(ctx, s, prev)
 	p.recordExpectStats(ctx, s, prev)
+	p.recordSamplingStats(ctx)
 	if p.cfg.WAL.Directory == "" {
 		return
 	}

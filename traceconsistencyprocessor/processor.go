@@ -124,6 +124,8 @@ type tracesProcessor struct {
 	last    engine.Stats
 	// lagsRecorded: when the export lags were last recorded (see recordExpectStats).
 	lagsRecorded time.Time
+	// lastSampling: the sampling counts at the last recordStats (guarded by statsMu).
+	lastSampling []engine.SamplingCount
 
 	servicesMu sync.Mutex
 	services   map[string]struct{}
@@ -169,7 +171,11 @@ func (p *tracesProcessor) Capabilities() consumer.Capabilities {
 // first waits hlc.max_offset, so that no stamp can repeat one issued before a restart; so
 // does persist when hlc.state_file was missing or empty (a first start, or a crash).
 func (p *tracesProcessor) Start(ctx context.Context, _ component.Host) error {
-	eng, err := engine.New(p.engCfg)
+	sampling, err := p.cfg.samplingJSON()
+	if err != nil {
+		return err
+	}
+	eng, err := engine.NewWithSampling(p.engCfg, sampling)
 	if err != nil {
 		return err
 	}

@@ -30,7 +30,7 @@ func TestReadmeDocumentsEveryKey(t *testing.T) {
 
 func TestYAMLKeysWalk(t *testing.T) {
 	keys := yamlKeys(reflect.TypeFor[Config](), "")
-	assert.Len(t, keys, 33)
+	assert.Len(t, keys, 34)
 	for _, k := range []string{"num_shards", "release_tick", "late_spans.policy", "checks.disabled", "hlc.state_file", "max_release_batch_spans"} {
 		assert.Contains(t, keys, k)
 	}

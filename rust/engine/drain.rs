@@ -53,40 +53,56 @@ impl Engine {
     /// waiting) and emits them, counting what emission dropped; the late caches learn the
     /// content hashes of the released traces; with a write-ahead log the release gets its
     /// delivery token. The units are freed by the time it returns: their bytes leave the
-    /// count. Panic-safe: if anything on the way unwinds, what was taken is counted lost
+    /// count. Traces dropped by sampling are freed here (never encoded) and, with a log,
+    /// acknowledged with the release that holds the kept ones (at once when a batch kept
+    /// nothing). Panic-safe: if anything on the way unwinds, what was taken is counted lost
     /// (see [`Taken`]).
     fn drain_from(&self, queue: &Receiver<Unit>, max_spans: u64) -> Option<Release> {
-        let mut units = Vec::new();
-        let mut taken = Taken { engine: self, spans: 0, bytes: 0, keys: Vec::new(), handed_out: false };
-        while taken.spans < max_spans.max(1) {
-            match queue.try_recv() {
-                Ok(mut u) => {
-                    taken.spans += u.spans.len() as u64;
-                    taken.bytes += u.bytes;
-                    taken.keys.extend(std::mem::take(&mut u.wal));
-                    units.push(u);
+        loop {
+            let mut units = Vec::new();
+            let mut taken = Taken { engine: self, spans: 0, bytes: 0, keys: Vec::new(), handed_out: false };
+            while taken.spans < max_spans.max(1) {
+                match queue.try_recv() {
+                    Ok(mut u) => {
+                        taken.spans += u.spans.len() as u64;
+                        taken.bytes += u.bytes;
+                        taken.keys.extend(std::mem::take(&mut u.wal));
+                        units.push(u);
+                    }
+                    Err(_) => break,
                 }
-                Err(_) => break,
             }
+            if units.is_empty() {
+                return None;
+            }
+            let emitted = self.emitter.emit(units, self.last_mono.load(std::sync::atomic::Ordering::Relaxed));
+            // What the late caches need to recognise re-sends of these traces' spans.
+            for (id, hashes, verdict) in emitted.released {
+                let mut shard = lock(&self.shards[self.shard_of(id)]);
+                shard.late.set_released(id, hashes, verdict);
+                self.sync(&mut shard);
+            }
+            self.c.add(stat!(duplicates_dropped), emitted.duplicates);
+            self.c.add(stat!(conflicts_dropped), emitted.conflicts);
+            let mut release = emitted.release;
+            if release.units.is_empty() {
+                // Every unit was a trace dropped by sampling: nothing goes out, and the log
+                // forgets them as it forgets delivered ones. Take the next units.
+                if let Some(w) = &self.wal {
+                    let token = w.drained(std::mem::take(&mut taken.keys));
+                    if token != 0 {
+                        w.delivered(token);
+                    }
+                }
+                taken.handed_out = true;
+                continue;
+            }
+            if let Some(w) = &self.wal {
+                release.token = w.drained(std::mem::take(&mut taken.keys));
+            }
+            taken.handed_out = true;
+            return Some(release);
         }
-        if units.is_empty() {
-            return None;
-        }
-        let emitted = self.emitter.emit(units);
-        // What the late caches need to recognise re-sends of these traces' spans.
-        for (id, hashes) in emitted.released {
-            let mut shard = lock(&self.shards[self.shard_of(id)]);
-            shard.late.set_hashes(id, hashes);
-            self.sync(&mut shard);
-        }
-        self.c.add(stat!(duplicates_dropped), emitted.duplicates);
-        self.c.add(stat!(conflicts_dropped), emitted.conflicts);
-        let mut release = emitted.release;
-        if let Some(w) = &self.wal {
-            release.token = w.drained(std::mem::take(&mut taken.keys));
-        }
-        taken.handed_out = true;
-        Some(release)
     }
 
 

@@ -12,6 +12,9 @@ use crate::config::DuplicatePolicy;
 use crate::findings::{FindingKind, ReleaseReason};
 use crate::hlc::STAMP_STR_LEN;
 use crate::index::Group;
+use crate::sampling::threshold::{read_tracestate, write_threshold, Threshold};
+use crate::sampling::trace::span_tracestate;
+use crate::sampling::{Sampler, TraceView, Verdict};
 use crate::wire::{self, AnyValueRef};
 
 use super::dedupe::{content_hash, drop_exact_duplicates, keep_latest};
@@ -28,6 +31,8 @@ pub struct Emitter {
     pub dedupe_key: RandomState,
     /// Key of the hand-off markers' proofs (`handoff.key`).
     pub handoff_key: Option<ProofKey>,
+    /// The `sampling` section: decides each released trace before it is encoded.
+    pub sampler: Option<Sampler>,
     /// Tests: the next emission panics halfway (after it consumed the units).
     #[cfg(test)]
     pub panic_next: std::sync::atomic::AtomicBool,
@@ -38,13 +43,16 @@ pub struct Emitted {
     pub release: Release,
     pub duplicates: u64,
     pub conflicts: u64,
-    /// Per released trace, the sorted content hashes of its spans (for the late cache).
-    pub released: Vec<(u128, Box<[u64]>)>,
+    /// Per released trace, the sorted content hashes of its spans and what sampling decided
+    /// (for the late cache).
+    pub released: Vec<(u128, Box<[u64]>, Verdict)>,
 }
 
 impl Emitter {
-    /// Checks `units`, applies the duplicate policies and encodes them as one request.
-    pub fn emit(&self, mut units: Vec<Unit>) -> Emitted {
+    /// Checks `units`, applies the duplicate policies, decides each released trace with the
+    /// sampler (if any; `now` is the monotonic clock its rate limits run on) and encodes what
+    /// is kept as one request.
+    pub fn emit(&self, mut units: Vec<Unit>, now: u64) -> Emitted {
         let mut release = Release::default();
         let mut duplicates = 0u64;
         let mut conflicts = 0u64;
@@ -62,7 +70,7 @@ impl Emitter {
                 // on the whole trace), only the stamps and the hop count.
                 release.units.push(ReleasedUnit { reason: unit.reason, spans: unit.spans.len() as u32, age_ns: unit.age_ns, findings: 0 });
                 let report = TraceReport { span_findings: vec![0; unit.spans.len()], summary_span: usize::MAX, ..Default::default() };
-                plans.push(UnitPlan { report, keep: vec![true; unit.spans.len()] });
+                plans.push(UnitPlan { report, keep: vec![true; unit.spans.len()], rule: None, tracestate: Vec::new() });
                 continue;
             }
             if unit.reason.is_trace_release() {
@@ -71,7 +79,7 @@ impl Emitter {
                 let mut hashes: Vec<u64> = unit.spans.iter().map(|s| content_hash(&self.dedupe_key, &unit.buf, s)).collect();
                 hashes.sort_unstable();
                 hashes.dedup();
-                released.push((unit.trace_id, hashes.into_boxed_slice()));
+                released.push((unit.trace_id, hashes.into_boxed_slice(), Verdict::Undecided));
             }
             let report = if unit.reason.is_trace_release() {
                 check_trace(&unit.spans, &unit.groups, &self.check_cfg)
@@ -116,13 +124,29 @@ impl Emitter {
                     *finding_counts.entry((k, svc.clone())).or_default() += 1;
                 }
             }
+            let mut plan = UnitPlan { report, keep, rule: None, tracestate: Vec::new() };
+            if let (Some(sampler), true) = (&self.sampler, unit.reason.is_trace_release()) {
+                let verdict = self.sample(sampler, unit, &mut plan, now);
+                if let Some(r) = released.last_mut() {
+                    r.2 = verdict;
+                }
+                if let Verdict::Dropped { .. } = verdict {
+                    plan.keep.iter_mut().for_each(|k| *k = false);
+                    plans.push(plan);
+                    continue;
+                }
+            } else if let Some(th) = unit.threshold {
+                // Late spans of a trace kept with a threshold: the same threshold.
+                let all: Vec<usize> = (0..unit.spans.len()).collect();
+                rewrite_tracestate(unit, &mut plan, &all, th);
+            }
             release.units.push(ReleasedUnit {
                 reason: unit.reason,
-                spans: keep.iter().filter(|&&k| k).count() as u32,
+                spans: plan.keep.iter().filter(|&&k| k).count() as u32,
                 age_ns: unit.age_ns,
-                findings: report.trace_findings,
+                findings: plan.report.trace_findings,
             });
-            plans.push(UnitPlan { report, keep });
+            plans.push(plan);
         }
         let mut findings: Vec<FindingCount> = finding_counts
             .into_iter()
@@ -134,6 +158,40 @@ impl Emitter {
         release.otlp = otlp;
         release.spans = spans;
         Emitted { release, duplicates, conflicts, released }
+    }
+
+    /// Decides one released trace (its checks done, its duplicates resolved). Kept: the
+    /// deciding rule goes into the plan and, with a consistent threshold, each kept span's
+    /// new tracestate (its old field stripped). Returns the decision, for the late cache.
+    fn sample(&self, sampler: &Sampler, unit: &mut Unit, plan: &mut UnitPlan, now: u64) -> Verdict {
+        // The spans the duplicate policy kept are the trace.
+        let kept: Vec<usize> = (0..unit.spans.len()).filter(|&i| plan.keep[i]).collect();
+        let sub;
+        let spans: &[crate::index::SpanRec] = if kept.len() == unit.spans.len() {
+            &unit.spans
+        } else {
+            sub = kept.iter().map(|&i| unit.spans[i].clone()).collect::<Vec<_>>();
+            &sub
+        };
+        let summary = kept.iter().position(|&i| i == plan.report.summary_span).unwrap_or(0);
+        let view = TraceView {
+            trace_id: unit.trace_id,
+            reason: unit.reason,
+            spans,
+            buf: &unit.buf,
+            groups: &unit.groups,
+            findings: plan.report.trace_findings,
+            summary_span: summary,
+        };
+        let d = sampler.decide(&view, now);
+        if !d.keep {
+            return d.verdict();
+        }
+        plan.rule = Some(d.rule);
+        if let Some(ours) = d.threshold {
+            rewrite_tracestate(unit, plan, &kept, ours);
+        }
+        d.verdict()
     }
 
     /// Encodes units as one request, grouping spans by resource and scope.
@@ -247,6 +305,9 @@ impl Emitter {
                 wire::put_kv(out, 9, ATTR_HLC_UPSTREAM, &AnyValueRef::Str(std::str::from_utf8(&buf).unwrap_or_default()));
             }
         }
+        if let Some(Some(ts)) = plan.tracestate.get(i) {
+            wire::put_bytes_field(out, 3, ts.as_bytes());
+        }
         if unit.handoff {
             // Written whatever checks.write_attributes says: the receiver bounds the hops
             // by it.
@@ -295,6 +356,9 @@ impl Emitter {
                 if unit.recovered {
                     wire::put_kv(out, 9, ATTR_TRACE_RECOVERED, &AnyValueRef::Bool(true));
                 }
+                if let (Some(rule), Some(sampler)) = (plan.rule, &self.sampler) {
+                    wire::put_kv(out, 9, ATTR_TRACE_SAMPLING_RULE, &AnyValueRef::Str(sampler.rule_name(rule)));
+                }
                 if !report.missing_parents.is_empty() {
                     let ids: Vec<String> = report.missing_parents.iter().map(|p| hex(&p.to_be_bytes())).collect();
                     let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
@@ -306,9 +370,37 @@ impl Emitter {
     }
 }
 
+/// Gives spans `idx` of `unit` the threshold `ours` in their tracestate (equalizing: a span
+/// keeps a higher threshold it arrived with): the new tracestate goes into the plan, the old
+/// field is stripped.
+fn rewrite_tracestate(unit: &mut Unit, plan: &mut UnitPlan, idx: &[usize], ours: Threshold) {
+    let mut strips = Vec::new();
+    plan.tracestate = vec![None; unit.spans.len()];
+    for &i in idx {
+        let s = &unit.spans[i];
+        let bytes = unit.buf.get(s.bytes.start as usize..s.bytes.end as usize).unwrap_or_default();
+        let (old, range) = span_tracestate(bytes).map_or(("", None), |(ts, r)| (ts, Some(r)));
+        let th = read_tracestate(old).0.map_or(ours, |t| t.max(ours));
+        let Some(enc) = th.encode() else { continue };
+        plan.tracestate[i] = Some(write_threshold(old, &enc));
+        if let Some(r) = range {
+            strips.push((i, r));
+        }
+    }
+    for (i, r) in strips {
+        let strip = &mut unit.spans[i].extra.get_or_insert_with(Default::default).strip;
+        let at = strip.partition_point(|s| s.start < r.start);
+        strip.insert(at, r);
+    }
+}
+
 struct UnitPlan {
     report: TraceReport,
     keep: Vec<bool>,
+    /// The sampling rule that kept the trace.
+    rule: Option<usize>,
+    /// Per span (empty: none): the tracestate written in place of the span's own.
+    tracestate: Vec<Option<String>>,
 }
 
 fn hex(b: &[u8]) -> String {

@@ -6,6 +6,8 @@
 use std::sync::atomic::Ordering;
 
 use crate::config::LateSpanPolicy;
+use crate::sampling::threshold::Threshold;
+use crate::sampling::Verdict;
 use crate::findings::{FindingKind, ReleaseReason};
 use crate::hlc::stamp_batch;
 use crate::index::{scan_request, ScannedBatch, SpanRec};
@@ -26,8 +28,12 @@ struct LateRuns {
     spans: Vec<u32>,
     /// Traces with late spans.
     traces: Vec<u128>,
-    /// Traces whose spans were all exact re-sends (dropped).
+    /// Traces whose spans were all exact re-sends (dropped), or whose late spans sampling
+    /// dropped with their trace.
     resolved: Vec<u128>,
+    /// Late spans of traces sampling kept with a consistent threshold, by threshold: they
+    /// leave with it (spans, traces).
+    thresholded: Vec<(u64, Vec<u32>, Vec<u128>)>,
 }
 
 /// A batch's spans sorted for buffering.
@@ -205,16 +211,23 @@ impl Engine {
             if let Some(p) = wal_pos {
                 resolved.extend(late.resolved.iter().map(|&id| (p, id)));
             }
-            if !late.spans.is_empty() {
-                self.note_late_children(batch, &late.spans);
-                let keys: Vec<Key> = wal_pos.map(|p| late.traces.iter().map(|&id| (p, id)).collect()).unwrap_or_default();
+            let groups = std::iter::once((None, late.spans, late.traces))
+                .chain(late.thresholded.into_iter().map(|(th, s, t)| (Some(Threshold(th)), s, t)));
+            for (threshold, spans, traces) in groups {
+                if spans.is_empty() {
+                    continue;
+                }
+                self.note_late_children(batch, &spans);
+                let keys: Vec<Key> = wal_pos.map(|p| traces.iter().map(|&id| (p, id)).collect()).unwrap_or_default();
                 match self.cfg.late_span_policy {
                     LateSpanPolicy::Forward => {
-                        out.late_forwarded += late.spans.len() as u64;
-                        self.send(Unit::from_batch(data, &batch.groups, &batch.spans, &late.spans, ReleaseReason::Late).with_wal(keys));
+                        out.late_forwarded += spans.len() as u64;
+                        let mut unit = Unit::from_batch(data, &batch.groups, &batch.spans, &spans, ReleaseReason::Late).with_wal(keys);
+                        unit.threshold = threshold;
+                        self.send(unit);
                     }
                     LateSpanPolicy::Drop => {
-                        out.late_dropped += late.spans.len() as u64;
+                        out.late_dropped += spans.len() as u64;
                         resolved.extend(keys);
                     }
                 }
@@ -263,20 +276,41 @@ impl Engine {
             }
             if shard.late.contains(id) {
                 // A span of a released trace: an exact re-send of a released span (a retry
-                // after release) is a duplicate; anything else is late.
-                let before = late.spans.len();
+                // after release) is a duplicate; anything else is late, and follows what
+                // sampling decided for its trace.
+                let mut spans = Vec::new();
                 for &i in run {
                     let h = dedupe::content_hash(&self.emitter.dedupe_key, data, &batch.spans[i as usize]);
                     if shard.late.is_resend(id, h) {
                         out.resent += 1;
                     } else {
-                        late.spans.push(i);
+                        spans.push(i);
                     }
                 }
-                if late.spans.len() > before {
-                    late.traces.push(id);
-                } else {
+                if spans.is_empty() {
                     late.resolved.push(id);
+                    continue;
+                }
+                match shard.late.verdict(id) {
+                    Verdict::Dropped { rule } => {
+                        if let Some(s) = &self.emitter.sampler {
+                            s.count_late(rule, spans.len() as u64, false);
+                        }
+                        late.resolved.push(id);
+                    }
+                    Verdict::Kept { threshold, .. } if threshold != u64::MAX => {
+                        match late.thresholded.iter_mut().find(|(t, _, _)| *t == threshold) {
+                            Some((_, s, t)) => {
+                                s.extend(spans);
+                                t.push(id);
+                            }
+                            None => late.thresholded.push((threshold, spans, vec![id])),
+                        }
+                    }
+                    _ => {
+                        late.spans.extend(spans);
+                        late.traces.push(id);
+                    }
                 }
                 continue;
             }

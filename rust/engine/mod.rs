@@ -111,6 +111,8 @@ pub struct Engine {
     handoff: Handoff,
     /// What the engine learned of calls and export lags.
     expect: expect::Expect,
+    /// The monotonic clock of the last tick: the time sampling's rate limits run on.
+    last_mono: std::sync::atomic::AtomicU64,
 }
 
 fn lock(m: &Mutex<Shard>) -> MutexGuard<'_, Shard> {
@@ -120,6 +122,26 @@ fn lock(m: &Mutex<Shard>) -> MutexGuard<'_, Shard> {
 }
 
 impl Engine {
+    /// Builds an engine that decides each released trace by `policy` (the `sampling`
+    /// section) before encoding it; see DESIGN.md, "Sampling".
+    pub fn with_sampling(cfg: Config, policy: Option<crate::sampling::Policy>) -> Result<Engine, ConfigError> {
+        let mut e = Engine::new(cfg)?;
+        e.emitter.sampler = policy.map(crate::sampling::Sampler::new);
+        if e.emitter.sampler.is_some() {
+            // The late caches remember each trace's decision for its late spans.
+            for m in e.shards.iter() {
+                lock(m).late.verdicts = true;
+            }
+        }
+        Ok(e)
+    }
+
+    /// Traces and spans kept and dropped by each sampling rule, then the default (empty
+    /// without sampling).
+    pub fn sampling_counts(&self) -> Vec<crate::sampling::RuleCounts> {
+        self.emitter.sampler.as_ref().map_or_else(Vec::new, |s| s.counts())
+    }
+
     /// Builds an engine after validating `cfg`.
     pub fn new(cfg: Config) -> Result<Engine, ConfigError> {
         cfg.validate()?;
@@ -168,6 +190,7 @@ impl Engine {
             handoff_key: cfg.handoff_key().map(handoff::ProofKey::derive),
             duplicate_policy: cfg.duplicate_policy,
             dedupe_key: RandomState::new(),
+            sampler: None,
             #[cfg(test)]
             panic_next: Default::default(),
         };
@@ -231,6 +254,7 @@ impl Engine {
             replay_bytes: Default::default(),
             handoff,
             expect,
+            last_mono: Default::default(),
         };
         for m in engine.shards.iter() {
             engine.sync(&mut lock(m));

@@ -78,6 +78,7 @@ impl Engine {
     /// `hlc.state_file`'s bound ahead.
     pub fn tick_at(&self, clocks: Clocks) -> u64 {
         let now = clocks.mono;
+        self.last_mono.fetch_max(now, std::sync::atomic::Ordering::Relaxed);
         let l = &self.limits;
         for m in self.shards.iter() {
             let mut shard = lock(m);

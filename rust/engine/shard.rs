@@ -9,6 +9,7 @@ use std::mem::size_of;
 
 use crate::findings::ReleaseReason;
 use crate::index::{Group, ScannedBatch, SpanRec};
+use crate::sampling::Verdict;
 
 use super::memory::{deque_bytes, groups_bytes, map_slot, rec_heap, REC_BYTES};
 use super::unit::Unit;
@@ -122,6 +123,30 @@ pub struct LateCache {
     cap: usize,
     byte_cap: u64,
     hash_bytes: u64,
+    /// With sampling: each entry's slice starts with the trace's verdict (two words, see
+    /// [`encode_verdict`]), then its hashes; the verdict shares the byte bound with them.
+    pub verdicts: bool,
+}
+
+/// A verdict as the two words a late-cache entry starts with: state (1 kept, 2 dropped) and
+/// rule, then the threshold.
+fn encode_verdict(v: Verdict) -> [u64; 2] {
+    match v {
+        Verdict::Undecided => [0, 0],
+        Verdict::Kept { rule, threshold } => [1 | u64::from(rule) << 32, threshold],
+        Verdict::Dropped { rule } => [2 | u64::from(rule) << 32, 0],
+    }
+}
+
+fn decode_verdict(w: &[u64]) -> Verdict {
+    match w {
+        [a, b, ..] => match a & 3 {
+            1 => Verdict::Kept { rule: (a >> 32) as u32, threshold: *b },
+            2 => Verdict::Dropped { rule: (a >> 32) as u32 },
+            _ => Verdict::Undecided,
+        },
+        _ => Verdict::Undecided,
+    }
 }
 
 impl LateCache {
@@ -131,7 +156,23 @@ impl LateCache {
 
     /// Whether a span with content hash `h` was released with trace `id`.
     pub fn is_resend(&self, id: u128, h: u64) -> bool {
-        self.map.get(&id).is_some_and(|hs| hs.binary_search(&h).is_ok())
+        self.map.get(&id).is_some_and(|hs| self.hashes(hs).binary_search(&h).is_ok())
+    }
+
+    fn hashes<'a>(&self, entry: &'a [u64]) -> &'a [u64] {
+        if self.verdicts {
+            entry.get(2..).unwrap_or_default()
+        } else {
+            entry
+        }
+    }
+
+    /// What sampling decided for released trace `id` (undecided when unknown).
+    pub fn verdict(&self, id: u128) -> Verdict {
+        match self.map.get(&id) {
+            Some(hs) if self.verdicts => decode_verdict(hs),
+            _ => Verdict::Undecided,
+        }
     }
 
     fn insert(&mut self, id: u128) {
@@ -145,8 +186,10 @@ impl LateCache {
     /// Records the content hashes (sorted) trace `id` was released with. Hashes that alone
     /// pass the byte bound are not kept: the ID still marks the trace's later spans late,
     /// and a re-send of one of its spans is forwarded as late instead of dropped.
-    pub fn set_hashes(&mut self, id: u128, hashes: Box<[u64]>) {
+    /// With them, what sampling decided, which the trace's late spans follow.
+    pub fn set_released(&mut self, id: u128, hashes: Box<[u64]>, verdict: Verdict) {
         let hashes = if (hashes.len() * size_of::<u64>()) as u64 > self.byte_cap { Box::default() } else { hashes };
+        let hashes = if self.verdicts { encode_verdict(verdict).iter().chain(hashes.iter()).copied().collect() } else { hashes };
         if let Some(slot) = self.map.get_mut(&id) {
             self.hash_bytes += (hashes.len() * size_of::<u64>()) as u64;
             self.hash_bytes -= (slot.len() * size_of::<u64>()) as u64;
@@ -199,7 +242,7 @@ impl Shard {
         Shard {
             traces: HashMap::default(),
             fifo: VecDeque::new(),
-            late: LateCache { map: HashMap::default(), order: VecDeque::new(), cap: late_cap, byte_cap: late_byte_cap, hash_bytes: 0 },
+            late: LateCache { map: HashMap::default(), order: VecDeque::new(), cap: late_cap, byte_cap: late_byte_cap, hash_bytes: 0, verdicts: false },
             spans: 0,
             held: Mem::default(),
             next_gen: 0,

@@ -26,13 +26,16 @@ pub struct Unit {
     /// A trace handed off to its current owner rather than released (`reason` says why:
     /// `shutdown` or `idle_timeout`); it waits in the hand-off queue.
     pub handoff: bool,
+    /// Late spans of a trace sampling kept with a consistent threshold: written into their
+    /// tracestate as into the trace's.
+    pub threshold: Option<crate::sampling::threshold::Threshold>,
 }
 
 impl Unit {
     #[allow(clippy::too_many_arguments)]
     pub fn from_trace(trace_id: u128, reason: ReleaseReason, spans: Vec<SpanRec>, buf: Vec<u8>, groups: Vec<Group>, age_ns: u64, held: u64, wal: Vec<Key>, recovered: bool) -> Unit {
         let bytes = held + size_of::<Unit>() as u64 + (wal.capacity() * size_of::<Key>()) as u64;
-        Unit { trace_id, reason, spans, buf, groups, age_ns, bytes, wal, recovered, handoff: false }
+        Unit { trace_id, reason, spans, buf, groups, age_ns, bytes, wal, recovered, handoff: false, threshold: None }
     }
 
     /// Attaches the write-ahead log's keys of a unit built from a batch.
@@ -44,7 +47,7 @@ impl Unit {
 
     /// The spans `idx` of a scanned batch (span bytes in `data`), copied out.
     pub fn from_batch(data: &[u8], groups: &[Group], spans: &[SpanRec], idx: &[u32], reason: ReleaseReason) -> Unit {
-        let mut unit = Unit { trace_id: 0, reason, spans: Vec::with_capacity(idx.len()), buf: Vec::new(), groups: Vec::new(), age_ns: 0, bytes: 0, wal: Vec::new(), recovered: false, handoff: false };
+        let mut unit = Unit { trace_id: 0, reason, spans: Vec::with_capacity(idx.len()), buf: Vec::new(), groups: Vec::new(), age_ns: 0, bytes: 0, wal: Vec::new(), recovered: false, handoff: false, threshold: None };
         unit.buf.reserve_exact(idx.iter().map(|&i| spans[i as usize].len()).sum());
         let mut map: Vec<Option<u32>> = vec![None; groups.len()];
         let mut extra = 0u64;

@@ -16,7 +16,8 @@
 //! Modules: `boundary` (the panic boundary, result codes, error messages, the one helper
 //! that copies text into a caller's buffer), `config` (`tc_config` and its conversion),
 //! `engine` (the engine handle and its calls), `release` (drained releases and their
-//! views), `names` (names and counts of the crate's enums).
+//! views), `names` (names and counts of the crate's enums), `sampling` (the `sampling` section
+//! and its counts).
 
 #![allow(non_camel_case_types)]
 // Exported functions take raw pointers from C by design; each is null-checked before use.
@@ -28,12 +29,14 @@ mod config;
 mod engine;
 mod names;
 mod release;
+mod sampling;
 
 pub use boundary::*;
 pub use config::*;
 pub use engine::*;
 pub use names::*;
 pub use release::*;
+pub use sampling::*;
 
 #[cfg(test)]
 mod tests;

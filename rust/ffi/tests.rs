@@ -225,3 +225,38 @@ fn export_lags_through_the_c_abi_the_slowest_first_within_the_buffers() {
     assert_eq!(tc_engine_export_lags(e, later, ptr::null_mut(), 4, names.as_mut_ptr(), 4, &mut n), tc_result::NullArgument);
     tc_engine_free(e);
 }
+
+#[test]
+fn sampling_section_crosses_the_abi_validated_and_counted() {
+    use crate::fixture::{valid_request, SEC, T0};
+    let mut err = tc_error { message: [0; 512] };
+    let bad = br#"{"rules":[{"name":"a","action":"probabilistic","probabilistic":{"percentage":120}}]}"#;
+    assert_eq!(tc_sampling_validate(bad.as_ptr(), bad.len(), &mut err), tc_result::InvalidConfig);
+    assert_eq!(msg(&err), "sampling.rules[0].probabilistic.percentage must be between 0 and 100, got 120");
+    assert_eq!(tc_sampling_validate(ptr::null(), 0, &mut err), tc_result::Ok);
+    assert_eq!(tc_sampling_validate(ptr::null(), 3, &mut err), tc_result::NullArgument);
+    let mut cfg = std::mem::MaybeUninit::<tc_config>::uninit();
+    assert_eq!(tc_config_default(cfg.as_mut_ptr()), tc_result::Ok);
+    let mut cfg = unsafe { cfg.assume_init() };
+    cfg.hlc_restart = RestartStrategy::None as u32;
+    let mut e = ptr::null_mut();
+    assert_eq!(tc_engine_new_sampling(&cfg, bad.as_ptr(), bad.len(), &mut e, &mut err), tc_result::InvalidConfig);
+    assert!(e.is_null());
+    let good = br#"{"rules":[{"name":"svc","when":{"service":{"in":["svc"]}},"action":"drop"}]}"#;
+    assert_eq!(tc_engine_new_sampling(&cfg, good.as_ptr(), good.len(), &mut e, &mut err), tc_result::Ok, "{}", msg(&err));
+    let data = valid_request();
+    assert_eq!(tc_engine_ingest(e, data.as_ptr(), data.len(), T0, T0, ptr::null_mut(), &mut err), tc_result::Ok);
+    assert_eq!(tc_engine_tick(e, T0 + 120 * SEC, T0 + 120 * SEC, ptr::null_mut(), &mut err), tc_result::Ok);
+    let mut n = 0usize;
+    assert_eq!(tc_engine_sampling_counts(e, ptr::null_mut(), 0, &mut n), tc_result::Ok);
+    assert_eq!(n, 2);
+    let mut rel = ptr::null_mut();
+    let mut view = std::mem::MaybeUninit::<tc_release_view>::uninit();
+    assert_eq!(tc_engine_drain(e, 1000, &mut rel, view.as_mut_ptr(), &mut err), tc_result::Ok);
+    assert!(rel.is_null(), "the only trace was dropped: nothing to hand out");
+    let mut out = [tc_sampling_count::default(); 2];
+    assert_eq!(tc_engine_sampling_counts(e, out.as_mut_ptr(), 2, &mut n), tc_result::Ok);
+    assert_eq!(out[0], tc_sampling_count { kept_traces: 0, kept_spans: 0, dropped_traces: 1, dropped_spans: 2 });
+    assert_eq!(out[1], tc_sampling_count::default());
+    tc_engine_free(e);
+}

@@ -139,6 +139,8 @@ func TestBadConfigFailsNamingKey(t *testing.T) {
 		{"negative quiet_period", "quiet_period: -1s", "quiet_period"},
 		{"zero max_buffered_spans", "max_buffered_spans: 0", "max_buffered_spans"},
 		{"unknown key", "bogus: 1", "bogus"},
+		{"sampling percentage over 100", "sampling: {rules: [{name: a, action: keep}, {name: b, action: drop}, {name: c, action: probabilistic, probabilistic: {percentage: 120}}]}",
+			"sampling.rules[2].probabilistic.percentage must be between 0 and 100, got 120"},
 	}
 	if WithoutProcessor() {
 		// Exercise the harness on a component every harness binary has.

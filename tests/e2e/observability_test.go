@@ -105,6 +105,9 @@ var absentCounters = map[string]string{
 	names.MetricPrefix + "handoff_spans_merged":      "needs spans handed off by a collector in the connector form",
 	names.MetricPrefix + "handoff_traces_incomplete": "needs spans handed off by a collector in the connector form",
 	names.MetricPrefix + "handoff_spans_untrusted":   "needs spans carrying a hand-off marker without a valid proof; this test's clients write none",
+	// This test's collectors have no sampling section (TestSamplingExample covers it).
+	names.MetricPrefix + "sampling_traces": "needs a sampling section",
+	names.MetricPrefix + "sampling_spans":  "needs a sampling section",
 }
 
 // absentLabelValues are label matchers no client can provoke either: a dashboard

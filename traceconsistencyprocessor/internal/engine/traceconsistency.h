@@ -784,6 +784,17 @@ typedef struct {
   uint64_t delivery_token;
 } tc_release_view;
 
+/*
+ Traces and spans one sampling rule (or the default) kept and dropped since the engine
+ started.
+ */
+typedef struct {
+  uint64_t kept_traces;
+  uint64_t kept_spans;
+  uint64_t dropped_traces;
+  uint64_t dropped_spans;
+} tc_sampling_count;
+
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
@@ -957,6 +968,35 @@ tc_result tc_engine_drain_handoff(const tc_engine *engine,
  Frees a release from `tc_engine_drain`. NULL is a no-op.
  */
 void tc_release_free(tc_release *release);
+
+/*
+ Validates a `sampling` section given as JSON (`len` bytes at `sampling_json`; 0: none).
+ On failure the message names the YAML key (`sampling.rules[2].probabilistic.percentage
+ …`). Thread-safe; the text is only read during the call.
+ */
+tc_result tc_sampling_validate(const uint8_t *sampling_json, size_t len, tc_error *err);
+
+/*
+ `tc_engine_new` with a `sampling` section (JSON, `len` bytes at `sampling_json`; 0: none,
+ the same as `tc_engine_new`): each released trace is decided by its rules before it is
+ encoded, and dropped traces never leave the engine. `config`, its strings and the text
+ are only read during the call.
+ */
+tc_result tc_engine_new_sampling(const tc_config *config,
+                                 const uint8_t *sampling_json,
+                                 size_t len,
+                                 tc_engine **engine_out,
+                                 tc_error *err);
+
+/*
+ Writes the counts of the engine's sampling rules, in their order, then the default's:
+ up to `cap` entries at `out`, and their number (rules + 1; 0 without sampling) to
+ `*len_out`. `out` may be NULL with `cap` 0 (to ask the number). Thread-safe.
+ */
+tc_result tc_engine_sampling_counts(const tc_engine *engine,
+                                    tc_sampling_count *out,
+                                    size_t cap,
+                                    size_t *len_out);
 
 /*
  The version of the C ABI this library implements. A caller compiled against a header of

@@ -56,6 +56,8 @@ type TelemetryBuilder struct {
 	ProcessorTraceconsistencyMemory                  metric.Int64Gauge
 	ProcessorTraceconsistencyReleaseAge              metric.Float64Histogram
 	ProcessorTraceconsistencyReleaseBuilderFallbacks metric.Int64Counter
+	ProcessorTraceconsistencySamplingSpans           metric.Int64Counter
+	ProcessorTraceconsistencySamplingTraces          metric.Int64Counter
 	ProcessorTraceconsistencySpansBuffered           metric.Int64Gauge
 	ProcessorTraceconsistencySpansLost               metric.Int64Counter
 	ProcessorTraceconsistencySpansReceived           metric.Int64Counter
@@ -286,6 +288,18 @@ func NewTelemetryBuilder(settings component.TelemetrySettings, options ...Teleme
 		"otelcol_processor_traceconsistency_release_builder_fallbacks",
 		metric.WithDescription("Releases (or parts of a large one) the release builder left to pdata's ProtoUnmarshaler, which decoded them (input it does not build the same way through pdata's public API, such as duplicate attribute keys). [Alpha]"),
 		metric.WithUnit("{release}"),
+	)
+	errs = errors.Join(errs, err)
+	builder.ProcessorTraceconsistencySamplingSpans, err = builder.meter.Int64Counter(
+		"otelcol_processor_traceconsistency_sampling_spans",
+		metric.WithDescription("Spans of the traces decided by sampling, by the deciding rule and the decision: the dropped ones are every span sampling dropped. [Alpha]"),
+		metric.WithUnit("{span}"),
+	)
+	errs = errors.Join(errs, err)
+	builder.ProcessorTraceconsistencySamplingTraces, err = builder.meter.Int64Counter(
+		"otelcol_processor_traceconsistency_sampling_traces",
+		metric.WithDescription("Released traces decided by sampling, by the deciding rule and the decision (kept or dropped); only with a sampling section. [Alpha]"),
+		metric.WithUnit("{trace}"),
 	)
 	errs = errors.Join(errs, err)
 	builder.ProcessorTraceconsistencySpansBuffered, err = builder.meter.Int64Gauge(

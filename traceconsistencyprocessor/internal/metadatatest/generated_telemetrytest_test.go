@@ -49,6 +49,8 @@ func TestSetupTelemetry(t *testing.T) {
 	tb.ProcessorTraceconsistencyMemory.Record(context.Background(), 1)
 	tb.ProcessorTraceconsistencyReleaseAge.Record(context.Background(), 1)
 	tb.ProcessorTraceconsistencyReleaseBuilderFallbacks.Add(context.Background(), 1)
+	tb.ProcessorTraceconsistencySamplingSpans.Add(context.Background(), 1)
+	tb.ProcessorTraceconsistencySamplingTraces.Add(context.Background(), 1)
 	tb.ProcessorTraceconsistencySpansBuffered.Record(context.Background(), 1)
 	tb.ProcessorTraceconsistencySpansLost.Add(context.Background(), 1)
 	tb.ProcessorTraceconsistencySpansReceived.Add(context.Background(), 1)
@@ -157,6 +159,12 @@ func TestSetupTelemetry(t *testing.T) {
 		[]metricdata.HistogramDataPoint[float64]{{}}, metricdatatest.IgnoreValue(),
 		metricdatatest.IgnoreTimestamp())
 	AssertEqualProcessorTraceconsistencyReleaseBuilderFallbacks(t, testTel,
+		[]metricdata.DataPoint[int64]{{Value: 1}},
+		metricdatatest.IgnoreTimestamp())
+	AssertEqualProcessorTraceconsistencySamplingSpans(t, testTel,
+		[]metricdata.DataPoint[int64]{{Value: 1}},
+		metricdatatest.IgnoreTimestamp())
+	AssertEqualProcessorTraceconsistencySamplingTraces(t, testTel,
 		[]metricdata.DataPoint[int64]{{Value: 1}},
 		metricdatatest.IgnoreTimestamp())
 	AssertEqualProcessorTraceconsistencySpansBuffered(t, testTel,
