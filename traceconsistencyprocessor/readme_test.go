@@ -40,7 +40,11 @@ func TestYAMLKeysWalk(t *testing.T) {
 func yamlKeys(typ reflect.Type, prefix string) []string {
 	var out []string
 	for f := range typ.Fields() {
-		tag, _, _ := strings.Cut(f.Tag.Get("mapstructure"), ",")
+		tag, opts, _ := strings.Cut(f.Tag.Get("mapstructure"), ",")
+		if f.Anonymous && opts == "squash" {
+			out = append(out, yamlKeys(f.Type, prefix)...) // its keys are its parent's
+			continue
+		}
 		if !f.IsExported() || tag == "" || tag == "-" {
 			continue
 		}
