@@ -58,7 +58,7 @@ type LateSpansConfig struct {
 
 // ChecksKnobs are the engine's keys of checks (embedded, squashed, in its hand-written struct).
 type ChecksKnobs struct {
-	// Disabled (checks.disabled): finding kinds whose checks are off (in the engine a mask of 1 << kind, see KindMask).
+	// Disabled (checks.disabled): finding kinds whose checks are off (the engine takes a mask of 1 << tc_finding_kind).
 	Disabled []string `mapstructure:"disabled"`
 
 	// WriteAttributes (checks.write_attributes): write consistency.* attributes.

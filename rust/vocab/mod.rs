@@ -8,9 +8,11 @@
 //! when the committed files differ).
 //!
 //! Adding a knob: one line in `for_each_knob` (field, type, default, kind, YAML key, Go
-//! field, doc), its `tc_config` field in the C ABI (the generated conversion does not
-//! compile without it; `make header`), `make vocab`; then its validation in
-//! [`Config::validate`] if it has bounds, and its YAML field in the Go component.
+//! field, doc), then `make vocab` and `make header`. `Config` and its `Default`, the C ABI's
+//! `tc_config` (written by build.rs from these lines) and its conversions, the Go engine
+//! `Config`, and the component's YAML field, default and YAML → engine mapping
+//! (`go_yaml`) follow from it. Bounds go in [`Config::validate`]; a YAML field whose Go type
+//! differs from the engine's is listed in `go_yaml::SPECIAL`.
 
 use crate::config::{Config, DuplicatePolicy, LateSpanPolicy, RestartStrategy, SyncMode};
 
@@ -135,7 +137,7 @@ macro_rules! for_each_knob {
             max_spans_per_trace: i64 = DEFAULT_MAX_SPANS_PER_TRACE; Count; "max_spans_per_trace"; "MaxSpansPerTrace"; "a trace reaching it is released (span_limit)";
             late_span_policy: LateSpanPolicy = LateSpanPolicy::Forward; Enum; "late_spans.policy"; "LateSpanPolicy"; "spans of released traces: forward or drop";
             late_cache_size: i64 = DEFAULT_LATE_CACHE_SIZE; Count; "late_spans.cache_size"; "LateCacheSize"; "released trace IDs remembered";
-            checks_disabled: u32 = 0; Unsigned; "checks.disabled"; "ChecksDisabled"; "finding kinds whose checks are off (in the engine a mask of 1 << kind, see KindMask)";
+            checks_disabled: u32 = 0; Unsigned; "checks.disabled"; "ChecksDisabled"; "finding kinds whose checks are off (the engine takes a mask of 1 << tc_finding_kind)";
             write_attributes: bool = true; Bool; "checks.write_attributes"; "WriteAttributes"; "write consistency.* attributes";
             child_tolerance_ns: i64 = 0; Duration; "checks.child_tolerance"; "ChildTolerance"; "how far a child may pass its parent's times";
             skew_correction: bool = false; Bool; "checks.skew_correction.enabled"; "SkewCorrection"; "correct clock skew between services";
