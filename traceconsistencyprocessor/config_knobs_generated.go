@@ -131,6 +131,37 @@ type HandoffKnobs struct {
 	Key configopaque.String `mapstructure:"key"`
 }
 
+// engineKeys are the YAML keys of the engine's knobs, in the order of rust/vocab.
+var engineKeys = []string{
+	"num_shards",
+	"quiet_period",
+	"idle_timeout",
+	"max_age",
+	"max_buffered_spans",
+	"max_buffered_bytes",
+	"max_spans_per_trace",
+	"late_spans.policy",
+	"late_spans.cache_size",
+	"checks.disabled",
+	"checks.write_attributes",
+	"checks.child_tolerance",
+	"checks.skew_correction.enabled",
+	"checks.skew_correction.max_adjustment",
+	"duplicates.conflict_policy",
+	"hlc.enabled",
+	"hlc.max_offset",
+	"hlc.restart_strategy",
+	"hlc.state_file",
+	"wal.directory",
+	"wal.sync",
+	"wal.sync_interval",
+	"wal.max_bytes",
+	"handoff.on_shutdown",
+	"handoff.on_idle",
+	"handoff.max_hops",
+	"handoff.key",
+}
+
 // defaultEngineKnobs sets the engine's keys of cfg to the engine's defaults.
 func defaultEngineKnobs(cfg *Config) {
 	cfg.NumShards = engine.DefaultNumShards

@@ -127,6 +127,12 @@ pub(super) fn render_knobs() -> String {
         struct_of(&mut o, &s);
     }
 
+    o.push_str("\n// engineKeys are the YAML keys of the engine's knobs, in the order of rust/vocab.\nvar engineKeys = []string{\n");
+    for k in KNOBS {
+        let _ = writeln!(o, "\t{:?},", k.yaml);
+    }
+    o.push_str("}\n");
+
     o.push_str("\n// defaultEngineKnobs sets the engine's keys of cfg to the engine's defaults.\nfunc defaultEngineKnobs(cfg *Config) {\n");
     for k in KNOBS {
         if let Some(d) = yaml_of(k).default {
