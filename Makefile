@@ -50,7 +50,8 @@ header: $(LIB)
 
 ## vocab: regenerate the Go side of the crate's vocabulary (rust/vocab: config knobs and
 ## defaults, enums and their YAML strings, result codes, release reasons, finding kinds,
-## stats) into traceconsistencyprocessor/internal/engine/vocab*_generated.go (commit them; `cargo test` fails when
+## stats) into traceconsistencyprocessor/internal/engine/vocab*_generated.go, and the YAML side of the engine's knobs
+## into traceconsistencyprocessor/config_knobs_generated.go (commit them; `cargo test` fails when
 ## they are stale)
 vocab:
 	TC_WRITE_VOCAB=1 $(CARGO) test --locked --lib vocab::go::go_vocabulary_is_up_to_date

@@ -29,48 +29,8 @@ func TestLoadConfig(t *testing.T) {
 			expected: createDefaultConfig().(*Config),
 		},
 		{
-			id: component.NewIDWithName(metadata.Type, "custom"),
-			expected: &Config{
-				NumShards:            8,
-				ReleaseTick:          50 * time.Millisecond,
-				QuietPeriod:          2 * time.Second,
-				IdleTimeout:          20 * time.Second,
-				MaxAge:               2 * time.Minute,
-				MaxBufferedSpans:     500_000,
-				MaxBufferedBytes:     256 << 20,
-				MaxSpansPerTrace:     10_000,
-				MaxReleaseBatchSpans: 4096,
-				MaxConcurrentSends:   4,
-				ShutdownTimeout:      5 * time.Second,
-				LateSpans:            LateSpansConfig{Policy: "drop", CacheSize: 50_000},
-				Duplicates:           DuplicatesConfig{ConflictPolicy: "keep_latest"},
-				Checks: ChecksConfig{
-					Disabled:        []string{"ends_after_parent", "clock_skew"},
-					WriteAttributes: false,
-					ChildTolerance:  5 * time.Millisecond,
-					MaxServiceNames: 50,
-					SkewCorrection:  SkewCorrectionConfig{Enabled: true, MaxAdjustment: 30 * time.Second},
-				},
-				HLC: HLCConfig{
-					Enabled:         true,
-					MaxOffset:       250 * time.Millisecond,
-					RestartStrategy: "persist",
-					StateFile:       "/var/lib/otelcol/hlc.state",
-				},
-				Handoff: HandoffConfig{
-					OnShutdown: true,
-					OnIdle:     true,
-					MaxHops:    2,
-					Pipelines:  []pipeline.ID{pipeline.NewIDWithName(pipeline.SignalTraces, "handoff")},
-					Key:        "a secret of the gateway tier",
-				},
-				WAL: WALConfig{
-					Directory:    "/var/lib/otelcol/tc-wal",
-					Sync:         "interval",
-					SyncInterval: 50 * time.Millisecond,
-					MaxBytes:     64 << 20,
-				},
-			},
+			id:       component.NewIDWithName(metadata.Type, "custom"),
+			expected: customConfig(),
 		},
 	}
 	for _, tt := range tests {
@@ -85,6 +45,48 @@ func TestLoadConfig(t *testing.T) {
 			}
 		})
 	}
+}
+
+// customConfig is what testdata/config.yaml's traceconsistency/custom gives: the defaults
+// with every key it sets changed.
+func customConfig() *Config {
+	c := createDefaultConfig().(*Config)
+	c.NumShards = 8
+	c.ReleaseTick = 50 * time.Millisecond
+	c.QuietPeriod = 2 * time.Second
+	c.IdleTimeout = 20 * time.Second
+	c.MaxAge = 2 * time.Minute
+	c.MaxBufferedSpans = 500_000
+	c.MaxBufferedBytes = 256 << 20
+	c.MaxSpansPerTrace = 10_000
+	c.MaxReleaseBatchSpans = 4096
+	c.MaxConcurrentSends = 4
+	c.ShutdownTimeout = 5 * time.Second
+	c.LateSpans = LateSpansConfig{Policy: "drop", CacheSize: 50_000}
+	c.Duplicates = DuplicatesConfig{ConflictPolicy: "keep_latest"}
+	c.Checks.Disabled = []string{"ends_after_parent", "clock_skew"}
+	c.Checks.WriteAttributes = false
+	c.Checks.ChildTolerance = 5 * time.Millisecond
+	c.Checks.MaxServiceNames = 50
+	c.Checks.SkewCorrection = SkewCorrectionConfig{Enabled: true, MaxAdjustment: 30 * time.Second}
+	c.HLC = HLCConfig{
+		Enabled:         true,
+		MaxOffset:       250 * time.Millisecond,
+		RestartStrategy: "persist",
+		StateFile:       "/var/lib/otelcol/hlc.state",
+	}
+	c.Handoff.OnShutdown = true
+	c.Handoff.OnIdle = true
+	c.Handoff.MaxHops = 2
+	c.Handoff.Pipelines = []pipeline.ID{pipeline.NewIDWithName(pipeline.SignalTraces, "handoff")}
+	c.Handoff.Key = "a secret of the gateway tier"
+	c.WAL = WALConfig{
+		Directory:    "/var/lib/otelcol/tc-wal",
+		Sync:         "interval",
+		SyncInterval: 50 * time.Millisecond,
+		MaxBytes:     64 << 20,
+	}
+	return c
 }
 
 func TestUnknownKeyIsRejected(t *testing.T) {

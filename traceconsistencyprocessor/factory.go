@@ -13,43 +13,18 @@ import (
 	"go.opentelemetry.io/collector/pipeline"
 	"go.opentelemetry.io/collector/processor"
 
-	"github.com/traceconsistency/traceconsistency/traceconsistencyprocessor/internal/engine"
 	"github.com/traceconsistency/traceconsistency/traceconsistencyprocessor/internal/metadata"
 )
 
-// Defaults: the engine's knobs take the engine's defaults (generated from the Rust
-// definitions; a test checks them against tc_config_default).
+// Defaults of the knobs only the Go side uses; the engine's knobs take the engine's defaults
+// (defaultEngineKnobs, generated from the Rust definitions; a test checks them against
+// tc_config_default).
 const (
-	defaultNumShards            = engine.DefaultNumShards
 	defaultReleaseTick          = 100 * time.Millisecond
-	defaultQuietPeriod          = engine.DefaultQuietPeriod
-	defaultIdleTimeout          = engine.DefaultIdleTimeout
-	defaultMaxAge               = engine.DefaultMaxAge
-	defaultMaxBufferedSpans     = engine.DefaultMaxBufferedSpans
-	defaultMaxBufferedBytes     = engine.DefaultMaxBufferedBytes
-	defaultMaxSpansPerTrace     = engine.DefaultMaxSpansPerTrace
 	defaultMaxReleaseBatchSpans = 8192
 	defaultShutdownTimeout      = 20 * time.Second
 	defaultMaxConcurrentSends   = 10
-	defaultLatePolicy           = latePolicyForward
-	defaultLateCacheSize        = engine.DefaultLateCacheSize
-	defaultConflictPolicy       = conflictKeepBoth
-	defaultWriteAttributes      = engine.DefaultWriteAttributes
-	defaultChildTolerance       = engine.DefaultChildTolerance
 	defaultMaxServiceNames      = 200
-	defaultSkewCorrection       = engine.DefaultSkewCorrection
-	defaultSkewMaxAdjustment    = engine.DefaultSkewMaxAdjustment
-	defaultHLCEnabled           = engine.DefaultHLCEnabled
-	defaultHLCMaxOffset         = engine.DefaultHLCMaxOffset
-	defaultHLCRestartStrategy   = restartWait
-	defaultHandoffOnShutdown    = engine.DefaultHandoffOnShutdown
-	defaultHandoffOnIdle        = engine.DefaultHandoffOnIdle
-	defaultHandoffMaxHops       = engine.DefaultHandoffMaxHops
-	defaultWALSync              = walSyncBatch
-	defaultWALSyncInterval      = engine.DefaultWALSyncInterval
-	// defaultWALMaxBytes is the disk bound of the log when wal.max_bytes is 0, lowered to
-	// max_buffered_bytes when that is less.
-	defaultWALMaxBytes = engine.DefaultWALMaxBytes
 	// maxConcurrentSends is the largest max_concurrent_sends.
 	maxConcurrentSends = 1024
 )
@@ -64,49 +39,18 @@ func NewFactory() processor.Factory {
 }
 
 func createDefaultConfig() component.Config {
-	return &Config{
-		NumShards:            defaultNumShards,
+	cfg := &Config{
 		ReleaseTick:          defaultReleaseTick,
-		QuietPeriod:          defaultQuietPeriod,
-		IdleTimeout:          defaultIdleTimeout,
-		MaxAge:               defaultMaxAge,
-		MaxBufferedSpans:     defaultMaxBufferedSpans,
-		MaxBufferedBytes:     defaultMaxBufferedBytes,
-		MaxSpansPerTrace:     defaultMaxSpansPerTrace,
 		MaxReleaseBatchSpans: defaultMaxReleaseBatchSpans,
 		ShutdownTimeout:      defaultShutdownTimeout,
 		MaxConcurrentSends:   defaultMaxConcurrentSends,
-		LateSpans: LateSpansConfig{
-			Policy:    defaultLatePolicy,
-			CacheSize: defaultLateCacheSize,
-		},
-		Duplicates: DuplicatesConfig{
-			ConflictPolicy: defaultConflictPolicy,
-		},
 		Checks: ChecksConfig{
-			Disabled:        []string{},
-			WriteAttributes: defaultWriteAttributes,
-			ChildTolerance:  defaultChildTolerance,
 			MaxServiceNames: defaultMaxServiceNames,
-			SkewCorrection: SkewCorrectionConfig{
-				Enabled:       defaultSkewCorrection,
-				MaxAdjustment: defaultSkewMaxAdjustment,
-			},
-		},
-		HLC: HLCConfig{
-			Enabled:         defaultHLCEnabled,
-			MaxOffset:       defaultHLCMaxOffset,
-			RestartStrategy: defaultHLCRestartStrategy,
 		},
 		Handoff: HandoffConfig{
-			OnShutdown: defaultHandoffOnShutdown,
-			OnIdle:     defaultHandoffOnIdle,
-			MaxHops:    defaultHandoffMaxHops,
-			Pipelines:  []pipeline.ID{},
-		},
-		WAL: WALConfig{
-			Sync:         defaultWALSync,
-			SyncInterval: defaultWALSyncInterval,
+			Pipelines: []pipeline.ID{},
 		},
 	}
+	defaultEngineKnobs(cfg)
+	return cfg
 }

@@ -13,6 +13,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -29,7 +30,12 @@ import (
 func configKeys(t reflect.Type, prefix string, out map[string]bool) {
 	for i := 0; i < t.NumField(); i++ {
 		f := t.Field(i)
-		tag := strings.Split(f.Tag.Get("mapstructure"), ",")[0]
+		parts := strings.Split(f.Tag.Get("mapstructure"), ",")
+		tag := parts[0]
+		if f.Anonymous && slices.Contains(parts[1:], "squash") {
+			configKeys(f.Type, prefix, out) // its keys are its parent's
+			continue
+		}
 		if tag == "" || tag == "-" {
 			continue
 		}

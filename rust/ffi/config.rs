@@ -8,70 +8,9 @@ use crate::vocab::ConfigEnum;
 
 use super::boundary::{boundary, tc_error, tc_result};
 
-/// Engine configuration. Fill it with `tc_config_default`, then change fields. Durations
-/// are nanoseconds (signed so a negative YAML duration is reported, not wrapped). Field names
-/// mirror the YAML keys named in validation errors.
-#[repr(C)]
-#[derive(Clone, Copy)]
-pub struct tc_config {
-    /// `num_shards`: 0 = four per core.
-    pub num_shards: u32,
-    /// `quiet_period`.
-    pub quiet_period_ns: i64,
-    /// `idle_timeout`.
-    pub idle_timeout_ns: i64,
-    /// `max_age`.
-    pub max_age_ns: i64,
-    /// `max_buffered_spans`.
-    pub max_buffered_spans: i64,
-    /// `max_buffered_bytes`.
-    pub max_buffered_bytes: i64,
-    /// `max_spans_per_trace`.
-    pub max_spans_per_trace: i64,
-    /// `late_spans.policy`: a `tc_late_span_policy` value (a plain integer so that an
-    /// out-of-range value is reported, not undefined behaviour).
-    pub late_span_policy: u32,
-    /// `late_spans.cache_size`.
-    pub late_cache_size: i64,
-    /// `checks.disabled`, as a mask of `1 << tc_finding_kind`.
-    pub checks_disabled: u32,
-    /// `checks.write_attributes`.
-    pub write_attributes: bool,
-    /// `checks.child_tolerance`.
-    pub child_tolerance_ns: i64,
-    /// `checks.skew_correction.enabled`.
-    pub skew_correction: bool,
-    /// `checks.skew_correction.max_adjustment`.
-    pub skew_max_adjustment_ns: i64,
-    /// `duplicates.conflict_policy`: a `tc_duplicate_policy` value.
-    pub duplicate_policy: u32,
-    /// `hlc.enabled`.
-    pub hlc_enabled: bool,
-    /// `hlc.max_offset`.
-    pub hlc_max_offset_ns: i64,
-    /// `hlc.restart_strategy`: a `tc_restart_strategy` value.
-    pub hlc_restart: u32,
-    /// `hlc.state_file`: NUL-terminated path, or NULL. Read during `tc_engine_new` only.
-    pub hlc_state_file: *const c_char,
-    /// `wal.directory`: NUL-terminated path, or NULL / empty for no write-ahead log. Read
-    /// during `tc_engine_new` only.
-    pub wal_directory: *const c_char,
-    /// `wal.sync`: a `tc_wal_sync` value.
-    pub wal_sync: u32,
-    /// `wal.sync_interval`.
-    pub wal_sync_interval_ns: i64,
-    /// `wal.max_bytes`.
-    pub wal_max_bytes: i64,
-    /// `handoff.on_shutdown`.
-    pub handoff_on_shutdown: bool,
-    /// `handoff.on_idle`.
-    pub handoff_on_idle: bool,
-    /// `handoff.max_hops`.
-    pub handoff_max_hops: i64,
-    /// `handoff.key`: NUL-terminated, or NULL / empty for none. Read during `tc_engine_new`
-    /// and `tc_config_validate` only.
-    pub handoff_key: *const c_char,
-}
+// `tc_config`: one field per knob of `vocab::for_each_knob`, written by build.rs (which cbindgen
+// reads too).
+include!(concat!(env!("OUT_DIR"), "/tc_config.rs"));
 
 
 /// The value of a C enum field, or an error naming its YAML key and strings.

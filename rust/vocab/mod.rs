@@ -8,9 +8,11 @@
 //! when the committed files differ).
 //!
 //! Adding a knob: one line in `for_each_knob` (field, type, default, kind, YAML key, Go
-//! field, doc), its `tc_config` field in the C ABI (the generated conversion does not
-//! compile without it; `make header`), `make vocab`; then its validation in
-//! [`Config::validate`] if it has bounds, and its YAML field in the Go component.
+//! field, doc), then `make vocab` and `make header`. `Config` and its `Default`, the C ABI's
+//! `tc_config` (written by build.rs from these lines) and its conversions, the Go engine
+//! `Config`, and the component's YAML field, default and YAML → engine mapping
+//! (`go_yaml`) follow from it. Bounds go in [`Config::validate`]; a YAML field whose Go type
+//! differs from the engine's is listed in `go_yaml::SPECIAL`.
 
 use crate::config::{Config, DuplicatePolicy, LateSpanPolicy, RestartStrategy, SyncMode};
 
@@ -98,8 +100,9 @@ pub enum Kind {
     /// An unsigned count or mask (`uint32_t`).
     Unsigned(fn(&Config) -> u32),
     Bool(fn(&Config) -> bool),
-    /// A [`ConfigEnum`] (`uint32_t` in C): the Go type and the default's Go constant.
-    Enum { go_type: &'static str, default: fn(&Config) -> &'static str },
+    /// A [`ConfigEnum`] (`uint32_t` in C): the Go type, the default's Go constant and the
+    /// YAML strings in order.
+    Enum { go_type: &'static str, default: fn(&Config) -> &'static str, yaml: fn() -> Vec<&'static str> },
     /// A NUL-terminated string in C (NULL / empty: unset); no default.
     Str,
 }
@@ -134,7 +137,7 @@ macro_rules! for_each_knob {
             max_spans_per_trace: i64 = DEFAULT_MAX_SPANS_PER_TRACE; Count; "max_spans_per_trace"; "MaxSpansPerTrace"; "a trace reaching it is released (span_limit)";
             late_span_policy: LateSpanPolicy = LateSpanPolicy::Forward; Enum; "late_spans.policy"; "LateSpanPolicy"; "spans of released traces: forward or drop";
             late_cache_size: i64 = DEFAULT_LATE_CACHE_SIZE; Count; "late_spans.cache_size"; "LateCacheSize"; "released trace IDs remembered";
-            checks_disabled: u32 = 0; Unsigned; "checks.disabled"; "ChecksDisabled"; "as a mask of 1 << kind (see KindMask): bit set = check off";
+            checks_disabled: u32 = 0; Unsigned; "checks.disabled"; "ChecksDisabled"; "finding kinds whose checks are off (the engine takes a mask of 1 << tc_finding_kind)";
             write_attributes: bool = true; Bool; "checks.write_attributes"; "WriteAttributes"; "write consistency.* attributes";
             child_tolerance_ns: i64 = 0; Duration; "checks.child_tolerance"; "ChildTolerance"; "how far a child may pass its parent's times";
             skew_correction: bool = false; Bool; "checks.skew_correction.enabled"; "SkewCorrection"; "correct clock skew between services";
@@ -163,7 +166,7 @@ macro_rules! knob_kind {
     (Count, $f:ident, $t:ty) => { Kind::Count(|c| c.$f) };
     (Unsigned, $f:ident, $t:ty) => { Kind::Unsigned(|c| c.$f) };
     (Bool, $f:ident, $t:ty) => { Kind::Bool(|c| c.$f) };
-    (Enum, $f:ident, $t:ty) => { Kind::Enum { go_type: <$t as ConfigEnum>::GO_TYPE, default: |c| c.$f.go_name() } };
+    (Enum, $f:ident, $t:ty) => { Kind::Enum { go_type: <$t as ConfigEnum>::GO_TYPE, default: |c| c.$f.go_name(), yaml: || <$t>::all().iter().map(|v| v.yaml()).collect() } };
     (Str, $f:ident, $t:ty) => { Kind::Str };
 }
 
@@ -190,3 +193,5 @@ pub fn bounds() -> Vec<(&'static str, i64, &'static str)> {
 
 #[cfg(test)]
 mod go;
+#[cfg(test)]
+mod go_yaml;

@@ -187,7 +187,7 @@ type Config struct {
 	MaxSpansPerTrace  int64           // max_spans_per_trace: a trace reaching it is released (span_limit)
 	LateSpanPolicy    LateSpanPolicy  // late_spans.policy: spans of released traces: forward or drop
 	LateCacheSize     int64           // late_spans.cache_size: released trace IDs remembered
-	ChecksDisabled    uint32          // checks.disabled: as a mask of 1 << kind (see KindMask): bit set = check off
+	ChecksDisabled    uint32          // checks.disabled: finding kinds whose checks are off (the engine takes a mask of 1 << tc_finding_kind)
 	WriteAttributes   bool            // checks.write_attributes: write consistency.* attributes
 	ChildTolerance    time.Duration   // checks.child_tolerance: how far a child may pass its parent's times
 	SkewCorrection    bool            // checks.skew_correction.enabled: correct clock skew between services
