@@ -80,7 +80,8 @@ pub struct Callout {
     pub key: u64,
     /// The span's end time (wall clock of its host, Unix ns).
     pub end_wall: u64,
-    /// The service of one of its children (hash), if it has one.
+    /// The service of one of its children from the callee (hash), if it has one: a SERVER
+    /// or CONSUMER span, or a span of another service (an in-process child does not count).
     pub child_service: Option<u64>,
 }
 
@@ -343,12 +344,19 @@ impl Expect {
             let service = groups.get(s.group as usize).map_or("", |g| g.resource.service.as_str());
             let bytes = buf.get(s.bytes.start as usize..s.bytes.end as usize).unwrap_or(&[]);
             let (name, peers) = name_and_peers(bytes);
-            let child_service = match children.binary_search(&(s.span_id, 0)) {
-                Ok(i) | Err(i) => children.get(i).filter(|c| c.0 == s.span_id).map(|c| {
-                    let child = &spans[c.1];
-                    self.service_hash(groups.get(child.group as usize).map_or("", |g| g.resource.service.as_str()))
-                }),
+            // Only the callee's child counts: a SERVER or CONSUMER span, or a span of another
+            // service. An in-process child (Node.js's `tcp.connect` and `dns.lookup` under
+            // the call that opened a connection) says nothing of the callee's spans.
+            let first = match children.binary_search(&(s.span_id, 0)) {
+                Ok(i) | Err(i) => i,
             };
+            let service_of = |rec: &SpanRec| groups.get(rec.group as usize).map_or("", |g| g.resource.service.as_str());
+            let child_service = children[first..]
+                .iter()
+                .take_while(|c| c.0 == s.span_id)
+                .map(|c| &spans[c.1])
+                .find(|child| child.kind == kind::SERVER || child.kind == kind::CONSUMER || service_of(child) != service)
+                .map(|child| self.service_hash(service_of(child)));
             let db = DB_PEERS.iter().any(|&i| !peers[i].is_empty());
             out.push(Callout { idx, db, span_id: s.span_id, key: self.call_key(service, s.kind, name, &peers), end_wall: s.end, child_service });
         }

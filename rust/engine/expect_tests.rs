@@ -429,3 +429,41 @@ fn random_call_names_stay_within_the_learned_table_bound() {
     assert_eq!(st.learned_call_keys, (4u64 << 20) / 64 / awaited::KEY_BYTES);
     assert!(st.memory_learned_bytes > 0);
 }
+
+/// Request `k` at `at`, the shape of the real applications' first requests: frontend (root,
+/// a call to node) → node (a call to java, with an in-process child of its own: the Node.js
+/// net instrumentation's `tcp.connect`, made while a new connection opens) → java (a call to
+/// go) → go. Eight spans.
+fn call_with_in_process_child(sim: &mut Sim, k: u64, at: u64) {
+    let t = k + 1;
+    let id = |j: u64| t * 16 + j;
+    sim.add("frontend", server(span(t, id(1), 0, at, at + 40 * MS)));
+    sim.add("frontend", call(span(t, id(2), id(1), at + 5 * MS, at + 35 * MS), "GET", &[("server.address", "node")]));
+    sim.add("node", server(span(t, id(3), id(2), at + 8 * MS, at + 33 * MS)));
+    sim.add("node", call(span(t, id(4), id(3), at + 10 * MS, at + 30 * MS), "GET", &[("server.address", "java")]));
+    let mut connect = span(t, id(8), id(4), at + 10 * MS, at + 11 * MS);
+    connect.name = "tcp.connect".into();
+    sim.add("node", connect);
+    sim.add("java", server(span(t, id(5), id(4), at + 12 * MS, at + 28 * MS)));
+    sim.add("java", call(span(t, id(6), id(5), at + 14 * MS, at + 26 * MS), "GET", &[("server.address", "go")]));
+    sim.add("go", server(span(t, id(7), id(6), at + 16 * MS, at + 24 * MS)));
+}
+
+#[test]
+fn a_cold_start_waits_for_the_remote_child_of_a_call_with_an_in_process_child() {
+    // The frontend and node export early in their 5 s period, java and go (the JVM's first
+    // export) late: the call to java has a child at once (node's own tcp.connect) but not
+    // the callee's. That child does not show java's spans have come: the trace waits for
+    // them as for a call without a child, from the cold start on.
+    let mut sim = Sim::new(cfg(), &[("frontend", 5 * SEC, SEC), ("node", 5 * SEC, 1500 * MS), ("java", 5 * SEC, 4800 * MS), ("go", 5 * SEC, 4900 * MS)]);
+    let n = 40;
+    for k in 0..n {
+        call_with_in_process_child(&mut sim, k, 10 * MS + k * 100 * MS);
+    }
+    sim.run_to(40 * SEC);
+    assert_whole(&sim, 1..n + 1, 8);
+    // The key learned expects java's child (a remote one), not node's own.
+    let st = sim.e.stats();
+    assert_eq!(st.expected_children_missing, 0);
+    assert_eq!((st.learned_call_keys, st.learned_edges), (3, 3));
+}

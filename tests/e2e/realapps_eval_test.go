@@ -311,7 +311,7 @@ func evaluate(sc realappsScenario, reqs []request, gt map[tracegen.SpanKey]gtSpa
 			}
 			if len(r.notWhole) < 10 {
 				r.notWhole = append(r.notWhole, fmt.Sprintf("trace %s (request %d %s, status %d): %d ground-truth spans (%s), released in %d part(s), %d spans never came out %v, first part before the last span arrived: %v",
-					tid, q.ID, q.Query, q.Status, len(exp), servicesOf(gts), len(releases), missing, perService, early))
+					tid, q.ID, q.Query, q.Status, len(exp), servicesOf(gts), len(releases), missing, perService, early)+"\n"+timelineOf(gts, recs))
 			}
 		}
 		if !lastRel.IsZero() && !frontEnd.IsZero() {
@@ -642,6 +642,52 @@ func langOf(res pcommon.Resource) string {
 		return "unknown"
 	}
 	return v.AsString()
+}
+
+// timelineOf shows, for a trace not released whole, each ground-truth span (service, kind,
+// name, end, arrival at the proxy) and the release part it came out in (its time), in the
+// order the spans arrived; times relative to the trace's first span start.
+func timelineOf(gts []gtSpan, recs []SpanRecord) string {
+	if len(gts) == 0 {
+		return ""
+	}
+	t0 := gts[0].Start
+	for _, g := range gts {
+		if g.Start.Before(t0) {
+			t0 = g.Start
+		}
+	}
+	lines := []int{}
+	seen := map[int]time.Time{}
+	part := map[tracegen.SpanKey]int{}
+	for _, rec := range recs {
+		if _, ok := seen[rec.Line]; !ok {
+			seen[rec.Line] = rec.SeenAt
+			lines = append(lines, rec.Line)
+		}
+	}
+	sort.Slice(lines, func(i, j int) bool { return seen[lines[i]].Before(seen[lines[j]]) })
+	idx := map[int]int{}
+	for i, l := range lines {
+		idx[l] = i + 1
+	}
+	for _, rec := range recs {
+		if _, ok := part[rec.Key]; !ok {
+			part[rec.Key] = idx[rec.Line]
+		}
+	}
+	sorted := append([]gtSpan(nil), gts...)
+	sort.Slice(sorted, func(i, j int) bool { return sorted[i].Arrived.Before(sorted[j].Arrived) })
+	ms := func(at time.Time) string { return fmt.Sprintf("%+.0fms", float64(at.Sub(t0))/1e6) }
+	var sb strings.Builder
+	for i, l := range lines {
+		fmt.Fprintf(&sb, "            part %d released at %s\n", i+1, ms(seen[l]))
+	}
+	for _, g := range sorted {
+		fmt.Fprintf(&sb, "            %-16s %-8s %-28.28s end %8s arrived %8s part %d\n", strings.TrimPrefix(g.Service, "realapps-"),
+			strings.TrimPrefix(g.Kind.String(), "SPAN_KIND_"), g.Name, ms(g.End), ms(g.Arrived), part[g.Key])
+	}
+	return strings.TrimRight(sb.String(), "\n")
 }
 
 func servicesOf(gts []gtSpan) string {
