@@ -179,8 +179,20 @@ func TestRealAppsCorrectionJudgesOnlyTheSkewedServiceAndItsPlace(t *testing.T) {
 	if a := judge(2*time.Millisecond, 110*time.Millisecond, false); a.SkewedServers != 1 || a.SkewedServersInside != 1 || a.Moved != 1 || a.MovedOutsideSkewed != 0 {
 		t.Fatalf("inside with a 10 ms overhang: %+v", a)
 	}
-	if a := judge(2*time.Millisecond, 130*time.Millisecond, false); a.SkewedServersInside != 0 {
-		t.Fatalf("30 ms past the parent's end counted inside: %+v", a)
+	if a := judge(2*time.Millisecond, 133*time.Millisecond, false); a.SkewedServersInside != 1 {
+		t.Fatalf("a 33 ms overhang (the server's process paused before it ended its span) not counted inside: %+v", a)
+	}
+	if a := judge(2*time.Millisecond, 199*time.Millisecond, false); a.SkewedServersInside != 1 {
+		t.Fatalf("a 99 ms overhang not counted inside: %+v", a)
+	}
+	if a := judge(2*time.Millisecond, 202*time.Millisecond, false); a.SkewedServersInside != 0 {
+		t.Fatalf("102 ms past the parent's end counted inside: %+v", a)
+	}
+	if a := judge(2*time.Millisecond, 400*time.Millisecond, false); a.SkewedServersInside != 0 {
+		t.Fatalf("the 300 ms offset left on the end counted inside: %+v", a)
+	}
+	if a := judge(150*time.Millisecond, 180*time.Millisecond, false); a.SkewedServersInside != 0 {
+		t.Fatalf("starting after the parent's end counted inside: %+v", a)
 	}
 	if a := judge(-5*time.Millisecond, 90*time.Millisecond, false); a.SkewedServersInside != 0 {
 		t.Fatalf("starting 5 ms before the parent counted inside: %+v", a)
