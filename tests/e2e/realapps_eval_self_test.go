@@ -201,3 +201,44 @@ func TestRealAppsCorrectionJudgesOnlyTheSkewedServiceAndItsPlace(t *testing.T) {
 		t.Fatalf("a moved span of another service not counted: %+v", a)
 	}
 }
+
+func TestRealAppsSkewIsFoundOnTheNodeSpansOrTheSpansUnderThem(t *testing.T) {
+	t0 := time.Unix(1_800_000_000, 0)
+	// python CLIENT -> node SERVER -> node CLIENT -> java SERVER; the skewed clock is node's.
+	shape := func(tr byte, on map[byte]bool) []fakeSpan {
+		f := func(id byte) []string {
+			if on[id] {
+				return []string{"clock_skew"}
+			}
+			return nil
+		}
+		return []fakeSpan{
+			{trace: tr, id: 1, service: svcPython, kind: ptrace.SpanKindClient, findings: f(1)},
+			{trace: tr, id: 2, par: 1, service: svcNode, kind: ptrace.SpanKindServer, findings: f(2)},
+			{trace: tr, id: 3, par: 2, service: svcNode, kind: ptrace.SpanKindClient, findings: f(3)},
+			{trace: tr, id: 4, par: 3, service: svcJava, kind: ptrace.SpanKindServer, findings: f(4)},
+		}
+	}
+	for _, c := range []struct {
+		what            string
+		on              map[byte]bool
+		detected, wrong int
+	}{
+		{"on the node SERVER under its python client", map[byte]bool{2: true}, 1, 0},
+		{"on the java SERVER under a node client (the python call outlasted the offset)", map[byte]bool{4: true}, 1, 0},
+		{"only on the python span", map[byte]bool{1: true}, 0, 1},
+		{"nowhere", map[byte]bool{}, 0, 0},
+	} {
+		spans := shape(6, c.on)
+		gt := fakeGT(t0, time.Second, spans...)
+		tid, _, _ := fakeIDs(6, 1, 0)
+		r := evaluate(realappsScenario{Name: "self", Skew: "+0.3"}, []request{{ID: 0, Status: 200, TraceID: tid}}, gt, nil, []Line{fakeLine(0, t0.Add(2*time.Second), spans...)})
+		if len(r.Anomalies) != 1 {
+			t.Fatalf("%s: anomalies %+v", c.what, r.Anomalies)
+		}
+		a := r.Anomalies[0]
+		if a.TracesDetected != c.detected || a.Wrong != c.wrong {
+			t.Fatalf("%s: detected %d wrong %d, want %d %d: %+v", c.what, a.TracesDetected, a.Wrong, c.detected, c.wrong, a)
+		}
+	}
+}
