@@ -204,41 +204,55 @@ func TestRealAppsCorrectionJudgesOnlyTheSkewedServiceAndItsPlace(t *testing.T) {
 
 func TestRealAppsSkewIsFoundOnTheNodeSpansOrTheSpansUnderThem(t *testing.T) {
 	t0 := time.Unix(1_800_000_000, 0)
-	// python CLIENT -> node SERVER -> node CLIENT -> java SERVER; the skewed clock is node's.
-	shape := func(tr byte, on map[byte]bool) []fakeSpan {
+	ms := func(n int) time.Time { return t0.Add(time.Duration(n) * time.Millisecond) }
+	// python CLIENT -> node SERVER -> node CLIENT -> java SERVER; node's clock is 310 ms
+	// ahead. Times (ms, as sent) of the four spans: a short call, where the node SERVER
+	// starts after its client ended; a long one (500 ms), where only the java SERVER
+	// starts before its node client; the same with java accepting the call late (a cold
+	// JVM), where nothing disagrees.
+	short := [][2]int{{0, 100}, {310, 390}, {320, 380}, {15, 60}}
+	long := [][2]int{{0, 500}, {310, 790}, {320, 780}, {15, 460}}
+	cold := [][2]int{{0, 500}, {310, 790}, {320, 780}, {330, 470}}
+	for _, c := range []struct {
+		what                        string
+		times                       [][2]int
+		on                          map[byte]bool
+		traces, detected, wrong, no int
+	}{
+		{"short call, on the node SERVER", short, map[byte]bool{2: true}, 1, 1, 0, 0},
+		{"long call, on the java SERVER under a node client", long, map[byte]bool{4: true}, 1, 1, 0, 0},
+		{"short call, only on the python span", short, map[byte]bool{1: true}, 1, 0, 1, 0},
+		{"long call, nowhere", long, map[byte]bool{}, 1, 0, 0, 0},
+		{"cold JVM: no evidence, not required", cold, map[byte]bool{}, 0, 0, 0, 1},
+		{"cold JVM: still wrong on the python span", cold, map[byte]bool{1: true}, 0, 0, 1, 1},
+	} {
 		f := func(id byte) []string {
-			if on[id] {
+			if c.on[id] {
 				return []string{"clock_skew"}
 			}
 			return nil
 		}
-		return []fakeSpan{
-			{trace: tr, id: 1, service: svcPython, kind: ptrace.SpanKindClient, findings: f(1)},
-			{trace: tr, id: 2, par: 1, service: svcNode, kind: ptrace.SpanKindServer, findings: f(2)},
-			{trace: tr, id: 3, par: 2, service: svcNode, kind: ptrace.SpanKindClient, findings: f(3)},
-			{trace: tr, id: 4, par: 3, service: svcJava, kind: ptrace.SpanKindServer, findings: f(4)},
+		spans := []fakeSpan{
+			{trace: 6, id: 1, service: svcPython, kind: ptrace.SpanKindClient, findings: f(1)},
+			{trace: 6, id: 2, par: 1, service: svcNode, kind: ptrace.SpanKindServer, findings: f(2)},
+			{trace: 6, id: 3, par: 2, service: svcNode, kind: ptrace.SpanKindClient, findings: f(3)},
+			{trace: 6, id: 4, par: 3, service: svcJava, kind: ptrace.SpanKindServer, findings: f(4)},
 		}
-	}
-	for _, c := range []struct {
-		what            string
-		on              map[byte]bool
-		detected, wrong int
-	}{
-		{"on the node SERVER under its python client", map[byte]bool{2: true}, 1, 0},
-		{"on the java SERVER under a node client (the python call outlasted the offset)", map[byte]bool{4: true}, 1, 0},
-		{"only on the python span", map[byte]bool{1: true}, 0, 1},
-		{"nowhere", map[byte]bool{}, 0, 0},
-	} {
-		spans := shape(6, c.on)
 		gt := fakeGT(t0, time.Second, spans...)
+		for i, sp := range spans {
+			k := spans2key(sp)
+			g := gt[k]
+			g.Start, g.End = ms(c.times[i][0]), ms(c.times[i][1])
+			gt[k] = g
+		}
 		tid, _, _ := fakeIDs(6, 1, 0)
 		r := evaluate(realappsScenario{Name: "self", Skew: "+0.3"}, []request{{ID: 0, Status: 200, TraceID: tid}}, gt, nil, []Line{fakeLine(0, t0.Add(2*time.Second), spans...)})
 		if len(r.Anomalies) != 1 {
 			t.Fatalf("%s: anomalies %+v", c.what, r.Anomalies)
 		}
 		a := r.Anomalies[0]
-		if a.TracesDetected != c.detected || a.Wrong != c.wrong {
-			t.Fatalf("%s: detected %d wrong %d, want %d %d: %+v", c.what, a.TracesDetected, a.Wrong, c.detected, c.wrong, a)
+		if a.Traces != c.traces || a.TracesDetected != c.detected || a.Wrong != c.wrong || a.NoEvidence != c.no {
+			t.Fatalf("%s: traces %d detected %d wrong %d without evidence %d, want %d %d %d %d: %+v", c.what, a.Traces, a.TracesDetected, a.Wrong, a.NoEvidence, c.traces, c.detected, c.wrong, c.no, a)
 		}
 	}
 }
