@@ -585,6 +585,26 @@ func judgeAnomaly(a *anomalyReport, fault faultKind, tid pcommon.TraceID, what s
 	}
 }
 
+// skewTimeline shows a trace's spans as their services sent them (ms from its first start),
+// with parent, findings and the adjustment the correction applied.
+func skewTimeline(gt map[tracegen.SpanKey]gtSpan, recs []SpanRecord) string {
+	var t0 time.Time
+	for _, rec := range recs {
+		if g, ok := gt[rec.Key]; ok && (t0.IsZero() || g.Start.Before(t0)) {
+			t0 = g.Start
+		}
+	}
+	ms := func(at time.Time) float64 { return float64(at.Sub(t0)) / 1e6 }
+	var sb strings.Builder
+	for _, rec := range recs {
+		g := gt[rec.Key]
+		adj, _ := AttrString(rec.Span, names.AttrSkewAdjustment)
+		fmt.Fprintf(&sb, "      %s <- %s %-14s %-7s %-24.24q [%9.3f, %9.3f] findings %v adjust %v\n", rec.Key.SpanID, g.Parent,
+			strings.TrimPrefix(g.Service, "realapps-"), strings.TrimPrefix(g.Kind.String(), "SPAN_KIND_"), g.Name, ms(g.Start), ms(g.End), spanFindings(rec.Span), adj)
+	}
+	return strings.TrimRight(sb.String(), "\n")
+}
+
 // skewEvident says whether a trace's times, as its services sent them, show a clock
 // disagreement on an edge between the skewed Node.js service and another: a child starting
 // before its parent, or after its (synchronous) parent ended, by more than 2 ms (the
@@ -609,6 +629,7 @@ func skewEvident(tid pcommon.TraceID, gt map[tracegen.SpanKey]gtSpan, gts []gtSp
 // at most 100 ms after it (a third of the 300 ms offset: what correction must remove).
 func judgeCorrection(a *anomalyReport, tid pcommon.TraceID, gt map[tracegen.SpanKey]gtSpan, recs []SpanRecord) {
 	byKey := map[tracegen.SpanKey]SpanRecord{}
+	shown := false
 	for _, rec := range recs {
 		byKey[rec.Key] = rec
 		if _, ok := rec.Span.Attributes().Get(names.AttrSkewAdjustment); ok {
@@ -617,6 +638,10 @@ func judgeCorrection(a *anomalyReport, tid pcommon.TraceID, gt map[tracegen.Span
 				a.MovedOutsideSkewed++
 				if len(a.CorrectionMissed) < 5 {
 					a.CorrectionMissed = append(a.CorrectionMissed, fmt.Sprintf("span %s %q of %s moved", keyString(rec.Key), rec.Span.Name(), serviceOf(rec.Resource)))
+				}
+				if !shown {
+					shown = true
+					a.CorrectionMissed = append(a.CorrectionMissed, "trace as sent:\n"+skewTimeline(gt, recs))
 				}
 			}
 		}
