@@ -206,7 +206,8 @@ impl Sdk {
         match self {
             // Starts from `Date.now()` (whole milliseconds), ends from start + elapsed
             // `performance.now()`; http / express / router spans end on one `close` event,
-            // children in later listeners (~1 ms, 6 ms seen when the process pauses).
+            // children in later listeners (~1 ms, 6 ms seen when the process pauses; the
+            // express / router layers get more, see `checks::LAYER_OVERHANG_NS`).
             Sdk::Nodejs | Sdk::Webjs => Stamping {
                 granularity_ns: MS,
                 end_overhang_ns: 20 * MS,

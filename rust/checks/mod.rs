@@ -114,17 +114,49 @@ const NONE: usize = usize::MAX;
 struct Origin {
     resource: u64,
     stamping: Stamping,
+    /// A layer span of a Node.js web framework ([`NODE_LAYER_SCOPES`]).
+    layer: bool,
+}
+
+/// Instrumentation scopes of Node.js web frameworks whose layer spans end on the
+/// response's own event, in a listener after the http `SERVER` span's: such a span cannot
+/// outlive the request, and its end after its parent's is the time between two listeners.
+const NODE_LAYER_SCOPES: [&[u8]; 2] = [b"@opentelemetry/instrumentation-express", b"@opentelemetry/instrumentation-router"];
+
+/// How far a Node.js layer span may end after its `SERVER` (or layer) parent in its
+/// process: a pause of the process between the two listeners (a scheduler or GC pause on a
+/// loaded machine; 20 ms and more seen on two cores shared by many builds).
+const LAYER_OVERHANG_NS: u64 = 250 * 1_000_000;
+
+/// The name of the instrumentation scope in a scope header (`ScopeSpans` field 1, then
+/// `schema_url`), empty when absent or malformed.
+fn scope_name(header: &[u8]) -> &[u8] {
+    use crate::wire::{Fields, Value};
+    for f in Fields::new(header, 0) {
+        let Ok(f) = f else { break };
+        if let (1, Value::Len(r)) = (f.number, f.value) {
+            let scope = &header[r];
+            for g in Fields::new(scope, 0) {
+                let Ok(g) = g else { break };
+                if let (1, Value::Len(n)) = (g.number, g.value) {
+                    return &scope[n];
+                }
+            }
+        }
+    }
+    &[]
 }
 
 impl Origin {
     /// A span whose group index is out of range (a caller bug) gets this one: all such spans
     /// look like one resource of an unknown SDK. Checks must not panic on it.
-    const UNKNOWN: Origin = Origin { resource: 0, stamping: Sdk::Other.stamping() };
+    const UNKNOWN: Origin = Origin { resource: 0, stamping: Sdk::Other.stamping(), layer: false };
 
     fn of(span: &SpanRec, groups: &[Group]) -> Origin {
         groups.get(span.group as usize).map_or(Origin::UNKNOWN, |g| Origin {
             resource: g.resource.hash,
             stamping: g.resource.sdk.stamping(),
+            layer: g.resource.sdk == Sdk::Nodejs && NODE_LAYER_SCOPES.contains(&scope_name(&g.scope.header)),
         })
     }
 }
@@ -381,7 +413,10 @@ pub fn check_trace(spans: &[SpanRec], groups: &[Group], cfg: &CheckConfig) -> Tr
             if on(FindingKind::StartsBeforeParent) && c.start.saturating_add(tol) < p.start {
                 findings[i] |= FindingKind::StartsBeforeParent.bit();
             }
-            let end_tol = tol.saturating_add(oc.stamping.end_overhang_ns);
+            let mut end_tol = tol.saturating_add(oc.stamping.end_overhang_ns);
+            if oc.layer && (p.kind == kind::SERVER || op.layer) {
+                end_tol = end_tol.max(tol.saturating_add(LAYER_OVERHANG_NS));
+            }
             if on(FindingKind::EndsAfterParent) && !asyncw && c.end > p.end.saturating_add(end_tol)
             {
                 findings[i] |= FindingKind::EndsAfterParent.bit();

@@ -65,7 +65,29 @@ fn groups() -> Vec<Group> {
         group(13, Other, "", "", &["127.0.0.1", "10.0.0.1"]),
         group(14, Other, "", "A.example.com", &[]),
         group(15, Other, "", "localhost", &["127.0.0.1", "::1"]),
+        scoped(group(7, Nodejs, "machine-a", "a", &[]), "@opentelemetry/instrumentation-express"),
+        scoped(group(7, Nodejs, "machine-a", "a", &[]), "@opentelemetry/instrumentation-http"),
+        scoped(group(8, Java, "", "a", &[]), "@opentelemetry/instrumentation-express"),
     ]
+}
+
+const NODE_A_EXPRESS: u32 = 15; // NODE_A's process, the express instrumentation's scope
+const NODE_A_HTTP: u32 = 16; // NODE_A's process, the http instrumentation's scope
+const JAVA_A_EXPRESS: u32 = 17; // a non-Node.js SDK naming that scope
+
+/// `g` with an instrumentation scope named `name` (its `ScopeSpans` header: field 1, the
+/// scope, with its field 1, the name, and a version).
+fn scoped(mut g: Group, name: &str) -> Group {
+    let mut scope = vec![0x0a, name.len() as u8];
+    scope.extend_from_slice(name.as_bytes());
+    scope.extend_from_slice(&[0x12, 6]);
+    scope.extend_from_slice(b"0.57.0");
+    let mut header = vec![0x0a, scope.len() as u8];
+    header.extend_from_slice(&scope);
+    header.extend_from_slice(&[0x1a, 3]);
+    header.extend_from_slice(b"url");
+    g.scope = Arc::new(ScopeEntry { header, hash: 1, charge: Default::default() });
+    g
 }
 
 /// A span builder: `sp(id, parent, start, end)` on host a, INTERNAL, flags 0.
@@ -566,6 +588,39 @@ fn normal_rpc_shapes_of_the_official_sdks_are_no_finding_and_move_nothing() {
     // A real overhang, well beyond the SDK's: still found.
     let spans = [sp(1, 0, 0, 20 * MS).kind(kind::SERVER).on(NODE_A), sp(2, 1, MS, 70 * MS).on(NODE_A)];
     assert_eq!(marked(&check(&spans), EndsAfterParent), vec![1]);
+}
+
+#[test]
+fn a_node_express_layer_ending_after_its_server_span_by_a_pause_is_no_finding() {
+    // Express's request handler span ends on the response's event, in a listener after the
+    // http SERVER span's: a pause of the process between the two (a loaded machine) shows as
+    // an overhang of tens of ms; up to 250 ms (+ 2 ms of stamps) it is no finding, beyond it
+    // is, and so is the same overhang of any other span of the process.
+    let server = |g| sp(1, 0, 0, 20 * MS).kind(kind::SERVER).on(g);
+    let edge = 20 * MS + LAYER_OVERHANG_NS + 2 * MS;
+    for (what, child, parent_layer, found) in [
+        ("a 33 ms overhang of the request handler", sp(2, 1, MS, 53 * MS).on(NODE_A_EXPRESS), false, false),
+        ("the request handler at the edge", sp(2, 1, MS, edge).on(NODE_A_EXPRESS), false, false),
+        ("the request handler 1 ns beyond", sp(2, 1, MS, edge + 1).on(NODE_A_EXPRESS), false, true),
+        ("a 33 ms overhang of a span of another scope", sp(2, 1, MS, 53 * MS).on(NODE_A_HTTP), false, true),
+        ("a 33 ms overhang of an express span in the process of a non-Node.js SDK", sp(2, 1, MS, 53 * MS).on(JAVA_A_EXPRESS), false, true),
+        ("a 33 ms overhang under an express layer span", sp(3, 2, MS, 53 * MS).on(NODE_A_EXPRESS), true, false),
+        ("a 33 ms overhang under an INTERNAL span of another scope", sp(3, 2, MS, 53 * MS).on(NODE_A_EXPRESS), false, true),
+    ] {
+        let mut spans = vec![server(if child.0.group == JAVA_A_EXPRESS { JAVA_A } else { NODE_A_HTTP })];
+        if child.0.parent_id == 2 {
+            let mid = sp(2, 1, MS, 20 * MS);
+            spans.push(if parent_layer { mid.on(NODE_A_EXPRESS) } else { mid.on(NODE_A_HTTP) });
+        }
+        let idx = spans.len();
+        spans.push(child);
+        let want: Vec<usize> = if found { vec![idx] } else { vec![] };
+        assert_eq!(marked(&check(&spans), EndsAfterParent), want, "{what}");
+    }
+    // The express span under a SERVER span of another process is across processes: skew
+    // rules, no "ends after".
+    let spans = [sp(1, 0, 0, 20 * MS).kind(kind::CLIENT).on(JAVA_A), sp(2, 1, MS, 400 * MS).on(NODE_A_EXPRESS)];
+    assert_eq!(marked(&check(&spans), EndsAfterParent), Vec::<usize>::new());
 }
 
 /// A callee whose clock runs `offset` ahead (faketime), for each way its host may look:

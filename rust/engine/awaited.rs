@@ -25,6 +25,7 @@ impl Engine {
     /// without an end, are left out).
     pub(super) fn note_lags(&self, batch: &ScannedBatch, clocks: Clocks) {
         let mut lags: Vec<(&str, u64)> = Vec::new();
+        let mut ends: Vec<(&str, u64)> = Vec::new();
         for s in &batch.spans {
             if s.end == 0 || s.handoff_hops() > 0 || !s.trace_id_valid || !s.span_id_valid {
                 continue;
@@ -36,8 +37,16 @@ impl Engine {
                 Some(l) => l.1 = l.1.max(lag),
                 None => lags.push((service, lag)),
             }
+            // The latest end, but not one from the future of the collector's clock (a
+            // process far ahead would otherwise stop every wait for its children).
+            let end = s.end.min(clocks.wall);
+            match ends.iter_mut().find(|l| l.0 == service) {
+                Some(l) => l.1 = l.1.max(end),
+                None => ends.push((service, end)),
+            }
         }
         self.expect.observe_lags(&lags, clocks.mono);
+        self.expect.observe_ends(&ends);
     }
 
     /// Teaches the learned table from late spans (indexes into `batch`): the parent of one

@@ -39,6 +39,9 @@ use super::memory::map_slot;
 /// The batch delay of the Python, Node.js, Java and Go SDKs: the lag assumed for a service
 /// not yet seen for a whole window, and for callees of calls not yet learned.
 pub const COLD_LAG_NS: u64 = 5_000_000_000;
+/// How far past a call's end an expected callee's spans must have ended (on its own clock)
+/// before its child is no longer waited for on that account.
+const WATERMARK_SLACK_NS: u64 = 250_000_000;
 /// Length of one lag window.
 pub const LAG_WINDOW_NS: u64 = 15_000_000_000;
 /// A key learned to have no children is waited for once every this many calls.
@@ -80,7 +83,8 @@ pub struct Callout {
     pub key: u64,
     /// The span's end time (wall clock of its host, Unix ns).
     pub end_wall: u64,
-    /// The service of one of its children (hash), if it has one.
+    /// The service of one of its children from the callee (hash), if it has one: a SERVER
+    /// or CONSUMER span, or a span of another service (an in-process child does not count).
     pub child_service: Option<u64>,
 }
 
@@ -123,6 +127,10 @@ struct ServiceLag {
     window_start: u64,
     cur: u64,
     prev: u64,
+    /// The latest span end (its host's wall clock) among the spans of the service that
+    /// arrived: an SDK exports its spans in the order they ended, so a child that ended
+    /// before this has come, if it is coming.
+    watermark: u64,
     referenced: bool,
 }
 
@@ -308,6 +316,7 @@ impl Expect {
                 window_start: now,
                 cur: 0,
                 prev: 0,
+                watermark: 0,
                 referenced: true,
             });
             s.observe(lag.min(self.idle_timeout_ns), now);
@@ -315,6 +324,22 @@ impl Expect {
         if fresh {
             l.name_bytes = l.services.slots.iter().map(|s| s.name.len() as u64).sum();
             self.recount(&l);
+        }
+    }
+
+    /// Records the latest span end (wall clock, Unix ns) of each service in an ingested
+    /// batch, as `(service.name, end)` pairs (services not known yet are left out).
+    pub fn observe_ends(&self, ends: &[(&str, u64)]) {
+        if ends.is_empty() {
+            return;
+        }
+        let mut l = self.lock();
+        for &(name, end) in ends {
+            let hash = self.service_hash(name);
+            if let Some(&i) = l.services.map.get(&hash) {
+                let s = &mut l.services.slots[i as usize];
+                s.watermark = s.watermark.max(end);
+            }
         }
     }
 
@@ -343,12 +368,19 @@ impl Expect {
             let service = groups.get(s.group as usize).map_or("", |g| g.resource.service.as_str());
             let bytes = buf.get(s.bytes.start as usize..s.bytes.end as usize).unwrap_or(&[]);
             let (name, peers) = name_and_peers(bytes);
-            let child_service = match children.binary_search(&(s.span_id, 0)) {
-                Ok(i) | Err(i) => children.get(i).filter(|c| c.0 == s.span_id).map(|c| {
-                    let child = &spans[c.1];
-                    self.service_hash(groups.get(child.group as usize).map_or("", |g| g.resource.service.as_str()))
-                }),
+            // Only the callee's child counts: a SERVER or CONSUMER span, or a span of another
+            // service. An in-process child (Node.js's `tcp.connect` and `dns.lookup` under
+            // the call that opened a connection) says nothing of the callee's spans.
+            let first = match children.binary_search(&(s.span_id, 0)) {
+                Ok(i) | Err(i) => i,
             };
+            let service_of = |rec: &SpanRec| groups.get(rec.group as usize).map_or("", |g| g.resource.service.as_str());
+            let child_service = children[first..]
+                .iter()
+                .take_while(|c| c.0 == s.span_id)
+                .map(|c| &spans[c.1])
+                .find(|child| child.kind == kind::SERVER || child.kind == kind::CONSUMER || service_of(child) != service)
+                .map(|child| self.service_hash(service_of(child)));
             let db = DB_PEERS.iter().any(|&i| !peers[i].is_empty());
             out.push(Callout { idx, db, span_id: s.span_id, key: self.call_key(service, s.kind, name, &peers), end_wall: s.end, child_service });
         }
@@ -390,6 +422,18 @@ impl Expect {
             let due_wall = c.end_wall.saturating_add(wait);
             let due = now.saturating_add(due_wall.saturating_sub(now_wall));
             until = until.max(due);
+            // An expected callee that has not yet sent a span ending after the call did
+            // (its clock may differ: a quarter second of slack) may still be holding the
+            // child: its learned lag is short under load, when a full batch leaves before
+            // its timer, and its last spans wait the whole timer. Until it has, the child
+            // is waited for as long as the SDKs' default delay would hold it.
+            if let Decision::Expected { service } = d {
+                if l.services.get(service).is_some_and(|s| s.watermark < c.end_wall.saturating_add(WATERMARK_SLACK_NS)) {
+                    let cold = COLD_LAG_NS.min(self.idle_timeout_ns);
+                    let due_wall = c.end_wall.saturating_add(cold + margin(cold));
+                    until = until.max(now.saturating_add(due_wall.saturating_sub(now_wall)));
+                }
+            }
         }
         until.min(latest)
     }
@@ -687,6 +731,10 @@ mod tests {
         let hold = e.hold_until(&[call(1, now, None)], now, now, u64::MAX);
         assert_eq!(hold, now + SEC + margin(SEC), "unknown: the slowest service known");
         e.learn(1, &[call(1, 0, Some(svc))], false, now, now);
+        let hold = e.hold_until(&[call(1, now, None)], now, now, u64::MAX);
+        let cold = COLD_LAG_NS + margin(COLD_LAG_NS);
+        assert_eq!(hold, now + cold, "expected, its callee not yet past the call: the default delay");
+        e.observe_ends(&[("b", now + WATERMARK_SLACK_NS)]);
         let hold = e.hold_until(&[call(1, now, None)], now, now, u64::MAX);
         assert_eq!(hold, now + SEC + margin(SEC), "expected: that callee's lag");
     }

@@ -179,13 +179,80 @@ func TestRealAppsCorrectionJudgesOnlyTheSkewedServiceAndItsPlace(t *testing.T) {
 	if a := judge(2*time.Millisecond, 110*time.Millisecond, false); a.SkewedServers != 1 || a.SkewedServersInside != 1 || a.Moved != 1 || a.MovedOutsideSkewed != 0 {
 		t.Fatalf("inside with a 10 ms overhang: %+v", a)
 	}
-	if a := judge(2*time.Millisecond, 130*time.Millisecond, false); a.SkewedServersInside != 0 {
-		t.Fatalf("30 ms past the parent's end counted inside: %+v", a)
+	if a := judge(2*time.Millisecond, 133*time.Millisecond, false); a.SkewedServersInside != 1 {
+		t.Fatalf("a 33 ms overhang (the server's process paused before it ended its span) not counted inside: %+v", a)
+	}
+	if a := judge(2*time.Millisecond, 199*time.Millisecond, false); a.SkewedServersInside != 1 {
+		t.Fatalf("a 99 ms overhang not counted inside: %+v", a)
+	}
+	if a := judge(2*time.Millisecond, 202*time.Millisecond, false); a.SkewedServersInside != 0 {
+		t.Fatalf("102 ms past the parent's end counted inside: %+v", a)
+	}
+	if a := judge(2*time.Millisecond, 400*time.Millisecond, false); a.SkewedServersInside != 0 {
+		t.Fatalf("the 300 ms offset left on the end counted inside: %+v", a)
+	}
+	if a := judge(150*time.Millisecond, 180*time.Millisecond, false); a.SkewedServersInside != 0 {
+		t.Fatalf("starting after the parent's end counted inside: %+v", a)
 	}
 	if a := judge(-5*time.Millisecond, 90*time.Millisecond, false); a.SkewedServersInside != 0 {
 		t.Fatalf("starting 5 ms before the parent counted inside: %+v", a)
 	}
 	if a := judge(2*time.Millisecond, 90*time.Millisecond, true); a.MovedOutsideSkewed != 1 {
 		t.Fatalf("a moved span of another service not counted: %+v", a)
+	}
+}
+
+func TestRealAppsSkewIsFoundOnTheNodeSpansOrTheSpansUnderThem(t *testing.T) {
+	t0 := time.Unix(1_800_000_000, 0)
+	ms := func(n int) time.Time { return t0.Add(time.Duration(n) * time.Millisecond) }
+	// python CLIENT -> node SERVER -> node CLIENT -> java SERVER; node's clock is 310 ms
+	// ahead. Times (ms, as sent) of the four spans: a short call, where the node SERVER
+	// starts after its client ended; a long one (500 ms), where only the java SERVER
+	// starts before its node client; the same with java accepting the call late (a cold
+	// JVM), where nothing disagrees.
+	short := [][2]int{{0, 100}, {310, 390}, {320, 380}, {15, 60}}
+	long := [][2]int{{0, 500}, {310, 790}, {320, 780}, {15, 460}}
+	cold := [][2]int{{0, 500}, {310, 790}, {320, 780}, {330, 470}}
+	for _, c := range []struct {
+		what                        string
+		times                       [][2]int
+		on                          map[byte]bool
+		traces, detected, wrong, no int
+	}{
+		{"short call, on the node SERVER", short, map[byte]bool{2: true}, 1, 1, 0, 0},
+		{"long call, on the java SERVER under a node client", long, map[byte]bool{4: true}, 1, 1, 0, 0},
+		{"short call, only on the python span", short, map[byte]bool{1: true}, 1, 0, 1, 0},
+		{"long call, nowhere", long, map[byte]bool{}, 1, 0, 0, 0},
+		{"cold JVM: no evidence, not required", cold, map[byte]bool{}, 0, 0, 0, 1},
+		{"cold JVM: still wrong on the python span", cold, map[byte]bool{1: true}, 0, 0, 1, 1},
+	} {
+		f := func(id byte) []string {
+			if c.on[id] {
+				return []string{"clock_skew"}
+			}
+			return nil
+		}
+		spans := []fakeSpan{
+			{trace: 6, id: 1, service: svcPython, kind: ptrace.SpanKindClient, findings: f(1)},
+			{trace: 6, id: 2, par: 1, service: svcNode, kind: ptrace.SpanKindServer, findings: f(2)},
+			{trace: 6, id: 3, par: 2, service: svcNode, kind: ptrace.SpanKindClient, findings: f(3)},
+			{trace: 6, id: 4, par: 3, service: svcJava, kind: ptrace.SpanKindServer, findings: f(4)},
+		}
+		gt := fakeGT(t0, time.Second, spans...)
+		for i, sp := range spans {
+			k := spans2key(sp)
+			g := gt[k]
+			g.Start, g.End = ms(c.times[i][0]), ms(c.times[i][1])
+			gt[k] = g
+		}
+		tid, _, _ := fakeIDs(6, 1, 0)
+		r := evaluate(realappsScenario{Name: "self", Skew: "+0.3"}, []request{{ID: 0, Status: 200, TraceID: tid}}, gt, nil, []Line{fakeLine(0, t0.Add(2*time.Second), spans...)})
+		if len(r.Anomalies) != 1 {
+			t.Fatalf("%s: anomalies %+v", c.what, r.Anomalies)
+		}
+		a := r.Anomalies[0]
+		if a.Traces != c.traces || a.TracesDetected != c.detected || a.Wrong != c.wrong || a.NoEvidence != c.no {
+			t.Fatalf("%s: traces %d detected %d wrong %d without evidence %d, want %d %d %d %d: %+v", c.what, a.Traces, a.TracesDetected, a.Wrong, a.NoEvidence, c.traces, c.detected, c.wrong, c.no, a)
+		}
 	}
 }

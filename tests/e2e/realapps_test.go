@@ -374,8 +374,12 @@ func writeRealappsSummary(t *testing.T, buildDir string, reports []*scenarioRepo
 	fmt.Fprintf(&sb, "\nanomalies (affected traces: detected / right spans / wrong spans)\n")
 	for _, r := range reports {
 		for _, a := range r.Anomalies {
-			fmt.Fprintf(&sb, "  %-28s %-22s %-22s traces %4d detected %4d  required spans %4d/%-4d  wrong spans %d\n",
+			fmt.Fprintf(&sb, "  %-28s %-22s %-22s traces %4d detected %4d  required spans %4d/%-4d  wrong spans %d",
 				r.Scenario, a.Fault, a.Kind, a.Traces, a.TracesDetected, a.RequiredFound, a.Required, a.Wrong)
+			if a.NoEvidence > 0 {
+				fmt.Fprintf(&sb, "  (and %d without evidence in their times)", a.NoEvidence)
+			}
+			sb.WriteString("\n")
 		}
 	}
 	t.Logf("realapps summary (%s):%s", path, sb.String())
