@@ -2,8 +2,6 @@ package tracegen
 
 import (
 	"bytes"
-	"compress/gzip"
-	"encoding/binary"
 	"flag"
 	"os"
 	"path/filepath"
@@ -18,7 +16,8 @@ var updateWorkloads = flag.Bool("update-workloads", false,
 	"rewrite the release builder's workload files from the generator")
 
 // releaseBuilderWorkloads are the generator's workloads the release builder's differential
-// test (traceconsistencyprocessor/internal/engine) decodes, each written as OTLP batches.
+// test (traceconsistencyprocessor/internal/engine) decodes, each written as OTLP/JSON, one
+// batch per line (the test reads each line back and marshals it as protobuf).
 var releaseBuilderWorkloads = map[string]Config{
 	"default":    {Seed: 27, Traces: 12},
 	"broken":     {Seed: 28, Traces: 24, Broken: AllBrokenKinds(), BrokenEvery: 1},
@@ -38,32 +37,28 @@ func TestReleaseBuilderWorkloads(t *testing.T) {
 			require.NoError(t, err)
 			var raw []byte
 			for _, td := range batches {
-				b, err := (&ptrace.ProtoMarshaler{}).MarshalTraces(td)
+				b, err := (&ptrace.JSONMarshaler{}).MarshalTraces(td)
 				require.NoError(t, err)
-				raw = binary.AppendUvarint(raw, uint64(len(b)))
-				raw = append(raw, b...)
+				require.NotContains(t, string(b), "\n")
+				// The JSON form must give back the very protobuf the generator makes.
+				want, err := (&ptrace.ProtoMarshaler{}).MarshalTraces(td)
+				require.NoError(t, err)
+				back, err := (&ptrace.JSONUnmarshaler{}).UnmarshalTraces(b)
+				require.NoError(t, err)
+				got, err := (&ptrace.ProtoMarshaler{}).MarshalTraces(back)
+				require.NoError(t, err)
+				require.True(t, bytes.Equal(want, got), "%s: a batch does not survive OTLP/JSON", name)
+				raw = append(append(raw, b...), '\n')
 			}
-			path := filepath.Join(dir, name+".otlp.gz")
+			path := filepath.Join(dir, name+".otlp.json")
 			if *updateWorkloads {
-				var z bytes.Buffer
-				zw, err := gzip.NewWriterLevel(&z, gzip.BestCompression)
-				require.NoError(t, err)
-				_, err = zw.Write(raw)
-				require.NoError(t, err)
-				require.NoError(t, zw.Close())
 				require.NoError(t, os.MkdirAll(dir, 0o755))
-				require.NoError(t, os.WriteFile(path, z.Bytes(), 0o644))
+				require.NoError(t, os.WriteFile(path, raw, 0o644))
 				return
 			}
-			f, err := os.Open(path)
+			got, err := os.ReadFile(path)
 			require.NoError(t, err)
-			defer f.Close()
-			zr, err := gzip.NewReader(f)
-			require.NoError(t, err)
-			var got bytes.Buffer
-			_, err = got.ReadFrom(zr)
-			require.NoError(t, err)
-			require.True(t, bytes.Equal(raw, got.Bytes()), "%s is stale: rerun with -update-workloads", path)
+			require.True(t, bytes.Equal(raw, got), "%s is stale: rerun with -update-workloads", path)
 		})
 	}
 }

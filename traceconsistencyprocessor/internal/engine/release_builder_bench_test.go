@@ -18,7 +18,7 @@ import (
 func BenchmarkReleaseDecode(b *testing.B) {
 	workloads := workloadBatches(b)
 	for _, name := range []string{"default", "broken", "wide_spans"} {
-		b.Run(name, func(b *testing.B) { benchmarkReleaseDecode(b, released(b, workloads[name+".otlp.gz"])) })
+		b.Run(name, func(b *testing.B) { benchmarkReleaseDecode(b, released(b, workloads[name])) })
 	}
 }
 

@@ -4,9 +4,7 @@ package engine
 
 import (
 	"bytes"
-	"compress/gzip"
 	"encoding/binary"
-	"io"
 	"math"
 	"os"
 	"path/filepath"
@@ -197,28 +195,26 @@ func goldenBatches(t testing.TB) [][]byte {
 }
 
 // workloadBatches reads the generator's workloads committed in testdata/releasebuilder
-// (written by tests/tracegen's TestReleaseBuilderWorkloads): gzip, each batch prefixed by
-// its length as a uvarint.
+// (written by tests/tracegen's TestReleaseBuilderWorkloads): OTLP/JSON, one batch per line,
+// each marshalled as protobuf (tracegen checks that this gives the generator's bytes).
 func workloadBatches(t testing.TB) map[string][][]byte {
 	t.Helper()
-	files, err := filepath.Glob(filepath.Join("testdata", "releasebuilder", "*.otlp.gz"))
+	files, err := filepath.Glob(filepath.Join("testdata", "releasebuilder", "*.otlp.json"))
 	require.NoError(t, err)
 	require.NotEmpty(t, files)
 	out := map[string][][]byte{}
 	for _, f := range files {
-		fh, err := os.Open(f)
+		raw, err := os.ReadFile(f)
 		require.NoError(t, err)
-		zr, err := gzip.NewReader(fh)
-		require.NoError(t, err)
-		raw, err := io.ReadAll(zr)
-		require.NoError(t, err)
-		require.NoError(t, fh.Close())
-		for len(raw) > 0 {
-			n, k := binary.Uvarint(raw)
-			require.Greater(t, k, 0, f)
-			require.LessOrEqual(t, n, uint64(len(raw)-k), f)
-			out[filepath.Base(f)] = append(out[filepath.Base(f)], raw[k:k+int(n)])
-			raw = raw[k+int(n):]
+		for _, line := range bytes.Split(raw, []byte("\n")) {
+			if len(line) == 0 {
+				continue
+			}
+			td, err := (&ptrace.JSONUnmarshaler{}).UnmarshalTraces(line)
+			require.NoError(t, err, f)
+			b, err := (&ptrace.ProtoMarshaler{}).MarshalTraces(td)
+			require.NoError(t, err, f)
+			out[strings.TrimSuffix(filepath.Base(f), ".otlp.json")] = append(out[strings.TrimSuffix(filepath.Base(f), ".otlp.json")], b)
 		}
 	}
 	return out
