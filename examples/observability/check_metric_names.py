@@ -10,7 +10,7 @@ Checks, with the Python 3.11 standard library only:
     rules.yaml; every label in a selector is an attribute of that metric, under the name
     it is exported with (`name_override`, e.g. handoff_cause as cause), or job, instance,
     le; label values of enum attributes (reason, policy, cause: per metric) and finding
-    kinds (README.md "Finding kinds") exist;
+    kinds (README.md "Findings" table) exist;
   * every alert has a severity label, a summary and a description, and rules_test.yaml
     has for it a case where it fires and one where it must not.
 
@@ -135,13 +135,20 @@ def exported_names(metrics, attributes):
 
 
 def finding_kinds(path):
+    """The finding kinds of README.md's "Findings" table: the code spans of each row's first
+    cell (e.g. `no_root` / `multiple_roots`)."""
     text = open(path).read()
-    m = re.search(r"Finding kinds:(.*?)\n\n", text, re.S)
+    m = re.search(r"\n### Findings\n(.*?)\n#", text, re.S)
     if not m:
-        sys.exit(f"{path}: no 'Finding kinds:' paragraph")
-    kinds = set(re.findall(r"`([a-z_]+)`", m.group(1)))
+        sys.exit(f"{path}: no '### Findings' section")
+    kinds = set()
+    for line in m.group(1).splitlines():
+        if not line.startswith("| `"):
+            continue
+        first = line.split("|")[1]
+        kinds.update(re.findall(r"`([a-z_]+)`", first))
     if len(kinds) < 5:
-        sys.exit(f"{path}: 'Finding kinds:' lists only {sorted(kinds)}")
+        sys.exit(f"{path}: the Findings table lists only {sorted(kinds)}")
     return kinds
 
 
