@@ -36,6 +36,10 @@ func printReport(w io.Writer) {
 		fmt.Fprintf(w, "workload: %d traces, %d batches, %d spans per pass (tracegen defaults, seed 6); spans with rewritten trace IDs: %d\n",
 			poolTraces, len(pl.batches), pl.total, pl.retagged)
 	}
+	if pl := theSamplingPool; pl != nil {
+		fmt.Fprintf(w, "sampling rows' workload: the same without error spans: %d batches, %d spans per pass; spans with rewritten trace IDs: %d\n",
+			len(pl.batches), pl.total, pl.retagged)
+	}
 	printThroughput(w)
 	printMemory(w)
 }
@@ -46,12 +50,12 @@ func printThroughput(w io.Writer) {
 	}
 	fmt.Fprintln(w, "\n-- throughput: ConsumeTraces → (hold, wait) → counting sink; timed until the sink has every span")
 	fmt.Fprintln(w, "(median of the runs [min–max]; spans/s over ingest + drain; ingest spans/s over the ingest phase alone; drain % = share of the measured time after the last ConsumeTraces; held % = share of the ingest phase the loop was held back because the processor's release lagged more than 3 waits)")
-	fmt.Fprintf(w, "%-34s %4s %9s %-26s %10s %7s %6s %-20s %9s %12s %8s %10s\n", "processor", "runs", "spans", "spans/s", "ingest/s", "drain%", "held%", "cpu-µs/span", "Go B/span", "Go allocs/span", "gc-cpu%", "cgo/span")
+	fmt.Fprintf(w, "%-38s %4s %9s %-26s %10s %7s %6s %-20s %9s %12s %8s %10s\n", "processor", "runs", "spans", "spans/s", "ingest/s", "drain%", "held%", "cpu-µs/span", "Go B/span", "Go allocs/span", "gc-cpu%", "cgo/span")
 	for _, k := range tpOrder {
 		rs := tpResults[k]
 		sps := stats(rs, func(r tpResult) float64 { return r.d.spansPerSec() })
 		cpu := stats(rs, func(r tpResult) float64 { return r.d.cpuUsPerSpan() })
-		fmt.Fprintf(w, "%-34s %4d %9d %-26s %10.0f %7.1f %6.1f %-20s %9.0f %12.2f %8.1f %10.4f\n", k, len(rs),
+		fmt.Fprintf(w, "%-38s %4d %9d %-26s %10.0f %7.1f %6.1f %-20s %9.0f %12.2f %8.1f %10.4f\n", k, len(rs),
 			int64(stats(rs, func(r tpResult) float64 { return float64(r.d.spans) }).med),
 			fmt.Sprintf("%.0f [%.0f–%.0f]", sps.med, sps.min, sps.max),
 			stats(rs, func(r tpResult) float64 { return r.ingestSpansPerSec() }).med,
@@ -92,6 +96,57 @@ func printThroughput(w io.Writer) {
 		}
 	}
 	fmt.Fprintln(w, "(passthrough hands the caller's batch to the sink and allocates nothing: its ratios only show how much a processor costs at all)")
+	printSampling(w)
+}
+
+// printSampling prints the ratios of the sampling rows: ours with sampling against the drop90
+// floor and against ours without sampling, and what the dropped spans cost in Go allocations.
+func printSampling(w io.Writer) {
+	for _, wait := range throughputWaits {
+		p := fmt.Sprintf("wait=%s/", wait)
+		s, ok := tpResults[p+kindOursSampling]
+		if !ok {
+			continue
+		}
+		dropShare := stats(s, func(r tpResult) float64 { return float64(r.dropped) / float64(r.d.spans) }).med
+		fmt.Fprintf(w, "sampling at wait=%s (errors, findings, 10 %% of the rest, consistent mode; workload without error spans): ours dropped %.1f %% of the spans\n", wait, 100*dropShare)
+		for _, other := range []string{kindDrop90, kindOurs} {
+			o, ok := tpResults[p+other]
+			if !ok {
+				continue
+			}
+			sps := ratioStats(s, o, func(r tpResult) float64 { return r.d.spansPerSec() })
+			cpu := ratioStats(s, o, func(r tpResult) float64 { return r.d.cpuUsPerSpan() })
+			fmt.Fprintf(w, "  ours_sampling / %-18s spans/s %s   ingest spans/s %5.3fx   cpu/span %s   B/span %s   allocs/span %s\n",
+				other, sps, ratioOfMedians(s, o, func(r tpResult) float64 { return r.ingestSpansPerSec() }), cpu,
+				ratioStr(med(s, func(r tpResult) float64 { return r.d.bytesPerSpan() }), med(o, func(r tpResult) float64 { return r.d.bytesPerSpan() })),
+				ratioStr(med(s, func(r tpResult) float64 { return r.d.allocsPerSpan() }), med(o, func(r tpResult) float64 { return r.d.allocsPerSpan() })))
+			if other == kindDrop90 {
+				fmt.Fprintf(w, "    target ours_sampling/drop90 spans/s >= 0.9: %s\n", verdict(sps.ratio >= 0.9))
+			}
+		}
+		// Go allocations of the dropped spans. allocs/dropped is every Go allocation of the run
+		// over the dropped spans (an upper bound of their cost). The bound below charges the
+		// kept spans what a span costs ours without sampling (ingest + release) and gives the
+		// dropped spans the rest: their ingest share (the same as a kept span's) plus whatever
+		// dropping costs; ~ ours' ingest allocs/span means dropping allocates nothing in Go.
+		perDropped := func(r tpResult) float64 { return float64(r.d.mallocs) / float64(max(r.dropped, 1)) }
+		perKept := func(r tpResult) float64 { return float64(r.d.mallocs) / float64(max(r.keptSpans(), 1)) }
+		fmt.Fprintf(w, "  ours_sampling Go allocs: %.3f per span sent, %.2f per kept span, %.3f per dropped span (all allocations of the run / dropped spans)\n",
+			med(s, func(r tpResult) float64 { return r.d.allocsPerSpan() }), med(s, perKept), med(s, perDropped))
+		if o, ok := tpResults[p+kindOurs]; ok {
+			tcPerSpan := med(o, func(r tpResult) float64 { return r.d.allocsPerSpan() })
+			rest := med(s, func(r tpResult) float64 {
+				return (float64(r.d.mallocs) - tcPerSpan*float64(r.keptSpans())) / float64(max(r.dropped, 1))
+			})
+			fmt.Fprintf(w, "    charging each kept span traceconsistency's %.3f allocs/span, a dropped span costs at most %.3f Go allocs (its ingest share included)\n", tcPerSpan, rest)
+		}
+		if d, ok := tpResults[p+kindDrop90]; ok {
+			fmt.Fprintf(w, "  drop90 Go allocs: %.3f per span sent, %.2f per kept span, %.3f per dropped span; dropped %.1f %% of the spans\n",
+				med(d, func(r tpResult) float64 { return r.d.allocsPerSpan() }), med(d, perKept), med(d, perDropped),
+				100*stats(d, func(r tpResult) float64 { return float64(r.dropped) / float64(r.d.spans) }).med)
+		}
+	}
 }
 
 func verdict(ok bool) string {

@@ -27,6 +27,10 @@ const (
 	kindGroupByTrace = "groupbytrace"
 	kindOurs         = "traceconsistency"
 	kindRoundtrip    = "roundtrip"
+	// kindOursSampling is ours with the sampling section of samplingConfig (sampling.go).
+	kindOursSampling = "traceconsistency/sampling"
+	// kindDrop90 is the floor of the sampling rows (drop90 in sampling.go).
+	kindDrop90 = "roundtrip/drop90"
 )
 
 // procSpec says which processor to build and how long it waits before releasing a trace.
@@ -58,7 +62,21 @@ func (s procSpec) name() string {
 type countingSink struct {
 	spans atomic.Int64
 	calls atomic.Int64
+	// dropped, when set, reads the processor's own count of the spans it dropped by sampling
+	// (they never arrive here): every span sent is accounted for once spans + dropped has it.
+	dropped func() int64
 }
+
+// droppedSpans is what the processor in front reports as dropped (0 without a count).
+func (s *countingSink) droppedSpans() int64 {
+	if s.dropped == nil {
+		return 0
+	}
+	return s.dropped()
+}
+
+// accounted is the spans the sink received plus those the processor dropped.
+func (s *countingSink) accounted() int64 { return s.spans.Load() + s.droppedSpans() }
 
 func (s *countingSink) Capabilities() consumer.Capabilities {
 	return consumer.Capabilities{MutatesData: false}
@@ -70,12 +88,13 @@ func (s *countingSink) ConsumeTraces(_ context.Context, td ptrace.Traces) error 
 	return nil
 }
 
-// waitFor polls until the sink has seen want spans or the timeout passes.
+// waitFor polls until the sink has seen (or the processor dropped) want spans or the
+// timeout passes.
 func (s *countingSink) waitFor(want int64, timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
-	for s.spans.Load() < want {
+	for s.accounted() < want {
 		if time.Now().After(deadline) {
-			return fmt.Errorf("sink has %d of %d spans after %s", s.spans.Load(), want, timeout)
+			return fmt.Errorf("sink has %d (+ %d dropped) of %d spans after %s", s.spans.Load(), s.droppedSpans(), want, timeout)
 		}
 		time.Sleep(200 * time.Microsecond)
 	}
@@ -198,6 +217,29 @@ func newProcessor(spec procSpec, next consumer.Traces) (processor.Traces, error)
 	return newProcessorWithMeter(spec, next, nil)
 }
 
+// newCountedProcessor is newProcessor for the throughput loops: for the sampling kinds it
+// points sink.dropped at the processor's own count of dropped spans (ours: its sampling_spans
+// counter with decision=dropped; drop90: its counter).
+func newCountedProcessor(spec procSpec, sink *countingSink) (processor.Traces, error) {
+	switch spec.kind {
+	case kindOursSampling:
+		mp := newDroppedSpansMeter()
+		p, err := newProcessorWithMeter(spec, sink, mp)
+		if err == nil {
+			sink.dropped = mp.dropped.Load
+		}
+		return p, err
+	case kindDrop90:
+		p, err := newProcessor(spec, sink)
+		if err == nil {
+			sink.dropped = p.(*drop90).dropped.Load
+		}
+		return p, err
+	default:
+		return newProcessor(spec, sink)
+	}
+}
+
 // newProcessorWithMeter is newProcessor with the processor's own metrics going to mp
 // (nil: no-op telemetry).
 func newProcessorWithMeter(spec procSpec, next consumer.Traces, mp metric.MeterProvider) (processor.Traces, error) {
@@ -211,6 +253,8 @@ func newProcessorWithMeter(spec procSpec, next consumer.Traces, mp metric.MeterP
 		p = &passthrough{next: next}
 	case kindRoundtrip:
 		p = newRoundtrip(spec.wait, next)
+	case kindDrop90:
+		p = newDrop90(spec.wait, next)
 	case kindGroupByTrace:
 		f := gbt.NewFactory()
 		cfg := f.CreateDefaultConfig().(*gbt.Config)
@@ -221,7 +265,7 @@ func newProcessorWithMeter(spec procSpec, next consumer.Traces, mp metric.MeterP
 		// num_traces stays at its default (1,000,000): far above what any run holds, so
 		// nothing is evicted (evicted traces would be deleted, not released).
 		p, err = f.CreateTraces(ctx, settings(f.Type(), mp), cfg, next)
-	case kindOurs:
+	case kindOurs, kindOursSampling:
 		f := tc.NewFactory()
 		cfg := f.CreateDefaultConfig().(*tc.Config)
 		// No start wait (restart_strategy wait would sleep hlc.max_offset in Start).
@@ -235,6 +279,9 @@ func newProcessorWithMeter(spec procSpec, next consumer.Traces, mp metric.MeterP
 		// for measuring the shape of release batches.
 		if n, err := strconv.Atoi(os.Getenv("TC_BENCH_RELEASE_BATCH")); err == nil && n > 0 {
 			cfg.MaxReleaseBatchSpans = n
+		}
+		if spec.kind == kindOursSampling {
+			cfg.Sampling = samplingConfig()
 		}
 		if spec.hold {
 			// Ticks only record the buffer gauges here (nothing comes due).

@@ -27,6 +27,8 @@ func throughputSpecs(wait time.Duration) []procSpec {
 		{kind: kindRoundtrip, wait: wait},
 		{kind: kindGroupByTrace, wait: wait, workers: 1}, // its default num_workers
 		{kind: kindOurs, wait: wait},                     // num_shards 0 = four per core
+		{kind: kindDrop90, wait: wait},
+		{kind: kindOursSampling, wait: wait},
 	}...)
 }
 
@@ -74,7 +76,12 @@ type tpResult struct {
 	ingest time.Duration // from the first ConsumeTraces until the last one returned
 	// blocked is the part of ingest the loop was held back by lagBound
 	blocked time.Duration
+	// dropped: spans the processor dropped by sampling (its own count); the rest reached the sink
+	dropped int64
 }
+
+// keptSpans is the spans that reached the sink.
+func (r tpResult) keptSpans() int64 { return r.d.spans - r.dropped }
 
 // ingestSpansPerSec is spans / ingest phase.
 func (r tpResult) ingestSpansPerSec() float64 { return float64(r.d.spans) / r.ingest.Seconds() }
@@ -104,10 +111,6 @@ func recordThroughput(key string, r tpResult) {
 // the processors' own goroutines, is inside it); allocations and CPU are those of the whole
 // process over the same region. b.N is not used: run it with -benchtime 1x.
 func BenchmarkThroughput(b *testing.B) {
-	pl, err := getPool()
-	if err != nil {
-		b.Fatal(err)
-	}
 	for run := 1; run <= benchRuns(); run++ {
 		for _, wait := range throughputWaits {
 			for _, spec := range throughputSpecs(wait) {
@@ -115,6 +118,10 @@ func BenchmarkThroughput(b *testing.B) {
 					continue
 				}
 				key := fmt.Sprintf("wait=%s/%s", wait, spec.name())
+				pl, err := poolFor(spec.kind)
+				if err != nil {
+					b.Fatal(err)
+				}
 				b.Run(fmt.Sprintf("%s/run=%d", key, run), func(b *testing.B) {
 					runThroughput(b, key, spec, pl)
 				})
@@ -125,7 +132,7 @@ func BenchmarkThroughput(b *testing.B) {
 
 func runThroughput(b *testing.B, key string, spec procSpec, pl *pool) {
 	sink := &countingSink{}
-	proc, err := newProcessor(spec, sink)
+	proc, err := newCountedProcessor(spec, sink)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -166,10 +173,11 @@ func runThroughput(b *testing.B, key string, spec procSpec, pl *pool) {
 	}
 	after := takeSnapshot()
 	b.StopTimer()
-	if got := sink.spans.Load(); got != spans {
-		b.Fatalf("sink received %d spans, sent %d", got, spans)
+	dropped := sink.droppedSpans()
+	if got := sink.spans.Load(); got+dropped != spans {
+		b.Fatalf("sink received %d spans and the processor dropped %d, sent %d", got, dropped, spans)
 	}
-	r := tpResult{spec: spec, d: diff(before, after, spans), ingest: ingest, blocked: lag.blocked}
+	r := tpResult{spec: spec, d: diff(before, after, spans), ingest: ingest, blocked: lag.blocked, dropped: dropped}
 	b.ReportMetric(r.d.spansPerSec(), "spans/s")
 	b.ReportMetric(r.ingestSpansPerSec(), "ingest-spans/s")
 	b.ReportMetric(r.d.cpuUsPerSpan(), "cpu-µs/span")
@@ -179,12 +187,16 @@ func runThroughput(b *testing.B, key string, spec procSpec, pl *pool) {
 	b.ReportMetric(r.d.cgoCallsPerSpan(), "cgo-calls/span")
 	b.ReportMetric(100*r.drain().Seconds()/r.d.elapsed.Seconds(), "drain-%")
 	b.ReportMetric(100*r.blocked.Seconds()/r.ingest.Seconds(), "held-back-%")
+	if dropped > 0 {
+		b.ReportMetric(100*float64(dropped)/float64(spans), "dropped-%")
+	}
 	recordThroughput(key, r)
 }
 
 // lagBound is the back-pressure of the loop, the same for every processor: before each
 // run of whole traces (~10 batches), the sink must have every span sent more than 3 waits
-// ago. A processor whose
+// ago (with a sampling processor: the sink plus the spans the processor reports dropped,
+// countingSink.accounted). A processor whose
 // release falls behind its wait (here: roundtrip, whose ingest is a marshal and whose
 // release a serial unmarshal) then holds the producer back instead of building a queue
 // that grows for the whole loop: spans/s is the steady-state rate of every stage, and no
@@ -227,10 +239,10 @@ func (l *lagBound) wait(sink *countingSink, sent int64) {
 	}
 	want := l.marks[k].sent
 	l.marks = l.marks[k:]
-	if sink.spans.Load() >= want {
+	if sink.accounted() >= want {
 		return
 	}
-	for sink.spans.Load() < want {
+	for sink.accounted() < want {
 		time.Sleep(100 * time.Microsecond)
 	}
 	l.blocked += time.Since(now)

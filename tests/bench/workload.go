@@ -54,30 +54,59 @@ var (
 	poolOnce sync.Once
 	thePool  *pool
 	poolErr  error
+
+	samplingPoolOnce sync.Once
+	theSamplingPool  *pool
+	samplingPoolErr  error
 )
 
 // getPool generates the throughput pool once per process (outside every timer).
 func getPool() (*pool, error) {
-	poolOnce.Do(func() {
-		g, err := tracegen.New(workloadConfig(poolTraces))
-		if err != nil {
-			poolErr = err
-			return
-		}
-		p := &pool{}
-		for s := 0; s < poolShards; s++ {
-			for td := range g.Batches(s, poolShards).All() {
-				p.batches = append(p.batches, td)
-				p.spans = append(p.spans, td.SpanCount())
-				p.cut = append(p.cut, false)
-				p.total += td.SpanCount()
-			}
-			p.cut[len(p.cut)-1] = true
-		}
-		p.tag = make([]uint64, len(p.batches))
-		thePool = p
-	})
+	poolOnce.Do(func() { thePool, poolErr = newPool(workloadConfig(poolTraces)) })
 	return thePool, poolErr
+}
+
+// getSamplingPool generates the pool of the sampling rows once per process: the throughput
+// workload without error spans (the same generator settings and seed with
+// ErrorProbability < 0: the same shapes and sizes, no error status and no exception events;
+// the random draws differ from there on), so that the benchmark policy keeps exactly the 10 %
+// its probabilistic default keeps (sampling.go). In the throughput workload about 4 in 5
+// traces have an error span (5 % of spans, 5–50 spans per trace): "keep errors" would keep
+// most of it.
+func getSamplingPool() (*pool, error) {
+	samplingPoolOnce.Do(func() {
+		cfg := workloadConfig(poolTraces)
+		cfg.ErrorProbability = -1
+		theSamplingPool, samplingPoolErr = newPool(cfg)
+	})
+	return theSamplingPool, samplingPoolErr
+}
+
+// poolFor is the pool a throughput row of kind runs on.
+func poolFor(kind string) (*pool, error) {
+	if kind == kindOursSampling || kind == kindDrop90 {
+		return getSamplingPool()
+	}
+	return getPool()
+}
+
+func newPool(cfg tracegen.Config) (*pool, error) {
+	g, err := tracegen.New(cfg)
+	if err != nil {
+		return nil, err
+	}
+	p := &pool{}
+	for s := 0; s < poolShards; s++ {
+		for td := range g.Batches(s, poolShards).All() {
+			p.batches = append(p.batches, td)
+			p.spans = append(p.spans, td.SpanCount())
+			p.cut = append(p.cut, false)
+			p.total += td.SpanCount()
+		}
+		p.cut[len(p.cut)-1] = true
+	}
+	p.tag = make([]uint64, len(p.batches))
+	return p, nil
 }
 
 // endsRun reports whether batch i of the stream ends a run of whole traces.
