@@ -5,11 +5,20 @@
 #   gbt_ts   processors: [groupbytrace, tail_sampling]      wait_duration 1s, decision_wait 1s
 #   ours_ts  processors: [traceconsistency, tail_sampling]  defaults (quiet_period 1s), decision_wait 1s
 #   ours_sampling  processors: [traceconsistency/sampling]  the same policy as sampling rules in the
-#            engine (README "Sampling in the engine")
+#            engine (README "Sampling in the engine"), default (consistent) mode
 # and one sampling policy in all of them: keep a trace with an error span, or with a finding
 # (consistency.trace.status = inconsistent, written by traceconsistency only), plus 10 %
-# probabilistic. Exporter: otlp_grpc to the load source's own OTLP receiver (-sink), which
-# notes when each trace first comes out.
+# probabilistic (tail_sampling's with hash_salt KEYSET_SALT). Exporter: otlp_grpc to the load
+# source's own OTLP receiver (-sink), which notes when each trace first comes out.
+#
+# Keep-set check (KEYSET=1, when ts runs in the fixed mode): after ts's first fixed-load run,
+# one fixed-load run of
+#   ours_keyset  processors: [traceconsistency/keyset]  errors + 10 % probabilistic in
+#            hash_compatible mode with hash_salt KEYSET_SALT: the policy ts applies alone (its
+#            findings policy never matches there, nothing writes consistency.trace.status)
+# The load source lists every trace it sent whole and whether it came out (-ids-file); over
+# the traces both runs sent (the same seed and passes, so the same trace IDs) the script
+# prints how many both kept, only ts, only ours, and a FAIL line when the sets differ.
 #
 # Load source: tests/bench/cmd/replay (the tracegen workload serialized once and replayed
 # with fresh trace IDs, every BROKEN_EVERY-th trace broken, span error probability
@@ -37,6 +46,7 @@
 #   RATE=19000  FIXED_DURATION=45s  SAT_DURATION=20s  STREAMS=4
 #   BROKEN=missing_parent,skewed_child,sampled_mismatch  BROKEN_EVERY=20  ERROR_PROBABILITY=0.002
 #   FEATURE_GATES=""  (e.g. pdata.useProtoPooling: passed as --feature-gates to the collector)
+#   KEYSET=1  KEYSET_SALT=tc-bench-keyset
 #   PIN=1  PORT_BASE=48000 (OTLP +317, metrics +888, health +133, sink +417)
 #   DRY_RUN=0  1: build the load source, write every config and validate it with the
 #              collector, start nothing (scripts/bench-common.sh)
@@ -55,6 +65,8 @@ BROKEN="${BROKEN:-missing_parent,skewed_child,sampled_mismatch}"
 BROKEN_EVERY="${BROKEN_EVERY:-20}"
 ERROR_PROBABILITY="${ERROR_PROBABILITY:-0.002}"
 FEATURE_GATES="${FEATURE_GATES:-}"
+KEYSET="${KEYSET:-1}"
+KEYSET_SALT="${KEYSET_SALT:-tc-bench-keyset}"
 PORT_BASE="${PORT_BASE:-48000}"
 # Setup, ports, placement, cleanup and the measuring helpers (shared with bench-collector.sh).
 source "$(dirname "${BASH_SOURCE[0]}")/bench-common.sh"
@@ -70,7 +82,7 @@ max_wait() {
     ts) echo 35 ;;       # decision_wait 30s from the first span
     gbt_ts) echo 8 ;;    # 1s + 1s
     ours_ts) echo 17 ;;  # idle_timeout 10s for incomplete traces + release_tick + 1s
-    ours_sampling) echo 16 ;;  # idle_timeout 10s for incomplete traces + release_tick
+    ours_sampling|ours_keyset) echo 16 ;;  # idle_timeout 10s for incomplete traces + release_tick
   esac
 }
 
@@ -81,6 +93,7 @@ write_config() { # pipeline file
     gbt_ts) procs="[groupbytrace, tail_sampling/after_assembly]" ;;
     ours_ts) procs="[traceconsistency, tail_sampling/after_assembly]" ;;
     ours_sampling) procs="[traceconsistency/sampling]" ;;
+    ours_keyset) procs="[traceconsistency/keyset]" ;;
     *) echo "unknown pipeline $1" >&2; exit 2 ;;
   esac
   local policies="      policies:
@@ -92,7 +105,7 @@ write_config() { # pipeline file
           string_attribute: {key: consistency.trace.status, values: [inconsistent]}
         - name: ten-percent
           type: probabilistic
-          probabilistic: {sampling_percentage: 10}"
+          probabilistic: {sampling_percentage: 10, hash_salt: $KEYSET_SALT}"
   cat >"$2" <<EOF
 receivers:
   otlp:
@@ -106,6 +119,13 @@ processors:
       rules:
         - {name: errors, when: {error: true}, action: keep}
         - {name: findings, when: {consistency: {status: inconsistent}}, action: keep}
+      default: {action: probabilistic, probabilistic: {percentage: 10}}
+  traceconsistency/keyset:
+    sampling:
+      mode: hash_compatible
+      hash_salt: $KEYSET_SALT
+      rules:
+        - {name: errors, when: {error: true}, action: keep}
       default: {action: probabilistic, probabilistic: {percentage: 10}}
   groupbytrace:
     wait_duration: 1s
@@ -157,12 +177,12 @@ run_one() { # mode pipeline run
   wait_healthy "$HEALTH_PORT" "$COL_PID" "$log" "collector ($name)"
   sleep 1
   local args=(-endpoint "127.0.0.1:$OTLP_PORT" -traces 8000 -concurrency "$STREAMS" -json
-    -sink "127.0.0.1:$SINK_PORT" -sent-file "$TMP/sent.json" -linger 5m
+    -sink "127.0.0.1:$SINK_PORT" -sent-file "$TMP/sent.json" -linger 5m -ids-file "$TMP/ids.$1.$2.$3"
     -broken "$BROKEN" -broken-every "$BROKEN_EVERY" -error-probability "$ERROR_PROBABILITY")
   if [[ "$mode" == fixed ]]; then args+=(-duration "$FIXED_DURATION" -rate "$RATE"); else args+=(-duration "$SAT_DURATION"); fi
   rm -f "$TMP/sent.json"
   local dec0 cpu0 t0 decisions=otelcol_processor_tail_sampling_global_count_traces_sampled
-  [[ "$name" == ours_sampling ]] && decisions=otelcol_processor_traceconsistency_sampling_traces
+  [[ "$name" == ours_sampling || "$name" == ours_keyset ]] && decisions=otelcol_processor_traceconsistency_sampling_traces
   dec0="$(metric "$decisions")"
   cpu0="$(cpu_ticks "$COL_PID")"
   t0="$(date +%s.%N)"
@@ -238,8 +258,30 @@ PY
   COL_PID=""
 }
 
+# keyset_check TS_IDS OURS_IDS: compares the keep sets of two runs over the traces both sent.
+keyset_check() {
+  python3 - "$1" "$2" <<'PY'
+import sys
+def load(p):
+    return dict(l.split() for l in open(p) if l.strip())
+ts, ours = load(sys.argv[1]), load(sys.argv[2])
+common = ts.keys() & ours.keys()
+both = sum(1 for i in common if ts[i] == "1" and ours[i] == "1")
+only_ts = sorted(i for i in common if ts[i] == "1" and ours[i] == "0")
+only_ours = sorted(i for i in common if ts[i] == "0" and ours[i] == "1")
+kept = both + len(only_ts)
+print(f"keep set at the fixed load, ts vs ours_keyset (errors + 10 % probabilistic, hash_compatible, the same salt): "
+      f"{len(common)} traces sent in both runs ({len(ts) - len(common)} only in ts's, {len(ours) - len(common)} only in ours'); "
+      f"kept by both {both}, only ts {len(only_ts)}, only ours {len(only_ours)} (ts kept {kept} = {100 * kept / max(len(common), 1):.1f} %)")
+if not common:
+    print("FAIL keep set: no trace was sent in both runs")
+elif only_ts or only_ours:
+    print(f"FAIL keep set: the sets differ; e.g. only ts {only_ts[:3]}, only ours {only_ours[:3]}")
+PY
+}
+
 if [[ "$DRY_RUN" == 1 ]]; then
-  for name in $PIPELINES; do
+  for name in $PIPELINES ours_keyset; do
     write_config "$name" "$TMP/$name.yaml"
     validate_config "$TMP/$name.yaml" "$name"
   done
@@ -252,6 +294,10 @@ for run in $(seq "$REPEAT"); do
   for mode in $MODES; do
     for name in $PIPELINES; do
       run_one "$mode" "$name" "$run"
+      if [[ "$KEYSET" == 1 && "$mode" == fixed && "$run" == 1 && "$name" == ts ]]; then
+        run_one fixed ours_keyset 1
+        keyset_check "$TMP/ids.fixed.ts.1" "$TMP/ids.fixed.ours_keyset.1" | tee "$TMP/keyset.txt"
+      fi
     done
   done
 done
@@ -307,3 +353,7 @@ show("peak RSS (fixed load)", r("ours_ts", "gbt_ts", "peak"), ("<= 0.6", lambda 
 show("avg RSS (fixed load)", r("ours_ts", "gbt_ts", "avg"), ("<= 0.6", lambda x: x <= 0.6))
 show("spans/s at saturation", r("ours_ts", "gbt_ts", "sps"), (">= 1", lambda x: x >= 1))
 PY
+if [[ -s "$TMP/keyset.txt" ]]; then
+  cat "$TMP/keyset.txt"
+  if grep -q '^FAIL' "$TMP/keyset.txt"; then exit 1; fi
+fi

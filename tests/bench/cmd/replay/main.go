@@ -16,7 +16,9 @@
 // trace's last span to the first request of the output that carried the trace, split into
 // structurally complete traces (one root, every parent present) and the others. With -sink
 // it keeps receiving after sending until SIGTERM or -linger, writes -sent-file (what was
-// sent) as soon as sending ends, and prints the summary last.
+// sent) as soon as sending ends, and prints the summary last; -ids-file then lists every
+// trace sent whole, one per line: its trace ID in hex and 1 when the sink received any of
+// its spans, else 0 (the keep set of a sampling pipeline, compared across pipelines).
 package main
 
 import (
@@ -214,6 +216,30 @@ func (s *sink) Export(_ context.Context, req ptraceotlp.ExportRequest) (ptraceot
 	return ptraceotlp.NewExportResponse(), nil
 }
 
+// writeIDs writes every sent trace ID with 1 when it came out, else 0, sorted by ID.
+func writeIDs(path string, sent map[pcommon.TraceID]sentTrace, out map[pcommon.TraceID]time.Time) error {
+	lines := make([]string, 0, len(sent))
+	for id := range sent {
+		kept := 0
+		if _, ok := out[id]; ok {
+			kept = 1
+		}
+		lines = append(lines, fmt.Sprintf("%s %d\n", id, kept))
+	}
+	sort.Strings(lines)
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	for _, l := range lines {
+		if _, err := io.WriteString(f, l); err != nil {
+			f.Close()
+			return err
+		}
+	}
+	return f.Close()
+}
+
 // pacer spaces requests so that all senders together offer about 1/per spans per second; a
 // sender that fell behind does not burst to catch up.
 type pacer struct {
@@ -329,6 +355,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	sinkAddr := fs.String("sink", "", "also receive OTLP/gRPC here (loopback) and report per-trace latency from last span to output")
 	sentFile := fs.String("sent-file", "", "with -sink: write the send summary (JSON) here when sending ends")
 	linger := fs.Duration("linger", 2*time.Minute, "with -sink: keep receiving this long after sending at most (SIGTERM ends it sooner)")
+	idsFile := fs.String("ids-file", "", "with -sink: at the end, write every trace sent (hex trace ID) and whether any of its spans came out (1/0), one per line")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -531,6 +558,13 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 		s.Sink = &sinkSummary{Spans: recv.spans.Load(), Traces: int64(len(recv.first)), TracesWithLatency: matched,
 			CompleteLatencyMs: latencyOf(done), IncompleteLatencyMs: latencyOf(open)}
+		if *idsFile != "" {
+			if werr := writeIDs(*idsFile, sent.last, recv.first); werr != nil {
+				fmt.Fprintln(stderr, "replay: -ids-file:", werr)
+				err = errors.Join(err, werr)
+				s.Error = err.Error()
+			}
+		}
 		recv.mu.Unlock()
 	}
 	if *jsonOut {
