@@ -91,6 +91,7 @@ type request struct {
 type traceEnd struct {
 	off      int
 	complete bool
+	kind     tracegen.BrokenKind // "" for a healthy trace
 }
 
 // tracesPerRun is the size of the runs of whole traces a sender's share is made of: once
@@ -165,6 +166,9 @@ type sinkSummary struct {
 	TracesWithLatency   int64     `json:"traces_with_latency"`
 	CompleteLatencyMs   latencyMs `json:"complete_latency_ms"`
 	IncompleteLatencyMs latencyMs `json:"incomplete_latency_ms"`
+	// CompleteByKindMs splits the complete traces' latency by how the trace was generated:
+	// "healthy", or the broken kind (a skewed_child or sampled_mismatch trace is complete).
+	CompleteByKindMs map[string]latencyMs `json:"complete_latency_by_kind_ms"`
 }
 
 type latencyMs struct {
@@ -269,12 +273,13 @@ type sentLog struct {
 type sentTrace struct {
 	at       time.Time
 	complete bool
+	kind     tracegen.BrokenKind
 }
 
 // traceEnds returns, for one batch, the traces whose last span of the whole workload is in
 // it (lastBatch[id] == this batch), each with an offset of its trace ID in data and whether
 // it is complete.
-func traceEnds(td ptrace.Traces, data []byte, ids []int, isLast func(pcommon.TraceID) bool, complete map[pcommon.TraceID]bool) []traceEnd {
+func traceEnds(td ptrace.Traces, data []byte, ids []int, isLast func(pcommon.TraceID) bool, complete map[pcommon.TraceID]bool, kinds map[pcommon.TraceID]tracegen.BrokenKind) []traceEnd {
 	var out []traceEnd
 	seen := map[pcommon.TraceID]bool{}
 	for _, off := range ids {
@@ -284,7 +289,7 @@ func traceEnds(td ptrace.Traces, data []byte, ids []int, isLast func(pcommon.Tra
 			continue
 		}
 		seen[id] = true
-		out = append(out, traceEnd{off: off, complete: complete[id]})
+		out = append(out, traceEnd{off: off, complete: complete[id], kind: kinds[id]})
 	}
 	return out
 }
@@ -387,6 +392,16 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "replay:", err)
 		return 2
 	}
+	// With -sink: the broken kind of every broken trace (by its trace ID in the first pass).
+	kinds := map[pcommon.TraceID]tracegen.BrokenKind{}
+	if *sinkAddr != "" {
+		for i := 0; i < *traces; i++ {
+			if g.BrokenKindOf(i) != "" {
+				tr := g.Plan(i)
+				kinds[tr.TraceID] = tr.Broken
+			}
+		}
+	}
 	// Serialize each worker's share once, before any timing: runs r = w, w+C, w+2C, ...
 	// of the workload split into R runs.
 	shares := make([][]request, *concurrency)
@@ -423,7 +438,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 			}
 			req := request{data: b, spans: td.SpanCount(), ids: ids}
 			if *sinkAddr != "" {
-				req.ends = traceEnds(td, b, ids, func(id pcommon.TraceID) bool { return lastBatch[id] == bi }, complete)
+				req.ends = traceEnds(td, b, ids, func(id pcommon.TraceID) bool { return lastBatch[id] == bi }, complete, kinds)
 			}
 			shares[w] = append(shares[w], req)
 			poolSpans += td.SpanCount()
@@ -509,7 +524,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 						for _, e := range r.ends {
 							var id pcommon.TraceID
 							copy(id[:], r.data[e.off:e.off+16])
-							sent.last[id] = sentTrace{at: now, complete: e.complete}
+							sent.last[id] = sentTrace{at: now, complete: e.complete, kind: e.kind}
 						}
 						sent.mu.Unlock()
 					}
@@ -543,6 +558,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 		recv.mu.Lock()
 		var done, open []time.Duration
+		byKind := map[string][]time.Duration{}
 		var matched int64
 		for id, st := range sent.last {
 			out, ok := recv.first[id]
@@ -552,12 +568,20 @@ func run(args []string, stdout, stderr io.Writer) int {
 			matched++
 			if st.complete {
 				done = append(done, out.Sub(st.at))
+				k := string(st.kind)
+				if k == "" {
+					k = "healthy"
+				}
+				byKind[k] = append(byKind[k], out.Sub(st.at))
 			} else {
 				open = append(open, out.Sub(st.at))
 			}
 		}
 		s.Sink = &sinkSummary{Spans: recv.spans.Load(), Traces: int64(len(recv.first)), TracesWithLatency: matched,
-			CompleteLatencyMs: latencyOf(done), IncompleteLatencyMs: latencyOf(open)}
+			CompleteLatencyMs: latencyOf(done), IncompleteLatencyMs: latencyOf(open), CompleteByKindMs: map[string]latencyMs{}}
+		for k, v := range byKind {
+			s.Sink.CompleteByKindMs[k] = latencyOf(v)
+		}
 		if *idsFile != "" {
 			if werr := writeIDs(*idsFile, sent.last, recv.first); werr != nil {
 				fmt.Fprintln(stderr, "replay: -ids-file:", werr)
