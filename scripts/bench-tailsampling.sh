@@ -37,6 +37,7 @@
 #                   span out of the collector; complete traces (one root, every parent present)
 #                   apart from the others (ours holds those until idle_timeout, 10 s), and the
 #                   complete ones split by kind (healthy, or the broken kind they were made with)
+#                   and those sent in the later half of the load apart (the steady state)
 # and the ratios ours_ts / ts and ours_ts / gbt_ts of the medians, with the targets.
 #
 # CPU placement (PIN=1, default when taskset exists and there are 2+ CPUs): collector on
@@ -241,7 +242,7 @@ row = dict(mode=mode, pipeline=name, run=run, spans=g["spans"], seconds=g["secon
            peak_rss_mib=hwm / 1024, avg_rss_mib=rss_sum / max(rss_n, 1) / 1024, measured_s=t_done - t0,
            out_traces=s.get("traces", 0), out_spans=s.get("spans", 0),
            lat_complete=s.get("complete_latency_ms", {}), lat_incomplete=s.get("incomplete_latency_ms", {}),
-           lat_by_kind=s.get("complete_latency_by_kind_ms", {}),
+           lat_by_kind=s.get("complete_latency_by_kind_ms", {}), lat_later=s.get("complete_latency_later_half_ms", {}),
            error=g.get("error", ""))
 print(json.dumps(row))
 PY
@@ -256,7 +257,9 @@ print(f"  {r['mode']:<10} {r['pipeline']:<8} run {r['run']}: {r['spans']} spans 
       f"incomplete p50 {i.get('p50',0):.0f} max {i.get('max',0):.0f} ms")
 k = r.get("lat_by_kind", {})
 if k:
-    print("    complete traces by kind, p50 / p99 ms: " + ", ".join(f"{n} {v.get('p50',0):.0f} / {v.get('p99',0):.0f} (n={v.get('n',0)})" for n, v in sorted(k.items())))
+    l = r.get("lat_later", {})
+    print("    complete traces by kind, p50 / p99 ms: " + ", ".join(f"{n} {v.get('p50',0):.0f} / {v.get('p99',0):.0f} (n={v.get('n',0)})" for n, v in sorted(k.items()))
+          + f"; sent in the later half of the load: {l.get('p50',0):.0f} / {l.get('p99',0):.0f} (n={l.get('n',0)})")
 PY
   stop_pid "$COL_PID" 100
   wait "$COL_PID" 2>/dev/null || true
@@ -354,6 +357,9 @@ if "ours_sampling" in M:
         h = med("fixed", "ours_sampling", lambda r: r.get("lat_by_kind", {}).get("healthy", {}).get("p99", 0))
         if h is not None:
             print(f"    of which healthy traces p99 {h[0]:.0f} ms (the broken but complete ones, skewed_child and sampled_mismatch, per run above)")
+        l = med("fixed", "ours_sampling", lambda r: r.get("lat_later", {}).get("p99", 0))
+        if l is not None:
+            print(f"    complete traces sent in the later half of the load p99 {l[0]:.0f} ms")
 print("ours_ts / gbt_ts (groupbytrace 1s -> tail_sampling 1s):")
 show("cpu/span with every decision (fixed load)", r("ours_ts", "gbt_ts", "fcpu"), ("<= 0.6", lambda x: x <= 0.6))
 show("cpu/span with every decision (saturation)", r("ours_ts", "gbt_ts", "scpu"), ("<= 0.6", lambda x: x <= 0.6))

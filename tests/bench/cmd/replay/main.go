@@ -169,6 +169,9 @@ type sinkSummary struct {
 	// CompleteByKindMs splits the complete traces' latency by how the trace was generated:
 	// "healthy", or the broken kind (a skewed_child or sampled_mismatch trace is complete).
 	CompleteByKindMs map[string]latencyMs `json:"complete_latency_by_kind_ms"`
+	// CompleteLaterHalfMs: the complete traces whose last span was sent in the second half of
+	// the sending time (the steady state, apart from whatever a pipeline learns at its start).
+	CompleteLaterHalfMs latencyMs `json:"complete_latency_later_half_ms"`
 }
 
 type latencyMs struct {
@@ -559,6 +562,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		recv.mu.Lock()
 		var done, open []time.Duration
 		byKind := map[string][]time.Duration{}
+		var later []time.Duration
+		half := start.Add(elapsed / 2)
 		var matched int64
 		for id, st := range sent.last {
 			out, ok := recv.first[id]
@@ -573,12 +578,16 @@ func run(args []string, stdout, stderr io.Writer) int {
 					k = "healthy"
 				}
 				byKind[k] = append(byKind[k], out.Sub(st.at))
+				if st.at.After(half) {
+					later = append(later, out.Sub(st.at))
+				}
 			} else {
 				open = append(open, out.Sub(st.at))
 			}
 		}
 		s.Sink = &sinkSummary{Spans: recv.spans.Load(), Traces: int64(len(recv.first)), TracesWithLatency: matched,
-			CompleteLatencyMs: latencyOf(done), IncompleteLatencyMs: latencyOf(open), CompleteByKindMs: map[string]latencyMs{}}
+			CompleteLatencyMs: latencyOf(done), IncompleteLatencyMs: latencyOf(open), CompleteByKindMs: map[string]latencyMs{},
+			CompleteLaterHalfMs: latencyOf(later)}
 		for k, v := range byKind {
 			s.Sink.CompleteByKindMs[k] = latencyOf(v)
 		}
