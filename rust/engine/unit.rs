@@ -7,7 +7,7 @@ use crate::findings::ReleaseReason;
 use crate::index::{Group, SpanRec};
 use crate::wal::record::Key;
 
-use super::memory::{groups_bytes, rec_heap, REC_BYTES};
+use super::memory::{groups_bytes, rec_heap, vec_bytes};
 
 pub struct Unit {
     /// The trace's ID (0 for spans forwarded without assembly).
@@ -31,16 +31,22 @@ pub struct Unit {
     pub threshold: Option<crate::sampling::threshold::Threshold>,
 }
 
+/// A waiting unit's slot in its queue (a slot of the channel's blocks, not an allocation
+/// of its own).
+fn unit_bytes() -> u64 {
+    size_of::<Unit>() as u64
+}
+
 impl Unit {
     #[allow(clippy::too_many_arguments)]
     pub fn from_trace(trace_id: u128, reason: ReleaseReason, spans: Vec<SpanRec>, buf: Vec<u8>, groups: Vec<Group>, age_ns: u64, held: u64, wal: Vec<Key>, recovered: bool) -> Unit {
-        let bytes = held + size_of::<Unit>() as u64 + (wal.capacity() * size_of::<Key>()) as u64;
+        let bytes = held + unit_bytes() + vec_bytes(&wal);
         Unit { trace_id, reason, spans, buf, groups, age_ns, bytes, wal, recovered, handoff: false, threshold: None }
     }
 
     /// Attaches the write-ahead log's keys of a unit built from a batch.
     pub fn with_wal(mut self, wal: Vec<Key>) -> Unit {
-        self.bytes += (wal.capacity() * size_of::<Key>()) as u64;
+        self.bytes += vec_bytes(&wal);
         self.wal = wal;
         self
     }
@@ -68,11 +74,7 @@ impl Unit {
             extra += rec_heap(&rec);
             unit.spans.push(rec);
         }
-        unit.bytes = unit.buf.capacity() as u64
-            + unit.spans.capacity() as u64 * REC_BYTES
-            + extra
-            + groups_bytes(&unit.groups)
-            + size_of::<Unit>() as u64;
+        unit.bytes = vec_bytes(&unit.buf) + vec_bytes(&unit.spans) + extra + groups_bytes(&unit.groups) + unit_bytes();
         unit
     }
 }
