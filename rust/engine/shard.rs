@@ -11,7 +11,7 @@ use crate::findings::ReleaseReason;
 use crate::index::{Group, ScannedBatch, SpanRec};
 use crate::sampling::Verdict;
 
-use super::memory::{alloc_size, deque_bytes, groups_bytes, map_bytes, rec_heap, vec_bytes};
+use super::memory::{alloc_size, class_len, deque_bytes, groups_bytes, map_bytes, rec_heap, vec_bytes};
 use super::unit::Unit;
 
 /// The top bit of [`Trace::hold`]: the trace waited for children at least once.
@@ -305,14 +305,22 @@ impl Shard {
         // Grow storage once for the whole run: exactly while the trace is small (no
         // doubling slack for the common trace), amortised once it is big (no quadratic
         // copying for giant traces).
+        // Exact growth is to the allocator's size class: the rounding it would add anyway
+        // becomes room for the trace's next spans (and is counted either way).
         let need: usize = run.iter().map(|&i| batch.spans[i as usize].len()).sum();
-        if trace.buf.len() < EXACT_GROWTH_BYTES {
-            trace.buf.reserve_exact(need);
+        let (len, spans) = (trace.buf.len(), trace.spans.len());
+        if len < EXACT_GROWTH_BYTES {
+            if trace.buf.capacity() - len < need {
+                trace.buf.reserve_exact(class_len(len + need) - len);
+            }
         } else {
             trace.buf.reserve(need);
         }
-        if trace.spans.len() < EXACT_GROWTH_SPANS {
-            trace.spans.reserve_exact(run.len());
+        if spans < EXACT_GROWTH_SPANS {
+            if trace.spans.capacity() - spans < run.len() {
+                let rec = size_of::<SpanRec>();
+                trace.spans.reserve_exact(class_len((spans + run.len()) * rec) / rec - spans);
+            }
         } else {
             trace.spans.reserve(run.len());
         }

@@ -7,7 +7,7 @@ use crate::findings::ReleaseReason;
 use crate::index::{Group, SpanRec};
 use crate::wal::record::Key;
 
-use super::memory::{groups_bytes, rec_heap, vec_bytes};
+use super::memory::{class_len, groups_bytes, rec_heap, vec_bytes};
 
 pub struct Unit {
     /// The trace's ID (0 for spans forwarded without assembly).
@@ -54,7 +54,7 @@ impl Unit {
     /// The spans `idx` of a scanned batch (span bytes in `data`), copied out.
     pub fn from_batch(data: &[u8], groups: &[Group], spans: &[SpanRec], idx: &[u32], reason: ReleaseReason) -> Unit {
         let mut unit = Unit { trace_id: 0, reason, spans: Vec::with_capacity(idx.len()), buf: Vec::new(), groups: Vec::new(), age_ns: 0, bytes: 0, wal: Vec::new(), recovered: false, handoff: false, threshold: None };
-        unit.buf.reserve_exact(idx.iter().map(|&i| spans[i as usize].len()).sum());
+        unit.buf.reserve_exact(class_len(idx.iter().map(|&i| spans[i as usize].len()).sum()));
         let mut map: Vec<Option<u32>> = vec![None; groups.len()];
         let mut extra = 0u64;
         for (seq, &i) in idx.iter().enumerate() {
