@@ -2,6 +2,8 @@
 //! OTLP traces, behind a C ABI (see `ffi`) for the OpenTelemetry Collector component in `traceconsistencyprocessor/`.
 //!
 //! Layers, bottom up:
+//! - [`heap`]: what the allocator gives for an allocation (its size class), what the memory
+//!   count charges;
 //! - [`wire`]: just enough protobuf to scan and splice OTLP bytes without decoding, and
 //!   in-place time patching;
 //! - [`attrs`]: the `consistency.*` attribute keys;
@@ -23,6 +25,7 @@ pub mod config;
 pub mod engine;
 pub mod ffi;
 pub mod findings;
+pub mod heap;
 pub mod hlc;
 pub mod index;
 pub mod sampling;

@@ -126,8 +126,9 @@ pub fn structural_span_count(otlp: &[u8]) -> Result<u64, String> {
 }
 
 /// The test binary's allocator: the engine's, counting per thread the bytes it allocates
-/// minus those it frees, and the peak of that since [`alloc_peak_reset`]. A test that runs
-/// engine calls on one thread measures what they hold at most.
+/// minus those it frees — what the allocator really gives, each request's size class — and
+/// the peak of that since [`alloc_peak_reset`]. A test that runs engine calls on one thread
+/// measures what they hold at most.
 pub mod counting {
     use std::alloc::{GlobalAlloc, Layout};
     use std::cell::Cell;
@@ -137,6 +138,11 @@ pub mod counting {
     thread_local! {
         static LIVE: Cell<i64> = const { Cell::new(0) };
         static PEAK: Cell<i64> = const { Cell::new(0) };
+    }
+
+    /// The size class of a request (what the allocator gives).
+    fn real(n: usize) -> i64 {
+        crate::heap::alloc_size(n) as i64
     }
 
     fn note(delta: i64) {
@@ -150,19 +156,19 @@ pub mod counting {
     // SAFETY: forwards to the engine's allocator unchanged; the counters use no allocation.
     unsafe impl GlobalAlloc for Counting {
         unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-            note(l.size() as i64);
+            note(real(l.size()));
             crate::ALLOCATOR.alloc(l)
         }
         unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-            note(-(l.size() as i64));
+            note(-real(l.size()));
             crate::ALLOCATOR.dealloc(p, l)
         }
         unsafe fn alloc_zeroed(&self, l: Layout) -> *mut u8 {
-            note(l.size() as i64);
+            note(real(l.size()));
             crate::ALLOCATOR.alloc_zeroed(l)
         }
         unsafe fn realloc(&self, p: *mut u8, l: Layout, new: usize) -> *mut u8 {
-            note(new as i64 - l.size() as i64);
+            note(real(new) - real(l.size()));
             crate::ALLOCATOR.realloc(p, l, new)
         }
     }

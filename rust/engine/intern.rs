@@ -15,6 +15,8 @@ use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 use crate::index::{Charge, Group, ResourceEntry, ScopeEntry};
 
+use super::memory::{alloc_size, arc_bytes, vec_bytes};
+
 pub struct Interner {
     tables: Mutex<Tables>,
     /// Bytes of live interned entries (shared with their charges).
@@ -34,8 +36,8 @@ trait Entry {
     fn hash(&self) -> u64;
     fn header(&self) -> &[u8];
     fn charge(&self) -> &OnceLock<Charge>;
-    /// Bytes of the entry's own allocations.
-    fn heap(&self) -> usize;
+    /// Bytes of the entry's own allocations, in their size classes.
+    fn heap(&self) -> u64;
 }
 
 impl Entry for ResourceEntry {
@@ -48,8 +50,8 @@ impl Entry for ResourceEntry {
     fn charge(&self) -> &OnceLock<Charge> {
         &self.charge
     }
-    fn heap(&self) -> usize {
-        self.header.capacity() + self.service.capacity()
+    fn heap(&self) -> u64 {
+        vec_bytes(&self.header) + alloc_size(self.service.capacity())
     }
 }
 
@@ -63,14 +65,16 @@ impl Entry for ScopeEntry {
     fn charge(&self) -> &OnceLock<Charge> {
         &self.charge
     }
-    fn heap(&self) -> usize {
-        self.header.capacity()
+    fn heap(&self) -> u64 {
+        vec_bytes(&self.header)
     }
 }
 
-/// Per entry: the shared block (counts + entry), its allocations and the table slot.
+/// Per entry, in the allocator's size classes: the shared block (counts + entry), its
+/// allocations, and its place in the table (a weak reference in its hash's list, the list's
+/// own allocation of four, and the list's slot in the map, at the map's 7/8 load).
 fn entry_bytes<T: Entry>(e: &T) -> u64 {
-    (2 * size_of::<usize>() + size_of::<T>() + e.heap() + size_of::<Weak<T>>() + 16) as u64
+    arc_bytes::<T>() + e.heap() + alloc_size(4 * size_of::<Weak<T>>()) + (size_of::<(u64, Vec<Weak<T>>)>() as u64 + 1) * 8 / 7
 }
 
 /// The entry equal to `e` in `table`, or `e` itself, charged and added. Dead references met

@@ -22,7 +22,7 @@ pub(super) struct Replaying {
 
 impl Replaying {
     pub(super) fn memory_bytes(&self) -> u64 {
-        self.log.memory_bytes() + self.traces.capacity() as u64 * memory::set_slot::<u128>()
+        self.log.memory_bytes() + memory::set_bytes::<u128>(self.traces.capacity())
     }
 }
 

@@ -11,7 +11,7 @@ use crate::findings::ReleaseReason;
 use crate::index::{Group, ScannedBatch, SpanRec};
 use crate::sampling::Verdict;
 
-use super::memory::{deque_bytes, groups_bytes, map_slot, rec_heap, REC_BYTES};
+use super::memory::{alloc_size, class_len, deque_bytes, groups_bytes, map_bytes, rec_heap, vec_bytes};
 use super::unit::Unit;
 
 /// The top bit of [`Trace::hold`]: the trace waited for children at least once.
@@ -82,12 +82,12 @@ pub struct TraceWal {
 
 impl Trace {
     fn mem(&self) -> Mem {
-        let index_map = self.group_index.as_ref().map_or(0, |m| m.capacity() as u64 * map_slot::<(usize, usize), u32>());
+        let index_map = self.group_index.as_ref().map_or(0, |m| map_bytes::<(usize, usize), u32>(m.capacity()));
         Mem {
-            span: self.buf.capacity() as u64,
-            index: self.spans.capacity() as u64 * REC_BYTES
+            span: vec_bytes(&self.buf),
+            index: vec_bytes(&self.spans)
                 + self.extra_heap
-                + self.wal.as_ref().map_or(0, |w| (size_of::<TraceWal>() + w.positions.capacity() * 8) as u64),
+                + self.wal.as_ref().map_or(0, |w| alloc_size(size_of::<TraceWal>()) + vec_bytes(&w.positions)),
             trace: groups_bytes(&self.groups) + index_map,
         }
     }
@@ -149,6 +149,11 @@ fn decode_verdict(w: &[u64]) -> Verdict {
     }
 }
 
+/// The allocation of a late-cache entry's hashes.
+fn slice_bytes(hs: &[u64]) -> u64 {
+    alloc_size(std::mem::size_of_val(hs))
+}
+
 impl LateCache {
     pub fn contains(&self, id: u128) -> bool {
         self.map.contains_key(&id)
@@ -188,11 +193,11 @@ impl LateCache {
     /// and a re-send of one of its spans is forwarded as late instead of dropped.
     /// With them, what sampling decided, which the trace's late spans follow.
     pub fn set_released(&mut self, id: u128, hashes: Box<[u64]>, verdict: Verdict) {
-        let hashes = if (hashes.len() * size_of::<u64>()) as u64 > self.byte_cap { Box::default() } else { hashes };
+        let hashes = if slice_bytes(&hashes) > self.byte_cap { Box::default() } else { hashes };
         let hashes = if self.verdicts { encode_verdict(verdict).iter().chain(hashes.iter()).copied().collect() } else { hashes };
         if let Some(slot) = self.map.get_mut(&id) {
-            self.hash_bytes += (hashes.len() * size_of::<u64>()) as u64;
-            self.hash_bytes -= (slot.len() * size_of::<u64>()) as u64;
+            self.hash_bytes += slice_bytes(&hashes);
+            self.hash_bytes -= slice_bytes(slot);
             *slot = hashes;
             self.evict();
         }
@@ -204,13 +209,13 @@ impl LateCache {
         while self.order.len() > self.cap || self.hash_bytes > self.byte_cap {
             let Some(old) = self.order.pop_front() else { break };
             if let Some(hs) = self.map.remove(&old) {
-                self.hash_bytes -= (hs.len() * size_of::<u64>()) as u64;
+                self.hash_bytes -= slice_bytes(&hs);
             }
         }
     }
 
     pub fn bytes(&self) -> u64 {
-        self.map.capacity() as u64 * map_slot::<u128, Box<[u64]>>() + deque_bytes(&self.order) + self.hash_bytes
+        map_bytes::<u128, Box<[u64]>>(self.map.capacity()) + deque_bytes(&self.order) + self.hash_bytes
     }
 }
 
@@ -252,7 +257,7 @@ impl Shard {
 
     /// The shard's current share of the gauges.
     pub fn report(&self) -> Report {
-        let tables = self.traces.capacity() as u64 * map_slot::<u128, Trace>() + deque_bytes(&self.fifo);
+        let tables = map_bytes::<u128, Trace>(self.traces.capacity()) + deque_bytes(&self.fifo);
         Report {
             spans: self.spans,
             traces: self.traces.len() as u64,
@@ -300,14 +305,22 @@ impl Shard {
         // Grow storage once for the whole run: exactly while the trace is small (no
         // doubling slack for the common trace), amortised once it is big (no quadratic
         // copying for giant traces).
+        // Exact growth is to the allocator's size class: the rounding it would add anyway
+        // becomes room for the trace's next spans (and is counted either way).
         let need: usize = run.iter().map(|&i| batch.spans[i as usize].len()).sum();
-        if trace.buf.len() < EXACT_GROWTH_BYTES {
-            trace.buf.reserve_exact(need);
+        let (len, spans) = (trace.buf.len(), trace.spans.len());
+        if len < EXACT_GROWTH_BYTES {
+            if trace.buf.capacity() - len < need {
+                trace.buf.reserve_exact(class_len(len + need) - len);
+            }
         } else {
             trace.buf.reserve(need);
         }
-        if trace.spans.len() < EXACT_GROWTH_SPANS {
-            trace.spans.reserve_exact(run.len());
+        if spans < EXACT_GROWTH_SPANS {
+            if trace.spans.capacity() - spans < run.len() {
+                let rec = size_of::<SpanRec>();
+                trace.spans.reserve_exact(class_len((spans + run.len()) * rec) / rec - spans);
+            }
         } else {
             trace.spans.reserve(run.len());
         }

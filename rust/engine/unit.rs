@@ -7,7 +7,7 @@ use crate::findings::ReleaseReason;
 use crate::index::{Group, SpanRec};
 use crate::wal::record::Key;
 
-use super::memory::{groups_bytes, rec_heap, REC_BYTES};
+use super::memory::{class_len, groups_bytes, rec_heap, vec_bytes};
 
 pub struct Unit {
     /// The trace's ID (0 for spans forwarded without assembly).
@@ -31,16 +31,22 @@ pub struct Unit {
     pub threshold: Option<crate::sampling::threshold::Threshold>,
 }
 
+/// A waiting unit's slot in its queue (a slot of the channel's blocks, not an allocation
+/// of its own).
+fn unit_bytes() -> u64 {
+    size_of::<Unit>() as u64
+}
+
 impl Unit {
     #[allow(clippy::too_many_arguments)]
     pub fn from_trace(trace_id: u128, reason: ReleaseReason, spans: Vec<SpanRec>, buf: Vec<u8>, groups: Vec<Group>, age_ns: u64, held: u64, wal: Vec<Key>, recovered: bool) -> Unit {
-        let bytes = held + size_of::<Unit>() as u64 + (wal.capacity() * size_of::<Key>()) as u64;
+        let bytes = held + unit_bytes() + vec_bytes(&wal);
         Unit { trace_id, reason, spans, buf, groups, age_ns, bytes, wal, recovered, handoff: false, threshold: None }
     }
 
     /// Attaches the write-ahead log's keys of a unit built from a batch.
     pub fn with_wal(mut self, wal: Vec<Key>) -> Unit {
-        self.bytes += (wal.capacity() * size_of::<Key>()) as u64;
+        self.bytes += vec_bytes(&wal);
         self.wal = wal;
         self
     }
@@ -48,7 +54,7 @@ impl Unit {
     /// The spans `idx` of a scanned batch (span bytes in `data`), copied out.
     pub fn from_batch(data: &[u8], groups: &[Group], spans: &[SpanRec], idx: &[u32], reason: ReleaseReason) -> Unit {
         let mut unit = Unit { trace_id: 0, reason, spans: Vec::with_capacity(idx.len()), buf: Vec::new(), groups: Vec::new(), age_ns: 0, bytes: 0, wal: Vec::new(), recovered: false, handoff: false, threshold: None };
-        unit.buf.reserve_exact(idx.iter().map(|&i| spans[i as usize].len()).sum());
+        unit.buf.reserve_exact(class_len(idx.iter().map(|&i| spans[i as usize].len()).sum()));
         let mut map: Vec<Option<u32>> = vec![None; groups.len()];
         let mut extra = 0u64;
         for (seq, &i) in idx.iter().enumerate() {
@@ -68,11 +74,7 @@ impl Unit {
             extra += rec_heap(&rec);
             unit.spans.push(rec);
         }
-        unit.bytes = unit.buf.capacity() as u64
-            + unit.spans.capacity() as u64 * REC_BYTES
-            + extra
-            + groups_bytes(&unit.groups)
-            + size_of::<Unit>() as u64;
+        unit.bytes = vec_bytes(&unit.buf) + vec_bytes(&unit.spans) + extra + groups_bytes(&unit.groups) + unit_bytes();
         unit
     }
 }

@@ -143,7 +143,7 @@ impl Replayer {
     /// Bytes held: the segment being replayed and the keys batches still to replay need
     /// (estimated per entry: set slot with slack, map entry).
     pub fn memory_bytes(&self) -> u64 {
-        let seg = self.current.as_ref().map_or(0, |c| c.buf.capacity() + c.recs.capacity() * 24) as u64;
+        let seg = self.current.as_ref().map_or(0, |c| crate::heap::vec_bytes(&c.buf) + crate::heap::vec_bytes(&c.recs));
         seg + self.keys * 40 + (self.delivered.len() + self.drained.len()) as u64 * 96
     }
 }

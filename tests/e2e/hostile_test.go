@@ -675,8 +675,9 @@ const mib = 1 << 20
 // that stay buffered (quiet_period and idle_timeout of minutes), 40,000
 // one-span traces each under its own 8 KiB resource (and, second case, in
 // its own 8 KiB scope; third, 80,000 under their own resources) grow the
-// collector's RSS by at most 2 × 32 MiB + memLargeOverhead (it also logs the
-// growth outside the Go runtime against the engine's count): the engine
+// collector's RSS by at most 2 × 32 MiB + memLargeOverhead (what it holds
+// outside the Go runtime against the engine's count is logged; asserted for
+// the tiny shape, see memNativeFactor): the engine
 // releases early (memory_pressure) and refuses
 // batches with 503 while released data fills the bound. With the earlier engine the
 // resource and scope entries were not counted and RSS grew by ~700 MiB.
@@ -697,13 +698,20 @@ func TestEngineMemoryBoundHoldsRSS(t *testing.T) {
 	}
 }
 
-// memNativeFactor and memNativeSlack: what the process should hold outside the
+// memNativeFactor and memNativeSlack: what the process may hold outside the
 // Go runtime at most, against the engine's own count: RSS growth minus the Go
 // runtime's growth within memNativeFactor × engine memory + memNativeSlack.
-// The replay test asserts it (against 2 × the bound); here it is logged at its
-// worst sample (scrape, then RSS), not asserted: with 8 KiB resources or
-// scopes it still reaches ~2 × the engine's count at the engine's peak
-// (BENCHMARKS.md, "The allocator").
+// The replay test asserts it against 2 × the bound; the memory-bound test
+// takes it at every sample (a scrape of the collector's metrics, then RSS),
+// against the engine's count in that scrape, and asserts it on the tiny shape.
+// With 8 KiB resources or scopes (the count now charges jemalloc's size
+// classes: an 8.2 KiB entry is counted as the 10 KiB it takes) it is met in
+// some runs and missed in others, by 1-2 MiB at samples just after the engine
+// released most of what it held (34 MiB outside Go with 13 MiB counted) and
+// by up to 10 MiB at its peak (60 MiB with 27 MiB counted): freed entries
+// share slabs with live ones (two 10 KiB regions per 20 KiB slab), so RSS
+// falls later than the count. There it is logged (BENCHMARKS.md, "The
+// allocator").
 const (
 	memNativeFactor = 1.25
 	memNativeSlack  = 16 << 20
@@ -711,8 +719,9 @@ const (
 
 // memLargeOverhead is the overhead allowed over 2 × memBound for the shapes
 // with 8 KiB resources or scopes: with jemalloc as the engine's allocator
-// growth measured 76-84 MiB in all (the 80,000-trace case included); with
-// glibc's malloc and malloc_trim 103-125 MiB.
+// growth measured 76-84 MiB in all (the 80,000-trace case included), 69-81 MiB
+// since the count charges size classes; with glibc's malloc and malloc_trim
+// 103-125 MiB.
 const memLargeOverhead = 32 << 20
 
 func runMemoryBound(t *testing.T, shape memShape, memTraces int) {
@@ -889,6 +898,15 @@ func runMemoryBound(t *testing.T, shape memShape, memTraces int) {
 	if growth > limit {
 		t.Errorf("RSS grew by %d MiB, more than %d MiB (2 × max_buffered_bytes %d MiB + overhead)",
 			growth/mib, limit/mib, memBound/mib)
+	}
+	// Asserted on the tiny shape; with 8 KiB resources or scopes it is met in some runs
+	// and missed in others (see memNativeFactor), so only logged there.
+	switch excess := worstExcess.Load(); {
+	case excess == math.MinInt64:
+		t.Errorf("no sample of RSS against the engine's count")
+	case excess > memNativeSlack && shape == shapeTiny:
+		t.Errorf("outside the Go runtime the process grew by %d MiB with engine memory %d MiB: more than %.2f × engine + %d MiB",
+			worstNative.Load()/mib, worstNativeEngine.Load()/mib, memNativeFactor, memNativeSlack/mib)
 	}
 	if lost > 0 {
 		t.Errorf("%d of %d acknowledged spans are missing from the output", lost, acked)

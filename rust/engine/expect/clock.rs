@@ -1,11 +1,10 @@
 //! A fixed-size table with clock (second-chance) eviction, and its entries as slots.
 
 use std::collections::HashMap;
-use std::mem::size_of;
 
 use ahash::RandomState;
 
-use crate::engine::memory::map_slot;
+use crate::engine::memory::{map_bytes, vec_bytes};
 
 use super::entries::{KeyState, ServiceLag};
 
@@ -78,6 +77,6 @@ impl<T: Slot> Clock<T> {
     }
 
     pub(super) fn bytes(&self, extra: u64) -> u64 {
-        self.slots.capacity() as u64 * size_of::<T>() as u64 + self.map.capacity() as u64 * map_slot::<u64, u32>() + extra
+        vec_bytes(&self.slots) + map_bytes::<u64, u32>(self.map.capacity()) + extra
     }
 }

@@ -152,7 +152,7 @@ impl Expect {
 
     fn recount(&self, l: &Learned) {
         let services = l.services.bytes(l.name_bytes);
-        let unwaited = (l.unwaited.capacity() * size_of::<(u64, u64)>()) as u64;
+        let unwaited = crate::engine::memory::alloc_size(l.unwaited.capacity() * size_of::<(u64, u64)>());
         self.bytes.store(l.keys.bytes(0) + services + unwaited, Ordering::Relaxed);
     }
 
@@ -185,7 +185,7 @@ impl Expect {
             s.observe(lag.min(self.idle_timeout_ns), now);
         }
         if fresh {
-            l.name_bytes = l.services.slots.iter().map(|s| s.name.len() as u64).sum();
+            l.name_bytes = l.services.slots.iter().map(|s| crate::engine::memory::alloc_size(s.name.len())).sum();
             self.recount(&l);
         }
     }
