@@ -19,7 +19,7 @@
 //! ones call the earlier ones, never the other way):
 //! - `types`: the API types ([`Clocks`], [`IngestOutcome`], [`IngestError`], [`Release`],
 //!   [`Recovery`]);
-//! - [`memory`] (what memory costs, trimming), [`stats`] (counters and gauges), `intern`
+//! - [`memory`] (what memory costs), [`stats`] (counters and gauges), `intern`
 //!   (shared resource and scope entries), `unit` (what waits in the ready queue),
 //!   `shard` (buffering and the trace lifecycle), `dedupe` (duplicate policies),
 //!   `handoff` (hand-off settings and proofs), `emit` (checks and encoding);
@@ -78,7 +78,6 @@ use bounds::{Limits, MAX_TRACE_SPAN_BYTES};
 use emit::Emitter;
 use handoff::Handoff;
 use intern::Interner;
-use memory::Trim;
 use recovery::Replaying;
 use shard::Shard;
 use stats::Counters;
@@ -102,7 +101,6 @@ pub struct Engine {
     ready_rx: Receiver<Unit>,
     shut_down: AtomicBool,
     c: Counters,
-    trim: Trim,
     wal: Option<Arc<Wal>>,
     /// What opening the log found, until [`Engine::recover`] replayed all of it.
     to_replay: Mutex<Option<Replaying>>,
@@ -248,7 +246,6 @@ impl Engine {
             ready_rx,
             shut_down: AtomicBool::new(false),
             c: Counters::default(),
-            trim: Trim::default(),
             wal,
             to_replay: Mutex::new(opened),
             replay_bytes: Default::default(),
@@ -264,12 +261,6 @@ impl Engine {
 
     fn shard_of(&self, id: u128) -> usize {
         ((self.shard_key.hash_one(id) >> 32) % self.shards.len() as u64) as usize
-    }
-
-    /// How many times freed memory was handed back to the OS.
-    #[cfg(test)]
-    pub fn memory_trims(&self) -> u64 {
-        self.trim.trims()
     }
 
 

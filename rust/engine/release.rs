@@ -91,7 +91,6 @@ impl Engine {
             self.enforce_limits(&mut shard, now);
         }
         self.relieve_wal(now);
-        self.trim.maybe_trim(now);
         if let Some(h) = &self.hlc {
             h.persist_ahead(clocks.wall); // so that ingests rarely write hlc.state_file themselves
         }
