@@ -158,7 +158,8 @@ impl Engine {
         let late_cap = (cfg.late_cache_size as u64).min(cfg.max_buffered_bytes as u64 / 8 / memory::LATE_ENTRY_BYTES);
         let late_cap = (late_cap as usize).div_ceil(n).max(1);
         let late_byte_cap = (cfg.max_buffered_bytes as u64 / 8).div_ceil(n as u64);
-        let shards = (0..n).map(|_| Mutex::new(Shard::new(late_cap, late_byte_cap))).collect();
+        let timers = shard::Timers { quiet_period: limits.quiet_period_ns, idle_timeout: limits.idle_timeout_ns, max_age: limits.max_age_ns };
+        let shards = (0..n).map(|_| Mutex::new(Shard::new(late_cap, late_byte_cap, timers))).collect();
         let hlc = if cfg.hlc_enabled {
             let max_offset = cfg.hlc_max_offset_ns as u64;
             Some(match (cfg.hlc_restart, cfg.hlc_state_file.as_deref()) {
@@ -328,5 +329,7 @@ mod expect_tests;
 mod hostile_tests;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tick_tests;
 #[cfg(test)]
 mod wal_tests;
