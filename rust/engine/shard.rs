@@ -13,7 +13,7 @@ use crate::findings::ReleaseReason;
 use crate::index::{Group, ScannedBatch, SpanRec};
 use crate::sampling::Verdict;
 
-use super::memory::{deque_bytes, groups_bytes, map_slot, rec_heap, REC_BYTES};
+use super::memory::{deque_bytes, groups_bytes, map_slot, rec_heap, size_class, REC_BYTES};
 use super::unit::Unit;
 
 /// The top bit of [`Trace::hold`]: the trace waited for children at least once.
@@ -387,14 +387,18 @@ impl Shard {
         // Grow storage once for the whole run: exactly while the trace is small (no
         // doubling slack for the common trace), amortised once it is big (no quadratic
         // copying for giant traces).
+        // Exact growth goes to the allocator's size class of the new length: the memory
+        // it takes anyway, with room for later spans without a `realloc`.
         let need: usize = run.iter().map(|&i| batch.spans[i as usize].len()).sum();
         if trace.buf.len() < EXACT_GROWTH_BYTES {
-            trace.buf.reserve_exact(need);
+            let want = size_class(trace.buf.len() + need);
+            trace.buf.reserve_exact(want - trace.buf.len());
         } else {
             trace.buf.reserve(need);
         }
         if trace.spans.len() < EXACT_GROWTH_SPANS {
-            trace.spans.reserve_exact(run.len());
+            let want = size_class((trace.spans.len() + run.len()) * size_of::<SpanRec>()) / size_of::<SpanRec>();
+            trace.spans.reserve_exact(want - trace.spans.len());
         } else {
             trace.spans.reserve(run.len());
         }
