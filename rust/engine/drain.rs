@@ -29,7 +29,6 @@ impl Drop for Taken<'_> {
         let e = self.engine;
         e.c.sub(stat!(ready_spans), self.spans);
         e.c.sub(stat!(ready_bytes), self.bytes);
-        e.trim.released(self.bytes);
         if self.handed_out {
             return;
         }

@@ -19,7 +19,7 @@
 //! ones call the earlier ones, never the other way):
 //! - `types`: the API types ([`Clocks`], [`IngestOutcome`], [`IngestError`], [`Release`],
 //!   [`Recovery`]);
-//! - [`memory`] (what memory costs, trimming), [`stats`] (counters and gauges), `intern`
+//! - [`memory`] (what memory costs), [`stats`] (counters and gauges), `intern`
 //!   (shared resource and scope entries), `unit` (what waits in the ready queue),
 //!   `shard` (buffering and the trace lifecycle), `dedupe` (duplicate policies),
 //!   `handoff` (hand-off settings and proofs), `emit` (checks and encoding);
@@ -78,7 +78,6 @@ use bounds::{Limits, MAX_TRACE_SPAN_BYTES};
 use emit::Emitter;
 use handoff::Handoff;
 use intern::Interner;
-use memory::Trim;
 use recovery::Replaying;
 use shard::Shard;
 use stats::Counters;
@@ -102,7 +101,6 @@ pub struct Engine {
     ready_rx: Receiver<Unit>,
     shut_down: AtomicBool,
     c: Counters,
-    trim: Trim,
     wal: Option<Arc<Wal>>,
     /// What opening the log found, until [`Engine::recover`] replayed all of it.
     to_replay: Mutex<Option<Replaying>>,
@@ -160,7 +158,8 @@ impl Engine {
         let late_cap = (cfg.late_cache_size as u64).min(cfg.max_buffered_bytes as u64 / 8 / memory::LATE_ENTRY_BYTES);
         let late_cap = (late_cap as usize).div_ceil(n).max(1);
         let late_byte_cap = (cfg.max_buffered_bytes as u64 / 8).div_ceil(n as u64);
-        let shards = (0..n).map(|_| Mutex::new(Shard::new(late_cap, late_byte_cap))).collect();
+        let timers = shard::Timers { quiet_period: limits.quiet_period_ns, idle_timeout: limits.idle_timeout_ns, max_age: limits.max_age_ns };
+        let shards = (0..n).map(|_| Mutex::new(Shard::new(late_cap, late_byte_cap, timers))).collect();
         let hlc = if cfg.hlc_enabled {
             let max_offset = cfg.hlc_max_offset_ns as u64;
             Some(match (cfg.hlc_restart, cfg.hlc_state_file.as_deref()) {
@@ -248,7 +247,6 @@ impl Engine {
             ready_rx,
             shut_down: AtomicBool::new(false),
             c: Counters::default(),
-            trim: Trim::default(),
             wal,
             to_replay: Mutex::new(opened),
             replay_bytes: Default::default(),
@@ -264,12 +262,6 @@ impl Engine {
 
     fn shard_of(&self, id: u128) -> usize {
         ((self.shard_key.hash_one(id) >> 32) % self.shards.len() as u64) as usize
-    }
-
-    /// How many times freed memory was handed back to the OS.
-    #[cfg(test)]
-    pub fn memory_trims(&self) -> u64 {
-        self.trim.trims()
     }
 
 
@@ -337,5 +329,7 @@ mod expect_tests;
 mod hostile_tests;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tick_tests;
 #[cfg(test)]
 mod wal_tests;

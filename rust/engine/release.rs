@@ -79,11 +79,11 @@ impl Engine {
     pub fn tick_at(&self, clocks: Clocks) -> u64 {
         let now = clocks.mono;
         self.last_mono.fetch_max(now, std::sync::atomic::Ordering::Relaxed);
-        let l = &self.limits;
         for m in self.shards.iter() {
             let mut shard = lock(m);
-            for (id, reason) in shard.due(now, l.quiet_period_ns, l.idle_timeout_ns, l.max_age_ns) {
+            for (id, reason) in shard.due(now) {
                 if self.awaits_children(&mut shard, id, reason, clocks) {
+                    shard.requeue(id);
                     continue;
                 }
                 self.release(&mut shard, id, reason, now);
@@ -91,7 +91,6 @@ impl Engine {
             self.enforce_limits(&mut shard, now);
         }
         self.relieve_wal(now);
-        self.trim.maybe_trim(now);
         if let Some(h) = &self.hlc {
             h.persist_ahead(clocks.wall); // so that ingests rarely write hlc.state_file themselves
         }

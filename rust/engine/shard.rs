@@ -1,9 +1,11 @@
 //! One shard of the engine: the traces whose IDs hash to it, in order of first arrival, the
-//! late-span cache of its released trace IDs, and the memory it holds. Every method runs
-//! under the shard's lock and costs at most `O(k log k)` in the `k` spans, groups or traces
-//! it touches.
+//! late-span cache of its released trace IDs, the queue of when each trace is next due, and
+//! the memory it holds. Every method runs under the shard's lock and costs at most
+//! `O(k log k)` in the `k` spans, groups or traces it touches (a tick: the traces whose
+//! deadline passed, not every buffered one).
 
-use std::collections::{HashMap, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use ahash::RandomState;
 use std::mem::size_of;
 
@@ -68,6 +70,46 @@ pub struct Trace {
     /// bits say until when (monotonic) before it is looked at again, 0 if not looked at
     /// since its last span arrived; the top bit that it waited at least once.
     pub hold: u64,
+    /// The deadline of its live entry in [`Shard::deadlines`] ([`UNQUEUED`]: none).
+    queued: u64,
+}
+
+/// Why a trace first seen at `first_seen`, last at `last_seen`, is due at `now`, if it is:
+/// past `max_age`, or quiet and complete (and not waiting for children until after `now`,
+/// see `awaited`), or quiet for `idle_timeout`. `complete` is asked only once it is quiet.
+fn due_at(first_seen: u64, last_seen: u64, hold: u64, now: u64, l: &Timers, complete: impl FnOnce() -> bool) -> Option<ReleaseReason> {
+    if now.saturating_sub(first_seen) >= l.max_age {
+        return Some(ReleaseReason::MaxAge);
+    }
+    let quiet_for = now.saturating_sub(last_seen);
+    if quiet_for < l.quiet_period {
+        return None;
+    }
+    if complete() {
+        return (hold & !AWAITED <= now).then_some(ReleaseReason::Complete);
+    }
+    (quiet_for >= l.idle_timeout).then_some(ReleaseReason::IdleTimeout)
+}
+
+/// [`Trace::queued`] of a trace without a live entry in the deadline queue.
+const UNQUEUED: u64 = u64::MAX;
+
+/// The time limits a shard releases by, in nanoseconds.
+#[derive(Clone, Copy, Debug)]
+pub struct Timers {
+    pub quiet_period: u64,
+    pub idle_timeout: u64,
+    pub max_age: u64,
+}
+
+/// The first `now` with `now.saturating_sub(since) >= after` (the way the limits are
+/// compared): any time when `after` is 0, even one before `since`.
+fn deadline(since: u64, after: u64) -> u64 {
+    if after == 0 {
+        0
+    } else {
+        since.saturating_add(after)
+    }
 }
 
 /// A trace's part of the write-ahead log.
@@ -81,6 +123,32 @@ pub struct TraceWal {
 }
 
 impl Trace {
+    /// Why the trace is due at `now`, if it is ([`due_at`]). Caches its completeness.
+    fn due(&mut self, now: u64, l: &Timers) -> Option<ReleaseReason> {
+        let (spans, state) = (&self.spans, &mut self.state);
+        due_at(self.first_seen, self.last_seen, self.hold, now, l, || {
+            if *state == Completeness::Unknown {
+                *state = if is_complete(spans) { Completeness::Complete } else { Completeness::Incomplete };
+            }
+            *state == Completeness::Complete
+        })
+    }
+
+    /// The earliest time [`Trace::due`] may say it is due while nothing but time passes (a
+    /// span's arrival moves it: [`Shard::insert_run`]; waiting for children: the caller
+    /// queues it again). Its completeness is known once it was looked at while quiet.
+    fn next_due(&self, l: &Timers) -> u64 {
+        let age = deadline(self.first_seen, l.max_age);
+        let quiet = deadline(self.last_seen, l.quiet_period);
+        let after_quiet = match self.state {
+            // Known once looked at while quiet; before that, only quiet matters.
+            Completeness::Unknown => quiet,
+            Completeness::Complete => quiet.max(self.hold & !AWAITED),
+            Completeness::Incomplete => quiet.max(deadline(self.last_seen, l.idle_timeout)),
+        };
+        age.min(after_quiet)
+    }
+
     fn mem(&self) -> Mem {
         let index_map = self.group_index.as_ref().map_or(0, |m| map_bytes::<(usize, usize), u32>(m.capacity()));
         Mem {
@@ -219,11 +287,23 @@ impl LateCache {
     }
 }
 
+/// One entry of [`Shard::deadlines`]: (deadline, generation, trace ID), earliest first.
+type Deadline = Reverse<(u64, u64, u128)>;
+
 pub struct Shard {
     traces: HashMap<u128, Trace, RandomState>,
     /// Trace IDs in order of first arrival (with the trace's generation); stale entries are
     /// skipped and compacted.
     fifo: VecDeque<(u128, u64)>,
+    /// When each trace is next due at the earliest ([`Trace::next_due`]), earliest first: a
+    /// tick looks only at the traces whose deadline passed. An entry is live while its
+    /// trace (same generation) is buffered with [`Trace::queued`] equal to its deadline;
+    /// stale entries are skipped when they come up, and compacted.
+    deadlines: BinaryHeap<Deadline>,
+    timers: Timers,
+    /// Traces looked at by [`Shard::due`] (tests).
+    #[cfg(test)]
+    pub visited: u64,
     pub late: LateCache,
     spans: u64,
     /// Memory of the traces (not counting the shard's own tables).
@@ -243,10 +323,14 @@ pub struct Report {
 }
 
 impl Shard {
-    pub fn new(late_cap: usize, late_byte_cap: u64) -> Shard {
+    pub fn new(late_cap: usize, late_byte_cap: u64, timers: Timers) -> Shard {
         Shard {
             traces: HashMap::default(),
             fifo: VecDeque::new(),
+            deadlines: BinaryHeap::new(),
+            timers,
+            #[cfg(test)]
+            visited: 0,
             late: LateCache { map: HashMap::default(), order: VecDeque::new(), cap: late_cap, byte_cap: late_byte_cap, hash_bytes: 0, verdicts: false },
             spans: 0,
             held: Mem::default(),
@@ -257,7 +341,9 @@ impl Shard {
 
     /// The shard's current share of the gauges.
     pub fn report(&self) -> Report {
-        let tables = map_bytes::<u128, Trace>(self.traces.capacity()) + deque_bytes(&self.fifo);
+        let tables = map_bytes::<u128, Trace>(self.traces.capacity())
+            + deque_bytes(&self.fifo)
+            + alloc_size(self.deadlines.capacity() * size_of::<Deadline>());
         Report {
             spans: self.spans,
             traces: self.traces.len() as u64,
@@ -296,6 +382,7 @@ impl Shard {
             wal: None,
             hops: 0,
             hold: 0,
+            queued: UNQUEUED,
         });
         if trace.gen == gen {
             self.next_gen += 1;
@@ -345,6 +432,13 @@ impl Shard {
         trace.last_seen = trace.last_seen.max(now);
         trace.state = Completeness::Unknown;
         trace.hold &= AWAITED;
+        // Due again by the quiet period from now on: earlier than its queued deadline when
+        // it had been waiting for the idle timeout or for children.
+        let next = trace.next_due(&self.timers);
+        if next < trace.queued {
+            trace.queued = next;
+            self.deadlines.push(Reverse((next, trace.gen, id)));
+        }
         if let Some(pos) = wal {
             let w = trace.wal.get_or_insert_with(Box::default);
             if w.positions.last() != Some(&pos) {
@@ -396,12 +490,19 @@ impl Shard {
             let traces = &self.traces;
             self.fifo.retain(|(id, gen)| traces.get(id).is_some_and(|t| t.gen == *gen));
         }
+        if self.deadlines.len() > 2 * self.traces.len() + 64 {
+            let traces = &self.traces;
+            self.deadlines.retain(|&Reverse((when, gen, id))| traces.get(&id).is_some_and(|t| t.gen == gen && t.queued == when));
+        }
         // Give back table space after a burst (amortised: only when three quarters are empty).
         if self.traces.capacity() > 64 && self.traces.len() < self.traces.capacity() / 4 {
             self.traces.shrink_to(self.traces.len() * 2);
         }
         if self.fifo.capacity() > 64 && self.fifo.len() < self.fifo.capacity() / 4 {
             self.fifo.shrink_to(self.fifo.len() * 2);
+        }
+        if self.deadlines.capacity() > 64 && self.deadlines.len() < self.deadlines.capacity() / 4 {
+            self.deadlines.shrink_to(self.deadlines.len() * 2);
         }
         let (wal, recovered) = match trace.wal {
             Some(w) => (w.positions.iter().map(|&p| (p, id)).collect(), w.recovered),
@@ -438,25 +539,63 @@ impl Shard {
         ids.into_iter().map(|(_, id)| id).collect()
     }
 
-    /// Traces due at `now` (in order of first arrival) and why.
-    pub fn due(&mut self, now: u64, quiet_period: u64, idle_timeout: u64, max_age: u64) -> Vec<(u128, ReleaseReason)> {
+    /// Traces due at `now` (in order of first arrival) and why ([`Trace::due`]). Looks only
+    /// at the traces whose deadline passed: `O(d log n)` for `d` of them among `n`. Those
+    /// not due are queued again; the caller queues again those it keeps ([`Shard::requeue`]).
+    pub fn due(&mut self, now: u64) -> Vec<(u128, ReleaseReason)> {
+        #[cfg(test)]
+        let expected = self.due_by_scan(now);
+        let mut looked: Vec<(u64, u128)> = Vec::new();
+        while let Some(&Reverse((when, gen, id))) = self.deadlines.peek() {
+            if when > now {
+                break;
+            }
+            self.deadlines.pop();
+            if let Some(t) = self.traces.get_mut(&id) {
+                if t.gen == gen && t.queued == when {
+                    t.queued = UNQUEUED;
+                    looked.push((gen, id));
+                }
+            }
+        }
+        looked.sort_unstable();
+        #[cfg(test)]
+        {
+            self.visited += looked.len() as u64;
+        }
+        let mut due = Vec::new();
+        for (_, id) in looked {
+            let Some(t) = self.traces.get_mut(&id) else { continue };
+            match t.due(now, &self.timers) {
+                Some(reason) => due.push((id, reason)),
+                None => self.requeue(id),
+            }
+        }
+        #[cfg(test)]
+        assert_eq!(due, expected, "the deadline queue disagrees with a scan of every trace at {now}");
+        due
+    }
+
+    /// Queues trace `id` again (if it is buffered and not queued): [`Shard::due`] returned
+    /// it and it stayed (waiting for children).
+    pub fn requeue(&mut self, id: u128) {
+        let Some(t) = self.traces.get_mut(&id) else { return };
+        if t.queued != UNQUEUED {
+            return;
+        }
+        let next = t.next_due(&self.timers);
+        t.queued = next;
+        self.deadlines.push(Reverse((next, t.gen, id)));
+    }
+
+    /// What [`Shard::due`] returns, by looking at every trace (without caching
+    /// completeness): the reference the deadline queue is checked against in tests.
+    #[cfg(test)]
+    fn due_by_scan(&self, now: u64) -> Vec<(u128, ReleaseReason)> {
         let mut due: Vec<(u64, u128, ReleaseReason)> = Vec::new();
-        for (&id, t) in self.traces.iter_mut() {
-            if now.saturating_sub(t.first_seen) >= max_age {
-                due.push((t.gen, id, ReleaseReason::MaxAge));
-                continue;
-            }
-            let quiet_for = now.saturating_sub(t.last_seen);
-            if quiet_for < quiet_period {
-                continue;
-            }
-            if t.state == Completeness::Unknown {
-                t.state = if is_complete(&t.spans) { Completeness::Complete } else { Completeness::Incomplete };
-            }
-            if t.state == Completeness::Complete {
-                due.push((t.gen, id, ReleaseReason::Complete));
-            } else if quiet_for >= idle_timeout {
-                due.push((t.gen, id, ReleaseReason::IdleTimeout));
+        for (&id, t) in self.traces.iter() {
+            if let Some(reason) = due_at(t.first_seen, t.last_seen, t.hold, now, &self.timers, || is_complete(&t.spans)) {
+                due.push((t.gen, id, reason));
             }
         }
         due.sort_unstable_by_key(|d| d.0);

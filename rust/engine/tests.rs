@@ -685,27 +685,6 @@ fn span_index_record_stays_compact() {
     assert!(size <= 80, "SpanRec grew to {size} bytes");
 }
 
-#[test]
-fn freed_memory_is_handed_back_at_most_once_per_interval_after_enough_releases() {
-    let e = Engine::new(Config { num_shards: 1, ..cfg() }).unwrap();
-    let b = T0 - SEC;
-    // ~100 MB through the engine in 1 MB traces.
-    let payload = "x".repeat(1 << 20);
-    let mut now = T0;
-    for t in 0..100u64 {
-        let mut s = span(t + 1, 1, 0, b, b + 1);
-        s.attributes.push(kv("payload", &payload));
-        e.ingest(&request(vec![("a", vec![s])]), now).unwrap();
-        now += 10 * MS;
-        e.tick(now + 2 * SEC);
-        drain_all(&e);
-    }
-    // 100 MB released over 1 s of ticks (+2 s offset): one trim after 64 MB, not one per tick.
-    assert_eq!(e.memory_trims(), 1);
-    e.tick(now + 4 * SEC);
-    assert_eq!(e.memory_trims(), 1, "not enough released since");
-}
-
 // Regression tests for divergences from the collector's decoder (pdata) found by fuzzing
 // (fuzz/, FUZZING.md "Bugs found"): each asserts the pdata-parity behaviour.
 

@@ -15,7 +15,7 @@ pub struct Clocks {
     /// The wall clock, Unix nanoseconds: HLC stamps and `hlc.state_file`'s bound.
     pub wall: u64,
     /// A monotonic clock, nanoseconds from any fixed origin (the same for the engine's
-    /// life): the quiet period, idle timeout, max age, release ages, the trim interval.
+    /// life): the quiet period, idle timeout, max age, release ages.
     pub mono: u64,
 }
 
