@@ -28,7 +28,7 @@
 //! - Spans on or below a longer parent cycle are never reached and never move.
 
 use super::clock::{Domains, HostIdentity};
-use super::{edge_tolerance, is_async, skew_evidence, CheckConfig, Origin, NONE};
+use super::{is_async, skew_evidence, skew_tolerance, CheckConfig, Origin, SkewTolerance, NONE};
 use crate::findings::FindingKind;
 use crate::index::{Group, SpanRec};
 
@@ -149,7 +149,7 @@ pub(super) fn solve(
                     continue;
                 }
                 let dp_off = offset[dp].unwrap_or(0);
-                let tol = edge_tolerance(cfg, origins[c], origins[p]);
+                let tol = skew_tolerance(cfg, origins[c], origins[p]);
                 let e = if skewed[dc] {
                     estimate(&spans[c], &spans[p], dp_off, tol, max)
                 } else {
@@ -173,11 +173,11 @@ pub(super) fn solve(
                             let q_off = offset[dom[q]].unwrap_or(0);
                             let overhang = i128::from(spans[k].end) + i128::from(dp_off)
                                 - (i128::from(spans[q].end) + i128::from(q_off));
-                            let ktol = edge_tolerance(cfg, origins[k], origins[q]);
+                            let ktol = skew_tolerance(cfg, origins[k], origins[q]);
                             let f0 = place(&spans[k], &spans[q], q_off, max)?;
                             let f = fit(dp, f0, &offset, &entries, &exits, spans, parent, &dom);
                             let moved = i128::from(f) - i128::from(dp_off);
-                            let fixes = -moved + i128::from(tol) >= need;
+                            let fixes = -moved + i128::from(tol.before_start) >= need;
                             let fits = !skew_evidence(
                                 &spans[k],
                                 &spans[q],
@@ -221,7 +221,7 @@ pub(super) fn solve(
 
 /// How far the child's domain must move relative to its parent's (already shifted by
 /// `parent_shift`) to fit: 0 unless the child's times are still evidence of skew.
-fn estimate(c: &SpanRec, p: &SpanRec, parent_shift: i64, tol: u64, max: i128) -> i64 {
+fn estimate(c: &SpanRec, p: &SpanRec, parent_shift: i64, tol: SkewTolerance, max: i128) -> i64 {
     if !skew_evidence(c, p, parent_shift, tol, is_async(c, p)) {
         return 0;
     }

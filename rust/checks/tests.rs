@@ -68,12 +68,14 @@ fn groups() -> Vec<Group> {
         scoped(group(7, Nodejs, "machine-a", "a", &[]), "@opentelemetry/instrumentation-express"),
         scoped(group(7, Nodejs, "machine-a", "a", &[]), "@opentelemetry/instrumentation-http"),
         scoped(group(8, Java, "", "a", &[]), "@opentelemetry/instrumentation-express"),
+        group(16, Go, "", "", &[]),
     ]
 }
 
 const NODE_A_EXPRESS: u32 = 15; // NODE_A's process, the express instrumentation's scope
 const NODE_A_HTTP: u32 = 16; // NODE_A's process, the http instrumentation's scope
 const JAVA_A_EXPRESS: u32 = 17; // a non-Node.js SDK naming that scope
+const GO: u32 = 18; // Go without host attributes (otelhttp at the SDK's default resource)
 
 /// `g` with an instrumentation scope named `name` (its `ScopeSpans` header: field 1, the
 /// scope, with its field 1, the name, and a version).
@@ -314,9 +316,9 @@ fn table() -> Vec<Case> {
         case("Java child ends 2 ms + 1 ns after its parent vs 2 ms", EndsAfterParent,
             vec![ms_root().on(JAVA_A), sp(2, 1, 50 * MS, 112 * MS + 1).on(JAVA_A)], vec![1],
             vec![ms_root().on(JAVA_A), sp(2, 1, 50 * MS, 112 * MS).on(JAVA_A)]),
-        case("Go SERVER starts 1 ms + 1 ns after its Java CLIENT ended vs 1 ms (Java's anchored clock)", ClockSkew,
-            vec![ms_root().kind(CLIENT).on(JAVA_A), sp(2, 1, 111 * MS + 1, 113 * MS).kind(SERVER).on(GO_A)], vec![1],
-            vec![ms_root().kind(CLIENT).on(JAVA_A), sp(2, 1, 111 * MS, 113 * MS).kind(SERVER).on(GO_A)]),
+        case("Go SERVER starts 21 ms + 1 ns after its Java CLIENT ended vs 1 ms + 20 ms (Java's anchored clock)", ClockSkew,
+            vec![ms_root().kind(CLIENT).on(JAVA_A), sp(2, 1, 131 * MS + 1, 133 * MS).kind(SERVER).on(GO_A)], vec![1],
+            vec![ms_root().kind(CLIENT).on(JAVA_A), sp(2, 1, 131 * MS, 133 * MS).kind(SERVER).on(GO_A)]),
         case("Node.js's 22 ms overhang is a finding in an SDK with exact stamps", EndsAfterParent,
             vec![ms_root().on(PYTHON), sp(2, 1, 50 * MS, 132 * MS).on(PYTHON)], vec![1],
             vec![ms_root().on(PYTHON), sp(2, 1, 50 * MS, 110 * MS).on(PYTHON)]),
@@ -621,6 +623,53 @@ fn a_node_express_layer_ending_after_its_server_span_by_a_pause_is_no_finding() 
     // rules, no "ends after".
     let spans = [sp(1, 0, 0, 20 * MS).kind(kind::CLIENT).on(JAVA_A), sp(2, 1, MS, 400 * MS).on(NODE_A_EXPRESS)];
     assert_eq!(marked(&check(&spans), EndsAfterParent), Vec::<usize>::new());
+}
+
+/// A healthy trace of the real applications (one machine, one clock; ns after the Python
+/// root's start): the Java agent's CLIENT span ends 3.858 ms before its Go callee starts.
+/// The CLIENT's times come from the anchor read at the Java SERVER's start, and a pause of
+/// that thread between the anchor's wall-clock and `nanoTime` reads makes them early.
+fn java_anchor_paused() -> Vec<Sp> {
+    let t = |ns: u64| 1_796_218_069_881_123_883 + ns;
+    vec![
+        sp(1, 0, t(0), t(458_513_940)).kind(kind::SERVER).on(PYTHON),
+        sp(2, 1, t(9_436_588), t(458_309_902)).kind(kind::CLIENT).on(PYTHON),
+        sp(3, 2, t(92_876_117), t(410_042_830)).kind(kind::SERVER).on(NODE_A),
+        sp(4, 3, t(108_876_117), t(410_988_904)).on(NODE_A_EXPRESS),
+        sp(5, 4, t(108_876_117), t(380_522_084)).kind(kind::CLIENT).on(NODE_A),
+        sp(6, 5, t(253_442_929), t(284_391_356)).kind(kind::SERVER).on(JAVA_A),
+        sp(7, 6, t(253_656_622), t(283_733_211)).kind(kind::CLIENT).on(JAVA_A),
+        sp(8, 7, t(287_591_175), t(287_636_711)).kind(kind::SERVER).on(GO),
+    ]
+}
+
+#[test]
+fn a_callee_starting_after_its_java_client_ended_by_an_anchor_pause_is_no_finding() {
+    let spans = java_anchor_paused();
+    let r = check_with(&spans, &correcting(u64::MAX));
+    assert_eq!(names(r.trace_findings), Vec::<&str>::new());
+    assert!(r.skew_adjustments.is_empty());
+    // The edge: 20 ms of pause + 1 ms of Java's granularity after the CLIENT's end; 1 ns
+    // beyond is skew.
+    let client_end = spans[6].0.end;
+    for (after, found) in [(21 * MS, false), (21 * MS + 1, true)] {
+        let mut s = spans.clone();
+        s[7].0.start = client_end + after;
+        s[7].0.end = s[7].0.start + 45_536;
+        assert_eq!(marked(&check(&s), ClockSkew), if found { vec![7] } else { vec![] }, "{after}");
+    }
+    // Only the end side: a Go SERVER starting 1 ms + 1 ns before its Java CLIENT started is
+    // skew, as before.
+    let mut s = spans.clone();
+    s[7].0.start = spans[6].0.start - MS - 1;
+    assert_eq!(marked(&check(&s), ClockSkew), vec![7]);
+    // Only under a Java parent: the same 3.858 ms after a Python CLIENT's end is skew.
+    let s = [
+        sp(1, 0, 0, 40 * MS).kind(kind::SERVER).on(PYTHON),
+        sp(2, 1, MS, 30 * MS).kind(kind::CLIENT).on(PYTHON),
+        sp(3, 2, 30 * MS + 3_858 * US, 30 * MS + 3_904 * US).kind(kind::SERVER).on(GO),
+    ];
+    assert_eq!(marked(&check(&s), ClockSkew), vec![2]);
 }
 
 /// A callee whose clock runs `offset` ahead (faketime), for each way its host may look:
