@@ -17,11 +17,13 @@
 //! - A process ahead by less than the duration of the call into it shows no evidence on
 //!   the way in (its entry span starts inside its parent and overhangs its end) but on the
 //!   way out: its callee starts before its CLIENT span. When a child starts before its
-//!   parent and the parent's domain entered the trace only through spans that overhang
-//!   their parents' end by at least half the needed offset and would still start inside
-//!   them moved back by all of it, the parent's domain is the one ahead: its entry spans get
-//!   `clock_skew` too and it moves instead of the child. This runs whether or not
-//!   correction is on, so findings never depend on it.
+//!   parent and the parent's domain entered the trace only through spans that would still
+//!   start inside their parents moved back by all of the needed offset, and that overhang
+//!   their parents' end by at least half of it or the child's domain agrees with its own
+//!   callees (moving it would put evidence on an edge to one of them and take it off none),
+//!   the parent's domain is the one ahead: its entry spans get `clock_skew` too and it
+//!   moves instead of the child. This runs whether or not correction is on, so findings
+//!   never depend on it.
 //! - An offset larger than `skew_max_adjustment_ns` (or than an `i64`) is not applied (the
 //!   finding stays); a span the offset would move out of the `u64` range stays where it is;
 //!   a negative duration (the child's or the parent's) gives no offset.
@@ -159,11 +161,15 @@ pub(super) fn solve(
                     judged[dp] = true;
                     // The child starts before its parent. When the parent's process entered
                     // the trace through a span that overhangs its own parent's end by at
-                    // least half of that, and centring it in its parent would put the child
-                    // inside too, that process is the one ahead: it moves instead.
+                    // least half of that (or moving the child's process instead would put
+                    // evidence on the edges to its own callees and clear none), and centring
+                    // it in its parent would put the child inside too, that process is the
+                    // one ahead: it moves instead.
                     let need = i128::from(spans[p].start) + i128::from(dp_off)
                         - i128::from(spans[c].start);
                     let es = &entries[dp];
+                    let child_breaks_below =
+                        breaks_below(dc, e, &offset, &exits, spans, parent, &dom, cfg, origins);
                     let saved = offset[dp].take();
                     let candidate = es
                         .iter()
@@ -185,7 +191,8 @@ pub(super) fn solve(
                                 ktol,
                                 is_async(&spans[k], &spans[q]),
                             );
-                            (overhang >= need / 2 && moved < 0 && fixes && fits).then_some(f)
+                            let ahead = overhang >= need / 2 || child_breaks_below;
+                            (ahead && moved < 0 && fixes && fits).then_some(f)
                         });
                     if let Some(f) = candidate {
                         out.blamed.extend_from_slice(es);
@@ -217,6 +224,44 @@ pub(super) fn solve(
         out.shift = shift;
     }
     out
+}
+
+/// Whether moving domain `d` by `e` would contradict the edges to its callees: some child of
+/// `d` in another domain, consistent with its parent now, would show evidence after the move,
+/// and no child showing evidence now would lose it. A process whose callees agree with it
+/// is not the one off; the process it is compared with is.
+#[allow(clippy::too_many_arguments)]
+fn breaks_below(
+    d: usize,
+    e: i64,
+    offset: &[Option<i64>],
+    exits: &[Vec<usize>],
+    spans: &[SpanRec],
+    parent: &[usize],
+    dom: &[usize],
+    cfg: &CheckConfig,
+    origins: &[Origin],
+) -> bool {
+    let mut breaks = false;
+    for &k in &exits[d] {
+        if dom[k] == d {
+            continue;
+        }
+        let q = parent[k];
+        let k_off = offset[dom[k]].unwrap_or(0);
+        let (Some(before), Some(after)) = (0i64.checked_sub(k_off), e.checked_sub(k_off)) else {
+            return false;
+        };
+        let tol = skew_tolerance(cfg, origins[k], origins[q]);
+        let asyncw = is_async(&spans[k], &spans[q]);
+        let was = skew_evidence(&spans[k], &spans[q], before, tol, asyncw);
+        let is = skew_evidence(&spans[k], &spans[q], after, tol, asyncw);
+        if was && !is {
+            return false;
+        }
+        breaks |= is && !was;
+    }
+    breaks
 }
 
 /// How far the child's domain must move relative to its parent's (already shifted by

@@ -802,6 +802,60 @@ fn a_caller_ahead_by_less_than_its_call_is_found_by_its_callee_and_blamed() {
     assert!(r.skew_adjustments[4] > 0);
 }
 
+/// A fan-out trace of the real applications (Node.js under faketime +0.3 s, a cold JVM;
+/// times in µs after the Python root's start): Python's CLIENT waits 317 ms before Node.js
+/// receives the call, so Node.js's SERVER starts inside it and overhangs its end by only
+/// 90.8 ms, while the three Java SERVERs start ~296 ms before their Node.js CLIENTs. Java's
+/// own callees (Go, and Python's /lookup) agree with Java. `java_behind` instead puts Java
+/// 300 ms behind the others (Node.js right): then its callees disagree with it.
+fn cold_fan_out(java_behind: bool) -> Vec<Sp> {
+    let t = |us: u64| 1_000 * MS + us * US;
+    // A callee of Java, on the others' clock: 300 ms after Java's times when Java is behind.
+    let o = |us: u64| if java_behind { t(us + 300_000) } else { t(us) };
+    vec![
+        sp(1, 0, t(0), t(395_000)).kind(kind::SERVER).on(PYTHON),
+        sp(2, 1, t(2_800), t(393_600)).kind(kind::CLIENT).on(PYTHON),
+        sp(3, 2, t(320_000), t(484_400)).kind(kind::SERVER).on(NODE_A),
+        sp(4, 3, t(334_000), t(471_000)).kind(kind::CLIENT).on(NODE_A),
+        sp(5, 3, t(334_500), t(478_000)).kind(kind::CLIENT).on(NODE_A),
+        sp(6, 3, t(335_000), t(484_000)).kind(kind::CLIENT).on(NODE_A),
+        sp(7, 4, t(38_000), t(170_500)).kind(kind::SERVER).on(JAVA_A),
+        sp(8, 5, t(39_000), t(177_500)).kind(kind::SERVER).on(JAVA_A),
+        sp(9, 6, t(40_000), t(183_500)).kind(kind::SERVER).on(JAVA_A),
+        sp(10, 7, t(40_600), t(41_700)).kind(kind::CLIENT).on(JAVA_A),
+        sp(11, 10, o(41_100), o(41_150)).kind(kind::SERVER).on(UNKNOWN_1),
+        sp(12, 7, t(82_000), t(85_000)).kind(kind::CLIENT).on(JAVA_A),
+        sp(13, 12, o(82_600), o(84_300)).kind(kind::SERVER).on(PYTHON),
+    ]
+}
+
+#[test]
+fn a_caller_ahead_whose_callee_agrees_with_its_own_callees_is_blamed_though_it_overhangs_little() {
+    // Node.js overhangs its client by 90.8 ms, less than half the 296 ms its Java callees
+    // need; but moving Java forward instead would make Go and Python start ~298 ms before
+    // the Java CLIENTs they answered. Node.js is the one ahead: its entry span gets the
+    // finding, and only its spans move, back by 296 ms (the edge of the window its three
+    // Java callees allow nearest the centring estimate).
+    let spans = cold_fan_out(false);
+    let r = check(&spans);
+    assert_eq!(marked(&r, ClockSkew), vec![2, 6, 7, 8]);
+    let r = check_with(&spans, &correcting(u64::MAX));
+    assert_eq!(marked(&r, ClockSkew), vec![2, 6, 7, 8]);
+    let d = -(296 * MS as i64);
+    assert_eq!(r.skew_adjustments, vec![0, 0, d, d, d, d, 0, 0, 0, 0, 0, 0, 0]);
+    let (cs, ce) = (spans[2].0.start as i64 + d, spans[2].0.end as i64 + d);
+    assert!(cs >= spans[1].0.start as i64 && ce <= spans[1].0.end as i64);
+
+    // Near miss: Java 300 ms behind, Node.js right (its client waited as long). Java's
+    // callees start after the Java CLIENTs ended: moving Java forward fixes them, so Java is
+    // the one, and Node.js stays.
+    let spans = cold_fan_out(true);
+    let r = check_with(&spans, &correcting(u64::MAX));
+    assert_eq!(marked(&r, ClockSkew), vec![6, 7, 8, 10, 12]);
+    assert_eq!(r.skew_adjustments[..6], [0; 6]);
+    assert!((6..10).chain([11]).all(|i| r.skew_adjustments[i] > 0), "{:?}", r.skew_adjustments);
+}
+
 #[test]
 fn the_offset_is_narrowed_to_what_the_other_edges_of_the_domain_allow() {
     // Times of a real trace (Node.js under faketime +0.3 s, ms): centring Node.js's SERVER
