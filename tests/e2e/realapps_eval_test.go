@@ -690,6 +690,10 @@ func judgeCorrection(a *anomalyReport, tid pcommon.TraceID, gt map[tracegen.Span
 		} else if len(a.CorrectionMissed) < 5 {
 			a.CorrectionMissed = append(a.CorrectionMissed, fmt.Sprintf("span %s %q of %s: [%s, %s] after correction, parent [%s, %s]",
 				keyString(rec.Key), rec.Span.Name(), svcNode, cs.Sub(ps), ce.Sub(ps), time.Duration(0), pe.Sub(ps)))
+			if !shown {
+				shown = true
+				a.CorrectionMissed = append(a.CorrectionMissed, "trace as sent:\n"+skewTimeline(gt, recs))
+			}
 		}
 	}
 }
