@@ -802,8 +802,9 @@ fn a_caller_ahead_by_less_than_its_call_is_found_by_its_callee_and_blamed() {
     assert!(r.skew_adjustments[4] > 0);
 }
 
-/// A fan-out trace of the real applications (Node.js under faketime +0.3 s, a cold JVM;
-/// times in µs after the Python root's start): Python's CLIENT waits 317 ms before Node.js
+/// A fan-out trace of the real applications (Node.js under faketime +0.3 s, a cold JVM), as
+/// the harness printed it, to 0.1 ms (the Java SERVERs' ends, the Node.js CLIENTs' ends and
+/// the Java CLIENTs are filled in to match; µs after the Python root's start): Python's CLIENT waits 317 ms before Node.js
 /// receives the call, so Node.js's SERVER starts inside it and overhangs its end by only
 /// 90.8 ms, while the three Java SERVERs start ~296 ms before their Node.js CLIENTs. Java's
 /// own callees (Go, and Python's /lookup) agree with Java. `java_behind` instead puts Java
