@@ -180,6 +180,10 @@ pub struct Stamping {
     /// How far a child may end after its parent *in the same process* because the
     /// instrumentations end both on one event (on top of the granularity of both).
     pub end_overhang_ns: u64,
+    /// How far its end stamps (and the start stamps of spans under a local root) may read
+    /// earlier than the other processes' clocks, on top of the granularity: a child in
+    /// another process may start this much after such a parent ended without a finding.
+    pub end_early_ns: u64,
     /// Whether its OTLP exporter writes the W3C trace-flags byte (bits 0–7 of
     /// `Span.flags`) on every span whose `flags` say the remote bit is known (0x100).
     pub writes_trace_flags: bool,
@@ -211,32 +215,40 @@ impl Sdk {
             Sdk::Nodejs | Sdk::Webjs => Stamping {
                 granularity_ns: MS,
                 end_overhang_ns: 20 * MS,
+                end_early_ns: 0,
                 writes_trace_flags: true,
             },
-            // Spans of one local root are timed from one anchor (wall clock at the root, then
-            // `System.nanoTime()`): seen reading 0.4 ms early against other processes of
-            // the same machine (a CLIENT ending before its Go callee started).
+            // Spans of one local root are timed from one anchor (`AnchoredClock`: the wall
+            // clock read at the root's start, then `System.nanoTime()` read in a second
+            // call): a pause of the thread between the two reads makes every later stamp of
+            // that root (its end, its descendants) read early by the pause. Seen 3.9 ms on a
+            // loaded machine (a Go SERVER starting after its Java CLIENT ended); 20 ms
+            // allowed, as for Node.js's listeners on the same machine.
             Sdk::Java => Stamping {
                 granularity_ns: MS,
                 end_overhang_ns: 0,
+                end_early_ns: 20 * MS,
                 writes_trace_flags: true,
             },
             // `DateTime.UtcNow`: 100 ns ticks; taken as 1 µs.
             Sdk::Dotnet => Stamping {
                 granularity_ns: US,
                 end_overhang_ns: 0,
+                end_early_ns: 0,
                 writes_trace_flags: false,
             },
             // `time.time_ns()`; its OTLP exporter writes only the remote bits of `flags`.
             Sdk::Python => Stamping {
                 granularity_ns: 0,
                 end_overhang_ns: 0,
+                end_early_ns: 0,
                 writes_trace_flags: false,
             },
             // `time.Now()`; releases before the fix wrote only the remote bits.
             Sdk::Go | Sdk::Other => Stamping {
                 granularity_ns: 0,
                 end_overhang_ns: 0,
+                end_early_ns: 0,
                 writes_trace_flags: false,
             },
         }

@@ -170,18 +170,33 @@ fn edge_tolerance(cfg: &CheckConfig, c: Origin, p: Origin) -> u64 {
         .saturating_add(p.stamping.granularity_ns)
 }
 
+/// The tolerances of an edge between two processes: how far the child may start before its
+/// parent starts, and how far after its parent ended, before that is evidence of skew.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct SkewTolerance {
+    before_start: u64,
+    after_end: u64,
+}
+
+/// [`edge_tolerance`] on both sides, and on the "after its parent ended" side the parent SDK's
+/// early end stamps ([`Stamping::end_early_ns`]).
+fn skew_tolerance(cfg: &CheckConfig, c: Origin, p: Origin) -> SkewTolerance {
+    let tol = edge_tolerance(cfg, c, p);
+    SkewTolerance { before_start: tol, after_end: tol.saturating_add(p.stamping.end_early_ns) }
+}
+
 /// Whether the child's times, against its parent's shifted by `parent_shift`, are evidence
 /// that the two processes' clocks disagree: what response timing cannot explain. The child
 /// starts before its parent starts, or (synchronous work only) after its parent ended. A
 /// child ending after its parent is not evidence: a server ends its span after writing the
 /// response its client may already have read.
-fn skew_evidence(c: &SpanRec, p: &SpanRec, parent_shift: i64, tol: u64, asyncw: bool) -> bool {
+fn skew_evidence(c: &SpanRec, p: &SpanRec, parent_shift: i64, tol: SkewTolerance, asyncw: bool) -> bool {
     let (ps, pe) = (
         i128::from(p.start) + i128::from(parent_shift),
         i128::from(p.end) + i128::from(parent_shift),
     );
-    let (cs, tol) = (i128::from(c.start), i128::from(tol));
-    cs + tol < ps || (!asyncw && cs > pe + tol)
+    let cs = i128::from(c.start);
+    cs + i128::from(tol.before_start) < ps || (!asyncw && cs > pe + i128::from(tol.after_end))
 }
 
 /// Whether the child's work may legitimately outlive its parent.
@@ -421,7 +436,7 @@ pub fn check_trace(spans: &[SpanRec], groups: &[Group], cfg: &CheckConfig) -> Tr
             {
                 findings[i] |= FindingKind::EndsAfterParent.bit();
             }
-        } else if on(FindingKind::ClockSkew) && skew_evidence(c, p, 0, tol, asyncw) {
+        } else if on(FindingKind::ClockSkew) && skew_evidence(c, p, 0, skew_tolerance(cfg, oc, op), asyncw) {
             findings[i] |= FindingKind::ClockSkew.bit();
         }
         if on(FindingKind::SampledFlagMismatch)

@@ -17,18 +17,20 @@
 //! - A process ahead by less than the duration of the call into it shows no evidence on
 //!   the way in (its entry span starts inside its parent and overhangs its end) but on the
 //!   way out: its callee starts before its CLIENT span. When a child starts before its
-//!   parent and the parent's domain entered the trace only through spans that overhang
-//!   their parents' end by at least half the needed offset and would still start inside
-//!   them moved back by all of it, the parent's domain is the one ahead: its entry spans get
-//!   `clock_skew` too and it moves instead of the child. This runs whether or not
-//!   correction is on, so findings never depend on it.
+//!   parent and the parent's domain entered the trace only through spans that would still
+//!   start inside their parents moved back by all of the needed offset, and that overhang
+//!   their parents' end by at least half of it or the child's domain agrees with its own
+//!   callees (moving it would put evidence on an edge to one of them and take it off none),
+//!   the parent's domain is the one ahead: its entry spans get `clock_skew` too and it
+//!   moves instead of the child. This runs whether or not correction is on, so findings
+//!   never depend on it.
 //! - An offset larger than `skew_max_adjustment_ns` (or than an `i64`) is not applied (the
 //!   finding stays); a span the offset would move out of the `u64` range stays where it is;
 //!   a negative duration (the child's or the parent's) gives no offset.
 //! - Spans on or below a longer parent cycle are never reached and never move.
 
 use super::clock::{Domains, HostIdentity};
-use super::{edge_tolerance, is_async, skew_evidence, CheckConfig, Origin, NONE};
+use super::{is_async, skew_evidence, skew_tolerance, CheckConfig, Origin, SkewTolerance, NONE};
 use crate::findings::FindingKind;
 use crate::index::{Group, SpanRec};
 
@@ -149,7 +151,7 @@ pub(super) fn solve(
                     continue;
                 }
                 let dp_off = offset[dp].unwrap_or(0);
-                let tol = edge_tolerance(cfg, origins[c], origins[p]);
+                let tol = skew_tolerance(cfg, origins[c], origins[p]);
                 let e = if skewed[dc] {
                     estimate(&spans[c], &spans[p], dp_off, tol, max)
                 } else {
@@ -159,11 +161,15 @@ pub(super) fn solve(
                     judged[dp] = true;
                     // The child starts before its parent. When the parent's process entered
                     // the trace through a span that overhangs its own parent's end by at
-                    // least half of that, and centring it in its parent would put the child
-                    // inside too, that process is the one ahead: it moves instead.
+                    // least half of that (or moving the child's process instead would put
+                    // evidence on the edges to its own callees and clear none), and centring
+                    // it in its parent would put the child inside too, that process is the
+                    // one ahead: it moves instead.
                     let need = i128::from(spans[p].start) + i128::from(dp_off)
                         - i128::from(spans[c].start);
                     let es = &entries[dp];
+                    let child_breaks_below =
+                        breaks_below(dc, e, &offset, &exits, spans, parent, &dom, cfg, origins);
                     let saved = offset[dp].take();
                     let candidate = es
                         .iter()
@@ -173,11 +179,11 @@ pub(super) fn solve(
                             let q_off = offset[dom[q]].unwrap_or(0);
                             let overhang = i128::from(spans[k].end) + i128::from(dp_off)
                                 - (i128::from(spans[q].end) + i128::from(q_off));
-                            let ktol = edge_tolerance(cfg, origins[k], origins[q]);
+                            let ktol = skew_tolerance(cfg, origins[k], origins[q]);
                             let f0 = place(&spans[k], &spans[q], q_off, max)?;
                             let f = fit(dp, f0, &offset, &entries, &exits, spans, parent, &dom);
                             let moved = i128::from(f) - i128::from(dp_off);
-                            let fixes = -moved + i128::from(tol) >= need;
+                            let fixes = -moved + i128::from(tol.before_start) >= need;
                             let fits = !skew_evidence(
                                 &spans[k],
                                 &spans[q],
@@ -185,7 +191,8 @@ pub(super) fn solve(
                                 ktol,
                                 is_async(&spans[k], &spans[q]),
                             );
-                            (overhang >= need / 2 && moved < 0 && fixes && fits).then_some(f)
+                            let ahead = overhang >= need / 2 || child_breaks_below;
+                            (ahead && moved < 0 && fixes && fits).then_some(f)
                         });
                     if let Some(f) = candidate {
                         out.blamed.extend_from_slice(es);
@@ -219,9 +226,47 @@ pub(super) fn solve(
     out
 }
 
+/// Whether moving domain `d` by `e` would contradict the edges to its callees: some child of
+/// `d` in another domain, consistent with its parent now, would show evidence after the move,
+/// and no child showing evidence now would lose it. A process whose callees agree with it
+/// is not the one off; the process it is compared with is.
+#[allow(clippy::too_many_arguments)]
+fn breaks_below(
+    d: usize,
+    e: i64,
+    offset: &[Option<i64>],
+    exits: &[Vec<usize>],
+    spans: &[SpanRec],
+    parent: &[usize],
+    dom: &[usize],
+    cfg: &CheckConfig,
+    origins: &[Origin],
+) -> bool {
+    let mut breaks = false;
+    for &k in &exits[d] {
+        if dom[k] == d {
+            continue;
+        }
+        let q = parent[k];
+        let k_off = offset[dom[k]].unwrap_or(0);
+        let (Some(before), Some(after)) = (0i64.checked_sub(k_off), e.checked_sub(k_off)) else {
+            return false;
+        };
+        let tol = skew_tolerance(cfg, origins[k], origins[q]);
+        let asyncw = is_async(&spans[k], &spans[q]);
+        let was = skew_evidence(&spans[k], &spans[q], before, tol, asyncw);
+        let is = skew_evidence(&spans[k], &spans[q], after, tol, asyncw);
+        if was && !is {
+            return false;
+        }
+        breaks |= is && !was;
+    }
+    breaks
+}
+
 /// How far the child's domain must move relative to its parent's (already shifted by
 /// `parent_shift`) to fit: 0 unless the child's times are still evidence of skew.
-fn estimate(c: &SpanRec, p: &SpanRec, parent_shift: i64, tol: u64, max: i128) -> i64 {
+fn estimate(c: &SpanRec, p: &SpanRec, parent_shift: i64, tol: SkewTolerance, max: i128) -> i64 {
     if !skew_evidence(c, p, parent_shift, tol, is_async(c, p)) {
         return 0;
     }

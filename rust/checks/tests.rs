@@ -68,12 +68,14 @@ fn groups() -> Vec<Group> {
         scoped(group(7, Nodejs, "machine-a", "a", &[]), "@opentelemetry/instrumentation-express"),
         scoped(group(7, Nodejs, "machine-a", "a", &[]), "@opentelemetry/instrumentation-http"),
         scoped(group(8, Java, "", "a", &[]), "@opentelemetry/instrumentation-express"),
+        group(16, Go, "", "", &[]),
     ]
 }
 
 const NODE_A_EXPRESS: u32 = 15; // NODE_A's process, the express instrumentation's scope
 const NODE_A_HTTP: u32 = 16; // NODE_A's process, the http instrumentation's scope
 const JAVA_A_EXPRESS: u32 = 17; // a non-Node.js SDK naming that scope
+const GO: u32 = 18; // Go without host attributes (otelhttp at the SDK's default resource)
 
 /// `g` with an instrumentation scope named `name` (its `ScopeSpans` header: field 1, the
 /// scope, with its field 1, the name, and a version).
@@ -314,9 +316,9 @@ fn table() -> Vec<Case> {
         case("Java child ends 2 ms + 1 ns after its parent vs 2 ms", EndsAfterParent,
             vec![ms_root().on(JAVA_A), sp(2, 1, 50 * MS, 112 * MS + 1).on(JAVA_A)], vec![1],
             vec![ms_root().on(JAVA_A), sp(2, 1, 50 * MS, 112 * MS).on(JAVA_A)]),
-        case("Go SERVER starts 1 ms + 1 ns after its Java CLIENT ended vs 1 ms (Java's anchored clock)", ClockSkew,
-            vec![ms_root().kind(CLIENT).on(JAVA_A), sp(2, 1, 111 * MS + 1, 113 * MS).kind(SERVER).on(GO_A)], vec![1],
-            vec![ms_root().kind(CLIENT).on(JAVA_A), sp(2, 1, 111 * MS, 113 * MS).kind(SERVER).on(GO_A)]),
+        case("Go SERVER starts 21 ms + 1 ns after its Java CLIENT ended vs 1 ms + 20 ms (Java's anchored clock)", ClockSkew,
+            vec![ms_root().kind(CLIENT).on(JAVA_A), sp(2, 1, 131 * MS + 1, 133 * MS).kind(SERVER).on(GO_A)], vec![1],
+            vec![ms_root().kind(CLIENT).on(JAVA_A), sp(2, 1, 131 * MS, 133 * MS).kind(SERVER).on(GO_A)]),
         case("Node.js's 22 ms overhang is a finding in an SDK with exact stamps", EndsAfterParent,
             vec![ms_root().on(PYTHON), sp(2, 1, 50 * MS, 132 * MS).on(PYTHON)], vec![1],
             vec![ms_root().on(PYTHON), sp(2, 1, 50 * MS, 110 * MS).on(PYTHON)]),
@@ -623,6 +625,53 @@ fn a_node_express_layer_ending_after_its_server_span_by_a_pause_is_no_finding() 
     assert_eq!(marked(&check(&spans), EndsAfterParent), Vec::<usize>::new());
 }
 
+/// A healthy trace of the real applications (one machine, one clock; ns after the Python
+/// root's start): the Java agent's CLIENT span ends 3.858 ms before its Go callee starts.
+/// The CLIENT's times come from the anchor read at the Java SERVER's start, and a pause of
+/// that thread between the anchor's wall-clock and `nanoTime` reads makes them early.
+fn java_anchor_paused() -> Vec<Sp> {
+    let t = |ns: u64| 1_796_218_069_881_123_883 + ns;
+    vec![
+        sp(1, 0, t(0), t(458_513_940)).kind(kind::SERVER).on(PYTHON),
+        sp(2, 1, t(9_436_588), t(458_309_902)).kind(kind::CLIENT).on(PYTHON),
+        sp(3, 2, t(92_876_117), t(410_042_830)).kind(kind::SERVER).on(NODE_A),
+        sp(4, 3, t(108_876_117), t(410_988_904)).on(NODE_A_EXPRESS),
+        sp(5, 4, t(108_876_117), t(380_522_084)).kind(kind::CLIENT).on(NODE_A),
+        sp(6, 5, t(253_442_929), t(284_391_356)).kind(kind::SERVER).on(JAVA_A),
+        sp(7, 6, t(253_656_622), t(283_733_211)).kind(kind::CLIENT).on(JAVA_A),
+        sp(8, 7, t(287_591_175), t(287_636_711)).kind(kind::SERVER).on(GO),
+    ]
+}
+
+#[test]
+fn a_callee_starting_after_its_java_client_ended_by_an_anchor_pause_is_no_finding() {
+    let spans = java_anchor_paused();
+    let r = check_with(&spans, &correcting(u64::MAX));
+    assert_eq!(names(r.trace_findings), Vec::<&str>::new());
+    assert!(r.skew_adjustments.is_empty());
+    // The edge: 20 ms of pause + 1 ms of Java's granularity after the CLIENT's end; 1 ns
+    // beyond is skew.
+    let client_end = spans[6].0.end;
+    for (after, found) in [(21 * MS, false), (21 * MS + 1, true)] {
+        let mut s = spans.clone();
+        s[7].0.start = client_end + after;
+        s[7].0.end = s[7].0.start + 45_536;
+        assert_eq!(marked(&check(&s), ClockSkew), if found { vec![7] } else { vec![] }, "{after}");
+    }
+    // Only the end side: a Go SERVER starting 1 ms + 1 ns before its Java CLIENT started is
+    // skew, as before.
+    let mut s = spans.clone();
+    s[7].0.start = spans[6].0.start - MS - 1;
+    assert_eq!(marked(&check(&s), ClockSkew), vec![7]);
+    // Only under a Java parent: the same 3.858 ms after a Python CLIENT's end is skew.
+    let s = [
+        sp(1, 0, 0, 40 * MS).kind(kind::SERVER).on(PYTHON),
+        sp(2, 1, MS, 30 * MS).kind(kind::CLIENT).on(PYTHON),
+        sp(3, 2, 30 * MS + 3_858 * US, 30 * MS + 3_904 * US).kind(kind::SERVER).on(GO),
+    ];
+    assert_eq!(marked(&check(&s), ClockSkew), vec![2]);
+}
+
 /// A callee whose clock runs `offset` ahead (faketime), for each way its host may look:
 /// another host, no host attribute (Python), or the caller's own host attributes.
 fn skewed_callees() -> [(u32, u32); 3] {
@@ -751,6 +800,61 @@ fn a_caller_ahead_by_less_than_its_call_is_found_by_its_callee_and_blamed() {
     assert_eq!(marked(&r, ClockSkew), vec![4]);
     assert_eq!(r.skew_adjustments[..4], [0, 0, 0, 0]);
     assert!(r.skew_adjustments[4] > 0);
+}
+
+/// A fan-out trace of the real applications (Node.js under faketime +0.3 s, a cold JVM), as
+/// the harness printed it, to 0.1 ms (the Java SERVERs' ends, the Node.js CLIENTs' ends and
+/// the Java CLIENTs are filled in to match; µs after the Python root's start): Python's CLIENT waits 317 ms before Node.js
+/// receives the call, so Node.js's SERVER starts inside it and overhangs its end by only
+/// 90.8 ms, while the three Java SERVERs start ~296 ms before their Node.js CLIENTs. Java's
+/// own callees (Go, and Python's /lookup) agree with Java. `java_behind` instead puts Java
+/// 300 ms behind the others (Node.js right): then its callees disagree with it.
+fn cold_fan_out(java_behind: bool) -> Vec<Sp> {
+    let t = |us: u64| 1_000 * MS + us * US;
+    // A callee of Java, on the others' clock: 300 ms after Java's times when Java is behind.
+    let o = |us: u64| if java_behind { t(us + 300_000) } else { t(us) };
+    vec![
+        sp(1, 0, t(0), t(395_000)).kind(kind::SERVER).on(PYTHON),
+        sp(2, 1, t(2_800), t(393_600)).kind(kind::CLIENT).on(PYTHON),
+        sp(3, 2, t(320_000), t(484_400)).kind(kind::SERVER).on(NODE_A),
+        sp(4, 3, t(334_000), t(471_000)).kind(kind::CLIENT).on(NODE_A),
+        sp(5, 3, t(334_500), t(478_000)).kind(kind::CLIENT).on(NODE_A),
+        sp(6, 3, t(335_000), t(484_000)).kind(kind::CLIENT).on(NODE_A),
+        sp(7, 4, t(38_000), t(170_500)).kind(kind::SERVER).on(JAVA_A),
+        sp(8, 5, t(39_000), t(177_500)).kind(kind::SERVER).on(JAVA_A),
+        sp(9, 6, t(40_000), t(183_500)).kind(kind::SERVER).on(JAVA_A),
+        sp(10, 7, t(40_600), t(41_700)).kind(kind::CLIENT).on(JAVA_A),
+        sp(11, 10, o(41_100), o(41_150)).kind(kind::SERVER).on(UNKNOWN_1),
+        sp(12, 7, t(82_000), t(85_000)).kind(kind::CLIENT).on(JAVA_A),
+        sp(13, 12, o(82_600), o(84_300)).kind(kind::SERVER).on(PYTHON),
+    ]
+}
+
+#[test]
+fn a_caller_ahead_whose_callee_agrees_with_its_own_callees_is_blamed_though_it_overhangs_little() {
+    // Node.js overhangs its client by 90.8 ms, less than half the 296 ms its Java callees
+    // need; but moving Java forward instead would make Go and Python start ~298 ms before
+    // the Java CLIENTs they answered. Node.js is the one ahead: its entry span gets the
+    // finding, and only its spans move, back by 296 ms (the edge of the window its three
+    // Java callees allow nearest the centring estimate).
+    let spans = cold_fan_out(false);
+    let r = check(&spans);
+    assert_eq!(marked(&r, ClockSkew), vec![2, 6, 7, 8]);
+    let r = check_with(&spans, &correcting(u64::MAX));
+    assert_eq!(marked(&r, ClockSkew), vec![2, 6, 7, 8]);
+    let d = -(296 * MS as i64);
+    assert_eq!(r.skew_adjustments, vec![0, 0, d, d, d, d, 0, 0, 0, 0, 0, 0, 0]);
+    let (cs, ce) = (spans[2].0.start as i64 + d, spans[2].0.end as i64 + d);
+    assert!(cs >= spans[1].0.start as i64 && ce <= spans[1].0.end as i64);
+
+    // Near miss: Java 300 ms behind, Node.js right (its client waited as long). Java's
+    // callees start after the Java CLIENTs ended: moving Java forward fixes them, so Java is
+    // the one, and Node.js stays.
+    let spans = cold_fan_out(true);
+    let r = check_with(&spans, &correcting(u64::MAX));
+    assert_eq!(marked(&r, ClockSkew), vec![6, 7, 8, 10, 12]);
+    assert_eq!(r.skew_adjustments[..6], [0; 6]);
+    assert!((6..10).chain([11]).all(|i| r.skew_adjustments[i] > 0), "{:?}", r.skew_adjustments);
 }
 
 #[test]

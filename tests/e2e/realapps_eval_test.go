@@ -353,6 +353,7 @@ func evaluate(sc realappsScenario, reqs []request, gt map[tracegen.SpanKey]gtSpa
 		}
 		if fault == faultNone {
 			r.HealthyTraces++
+			shown := false
 			for _, rec := range recs {
 				lang := langOf(rec.Resource)
 				for _, k := range spanFindings(rec.Span) {
@@ -360,6 +361,11 @@ func evaluate(sc realappsScenario, reqs []request, gt map[tracegen.SpanKey]gtSpa
 					if len(r.falseFindings) < 10 {
 						r.falseFindings = append(r.falseFindings, fmt.Sprintf("%s on span %s %q of %s (%s) in healthy trace %s (request %s)",
 							k, rec.Key.SpanID, rec.Span.Name(), serviceOf(rec.Resource), lang, tid, q.Query))
+						if !shown {
+							// The times as sent, to the nanosecond: what a calibration needs.
+							shown = true
+							r.falseFindings = append(r.falseFindings, "trace as sent:\n"+skewTimeline(gt, recs))
+						}
 					}
 				}
 			}
@@ -609,10 +615,11 @@ func skewTimeline(gt map[tracegen.SpanKey]gtSpan, recs []SpanRecord) string {
 	}
 	ms := func(at time.Time) float64 { return float64(at.Sub(t0)) / 1e6 }
 	var sb strings.Builder
+	fmt.Fprintf(&sb, "      times in ms after %d ns (Unix)\n", t0.UnixNano())
 	for _, rec := range recs {
 		g := gt[rec.Key]
 		adj, _ := AttrString(rec.Span, names.AttrSkewAdjustment)
-		fmt.Fprintf(&sb, "      %s <- %s %-14s %-7s %-24.24q [%9.3f, %9.3f] findings %v adjust %v\n", rec.Key.SpanID, g.Parent,
+		fmt.Fprintf(&sb, "      %s <- %s %-14s %-7s %-24.24q [%13.6f, %13.6f] findings %v adjust %v\n", rec.Key.SpanID, g.Parent,
 			strings.TrimPrefix(g.Service, "realapps-"), strings.TrimPrefix(g.Kind.String(), "SPAN_KIND_"), g.Name, ms(g.Start), ms(g.End), spanFindings(rec.Span), adj)
 	}
 	return strings.TrimRight(sb.String(), "\n")
@@ -683,6 +690,10 @@ func judgeCorrection(a *anomalyReport, tid pcommon.TraceID, gt map[tracegen.Span
 		} else if len(a.CorrectionMissed) < 5 {
 			a.CorrectionMissed = append(a.CorrectionMissed, fmt.Sprintf("span %s %q of %s: [%s, %s] after correction, parent [%s, %s]",
 				keyString(rec.Key), rec.Span.Name(), svcNode, cs.Sub(ps), ce.Sub(ps), time.Duration(0), pe.Sub(ps)))
+			if !shown {
+				shown = true
+				a.CorrectionMissed = append(a.CorrectionMissed, "trace as sent:\n"+skewTimeline(gt, recs))
+			}
 		}
 	}
 }
