@@ -91,6 +91,7 @@ impl Engine {
             self.enforce_limits(&mut shard, now);
         }
         self.relieve_wal(now);
+        crate::heap::decay_unused();
         if let Some(h) = &self.hlc {
             h.persist_ahead(clocks.wall); // so that ingests rarely write hlc.state_file themselves
         }
