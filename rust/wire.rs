@@ -209,6 +209,9 @@ pub fn put_kv(out: &mut Vec<u8>, number: u32, key: &str, value: &AnyValueRef<'_>
 /// The few `AnyValue` shapes the engine writes.
 pub enum AnyValueRef<'a> {
     Str(&'a str),
+    /// A string given as its bytes, for text the engine formats itself in ASCII (a stamp):
+    /// encoded as `Str`, without checking it is UTF-8 again.
+    Ascii(&'a [u8]),
     Bool(bool),
     Int(i64),
     StrArray(&'a [&'a str]),
@@ -218,6 +221,7 @@ impl AnyValueRef<'_> {
     fn encoded_len(&self) -> usize {
         match self {
             AnyValueRef::Str(s) => len_field_size(1, s.len()),
+            AnyValueRef::Ascii(s) => len_field_size(1, s.len()),
             AnyValueRef::Bool(_) => 2,
             AnyValueRef::Int(i) => 1 + varint_len(*i as u64),
             AnyValueRef::StrArray(items) => len_field_size(5, Self::array_len(items)),
@@ -234,6 +238,7 @@ impl AnyValueRef<'_> {
     fn encode(&self, out: &mut Vec<u8>) {
         match self {
             AnyValueRef::Str(s) => put_bytes_field(out, 1, s.as_bytes()),
+            AnyValueRef::Ascii(s) => put_bytes_field(out, 1, s),
             AnyValueRef::Bool(b) => {
                 put_tag(out, 2, WT_VARINT);
                 out.push(u8::from(*b));
@@ -344,6 +349,7 @@ mod tests {
         use prost::Message;
         let cases: Vec<(AnyValueRef, any_value::Value)> = vec![
             (AnyValueRef::Str("x"), any_value::Value::StringValue("x".into())),
+            (AnyValueRef::Ascii(b"00000000000000000200.0000000003"), any_value::Value::StringValue("00000000000000000200.0000000003".into())),
             (AnyValueRef::Bool(true), any_value::Value::BoolValue(true)),
             (AnyValueRef::Int(-3), any_value::Value::IntValue(-3)),
             (AnyValueRef::Int(1 << 40), any_value::Value::IntValue(1 << 40)),

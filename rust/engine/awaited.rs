@@ -78,7 +78,9 @@ impl Engine {
         if reason == ReleaseReason::Complete && next_look > now {
             return true;
         }
-        let calls = self.expect.callouts(&t.spans, &t.buf, &t.groups);
+        let calls = self.expect.callouts_keyed(&t.spans, &t.groups, &t.calls);
+        #[cfg(test)]
+        assert_eq!(calls, self.expect.callouts(&t.spans, &t.buf, &t.groups), "the call keys kept for trace {id:x} disagree with its spans");
         if calls.is_empty() {
             return false;
         }

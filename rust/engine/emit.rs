@@ -299,10 +299,10 @@ impl Emitter {
             let h = s.hlc();
             let mut buf = [0u8; STAMP_STR_LEN];
             h.write_to(&mut buf);
-            wire::put_kv(out, 9, ATTR_HLC, &AnyValueRef::Str(std::str::from_utf8(&buf).unwrap_or_default()));
+            wire::put_kv(out, 9, ATTR_HLC, &AnyValueRef::Ascii(&buf));
             if let Some(up) = s.upstream_hlc() {
                 up.write_to(&mut buf);
-                wire::put_kv(out, 9, ATTR_HLC_UPSTREAM, &AnyValueRef::Str(std::str::from_utf8(&buf).unwrap_or_default()));
+                wire::put_kv(out, 9, ATTR_HLC_UPSTREAM, &AnyValueRef::Ascii(&buf));
             }
         }
         if let Some(Some(ts)) = plan.tracestate.get(i) {

@@ -314,7 +314,7 @@ impl Engine {
                 }
                 continue;
             }
-            let ins = shard.insert_run(id, run, batch, data, now, wal_pos, recovered);
+            let ins = shard.insert_run(id, run, batch, data, &self.expect, now, wal_pos, recovered);
             self.note_run(ins);
             out.buffered += run.len() as u64;
             let reason = if shut_down {

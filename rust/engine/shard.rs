@@ -10,9 +10,10 @@ use ahash::RandomState;
 use std::mem::size_of;
 
 use crate::findings::ReleaseReason;
-use crate::index::{Group, ScannedBatch, SpanRec};
+use crate::index::{kind, Group, ScannedBatch, SpanRec};
 use crate::sampling::Verdict;
 
+use super::expect::{CallKey, Expect};
 use super::memory::{alloc_size, class_len, deque_bytes, groups_bytes, map_bytes, rec_heap, vec_bytes};
 use super::unit::Unit;
 
@@ -55,6 +56,8 @@ pub struct Trace {
     pub spans: Vec<SpanRec>,
     pub buf: Vec<u8>,
     pub groups: Vec<Group>,
+    /// The call keys of its CLIENT and PRODUCER spans, in span order (see `awaited`).
+    pub calls: Vec<CallKey>,
     /// Group identity -> index in `groups`, once a trace has many groups.
     group_index: Option<HashMap<(usize, usize), u32>>,
     /// Heap bytes of the records' rare details.
@@ -154,6 +157,7 @@ impl Trace {
         Mem {
             span: vec_bytes(&self.buf),
             index: vec_bytes(&self.spans)
+                + vec_bytes(&self.calls)
                 + self.extra_heap
                 + self.wal.as_ref().map_or(0, |w| alloc_size(size_of::<TraceWal>()) + vec_bytes(&w.positions)),
             trace: groups_bytes(&self.groups) + index_map,
@@ -362,10 +366,10 @@ impl Shard {
     }
 
     /// Buffers the spans `run` (indexes into `batch`, whose span bytes are in `data`) of
-    /// trace `id`. Returns how many of them were handed off to this engine, and whether
-    /// they joined a trace already buffered.
+    /// trace `id`, with the call keys of its calls (`expect`'s). Returns how many of them
+    /// were handed off to this engine, and whether they joined a trace already buffered.
     #[allow(clippy::too_many_arguments)]
-    pub fn insert_run(&mut self, id: u128, run: &[u32], batch: &ScannedBatch, data: &[u8], now: u64, wal: Option<u64>, recovered: bool) -> RunInsert {
+    pub fn insert_run(&mut self, id: u128, run: &[u32], batch: &ScannedBatch, data: &[u8], expect: &Expect, now: u64, wal: Option<u64>, recovered: bool) -> RunInsert {
         let merged = self.traces.contains_key(&id);
         let mut handed_off = 0u64;
         let gen = self.next_gen;
@@ -375,6 +379,7 @@ impl Shard {
             spans: Vec::new(),
             buf: Vec::new(),
             groups: Vec::new(),
+            calls: Vec::new(),
             group_index: None,
             extra_heap: 0,
             state: Completeness::Unknown,
@@ -411,6 +416,14 @@ impl Shard {
         } else {
             trace.spans.reserve(run.len());
         }
+        let calls = run.iter().filter(|&&i| matches!(batch.spans[i as usize].kind, kind::CLIENT | kind::PRODUCER)).count();
+        let have = trace.calls.len();
+        if have >= EXACT_GROWTH_SPANS {
+            trace.calls.reserve(calls);
+        } else if trace.calls.capacity() - have < calls {
+            let key = size_of::<CallKey>();
+            trace.calls.reserve_exact(class_len((have + calls) * key) / key - have);
+        }
         for &i in run {
             let s = &batch.spans[i as usize];
             let gi = trace.group_of(&batch.groups[s.group as usize]);
@@ -421,6 +434,9 @@ impl Shard {
             rec.bytes = start..trace.buf.len() as u32;
             rec.group = gi;
             rec.seq = trace.spans.len() as u32;
+            if let Some(k) = expect.call_key_of(&rec, rec.seq, src, &batch.groups[s.group as usize].resource.service) {
+                trace.calls.push(k);
+            }
             let hops = rec.handoff_hops();
             if hops > 0 {
                 handed_off += 1;
@@ -508,7 +524,9 @@ impl Shard {
             Some(w) => (w.positions.iter().map(|&p| (p, id)).collect(), w.recovered),
             None => (Vec::new(), false),
         };
-        Some(Unit::from_trace(id, reason, trace.spans, trace.buf, trace.groups, now.saturating_sub(trace.first_seen), mem.total(), wal, recovered))
+        // The call keys are freed here: the unit is counted without them.
+        let held = mem.total() - vec_bytes(&trace.calls);
+        Some(Unit::from_trace(id, reason, trace.spans, trace.buf, trace.groups, now.saturating_sub(trace.first_seen), held, wal, recovered))
     }
 
     /// The oldest buffered trace.

@@ -94,6 +94,18 @@ pub struct Callout {
     pub child_service: Option<u64>,
 }
 
+/// A CLIENT or PRODUCER span's call key, computed once when its span is buffered: reading
+/// the span's name and peer attributes again at each look at its trace cost more than the
+/// rest of the learning.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CallKey {
+    pub key: u64,
+    /// Index of the span in the trace's records.
+    pub idx: u32,
+    /// A database call (see [`Callout::db`]).
+    pub db: bool,
+}
+
 struct Learned {
     keys: Clock<KeyState>,
     services: Clock<ServiceLag>,
@@ -217,35 +229,67 @@ impl Expect {
         h.finish()
     }
 
+    /// The call key of span `s` (the `idx`th of its trace, encoded as `bytes`, of `service`)
+    /// if it is a CLIENT or PRODUCER span.
+    pub fn call_key_of(&self, s: &SpanRec, idx: u32, bytes: &[u8], service: &str) -> Option<CallKey> {
+        if s.kind != kind::CLIENT && s.kind != kind::PRODUCER {
+            return None;
+        }
+        let (name, peers) = name_and_peers(bytes);
+        let db = DB_PEERS.iter().any(|&i| !peers[i].is_empty());
+        Some(CallKey { key: self.call_key(service, s.kind, name, &peers), idx, db })
+    }
+
+    /// The call keys of the CLIENT and PRODUCER spans of a trace, read from their encodings.
+    #[cfg(test)]
+    pub fn call_keys(&self, spans: &[SpanRec], buf: &[u8], groups: &[Group]) -> Vec<CallKey> {
+        spans
+            .iter()
+            .enumerate()
+            .filter_map(|(idx, s)| {
+                let service = groups.get(s.group as usize).map_or("", |g| g.resource.service.as_str());
+                let bytes = buf.get(s.bytes.start as usize..s.bytes.end as usize).unwrap_or(&[]);
+                self.call_key_of(s, idx as u32, bytes, service)
+            })
+            .collect()
+    }
+
     /// The CLIENT and PRODUCER spans of a trace, each with its key and whether (and from
-    /// which service) it has a child.
+    /// which service) it has a child, read from the spans' encodings: the reference the
+    /// keys kept with a buffered trace are checked against in tests.
+    #[cfg(test)]
     pub fn callouts(&self, spans: &[SpanRec], buf: &[u8], groups: &[Group]) -> Vec<Callout> {
+        self.callouts_keyed(spans, groups, &self.call_keys(spans, buf, groups))
+    }
+
+    /// [`Expect::callouts`] from the trace's call keys computed when its spans were buffered
+    /// ([`Expect::call_key_of`], in span order).
+    pub fn callouts_keyed(&self, spans: &[SpanRec], groups: &[Group], keys: &[CallKey]) -> Vec<Callout> {
+        if keys.is_empty() {
+            return Vec::new();
+        }
         let mut children: Vec<(u64, usize)> =
             spans.iter().enumerate().filter(|(_, s)| !s.is_root()).map(|(i, s)| (s.parent_id, i)).collect();
         children.sort_unstable();
-        let mut out = Vec::new();
-        for (idx, s) in spans.iter().enumerate() {
-            if s.kind != kind::CLIENT && s.kind != kind::PRODUCER {
-                continue;
-            }
-            let service = groups.get(s.group as usize).map_or("", |g| g.resource.service.as_str());
-            let bytes = buf.get(s.bytes.start as usize..s.bytes.end as usize).unwrap_or(&[]);
-            let (name, peers) = name_and_peers(bytes);
+        let service_of = |rec: &SpanRec| groups.get(rec.group as usize).map_or("", |g| g.resource.service.as_str());
+        let mut out = Vec::with_capacity(keys.len());
+        for k in keys {
+            let idx = k.idx as usize;
+            let s = &spans[idx];
+            let service = service_of(s);
             // Only the callee's child counts: a SERVER or CONSUMER span, or a span of another
             // service. An in-process child (Node.js's `tcp.connect` and `dns.lookup` under
             // the call that opened a connection) says nothing of the callee's spans.
             let first = match children.binary_search(&(s.span_id, 0)) {
                 Ok(i) | Err(i) => i,
             };
-            let service_of = |rec: &SpanRec| groups.get(rec.group as usize).map_or("", |g| g.resource.service.as_str());
             let child_service = children[first..]
                 .iter()
                 .take_while(|c| c.0 == s.span_id)
                 .map(|c| &spans[c.1])
                 .find(|child| child.kind == kind::SERVER || child.kind == kind::CONSUMER || service_of(child) != service)
                 .map(|child| self.service_hash(service_of(child)));
-            let db = DB_PEERS.iter().any(|&i| !peers[i].is_empty());
-            out.push(Callout { idx, db, span_id: s.span_id, key: self.call_key(service, s.kind, name, &peers), end_wall: s.end, child_service });
+            out.push(Callout { idx, db: k.db, span_id: s.span_id, key: k.key, end_wall: s.end, child_service });
         }
         out
     }
