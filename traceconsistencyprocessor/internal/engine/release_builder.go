@@ -102,15 +102,21 @@ func getBuilder() *releaseBuilder {
 }
 
 func putBuilder(b *releaseBuilder) {
-	b.arena = arena{}
-	if cap(b.fields) > maxIdleFields {
-		b.fields = nil
-	}
+	b.idle()
 	buildersMu.Lock()
 	if len(builders) < maxIdleBuilders {
 		builders = append(builders, b)
 	}
 	buildersMu.Unlock()
+}
+
+// idle drops what an idle builder should not keep: the last message's copy, and a scratch
+// grown past maxIdleFields.
+func (b *releaseBuilder) idle() {
+	b.arena = arena{}
+	if cap(b.fields) > maxIdleFields {
+		b.fields = nil
+	}
 }
 
 // intern returns p as a string shared with earlier equal strings of this builder.
