@@ -18,7 +18,7 @@ import (
 //     a message's fields into the builder's scratch and counts them), so no slice grows by
 //     append;
 //   - attribute keys, span, event and scope names come from a bounded intern table (one per
-//     builder, cleared when full) behind a small direct-mapped cache, so a repeated key
+//     builder, cleared when full) behind a small two-way cache, so a repeated key
 //     costs no allocation and mostly no map lookup;
 //   - the other strings of a span (attribute values, trace_state, status message) are
 //     substrings of one copy of the span's bytes, made once per span; a resource's and a
