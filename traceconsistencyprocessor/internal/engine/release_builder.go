@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"encoding/binary"
 	"errors"
 	"sync"
 	"unsafe"
@@ -13,10 +14,12 @@ import (
 // into pdata through pdata's public API, in place of ptrace.ProtoUnmarshaler, allocating
 // less per span:
 //
-//   - every repeated field gets its exact capacity before the first append (a walk over the
-//     message's tags counts its children), so no slice grows by append;
+//   - every repeated field gets its exact capacity before the first append (one pass reads
+//     a message's fields into the builder's scratch and counts them), so no slice grows by
+//     append;
 //   - attribute keys, span, event and scope names come from a bounded intern table (one per
-//     builder, cleared when full), so a repeated key costs no allocation;
+//     builder, cleared when full) behind a small two-way cache, so a repeated key
+//     costs no allocation and mostly no map lookup;
 //   - the other strings of a span (attribute values, trace_state, status message) are
 //     substrings of one copy of the span's bytes, made once per span; a resource's and a
 //     scope's likewise. A value kept after the span is dropped keeps that copy (about the
@@ -40,6 +43,13 @@ const (
 	internMax = 4096
 	// internMaxLen is the longest string interned; longer ones are not shared.
 	internMaxLen = 128
+	// internCacheSets is the number of sets of the two-way cache in front of the intern
+	// table (a power of two): a release's spans mostly repeat a hundred or two keys and
+	// names.
+	internCacheBits = 8
+	internCacheSets = 1 << internCacheBits
+	// maxIdleFields bounds the scratch an idle builder keeps (24 bytes a field).
+	maxIdleFields = 4096
 	// recursionLimit is ProtoUnmarshaler's: its KeyValue, AnyValue, ArrayValue and
 	// KeyValueList decoders each count one level (an attribute's KeyValue is level 0) and
 	// refuse to start at this level. The builder counts the same levels and leaves input
@@ -60,11 +70,14 @@ func decodeRelease(buf []byte) (td ptrace.Traces, fellBack bool, err error) {
 	return td, true, err
 }
 
-// releaseBuilder holds what one decode reuses: the intern table. Not safe for concurrent
-// use; decodeRelease takes one from a free list.
+// releaseBuilder holds what one decode reuses: the intern table and its cache, and the
+// scratch of fields read by scan. Not safe for concurrent use; decodeRelease takes one from
+// a free list.
 type releaseBuilder struct {
-	names map[string]string
-	arena arena
+	names  map[string]string
+	recent [internCacheSets][2]string
+	fields []field
+	arena  arena
 }
 
 var (
@@ -89,12 +102,21 @@ func getBuilder() *releaseBuilder {
 }
 
 func putBuilder(b *releaseBuilder) {
-	b.arena = arena{}
+	b.idle()
 	buildersMu.Lock()
 	if len(builders) < maxIdleBuilders {
 		builders = append(builders, b)
 	}
 	buildersMu.Unlock()
+}
+
+// idle drops what an idle builder should not keep: the last message's copy, and a scratch
+// grown past maxIdleFields.
+func (b *releaseBuilder) idle() {
+	b.arena = arena{}
+	if cap(b.fields) > maxIdleFields {
+		b.fields = nil
+	}
 }
 
 // intern returns p as a string shared with earlier equal strings of this builder.
@@ -105,15 +127,39 @@ func (b *releaseBuilder) intern(p []byte) string {
 	if len(p) > internMaxLen {
 		return b.arena.str(p)
 	}
-	if s, ok := b.names[string(p)]; ok {
-		return s
+	set := &b.recent[internSet(p)]
+	if set[0] == string(p) {
+		return set[0]
 	}
-	if len(b.names) >= internMax {
-		clear(b.names)
+	if set[1] == string(p) {
+		return set[1]
 	}
-	s := string(p)
-	b.names[s] = s
+	s, ok := b.names[string(p)]
+	if !ok {
+		if len(b.names) >= internMax {
+			clear(b.names)
+		}
+		s = string(p)
+		b.names[s] = s
+	}
+	set[0], set[1] = s, set[0]
 	return s
+}
+
+// internSet is the cache set of p (not empty): a multiplicative hash of its length and of
+// its first and last eight bytes (or three of its bytes when shorter), cheaper than the
+// map's hash of all of them. A set keeps the two strings last put in it (a hit writes
+// nothing), the latest first.
+func internSet(p []byte) int {
+	n := len(p)
+	var h uint64
+	if n >= 8 {
+		h = binary.LittleEndian.Uint64(p) ^ binary.LittleEndian.Uint64(p[n-8:])*0xC2B2AE3D27D4EB4F
+	} else {
+		h = uint64(p[0]) | uint64(p[n/2])<<8 | uint64(p[n-1])<<16
+	}
+	h = (h ^ uint64(n)) * 0x9E3779B97F4A7C15
+	return int(h >> (64 - internCacheBits))
 }
 
 // arena is one Go copy of a message's bytes; str returns a sub-slice of those bytes as a
@@ -144,33 +190,34 @@ func (a *arena) str(p []byte) string {
 }
 
 // refuseDeprecatedScopeSpans: ResourceSpans field 1000, which pdata keeps apart.
-func refuseDeprecatedScopeSpans(n int32) bool { return n == 1000 }
+const refuseDeprecatedScopeSpans = 1000
 
 // build decodes buf, or returns errFallback.
 func (b *releaseBuilder) build(buf []byte) (ptrace.Traces, error) {
-	c, err := counts(buf, &wantRequest, nil)
+	b.fields = b.fields[:0]
+	var c [17]int32
+	start, err := b.scan(buf, &wantRequest, 0, &c)
 	if err != nil {
 		return ptrace.Traces{}, err
 	}
 	td := ptrace.NewTraces()
 	rss := td.ResourceSpans()
 	if c[1] > 0 {
-		rss.EnsureCapacity(c[1])
+		rss.EnsureCapacity(int(c[1]))
 	}
-	for pos := 0; pos < len(buf); {
-		f, p, _ := next(buf, pos)
-		pos = p
-		if f.num == 1 {
-			if err := b.resourceSpans(rss.AppendEmpty(), f.data); err != nil {
-				return ptrace.Traces{}, err
-			}
+	for i, end := start, len(b.fields); i < end; i++ {
+		f := b.fields[i]
+		if err := b.resourceSpans(rss.AppendEmpty(), f.bytes(buf)); err != nil {
+			return ptrace.Traces{}, err
 		}
 	}
+	b.fields = b.fields[:start]
 	return td, nil
 }
 
 func (b *releaseBuilder) resourceSpans(rs ptrace.ResourceSpans, buf []byte) error {
-	c, err := counts(buf, &wantResourceSpans, refuseDeprecatedScopeSpans)
+	var c [17]int32
+	start, err := b.scan(buf, &wantResourceSpans, refuseDeprecatedScopeSpans, &c)
 	if err != nil {
 		return err
 	}
@@ -179,45 +226,45 @@ func (b *releaseBuilder) resourceSpans(rs ptrace.ResourceSpans, buf []byte) erro
 	}
 	sss := rs.ScopeSpans()
 	if c[2] > 0 {
-		sss.EnsureCapacity(c[2])
+		sss.EnsureCapacity(int(c[2]))
 	}
-	for pos := 0; pos < len(buf); {
-		f, p, _ := next(buf, pos)
-		pos = p
+	for i, end := start, len(b.fields); i < end; i++ {
+		f := b.fields[i]
 		switch f.num {
 		case 1:
-			err = b.resource(rs.Resource(), f.data)
+			err = b.resource(rs.Resource(), f.bytes(buf))
 		case 2:
-			err = b.scopeSpans(sss.AppendEmpty(), f.data)
+			err = b.scopeSpans(sss.AppendEmpty(), f.bytes(buf))
 		case 3:
-			rs.SetSchemaUrl(string(f.data))
+			rs.SetSchemaUrl(string(f.bytes(buf)))
 		}
 		if err != nil {
 			return err
 		}
 	}
+	b.fields = b.fields[:start]
 	return nil
 }
 
+// refuseEntityRefs: Resource field 3, not in the public API.
+const refuseEntityRefs = 3
+
 func (b *releaseBuilder) resource(r pcommon.Resource, buf []byte) error {
-	c, err := counts(buf, &wantResource, nil)
+	var c [17]int32
+	start, err := b.scan(buf, &wantResource, refuseEntityRefs, &c)
 	if err != nil {
 		return err
 	}
-	if c[3] > 0 { // entity refs: not in the public API
-		return errFallback
-	}
 	attrs := r.Attributes()
 	if c[1] > 0 {
-		attrs.EnsureCapacity(c[1])
+		attrs.EnsureCapacity(int(c[1]))
 		b.setArena(buf)
 	}
-	for pos := 0; pos < len(buf); {
-		f, p, _ := next(buf, pos)
-		pos = p
+	for i, end := start, len(b.fields); i < end; i++ {
+		f := b.fields[i]
 		switch f.num {
 		case 1:
-			err = b.keyValue(attrs, f.data, 0)
+			err = b.keyValue(attrs, f.bytes(buf), 0)
 		case 2:
 			r.SetDroppedAttributesCount(uint32(f.v))
 		}
@@ -225,11 +272,13 @@ func (b *releaseBuilder) resource(r pcommon.Resource, buf []byte) error {
 			return err
 		}
 	}
+	b.fields = b.fields[:start]
 	return nil
 }
 
 func (b *releaseBuilder) scopeSpans(ss ptrace.ScopeSpans, buf []byte) error {
-	c, err := counts(buf, &wantScopeSpans, nil)
+	var c [17]int32
+	start, err := b.scan(buf, &wantScopeSpans, 0, &c)
 	if err != nil {
 		return err
 	}
@@ -238,46 +287,46 @@ func (b *releaseBuilder) scopeSpans(ss ptrace.ScopeSpans, buf []byte) error {
 	}
 	spans := ss.Spans()
 	if c[2] > 0 {
-		spans.EnsureCapacity(c[2])
+		spans.EnsureCapacity(int(c[2]))
 	}
-	for pos := 0; pos < len(buf); {
-		f, p, _ := next(buf, pos)
-		pos = p
+	for i, end := start, len(b.fields); i < end; i++ {
+		f := b.fields[i]
 		switch f.num {
 		case 1:
-			err = b.scope(ss.Scope(), f.data)
+			err = b.scope(ss.Scope(), f.bytes(buf))
 		case 2:
-			err = b.span(spans.AppendEmpty(), f.data)
+			err = b.span(spans.AppendEmpty(), f.bytes(buf))
 		case 3:
-			ss.SetSchemaUrl(string(f.data))
+			ss.SetSchemaUrl(string(f.bytes(buf)))
 		}
 		if err != nil {
 			return err
 		}
 	}
+	b.fields = b.fields[:start]
 	return nil
 }
 
 func (b *releaseBuilder) scope(sc pcommon.InstrumentationScope, buf []byte) error {
-	c, err := counts(buf, &wantScope, nil)
+	var c [17]int32
+	start, err := b.scan(buf, &wantScope, 0, &c)
 	if err != nil {
 		return err
 	}
 	attrs := sc.Attributes()
 	if c[3] > 0 {
-		attrs.EnsureCapacity(c[3])
+		attrs.EnsureCapacity(int(c[3]))
 		b.setArena(buf)
 	}
-	for pos := 0; pos < len(buf); {
-		f, p, _ := next(buf, pos)
-		pos = p
+	for i, end := start, len(b.fields); i < end; i++ {
+		f := b.fields[i]
 		switch f.num {
 		case 1:
-			sc.SetName(b.intern(f.data))
+			sc.SetName(b.intern(f.bytes(buf)))
 		case 2:
-			sc.SetVersion(b.intern(f.data))
+			sc.SetVersion(b.intern(f.bytes(buf)))
 		case 3:
-			err = b.keyValue(attrs, f.data, 0)
+			err = b.keyValue(attrs, f.bytes(buf), 0)
 		case 4:
 			sc.SetDroppedAttributesCount(uint32(f.v))
 		}
@@ -285,11 +334,13 @@ func (b *releaseBuilder) scope(sc pcommon.InstrumentationScope, buf []byte) erro
 			return err
 		}
 	}
+	b.fields = b.fields[:start]
 	return nil
 }
 
 func (b *releaseBuilder) span(sp ptrace.Span, buf []byte) error {
-	c, err := counts(buf, &wantSpan, nil)
+	var c [17]int32
+	start, err := b.scan(buf, &wantSpan, 0, &c)
 	if err != nil {
 		return err
 	}
@@ -297,41 +348,41 @@ func (b *releaseBuilder) span(sp ptrace.Span, buf []byte) error {
 		return errFallback
 	}
 	b.setArena(buf)
+	attrs := sp.Attributes()
 	if c[9] > 0 {
-		sp.Attributes().EnsureCapacity(c[9])
+		attrs.EnsureCapacity(int(c[9]))
 	}
 	if c[11] > 0 {
-		sp.Events().EnsureCapacity(c[11])
+		sp.Events().EnsureCapacity(int(c[11]))
 	}
 	if c[13] > 0 {
-		sp.Links().EnsureCapacity(c[13])
+		sp.Links().EnsureCapacity(int(c[13]))
 	}
-	for pos := 0; pos < len(buf); {
-		f, p, _ := next(buf, pos)
-		pos = p
+	for i, end := start, len(b.fields); i < end; i++ {
+		f := b.fields[i]
 		switch f.num {
 		case 1:
 			var id pcommon.TraceID
-			if !copyID(id[:], f.data) {
+			if !copyID(id[:], f.bytes(buf)) {
 				return errFallback
 			}
 			sp.SetTraceID(id)
 		case 2:
 			var id pcommon.SpanID
-			if !copyID(id[:], f.data) {
+			if !copyID(id[:], f.bytes(buf)) {
 				return errFallback
 			}
 			sp.SetSpanID(id)
 		case 3:
-			sp.TraceState().FromRaw(b.arena.str(f.data))
+			sp.TraceState().FromRaw(b.arena.str(f.bytes(buf)))
 		case 4:
 			var id pcommon.SpanID
-			if !copyID(id[:], f.data) {
+			if !copyID(id[:], f.bytes(buf)) {
 				return errFallback
 			}
 			sp.SetParentSpanID(id)
 		case 5:
-			sp.SetName(b.intern(f.data))
+			sp.SetName(b.intern(f.bytes(buf)))
 		case 6:
 			sp.SetKind(ptrace.SpanKind(int32(f.v)))
 		case 7:
@@ -339,19 +390,19 @@ func (b *releaseBuilder) span(sp ptrace.Span, buf []byte) error {
 		case 8:
 			sp.SetEndTimestamp(pcommon.Timestamp(f.v))
 		case 9:
-			err = b.keyValue(sp.Attributes(), f.data, 0)
+			err = b.keyValue(attrs, f.bytes(buf), 0)
 		case 10:
 			sp.SetDroppedAttributesCount(uint32(f.v))
 		case 11:
-			err = b.event(sp.Events().AppendEmpty(), f.data)
+			err = b.event(sp.Events().AppendEmpty(), f.bytes(buf))
 		case 12:
 			sp.SetDroppedEventsCount(uint32(f.v))
 		case 13:
-			err = b.link(sp.Links().AppendEmpty(), f.data)
+			err = b.link(sp.Links().AppendEmpty(), f.bytes(buf))
 		case 14:
 			sp.SetDroppedLinksCount(uint32(f.v))
 		case 15:
-			err = b.status(sp.Status(), f.data)
+			err = b.status(sp.Status(), f.bytes(buf))
 		case 16:
 			sp.SetFlags(uint32(f.v))
 		}
@@ -359,6 +410,7 @@ func (b *releaseBuilder) span(sp ptrace.Span, buf []byte) error {
 			return err
 		}
 	}
+	b.fields = b.fields[:start]
 	return nil
 }
 
@@ -376,23 +428,24 @@ func copyID(dst, src []byte) bool {
 }
 
 func (b *releaseBuilder) event(ev ptrace.SpanEvent, buf []byte) error {
-	c, err := counts(buf, &wantEvent, nil)
+	var c [17]int32
+	start, err := b.scan(buf, &wantEvent, 0, &c)
 	if err != nil {
 		return err
 	}
+	attrs := ev.Attributes()
 	if c[3] > 0 {
-		ev.Attributes().EnsureCapacity(c[3])
+		attrs.EnsureCapacity(int(c[3]))
 	}
-	for pos := 0; pos < len(buf); {
-		f, p, _ := next(buf, pos)
-		pos = p
+	for i, end := start, len(b.fields); i < end; i++ {
+		f := b.fields[i]
 		switch f.num {
 		case 1:
 			ev.SetTimestamp(pcommon.Timestamp(f.v))
 		case 2:
-			ev.SetName(b.intern(f.data))
+			ev.SetName(b.intern(f.bytes(buf)))
 		case 3:
-			err = b.keyValue(ev.Attributes(), f.data, 0)
+			err = b.keyValue(attrs, f.bytes(buf), 0)
 		case 4:
 			ev.SetDroppedAttributesCount(uint32(f.v))
 		}
@@ -400,37 +453,39 @@ func (b *releaseBuilder) event(ev ptrace.SpanEvent, buf []byte) error {
 			return err
 		}
 	}
+	b.fields = b.fields[:start]
 	return nil
 }
 
 func (b *releaseBuilder) link(l ptrace.SpanLink, buf []byte) error {
-	c, err := counts(buf, &wantLink, nil)
+	var c [17]int32
+	start, err := b.scan(buf, &wantLink, 0, &c)
 	if err != nil {
 		return err
 	}
+	attrs := l.Attributes()
 	if c[4] > 0 {
-		l.Attributes().EnsureCapacity(c[4])
+		attrs.EnsureCapacity(int(c[4]))
 	}
-	for pos := 0; pos < len(buf); {
-		f, p, _ := next(buf, pos)
-		pos = p
+	for i, end := start, len(b.fields); i < end; i++ {
+		f := b.fields[i]
 		switch f.num {
 		case 1:
 			var id pcommon.TraceID
-			if !copyID(id[:], f.data) {
+			if !copyID(id[:], f.bytes(buf)) {
 				return errFallback
 			}
 			l.SetTraceID(id)
 		case 2:
 			var id pcommon.SpanID
-			if !copyID(id[:], f.data) {
+			if !copyID(id[:], f.bytes(buf)) {
 				return errFallback
 			}
 			l.SetSpanID(id)
 		case 3:
-			l.TraceState().FromRaw(b.arena.str(f.data))
+			l.TraceState().FromRaw(b.arena.str(f.bytes(buf)))
 		case 4:
-			err = b.keyValue(l.Attributes(), f.data, 0)
+			err = b.keyValue(attrs, f.bytes(buf), 0)
 		case 5:
 			l.SetDroppedAttributesCount(uint32(f.v))
 		case 6:
@@ -440,22 +495,24 @@ func (b *releaseBuilder) link(l ptrace.SpanLink, buf []byte) error {
 			return err
 		}
 	}
+	b.fields = b.fields[:start]
 	return nil
 }
 
 func (b *releaseBuilder) status(st ptrace.Status, buf []byte) error {
-	if _, err := counts(buf, &wantStatus, nil); err != nil {
+	start, err := b.scan(buf, &wantStatus, 0, nil)
+	if err != nil {
 		return err
 	}
-	for pos := 0; pos < len(buf); {
-		f, p, _ := next(buf, pos)
-		pos = p
+	for i, end := start, len(b.fields); i < end; i++ {
+		f := b.fields[i]
 		switch f.num {
 		case 2:
-			st.SetMessage(b.arena.str(f.data))
+			st.SetMessage(b.arena.str(f.bytes(buf)))
 		case 3:
 			st.SetCode(ptrace.StatusCode(int32(f.v)))
 		}
 	}
+	b.fields = b.fields[:start]
 	return nil
 }

@@ -5,12 +5,14 @@ package engine
 import (
 	"bytes"
 	"encoding/binary"
+	"fmt"
 	"math"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/open-telemetry/opentelemetry-collector-contrib/pkg/golden"
 	"github.com/open-telemetry/opentelemetry-collector-contrib/pkg/pdatatest/ptracetest"
@@ -397,6 +399,115 @@ func TestReleaseBuilderInternTableIsBounded(t *testing.T) {
 	s2 := b.intern([]byte("service.name"))
 	require.Equal(t, s1, s2)
 	require.Equal(t, 0, int(testing.AllocsPerRun(10, func() { b.intern([]byte("service.name")) })))
+}
+
+// Strings sharing a set of the intern cache: each interned string has the bytes asked for,
+// the last two of a set are shared without a map lookup or an allocation, a third evicts
+// the older, and all stay right after the table behind the cache is cleared.
+func TestReleaseBuilderInternCacheSharesASetCorrectly(t *testing.T) {
+	b := getBuilder()
+	defer putBuilder(b)
+	var same [][]byte
+	want := internSet([]byte("http.request.method"))
+	for i := 0; len(same) < 3; i++ {
+		for _, p := range [][]byte{fmt.Appendf(nil, "app.attr.s%d", i), fmt.Appendf(nil, "k%d", i)} {
+			if internSet(p) == want && len(same) < 3 {
+				same = append(same, p)
+			}
+		}
+	}
+	for round := 0; round < 3; round++ {
+		for _, p := range same {
+			require.Equal(t, string(p), b.intern(p))
+			require.Equal(t, string(p), b.intern(bytes.Clone(p)))
+		}
+	}
+	x, y := same[1], same[2] // the two last put in the set
+	require.Equal(t, string(y), b.recent[want][0])
+	require.Equal(t, string(x), b.recent[want][1])
+	for range 2 {
+		require.Equal(t, string(x), b.intern(x))
+		require.Equal(t, string(y), b.intern(y))
+	}
+	require.Equal(t, 0, int(testing.AllocsPerRun(10, func() { b.intern(x); b.intern(y) })))
+	require.Same(t, unsafe.StringData(b.intern(x)), unsafe.StringData(b.intern(bytes.Clone(x))))
+	clear(b.names)
+	for _, p := range append(same, []byte("http.request.method")) {
+		require.Equal(t, string(p), b.intern(p))
+	}
+	long := bytes.Repeat([]byte("a"), internMaxLen+1)
+	require.Equal(t, string(long), b.intern(long))
+	require.Equal(t, string(long), b.intern(long))
+	for i := range b.recent {
+		for _, s := range b.recent[i] {
+			require.LessOrEqual(t, len(s), internMaxLen, "a long string is not cached")
+		}
+	}
+}
+
+// KeyValues and AnyValues near the short encodings the builder reads without scan (one-byte
+// tags and lengths, key then value, one string, bool or int): each decoded as
+// ProtoUnmarshaler decodes it, the ones it refuses left to it.
+func TestReleaseBuilderShortEncodingsAndTheirNeighbours(t *testing.T) {
+	kvs := map[string][]byte{
+		"short":                   appendLen(appendLen(nil, 1, []byte("k")), 2, appendLen(nil, 1, []byte("v"))),
+		"empty key and value":     appendLen(appendLen(nil, 1, nil), 2, nil),
+		"value before key":        appendLen(appendLen(nil, 2, appendLen(nil, 1, []byte("v"))), 1, []byte("k")),
+		"key only":                appendLen(nil, 1, []byte("k")),
+		"value only":              appendLen(nil, 2, appendLen(nil, 1, []byte("v"))),
+		"key of 128 bytes":        appendLen(appendLen(nil, 1, bytes.Repeat([]byte("k"), 128)), 2, appendLen(nil, 1, []byte("v"))),
+		"value of 200 bytes":      appendLen(appendLen(nil, 1, []byte("k")), 2, appendLen(nil, 1, bytes.Repeat([]byte("v"), 200))),
+		"trailing unknown field":  append(appendLen(appendLen(nil, 1, []byte("k")), 2, appendLen(nil, 1, []byte("v"))), 0x20, 1),
+		"value length past end":   append(appendLen(nil, 1, []byte("k")), 0x12, 5, 0x0a),
+		"empty value, key again":  append(appendLen(appendLen(nil, 1, []byte("k")), 2, nil), appendLen(nil, 1, []byte("v"))...),
+		"key twice":               appendLen(appendLen(appendLen(nil, 1, []byte("a")), 1, []byte("k")), 2, appendLen(nil, 1, []byte("v"))),
+		"int":                     appendLen(appendLen(nil, 1, []byte("k")), 2, []byte{0x18, 7}),
+		"negative int":            appendLen(appendLen(nil, 1, []byte("k")), 2, binary.AppendUvarint([]byte{0x18}, math.MaxUint64)),
+		"int of 11 bytes":         appendLen(appendLen(nil, 1, []byte("k")), 2, []byte{0x18, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01}),
+		"truncated int":           appendLen(appendLen(nil, 1, []byte("k")), 2, []byte{0x18, 0x80}),
+		"bool":                    appendLen(appendLen(nil, 1, []byte("k")), 2, []byte{0x10, 1}),
+		"bool of 2 bytes":         appendLen(appendLen(nil, 1, []byte("k")), 2, []byte{0x10, 0x80, 0x01}),
+		"int then string":         appendLen(appendLen(nil, 1, []byte("k")), 2, appendLen([]byte{0x18, 1}, 1, []byte("v"))),
+		"string then trailing":    appendLen(appendLen(nil, 1, []byte("k")), 2, append(appendLen(nil, 1, []byte("v")), 0x48, 1)),
+		"string of 2-byte length": appendLen(appendLen(nil, 1, []byte("k")), 2, append([]byte{0x0a, 0x81, 0x00}, 'v')),
+		"string with wrong wire":  appendLen(appendLen(nil, 1, []byte("k")), 2, []byte{0x08, 1}),
+		"string index":            appendLen(appendLen(nil, 1, []byte("k")), 2, []byte{0x40, 1}),
+		"double":                  appendLen(appendLen(nil, 1, []byte("k")), 2, []byte{0x21, 0, 0, 0, 0, 0, 0, 0xf0, 0x3f}),
+	}
+	for name, kv := range kvs {
+		t.Run(name, func(t *testing.T) {
+			span := append(appendLen(nil, 5, []byte("op")), appendLen(nil, 9, kv)...)
+			span = append(span, appendLen(nil, 9, appendLen(appendLen(nil, 1, []byte("other")), 2, []byte{0x18, 2}))...)
+			requireSameDecode(t, appendLen(nil, 1, appendLen(nil, 2, appendLen(nil, 2, span))))
+			list := appendLen(appendLen(nil, 1, []byte("list")), 2, appendLen(nil, 6, appendLen(nil, 1, kv)))
+			requireSameDecode(t, appendLen(nil, 1, appendLen(nil, 1, appendLen(nil, 1, list))))
+		})
+	}
+	_, err := buildOnce(appendLen(nil, 1, appendLen(nil, 2, appendLen(nil, 2, appendLen(nil, 9, kvs["short"])))))
+	require.NoError(t, err, "the short encoding is built")
+}
+
+// A builder keeps its scratch of fields for the next release, unless a release made it
+// larger than an idle builder may keep.
+func TestReleaseBuilderScratchIsBounded(t *testing.T) {
+	var span []byte
+	for i := 0; i < 2*maxIdleFields; i++ {
+		span = appendLen(span, 9, appendLen(appendLen(nil, 1, fmt.Appendf(nil, "k%d", i)), 2, []byte{0x18, 1}))
+	}
+	buf := appendLen(nil, 1, appendLen(nil, 2, appendLen(nil, 2, span)))
+	require.True(t, requireSameDecode(t, buf))
+	b := &releaseBuilder{names: make(map[string]string)}
+	_, err := b.build(buf)
+	require.NoError(t, err)
+	require.Greater(t, cap(b.fields), maxIdleFields)
+	b.idle()
+	require.Zero(t, cap(b.fields))
+	_, err = b.build(encode(t, oneTrace("svc")))
+	require.NoError(t, err)
+	kept := cap(b.fields)
+	require.NotZero(t, kept)
+	b.idle()
+	require.Equal(t, kept, cap(b.fields))
 }
 
 // The builder on engine output and on raw bytes: always what ProtoUnmarshaler gives. Its

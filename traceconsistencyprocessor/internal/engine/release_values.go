@@ -15,31 +15,27 @@ func (b *releaseBuilder) keyValue(m pcommon.Map, buf []byte, depth int) error {
 	if depth >= recursionLimit {
 		return errFallback
 	}
-	var key, value []byte
-	values := 0
-	for pos := 0; pos < len(buf); {
-		f, p, err := next(buf, pos)
+	key, value, ok := shortKeyValue(buf)
+	if !ok {
+		start, err := b.scan(buf, &wantKeyValue, refuseKeyStrindex, nil)
 		if err != nil {
 			return err
 		}
-		pos = p
-		if f.num <= 16 {
-			if w := wantKeyValue[f.num]; w != 0 && w-1 != f.wire {
-				return errFallback
+		values := 0
+		for i := start; i < len(b.fields); i++ {
+			f := &b.fields[i]
+			switch f.num {
+			case 1:
+				key = f.bytes(buf)
+			case 2:
+				value = f.bytes(buf)
+				values++
 			}
 		}
-		switch f.num {
-		case 1:
-			key = f.data
-		case 2:
-			value = f.data
-			values++
-		case 3: // key_strindex: not in the public API
+		b.fields = b.fields[:start]
+		if values > 1 {
 			return errFallback
 		}
-	}
-	if values > 1 {
-		return errFallback
 	}
 	before := m.Len()
 	if err := b.putValue(m, b.intern(key), value, depth+1); err != nil {
@@ -51,37 +47,72 @@ func (b *releaseBuilder) keyValue(m pcommon.Map, buf []byte, depth int) error {
 	return nil
 }
 
-// anyValue returns the one oneof field of an AnyValue (num 0 for none).
-func anyValue(buf []byte, depth int) (field, error) {
+// refuseKeyStrindex: KeyValue field 3 (key_strindex), not in the public API.
+const refuseKeyStrindex = 3
+
+// shortKeyValue reads the usual encoding of a KeyValue, its key then its value with one-byte
+// tags and lengths and nothing else; ok is false for any other encoding, left to scan.
+func shortKeyValue(buf []byte) (key, value []byte, ok bool) {
+	if len(buf) < 4 || buf[0] != 1<<3|wireLen || buf[1] >= 0x80 {
+		return nil, nil, false
+	}
+	k := 2 + int(buf[1])
+	if k+2 > len(buf) || buf[k] != 2<<3|wireLen || buf[k+1] >= 0x80 || k+2+int(buf[k+1]) != len(buf) {
+		return nil, nil, false
+	}
+	return buf[2:k], buf[k+2:], true
+}
+
+// refuseStringStrindex: AnyValue field 8 (string_value_strindex), not in the public API.
+const refuseStringStrindex = 8
+
+// anyValue returns the one oneof field of an AnyValue (num 0 for none), its offset within
+// buf.
+func (b *releaseBuilder) anyValue(buf []byte, depth int) (field, error) {
 	if depth >= recursionLimit {
 		return field{}, errFallback
 	}
-	var one field
-	set := 0
-	for pos := 0; pos < len(buf); {
-		f, p, err := next(buf, pos)
-		if err != nil {
-			return field{}, err
-		}
-		pos = p
-		if f.num > 8 {
-			continue // unknown: skipped
-		}
-		if wantAnyValue[f.num]-1 != f.wire || f.num == 8 { // 8: string_value_strindex
-			return field{}, errFallback
-		}
-		one = f
-		set++
+	if f, ok := shortAnyValue(buf); ok {
+		return f, nil
 	}
-	if set > 1 {
+	start, err := b.scan(buf, &wantAnyValue, refuseStringStrindex, nil)
+	if err != nil {
+		return field{}, err
+	}
+	var one field
+	switch len(b.fields) - start {
+	case 0:
+	case 1:
+		one = b.fields[start]
+	default:
 		return field{}, errFallback
 	}
+	b.fields = b.fields[:start]
 	return one, nil
+}
+
+// shortAnyValue reads the usual encodings of an AnyValue, one string with a one-byte length
+// or one bool or int, and nothing else; ok is false for any other encoding, left to scan.
+func shortAnyValue(buf []byte) (field, bool) {
+	if len(buf) < 2 {
+		return field{}, false
+	}
+	switch buf[0] {
+	case 1<<3 | wireLen:
+		if buf[1] < 0x80 && 2+int(buf[1]) == len(buf) {
+			return field{v: uint64(buf[1]), off: 2, num: 1, wire: wireLen}, true
+		}
+	case 2<<3 | wireVarint, 3<<3 | wireVarint:
+		if v, pos, err := varint(buf, 1); err == nil && pos == len(buf) {
+			return field{v: v, num: int32(buf[0] >> 3), wire: wireVarint}, true
+		}
+	}
+	return field{}, false
 }
 
 // putValue puts key with the AnyValue in buf into m.
 func (b *releaseBuilder) putValue(m pcommon.Map, key string, buf []byte, depth int) error {
-	f, err := anyValue(buf, depth)
+	f, err := b.anyValue(buf, depth)
 	if err != nil {
 		return err
 	}
@@ -89,7 +120,7 @@ func (b *releaseBuilder) putValue(m pcommon.Map, key string, buf []byte, depth i
 	case 0:
 		m.PutEmpty(key)
 	case 1:
-		m.PutStr(key, b.arena.str(f.data))
+		m.PutStr(key, b.arena.str(f.bytes(buf)))
 	case 2:
 		m.PutBool(key, f.v != 0)
 	case 3:
@@ -97,13 +128,13 @@ func (b *releaseBuilder) putValue(m pcommon.Map, key string, buf []byte, depth i
 	case 4:
 		m.PutDouble(key, math.Float64frombits(f.v))
 	case 5:
-		return b.values(m.PutEmptySlice(key), f.data, depth+1)
+		return b.values(m.PutEmptySlice(key), f.bytes(buf), depth+1)
 	case 6:
-		return b.kvlist(m.PutEmptyMap(key), f.data, depth+1)
+		return b.kvlist(m.PutEmptyMap(key), f.bytes(buf), depth+1)
 	case 7:
 		bs := m.PutEmptyBytes(key)
-		if len(f.data) > 0 {
-			bs.FromRaw(f.data)
+		if f.v > 0 {
+			bs.FromRaw(f.bytes(buf))
 		}
 	}
 	return nil
@@ -111,13 +142,13 @@ func (b *releaseBuilder) putValue(m pcommon.Map, key string, buf []byte, depth i
 
 // setValue sets v to the AnyValue in buf (v is empty).
 func (b *releaseBuilder) setValue(v pcommon.Value, buf []byte, depth int) error {
-	f, err := anyValue(buf, depth)
+	f, err := b.anyValue(buf, depth)
 	if err != nil {
 		return err
 	}
 	switch f.num {
 	case 1:
-		v.SetStr(b.arena.str(f.data))
+		v.SetStr(b.arena.str(f.bytes(buf)))
 	case 2:
 		v.SetBool(f.v != 0)
 	case 3:
@@ -125,13 +156,13 @@ func (b *releaseBuilder) setValue(v pcommon.Value, buf []byte, depth int) error 
 	case 4:
 		v.SetDouble(math.Float64frombits(f.v))
 	case 5:
-		return b.values(v.SetEmptySlice(), f.data, depth+1)
+		return b.values(v.SetEmptySlice(), f.bytes(buf), depth+1)
 	case 6:
-		return b.kvlist(v.SetEmptyMap(), f.data, depth+1)
+		return b.kvlist(v.SetEmptyMap(), f.bytes(buf), depth+1)
 	case 7:
 		bs := v.SetEmptyBytes()
-		if len(f.data) > 0 {
-			bs.FromRaw(f.data)
+		if f.v > 0 {
+			bs.FromRaw(f.bytes(buf))
 		}
 	}
 	return nil
@@ -142,22 +173,21 @@ func (b *releaseBuilder) values(s pcommon.Slice, buf []byte, depth int) error {
 	if depth >= recursionLimit {
 		return errFallback
 	}
-	c, err := counts(buf, &wantValues, nil)
+	start, err := b.scan(buf, &wantValues, 0, nil)
 	if err != nil {
 		return err
 	}
-	if c[1] > 0 {
-		s.EnsureCapacity(c[1])
+	end := len(b.fields)
+	if end > start {
+		s.EnsureCapacity(end - start)
 	}
-	for pos := 0; pos < len(buf); {
-		f, p, _ := next(buf, pos)
-		pos = p
-		if f.num == 1 {
-			if err := b.setValue(s.AppendEmpty(), f.data, depth+1); err != nil {
-				return err
-			}
+	for i := start; i < end; i++ {
+		f := b.fields[i]
+		if err := b.setValue(s.AppendEmpty(), f.bytes(buf), depth+1); err != nil {
+			return err
 		}
 	}
+	b.fields = b.fields[:start]
 	return nil
 }
 
@@ -166,22 +196,21 @@ func (b *releaseBuilder) kvlist(m pcommon.Map, buf []byte, depth int) error {
 	if depth >= recursionLimit {
 		return errFallback
 	}
-	c, err := counts(buf, &wantValues, nil)
+	start, err := b.scan(buf, &wantValues, 0, nil)
 	if err != nil {
 		return err
 	}
-	if c[1] > 0 {
-		m.EnsureCapacity(c[1])
+	end := len(b.fields)
+	if end > start {
+		m.EnsureCapacity(end - start)
 	}
-	for pos := 0; pos < len(buf); {
-		f, p, _ := next(buf, pos)
-		pos = p
-		if f.num == 1 {
-			if err := b.keyValue(m, f.data, depth+1); err != nil {
-				return err
-			}
+	for i := start; i < end; i++ {
+		f := b.fields[i]
+		if err := b.keyValue(m, f.bytes(buf), depth+1); err != nil {
+			return err
 		}
 	}
+	b.fields = b.fields[:start]
 	return nil
 }
 

@@ -1,7 +1,8 @@
 package engine
 
-// The protobuf wire reading of the release builder: fields, varints, the per-message
-// count of repeated fields and the wire types each message expects.
+// The protobuf wire reading of the release builder: one pass over a message's fields into
+// the builder's scratch, checking the wire types each message expects and counting its
+// repeated fields on the way.
 
 // Wire types, as in the protobuf encoding.
 const (
@@ -11,14 +12,18 @@ const (
 	wireI32    = 5
 )
 
-// field is one decoded field of a message: its number and wire type, its value for the
-// scalar wire types, its bytes for a length-delimited one.
+// field is one field of a message as scan read it: its number and wire type, its value for
+// the scalar wire types; for a length-delimited one v is the length and off where its
+// bytes start in the message (field.bytes).
 type field struct {
+	v    uint64
+	off  int
 	num  int32
 	wire int8
-	v    uint64
-	data []byte
 }
+
+// bytes returns a length-delimited field's bytes within msg, the message scan read it from.
+func (f *field) bytes(msg []byte) []byte { return msg[f.off : f.off+int(f.v)] }
 
 // varint decodes a varint as pdata's decoder does (bits above the 64th are dropped).
 func varint(buf []byte, pos int) (uint64, int, error) {
@@ -43,76 +48,92 @@ func varintSlow(buf []byte, pos int) (uint64, int, error) {
 	}
 }
 
-// next decodes the field at pos. Anything ProtoUnmarshaler would refuse, and groups, give
-// errFallback.
-func next(buf []byte, pos int) (field, int, error) {
-	tag, pos, err := varint(buf, pos)
-	if err != nil {
-		return field{}, 0, err
-	}
-	f := field{num: int32(tag >> 3), wire: int8(tag & 7)}
-	if f.num <= 0 {
-		return field{}, 0, errFallback
-	}
-	switch f.wire {
-	case wireVarint:
-		f.v, pos, err = varint(buf, pos)
-		return f, pos, err
-	case wireI64:
-		if len(buf)-pos < 8 {
-			return field{}, 0, errFallback
-		}
-		b := buf[pos : pos+8]
-		f.v = uint64(b[0]) | uint64(b[1])<<8 | uint64(b[2])<<16 | uint64(b[3])<<24 |
-			uint64(b[4])<<32 | uint64(b[5])<<40 | uint64(b[6])<<48 | uint64(b[7])<<56
-		return f, pos + 8, nil
-	case wireI32:
-		if len(buf)-pos < 4 {
-			return field{}, 0, errFallback
-		}
-		b := buf[pos : pos+4]
-		f.v = uint64(b[0]) | uint64(b[1])<<8 | uint64(b[2])<<16 | uint64(b[3])<<24
-		return f, pos + 4, nil
-	case wireLen:
-		var l uint64
-		l, pos, err = varint(buf, pos)
-		if err != nil {
-			return field{}, 0, err
-		}
-		if l > uint64(len(buf)-pos) {
-			return field{}, 0, errFallback
-		}
-		f.data = buf[pos : pos+int(l)]
-		return f, pos + int(l), nil
-	default:
-		return field{}, 0, errFallback
-	}
-}
-
-// counts walks a message's fields once and counts those numbered 1..15 and 16 (index 0),
-// checking each known field's wire type against want (0 for a field the message does not
-// know, which is skipped). It refuses the fields in refuse.
-func counts(buf []byte, want *[17]int8, refuse func(int32) bool) ([17]int, error) {
-	var c [17]int
-	for pos := 0; pos < len(buf); {
-		f, p, err := next(buf, pos)
-		if err != nil {
-			return c, err
-		}
-		pos = p
-		if refuse != nil && refuse(f.num) {
-			return c, errFallback
-		}
-		if f.num <= 16 {
-			if w := want[f.num]; w != 0 {
-				if w-1 != f.wire {
-					return c, errFallback
-				}
-				c[f.num]++
+// scan reads the fields of msg once, appending those it knows (numbers 1..16 with a wire
+// type in want) to b.fields after the ones of the messages being built around it, and
+// returns where they start; the caller truncates b.fields back to it when done. Each known
+// field's wire type must be the one in want; a field numbered refuse, anything
+// ProtoUnmarshaler would refuse, and groups give errFallback. When c is not nil it counts
+// the known fields by number.
+func (b *releaseBuilder) scan(msg []byte, want *[17]int8, refuse int32, c *[17]int32) (int, error) {
+	start := len(b.fields)
+	for pos := 0; pos < len(msg); {
+		// One-byte tags and lengths are the usual case; the slow path decodes the rest.
+		var tag uint64
+		if t := msg[pos]; t < 0x80 {
+			tag = uint64(t)
+			pos++
+		} else {
+			var err error
+			if tag, pos, err = varintSlow(msg, pos); err != nil {
+				return 0, err
 			}
 		}
+		num, wire := int32(tag>>3), int8(tag&7)
+		if num <= 0 || num == refuse {
+			return 0, errFallback
+		}
+		var v uint64
+		off := 0
+		switch wire {
+		case wireVarint:
+			if pos < len(msg) && msg[pos] < 0x80 {
+				v = uint64(msg[pos])
+				pos++
+			} else {
+				var err error
+				if v, pos, err = varintSlow(msg, pos); err != nil {
+					return 0, err
+				}
+			}
+		case wireI64:
+			if len(msg)-pos < 8 {
+				return 0, errFallback
+			}
+			p := msg[pos : pos+8]
+			v = uint64(p[0]) | uint64(p[1])<<8 | uint64(p[2])<<16 | uint64(p[3])<<24 |
+				uint64(p[4])<<32 | uint64(p[5])<<40 | uint64(p[6])<<48 | uint64(p[7])<<56
+			pos += 8
+		case wireI32:
+			if len(msg)-pos < 4 {
+				return 0, errFallback
+			}
+			p := msg[pos : pos+4]
+			v = uint64(p[0]) | uint64(p[1])<<8 | uint64(p[2])<<16 | uint64(p[3])<<24
+			pos += 4
+		case wireLen:
+			if pos < len(msg) && msg[pos] < 0x80 {
+				v = uint64(msg[pos])
+				pos++
+			} else {
+				var err error
+				if v, pos, err = varintSlow(msg, pos); err != nil {
+					return 0, err
+				}
+			}
+			if v > uint64(len(msg)-pos) {
+				return 0, errFallback
+			}
+			off = pos
+			pos += int(v)
+		default:
+			return 0, errFallback
+		}
+		if num > 16 {
+			continue
+		}
+		w := want[num]
+		if w == 0 {
+			continue
+		}
+		if w-1 != wire {
+			return 0, errFallback
+		}
+		if c != nil {
+			c[num]++
+		}
+		b.fields = append(b.fields, field{v: v, off: off, num: num, wire: wire})
 	}
-	return c, nil
+	return start, nil
 }
 
 // Expected wire types (plus one; 0: unknown field) of each message's fields.
