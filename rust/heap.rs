@@ -56,6 +56,20 @@ pub fn class_len(n: usize) -> usize {
     alloc_size(n) as usize
 }
 
+/// Makes room in `v` for `more` elements: exactly, to the allocator's size class, while it
+/// holds fewer than `exact_below` (no doubling slack for the common small case; the class's
+/// rounding becomes room for what comes next), amortised by doubling above (no quadratic
+/// copying for giant ones).
+pub fn reserve_to_class<T>(v: &mut Vec<T>, more: usize, exact_below: usize) {
+    let len = v.len();
+    if len >= exact_below {
+        v.reserve(more);
+    } else if v.capacity() - len < more {
+        let size = size_of::<T>().max(1);
+        v.reserve_exact(class_len((len + more) * size) / size - len);
+    }
+}
+
 /// The allocation of a `Vec` (its capacity, in its size class).
 pub fn vec_bytes<T>(v: &Vec<T>) -> u64 {
     alloc_size(v.capacity() * size_of::<T>())
@@ -95,6 +109,21 @@ mod tests {
     use super::*;
     use crate::testutil::counting::alloc_live;
     use std::collections::{HashMap, HashSet};
+
+    #[test]
+    fn small_vectors_grow_to_their_class_and_large_ones_double() {
+        let mut v: Vec<u64> = Vec::new();
+        reserve_to_class(&mut v, 3, 1024);
+        // 24 bytes take the 32-byte class: room for four.
+        assert_eq!(v.capacity(), 4);
+        v.extend([1, 2, 3, 4]);
+        reserve_to_class(&mut v, 1, 1024);
+        // 40 bytes take the 48-byte class: room for six.
+        assert_eq!(v.capacity(), 6);
+        let mut big: Vec<u8> = vec![0; 4096];
+        reserve_to_class(&mut big, 1, 4096);
+        assert!(big.capacity() >= 8192, "doubling above the threshold: {}", big.capacity());
+    }
 
     #[test]
     fn the_allocator_takes_the_decay_control() {

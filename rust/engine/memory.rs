@@ -11,7 +11,7 @@ use std::mem::size_of;
 
 use crate::index::{Group, SpanExtra, SpanRec};
 
-pub use crate::heap::{alloc_size, arc_bytes, class_len, map_bytes, set_bytes, table_bytes, vec_bytes};
+pub use crate::heap::{alloc_size, arc_bytes, class_len, map_bytes, reserve_to_class, set_bytes, table_bytes, vec_bytes};
 
 /// Index record of one span.
 pub const REC_BYTES: u64 = size_of::<SpanRec>() as u64;

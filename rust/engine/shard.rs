@@ -14,7 +14,7 @@ use crate::index::{kind, Group, ScannedBatch, SpanRec};
 use crate::sampling::Verdict;
 
 use super::expect::{CallKey, Expect};
-use super::memory::{alloc_size, class_len, deque_bytes, groups_bytes, map_bytes, rec_heap, vec_bytes};
+use super::memory::{alloc_size, deque_bytes, groups_bytes, map_bytes, rec_heap, reserve_to_class, vec_bytes};
 use super::unit::Unit;
 
 /// The top bit of [`Trace::hold`]: the trace waited for children at least once.
@@ -394,36 +394,13 @@ impl Shard {
             self.fifo.push_back((id, gen));
         }
         let before = trace.mem();
-        // Grow storage once for the whole run: exactly while the trace is small (no
-        // doubling slack for the common trace), amortised once it is big (no quadratic
-        // copying for giant traces).
-        // Exact growth is to the allocator's size class: the rounding it would add anyway
-        // becomes room for the trace's next spans (and is counted either way).
+        // Grow storage once for the whole run: exactly (to the size class) while the trace
+        // is small, amortised once it is big.
         let need: usize = run.iter().map(|&i| batch.spans[i as usize].len()).sum();
-        let (len, spans) = (trace.buf.len(), trace.spans.len());
-        if len < EXACT_GROWTH_BYTES {
-            if trace.buf.capacity() - len < need {
-                trace.buf.reserve_exact(class_len(len + need) - len);
-            }
-        } else {
-            trace.buf.reserve(need);
-        }
-        if spans < EXACT_GROWTH_SPANS {
-            if trace.spans.capacity() - spans < run.len() {
-                let rec = size_of::<SpanRec>();
-                trace.spans.reserve_exact(class_len((spans + run.len()) * rec) / rec - spans);
-            }
-        } else {
-            trace.spans.reserve(run.len());
-        }
+        reserve_to_class(&mut trace.buf, need, EXACT_GROWTH_BYTES);
+        reserve_to_class(&mut trace.spans, run.len(), EXACT_GROWTH_SPANS);
         let calls = run.iter().filter(|&&i| matches!(batch.spans[i as usize].kind, kind::CLIENT | kind::PRODUCER)).count();
-        let have = trace.calls.len();
-        if have >= EXACT_GROWTH_SPANS {
-            trace.calls.reserve(calls);
-        } else if trace.calls.capacity() - have < calls {
-            let key = size_of::<CallKey>();
-            trace.calls.reserve_exact(class_len((have + calls) * key) / key - have);
-        }
+        reserve_to_class(&mut trace.calls, calls, EXACT_GROWTH_SPANS);
         for &i in run {
             let s = &batch.spans[i as usize];
             let gi = trace.group_of(&batch.groups[s.group as usize]);

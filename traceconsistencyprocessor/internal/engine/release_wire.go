@@ -1,5 +1,7 @@
 package engine
 
+import "encoding/binary"
+
 // The protobuf wire reading of the release builder: one pass over a message's fields into
 // the builder's scratch, checking the wire types each message expects and counting its
 // repeated fields on the way.
@@ -75,7 +77,8 @@ func (b *releaseBuilder) scan(msg []byte, want *[17]int8, refuse int32, c *[17]i
 		var v uint64
 		off := 0
 		switch wire {
-		case wireVarint:
+		case wireVarint, wireLen:
+			// A varint, or a length before the bytes.
 			if pos < len(msg) && msg[pos] < 0x80 {
 				v = uint64(msg[pos])
 				pos++
@@ -84,37 +87,26 @@ func (b *releaseBuilder) scan(msg []byte, want *[17]int8, refuse int32, c *[17]i
 				if v, pos, err = varintSlow(msg, pos); err != nil {
 					return 0, err
 				}
+			}
+			if wire == wireLen {
+				if v > uint64(len(msg)-pos) {
+					return 0, errFallback
+				}
+				off = pos
+				pos += int(v)
 			}
 		case wireI64:
 			if len(msg)-pos < 8 {
 				return 0, errFallback
 			}
-			p := msg[pos : pos+8]
-			v = uint64(p[0]) | uint64(p[1])<<8 | uint64(p[2])<<16 | uint64(p[3])<<24 |
-				uint64(p[4])<<32 | uint64(p[5])<<40 | uint64(p[6])<<48 | uint64(p[7])<<56
+			v = binary.LittleEndian.Uint64(msg[pos:])
 			pos += 8
 		case wireI32:
 			if len(msg)-pos < 4 {
 				return 0, errFallback
 			}
-			p := msg[pos : pos+4]
-			v = uint64(p[0]) | uint64(p[1])<<8 | uint64(p[2])<<16 | uint64(p[3])<<24
+			v = uint64(binary.LittleEndian.Uint32(msg[pos:]))
 			pos += 4
-		case wireLen:
-			if pos < len(msg) && msg[pos] < 0x80 {
-				v = uint64(msg[pos])
-				pos++
-			} else {
-				var err error
-				if v, pos, err = varintSlow(msg, pos); err != nil {
-					return 0, err
-				}
-			}
-			if v > uint64(len(msg)-pos) {
-				return 0, errFallback
-			}
-			off = pos
-			pos += int(v)
 		default:
 			return 0, errFallback
 		}
